@@ -1,0 +1,100 @@
+/*
+ * service — how one App Engine API service plugs into the backend.
+ *
+ * Every service is one file in apiserver/services/ that defines one
+ * `const struct af_service af_service_NAME` with a table of methods. All of
+ * them run on the backend thread only, one call at a time: no locks inside
+ * services (see apiserver/backend.c for the one place threads cross).
+ */
+#ifndef AF_SERVICE_H
+#define AF_SERVICE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "apiserver/apiserver.h"
+
+/* One call, as decoded from the remote_api.Request envelope. Borrowed: valid
+ * only while the handler runs. */
+struct af_call {
+    const char *service;    /* service_name (field 2) */
+    const char *method;     /* method (field 3) */
+    const uint8_t *request; /* request (field 4), the encoded service message */
+    size_t request_len;
+    const char *request_id; /* request_id (field 5); "" when absent */
+};
+
+enum af_result_kind {
+    AF_RESULT_OK,        /* response holds the encoded service response */
+    AF_RESULT_APP_ERROR, /* Response.application_error {code, detail} */
+    AF_RESULT_RPC_ERROR, /* Response.rpc_error {code, detail} (RpcError codes) */
+};
+
+/* What a handler produces. The handler stores malloc'd buffers here and the
+ * backend frees them after encoding the envelope. */
+struct af_result {
+    enum af_result_kind kind;
+    int code;          /* application error code or RpcError code */
+    char *detail;      /* malloc'd message for a person, or NULL */
+    uint8_t *response; /* malloc'd encoded service response (may be NULL for empty) */
+    size_t response_len;
+};
+
+/* remote_api RpcError codes (remote_api.proto, RpcError.ErrorCode). */
+enum af_rpc_error {
+    AF_RPC_UNKNOWN = 0,
+    AF_RPC_CALL_NOT_FOUND = 1,
+    AF_RPC_PARSE_ERROR = 2,
+    AF_RPC_SECURITY_VIOLATION = 3,
+    AF_RPC_OVER_QUOTA = 4,
+    AF_RPC_REQUEST_TOO_LARGE = 5,
+    AF_RPC_CAPABILITY_DISABLED = 6,
+    AF_RPC_FEATURE_DISABLED = 7,
+    AF_RPC_BAD_REQUEST = 8,
+    AF_RPC_RESPONSE_TOO_LARGE = 9,
+    AF_RPC_CANCELLED = 10,
+    AF_RPC_REPLAY_ERROR = 11,
+    AF_RPC_DEADLINE_EXCEEDED = 12,
+};
+
+/* A method handler. `state` is what the service's create() returned. */
+typedef void (*af_method_fn)(void *state, const struct af_call *call, struct af_result *res);
+
+struct af_method {
+    const char *name; /* e.g. "Get" */
+    af_method_fn fn;
+};
+
+struct af_service {
+    const char *name;                /* service_name on the wire, e.g. "memcache" */
+    const struct af_method *methods; /* terminated by an entry with name == NULL */
+    /* Called once on the backend thread before any call. May return NULL for
+     * a stateless service. Returns the service state. */
+    void *(*create)(const struct af_api_options *opts);
+    /* POST /clear?stub=NAME: back to the empty state. May be NULL. */
+    void (*clear)(void *state);
+    /* At shutdown. May be NULL. */
+    void (*destroy)(void *state);
+};
+
+/* Helpers for handlers. Each sets every field of res. */
+void af_result_ok(struct af_result *res, uint8_t *response, size_t len); /* takes response */
+void af_result_app_error(struct af_result *res, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void af_result_rpc_error(struct af_result *res, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/*
+ * Packs a protobuf-c message into res as AF_RESULT_OK. Use as
+ *   af_result_pack(res, &msg.base);
+ */
+struct ProtobufCMessage;
+void af_result_pack(struct af_result *res, const struct ProtobufCMessage *msg);
+
+/* The registry: every service the backend serves
+ * (apiserver/services/registry.c). af_n_services entries; an entry may be
+ * NULL (a service not built in) and is then skipped. */
+extern const struct af_service *const af_services[];
+extern const size_t af_n_services;
+
+#endif

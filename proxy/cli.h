@@ -1,0 +1,95 @@
+/*
+ * cli — the dev_appserver-compatible command line (shared/DESIGN.md).
+ *
+ *   appfront [flags] APP_DIR_OR_APP_YAML...
+ *   appfront api [flags]
+ *
+ * Flags take "--flag=value" or "--flag value"; booleans also bare "--flag"
+ * and yes/no/true/false/1/0 (any case). Port 0 means "pick a free one".
+ */
+#ifndef AF_CLI_H
+#define AF_CLI_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+/* One "--env_var K=V". */
+struct af_env_kv {
+    char *key;
+    char *value;
+};
+
+/*
+ * The parsed command line. Every string is owned by the struct and released
+ * by af_config_release(). Defaults are set by af_config_init().
+ */
+struct af_config {
+    bool api_only; /* "appfront api": the API server alone, no app */
+
+    char *host;       /* "localhost" */
+    int port;         /* 8080 */
+    char *admin_host; /* "localhost" */
+    int admin_port;   /* 8000 */
+    char *api_host;   /* "localhost" */
+    int api_port;     /* 0 */
+    int direct_port;  /* -1: off unless given */
+
+    char *storage_path;   /* NULL: a private 0700 dir per app and user */
+    char *datastore_path; /* NULL: under storage_path */
+    bool clear_datastore;
+    char *datastore_consistency_policy; /* "time" | "random" | "consistent" */
+
+    bool automatic_restart; /* true */
+    bool allow_skipped_files;
+    char *watcher_ignore_re; /* NULL if not given */
+    bool use_mtime_file_watcher;
+    int max_module_instances; /* 0: no limit from the command line */
+    /* "--threadsafe_override": "true"/"false" or "module:true,...". NULL if not given. */
+    char *threadsafe_override;
+
+    struct af_env_kv *env_vars; /* --env_var K=V, in order given */
+    size_t n_env_vars;
+
+    char *log_level;               /* "info"; app log level */
+    char *dev_appserver_log_level; /* "info"; appfront's own log level */
+    bool enable_task_running;      /* true */
+
+    /* appfront's own flags (not in dev_appserver). */
+    int max_connections;       /* --max_connections, 10000 */
+    long long max_body_bytes;  /* --max_request_body_bytes, 32 MiB */
+    int request_deadline_ms;   /* --request_deadline (seconds, float ok), 60 s */
+    int head_timeout_ms;       /* --request_head_timeout (seconds), 10 s */
+    int instance_startup_ms;   /* --instance_startup_timeout (seconds), 30 s */
+    long long memcache_max_bytes; /* --memcache_max_bytes, 64 MiB */
+    char *build_command;       /* --build_command, NULL */
+
+    char **app_paths; /* positional APP_DIR_OR_APP_YAML arguments */
+    size_t n_app_paths;
+};
+
+/* Sets every default listed above. */
+void af_config_init(struct af_config *cfg);
+/* Frees every string the struct owns; the struct itself is the caller's. */
+void af_config_release(struct af_config *cfg);
+
+enum af_cli_result {
+    AF_CLI_OK = 0,    /* run */
+    AF_CLI_HELP = 1,  /* --help was given: usage printed to stdout, exit 0 */
+    AF_CLI_ERROR = 2, /* err holds a one-line message: print it, exit 2 */
+};
+
+/*
+ * Parses argv (argv[0] is the program name) into cfg, which must have been
+ * af_config_init()ed. On AF_CLI_ERROR, err (errlen bytes) holds a one-line
+ * message naming the flag and what is wrong, e.g.
+ *   "--port: 'abc' is not a port number (0-65535)".
+ * No app path in normal mode is an error; app paths in api mode are an error.
+ */
+enum af_cli_result af_cli_parse(int argc, char **argv, struct af_config *cfg, char *err,
+                                size_t errlen);
+
+/* The usage text printed by --help. */
+void af_cli_usage(FILE *out);
+
+#endif
