@@ -1,0 +1,384 @@
+/*
+ * mail — the "mail" service: Send and SendToAdmins.
+ *
+ * A development server must not mail real people, so nothing leaves the
+ * machine: a message is validated the way production validates it, logged
+ * as one summary line, and kept in memory (the newest MAIL_MAX_KEPT
+ * messages, at most MAIL_MAX_BYTES of them in all) for tests and a future
+ * admin page. Delivery over SMTP, if it ever comes, belongs on a thread of
+ * its own (DESIGN.md: slow I/O must not stall the backend).
+ *
+ * What production refuses, and how (MailServiceError):
+ *  - a sender or recipient that is not an RFC 5322 address → BAD_REQUEST;
+ *  - Send with no To, Cc or Bcc, or a message with neither a text nor an
+ *    HTML body → BAD_REQUEST;
+ *  - an attachment whose file name has a blocked extension (executables,
+ *    scripts) → INVALID_ATTACHMENT_TYPE;
+ *  - a header outside the short list apps may set → INVALID_HEADER_NAME;
+ *  - a Content-ID not of the form "<...>" → INVALID_CONTENT_ID.
+ * Whether the sender is allowed to send (an admin, the signed-in user) is
+ * not checked: the development server does not know the app's admins.
+ */
+#include <ctype.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "mail.pb-c.h"
+
+#include "apiserver/service.h"
+#include "common/log.h"
+#include "common/xalloc.h"
+
+#define MAIL_MAX_KEPT 100
+#define MAIL_MAX_BYTES (32u << 20)
+/* RFC 5321 section 4.5.3.1: a path (address) is at most 256 octets; a
+ * display name on top of that is allowed some room. */
+#define MAIL_MAX_ADDRESS 1024
+/* Longest subject echoed in the summary line. */
+#define MAIL_LOG_SUBJECT 120
+
+#define MAILERR(name) AF__MAIL__MAIL_SERVICE_ERROR__ERROR_CODE__##name
+
+/* One kept message: the request exactly as sent, plus what the summary
+ * needs without decoding it again. */
+struct kept_mail {
+    uint8_t *data; /* encoded MailMessage */
+    size_t len;
+    bool to_admins;
+    time_t when;
+};
+
+struct mail_state {
+    struct kept_mail kept[MAIL_MAX_KEPT];
+    size_t head, count;
+    size_t bytes;
+    unsigned long long sent; /* total accepted, including dropped ones */
+};
+
+static void *mail_create(const struct af_api_options *opts)
+{
+    return af_xcalloc(1, sizeof(struct mail_state));
+}
+
+static void drop_oldest(struct mail_state *st)
+{
+    struct kept_mail *k = &st->kept[st->head];
+    st->bytes -= k->len;
+    free(k->data);
+    memset(k, 0, sizeof(*k));
+    st->head = (st->head + 1) % MAIL_MAX_KEPT;
+    st->count--;
+}
+
+static void mail_clear(void *state)
+{
+    struct mail_state *st = state;
+    while (st->count > 0)
+        drop_oldest(st);
+    st->head = 0;
+}
+
+static void mail_destroy(void *state)
+{
+    if (!state)
+        return;
+    mail_clear(state);
+    free(state);
+}
+
+/* ---- address syntax (RFC 5322 section 3.4, simplified) ------------------ */
+
+/* atext of RFC 5322 section 3.2.3. */
+static bool is_atext(unsigned char c)
+{
+    return isalnum(c) || (c != 0 && strchr("!#$%&'*+-/=?^_`{|}~", c) != NULL);
+}
+
+/* local-part as dot-atom or quoted-string. */
+static bool valid_local(const char *s, size_t n)
+{
+    if (n == 0)
+        return false;
+    if (s[0] == '"') {
+        if (n < 2 || s[n - 1] != '"')
+            return false;
+        for (size_t i = 1; i < n - 1; i++) {
+            unsigned char c = (unsigned char)s[i];
+            if (c == '\\' && i + 1 < n - 1)
+                i++;
+            else if (c == '"' || c == '\\' || c < 0x20 || c == 0x7f)
+                return false;
+        }
+        return true;
+    }
+    if (s[0] == '.' || s[n - 1] == '.')
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '.' ? s[i + 1] == '.' : !is_atext(c))
+            return false;
+    }
+    return true;
+}
+
+/* A host name of letters, digits and hyphens in dot-separated labels
+ * (RFC 1035 section 2.3.1), or a bracketed address literal. Dotless names
+ * ("localhost") are accepted: they are common in development. */
+static bool valid_domain(const char *s, size_t n)
+{
+    if (n == 0 || n > 255)
+        return false;
+    if (s[0] == '[')
+        return n > 2 && s[n - 1] == ']' && memchr(s, ']', n - 1) == NULL;
+    size_t label = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '.') {
+            if (label == 0 || s[i - 1] == '-')
+                return false;
+            label = 0;
+        } else if (isalnum(c) || c == '-' || c >= 0x80) {
+            /* Bytes >= 0x80: internationalized names are passed through. */
+            if (label == 0 && c == '-')
+                return false;
+            if (++label > 63)
+                return false;
+        } else {
+            return false;
+        }
+    }
+    return label > 0 && s[n - 1] != '-';
+}
+
+static bool valid_addr_spec(const char *s, size_t n)
+{
+    /* The last '@' splits: a quoted local part may itself contain '@'. */
+    const char *at = NULL;
+    for (size_t i = 0; i < n; i++)
+        if (s[i] == '@')
+            at = s + i;
+    if (!at)
+        return false;
+    return valid_local(s, (size_t)(at - s)) && valid_domain(at + 1, n - (size_t)(at - s) - 1);
+}
+
+/*
+ * True for "user@example.com" and "Display Name <user@example.com>" (the
+ * name-addr form; the display name may be quoted). Group syntax and
+ * comments are not accepted, as production does not accept them either.
+ */
+static bool valid_address(const char *addr)
+{
+    size_t n = strnlen(addr, MAIL_MAX_ADDRESS + 1);
+    if (n > MAIL_MAX_ADDRESS)
+        return false;
+    while (n > 0 && isspace((unsigned char)addr[n - 1]))
+        n--;
+    while (n > 0 && isspace((unsigned char)*addr)) {
+        addr++;
+        n--;
+    }
+    if (n == 0)
+        return false;
+    if (addr[n - 1] != '>')
+        return valid_addr_spec(addr, n);
+    const char *lt = NULL;
+    bool quoted = false;
+    for (size_t i = 0; i < n - 1; i++) {
+        if (addr[i] == '"' && (i == 0 || addr[i - 1] != '\\'))
+            quoted = !quoted;
+        else if (addr[i] == '<' && !quoted)
+            lt = addr + i;
+    }
+    if (!lt)
+        return false;
+    for (const char *p = addr; p < lt; p++)
+        if ((unsigned char)*p < 0x20 && *p != '\t')
+            return false;
+    return valid_addr_spec(lt + 1, (size_t)(addr + n - 1 - (lt + 1)));
+}
+
+/* ---- attachments and headers ------------------------------------------- */
+
+/* File extensions production refuses as attachments: things a mail client
+ * might run. */
+static const char *const blocked_extensions[] = {
+    "ade", "adp", "bat", "chm", "cmd", "com", "cpl", "exe", "hta", "ins",
+    "isp", "jse", "lib", "mde", "msc", "msp", "mst", "pif", "scr", "sct",
+    "shb", "sys", "vb",  "vbe", "vbs", "vxd", "wsc", "wsf", "wsh", NULL,
+};
+
+/* Headers an app may add; the rest (From, To, Date, ...) the service
+ * writes itself. */
+static const char *const allowed_headers[] = {
+    "Auto-Submitted", "In-Reply-To", "List-Id",     "List-Unsubscribe", "On-Behalf-Of",
+    "References",     "Resent-Date", "Resent-From", "Resent-To",        NULL,
+};
+
+static bool in_list(const char *const *list, const char *s)
+{
+    for (size_t i = 0; list[i]; i++)
+        if (strcasecmp(list[i], s) == 0)
+            return true;
+    return false;
+}
+
+/* Returns false with the error in res. */
+static bool check_attachment(const Af__Mail__MailAttachment *a, struct af_result *res)
+{
+    const char *dot = strrchr(a->filename, '.');
+    if (!a->filename[0] || strchr(a->filename, '/') || (dot && in_list(blocked_extensions, dot + 1))) {
+        af_result_app_error(res, MAILERR(INVALID_ATTACHMENT_TYPE),
+                            "attachment file name \"%.200s\" is not allowed", a->filename);
+        return false;
+    }
+    if (a->contentid) {
+        size_t n = strlen(a->contentid);
+        if (n < 3 || a->contentid[0] != '<' || a->contentid[n - 1] != '>') {
+            af_result_app_error(res, MAILERR(INVALID_CONTENT_ID),
+                                "attachment Content-ID \"%.200s\" must look like <id>",
+                                a->contentid);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Returns false with the error in res. */
+static bool check_message(const Af__Mail__MailMessage *m, bool to_admins, struct af_result *res)
+{
+    if (!valid_address(m->sender)) {
+        af_result_app_error(res, MAILERR(BAD_REQUEST), "invalid sender address \"%.200s\"",
+                            m->sender);
+        return false;
+    }
+    if (m->replyto && m->replyto[0] && !valid_address(m->replyto)) {
+        af_result_app_error(res, MAILERR(BAD_REQUEST), "invalid reply-to address \"%.200s\"",
+                            m->replyto);
+        return false;
+    }
+    struct {
+        const char *field;
+        size_t n;
+        char **list;
+    } rcpt[] = {{"to", m->n_to, m->to}, {"cc", m->n_cc, m->cc}, {"bcc", m->n_bcc, m->bcc}};
+    size_t total = 0;
+    for (size_t r = 0; r < sizeof(rcpt) / sizeof(rcpt[0]); r++) {
+        for (size_t i = 0; i < rcpt[r].n; i++) {
+            if (!valid_address(rcpt[r].list[i])) {
+                af_result_app_error(res, MAILERR(BAD_REQUEST),
+                                    "invalid %s address \"%.200s\"", rcpt[r].field,
+                                    rcpt[r].list[i]);
+                return false;
+            }
+        }
+        total += rcpt[r].n;
+    }
+    /* SendToAdmins goes to the app's administrators; it needs no list. */
+    if (total == 0 && !to_admins) {
+        af_result_app_error(res, MAILERR(BAD_REQUEST), "no recipients (To, Cc or Bcc) given");
+        return false;
+    }
+    if (!(m->textbody && m->textbody[0]) && !(m->htmlbody && m->htmlbody[0])) {
+        af_result_app_error(res, MAILERR(BAD_REQUEST), "the message has no body (text or HTML)");
+        return false;
+    }
+    for (size_t i = 0; i < m->n_attachment; i++)
+        if (!check_attachment(m->attachment[i], res))
+            return false;
+    for (size_t i = 0; i < m->n_header; i++) {
+        if (!in_list(allowed_headers, m->header[i]->name)) {
+            af_result_app_error(res, MAILERR(INVALID_HEADER_NAME),
+                                "header \"%.200s\" may not be set by an app", m->header[i]->name);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* The subject as it goes into a log line: control bytes replaced, cut to
+ * MAIL_LOG_SUBJECT bytes. */
+static void summary_subject(const char *subject, char *out, size_t outlen)
+{
+    size_t o = 0;
+    for (const unsigned char *p = (const unsigned char *)subject; *p && o + 1 < outlen; p++)
+        out[o++] = (*p < 0x20 || *p == 0x7f) ? '?' : (char)*p;
+    out[o] = '\0';
+}
+
+static void send_common(struct mail_state *st, const struct af_call *call, bool to_admins,
+                        struct af_result *res)
+{
+    if (call->request_len > MAIL_MAX_BYTES) {
+        af_result_app_error(res, MAILERR(BAD_REQUEST),
+                            "the message is %zu bytes; appfront keeps messages up to %u bytes",
+                            call->request_len, MAIL_MAX_BYTES);
+        return;
+    }
+    Af__Mail__MailMessage *m =
+        af__mail__mail_message__unpack(NULL, call->request_len, call->request);
+    if (!m) {
+        af_result_app_error(res, MAILERR(BAD_REQUEST), "mail: cannot decode MailMessage");
+        return;
+    }
+    if (!check_message(m, to_admins, res))
+        goto done;
+
+    char subject[MAIL_LOG_SUBJECT + 1];
+    summary_subject(m->subject, subject, sizeof(subject));
+    char from[MAIL_LOG_SUBJECT + 1];
+    summary_subject(m->sender, from, sizeof(from));
+    if (to_admins)
+        af_info("mail: to admins from %s: \"%s\" (%zu attachment(s); not delivered, kept "
+                "in memory)",
+                from, subject, m->n_attachment);
+    else
+        af_info("mail: from %s to %zu recipient(s): \"%s\" (%zu attachment(s); not "
+                "delivered, kept in memory)",
+                from, m->n_to + m->n_cc + m->n_bcc, subject, m->n_attachment);
+
+    while (st->count > 0 &&
+           (st->count == MAIL_MAX_KEPT || st->bytes + call->request_len > MAIL_MAX_BYTES))
+        drop_oldest(st);
+    struct kept_mail *k = &st->kept[(st->head + st->count) % MAIL_MAX_KEPT];
+    k->data = af_xmalloc(call->request_len);
+    memcpy(k->data, call->request, call->request_len);
+    k->len = call->request_len;
+    k->to_admins = to_admins;
+    k->when = time(NULL);
+    st->count++;
+    st->bytes += k->len;
+    st->sent++;
+    /* The response is base.VoidProto: empty. */
+    af_result_ok(res, NULL, 0);
+done:
+    af__mail__mail_message__free_unpacked(m, NULL);
+}
+
+static void mail_send(void *state, const struct af_call *call, struct af_result *res)
+{
+    send_common(state, call, false, res);
+}
+
+static void mail_send_to_admins(void *state, const struct af_call *call, struct af_result *res)
+{
+    send_common(state, call, true, res);
+}
+
+static const struct af_method mail_methods[] = {
+    {.name = "Send", .fn = mail_send},
+    {.name = "SendToAdmins", .fn = mail_send_to_admins},
+    {.name = NULL},
+};
+
+const struct af_service af_service_mail = {
+    .name = "mail",
+    .methods = mail_methods,
+    .create = mail_create,
+    .clear = mail_clear,
+    .destroy = mail_destroy,
+};

@@ -1,0 +1,209 @@
+/*
+ * Unit tests of "app_identity_service", called through its method table
+ * with packed requests.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cmocka.h>
+
+#include "apiserver/services/app_identity.c"
+
+static struct af_result call_raw(void *state, const char *method, const uint8_t *req, size_t len)
+{
+    struct af_result res = {.kind = -1};
+    struct af_call c = {.service = "app_identity_service", .method = method, .request = req,
+                        .request_len = len, .request_id = ""};
+    const struct af_method *m = af_service_app_identity.methods;
+    while (m->name && strcmp(m->name, method) != 0)
+        m++;
+    assert_non_null(m->name);
+    m->fn(state, &c, &res);
+    return res;
+}
+
+static struct af_result call(void *state, const char *method, const ProtobufCMessage *msg)
+{
+    size_t len = protobuf_c_message_get_packed_size(msg);
+    uint8_t *buf = malloc(len ? len : 1);
+    protobuf_c_message_pack(msg, buf);
+    struct af_result res = call_raw(state, method, buf, len);
+    free(buf);
+    return res;
+}
+
+static void result_free(struct af_result *res)
+{
+    free(res->detail);
+    free(res->response);
+}
+
+static int setup(void **state)
+{
+    static const struct af_api_options opts = {.server_host = "localhost:8080",
+                                               .app_id = "testapp"};
+    *state = af_service_app_identity.create(&opts);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    af_service_app_identity.destroy(*state);
+    return 0;
+}
+
+static void test_service_account_and_host(void **state)
+{
+    Af__AppIdentity__GetServiceAccountNameRequest req =
+        AF__APP_IDENTITY__GET_SERVICE_ACCOUNT_NAME_REQUEST__INIT;
+    struct af_result res = call(*state, "GetServiceAccountName", &req.base);
+    assert_int_equal(res.kind, AF_RESULT_OK);
+    Af__AppIdentity__GetServiceAccountNameResponse *out =
+        af__app_identity__get_service_account_name_response__unpack(NULL, res.response_len,
+                                                                    res.response);
+    assert_non_null(out);
+    assert_string_equal(out->service_account_name, "testapp@appspot.gserviceaccount.com");
+    af__app_identity__get_service_account_name_response__free_unpacked(out, NULL);
+    result_free(&res);
+
+    Af__AppIdentity__GetDefaultVersionHostnameRequest hreq =
+        AF__APP_IDENTITY__GET_DEFAULT_VERSION_HOSTNAME_REQUEST__INIT;
+    res = call(*state, "GetDefaultVersionHostname", &hreq.base);
+    assert_int_equal(res.kind, AF_RESULT_OK);
+    Af__AppIdentity__GetDefaultVersionHostnameResponse *hout =
+        af__app_identity__get_default_version_hostname_response__unpack(NULL, res.response_len,
+                                                                        res.response);
+    assert_non_null(hout);
+    assert_string_equal(hout->hostname, "localhost:8080");
+    af__app_identity__get_default_version_hostname_response__free_unpacked(hout, NULL);
+    result_free(&res);
+
+    Af__AppIdentity__GetDefaultGcsBucketNameRequest breq =
+        AF__APP_IDENTITY__GET_DEFAULT_GCS_BUCKET_NAME_REQUEST__INIT;
+    res = call(*state, "GetDefaultGcsBucketName", &breq.base);
+    assert_int_equal(res.kind, AF_RESULT_OK);
+    Af__AppIdentity__GetDefaultGcsBucketNameResponse *bout =
+        af__app_identity__get_default_gcs_bucket_name_response__unpack(NULL, res.response_len,
+                                                                       res.response);
+    assert_non_null(bout);
+    assert_string_equal(bout->default_gcs_bucket_name, "testapp.appspot.com");
+    af__app_identity__get_default_gcs_bucket_name_response__free_unpacked(bout, NULL);
+    result_free(&res);
+}
+
+static void test_domain_scoped_app(void **state)
+{
+    char *a = plain_app_name("example.com:app");
+    assert_string_equal(a, "app.example.com");
+    free(a);
+    a = plain_app_name("dev~testapp");
+    assert_string_equal(a, "testapp");
+    free(a);
+}
+
+static Af__AppIdentity__GetAccessTokenResponse *token(void *st, char **scopes, size_t n,
+                                                      struct af_result *res)
+{
+    Af__AppIdentity__GetAccessTokenRequest req = AF__APP_IDENTITY__GET_ACCESS_TOKEN_REQUEST__INIT;
+    req.n_scope = n;
+    req.scope = scopes;
+    *res = call(st, "GetAccessToken", &req.base);
+    if (res->kind != AF_RESULT_OK)
+        return NULL;
+    return af__app_identity__get_access_token_response__unpack(NULL, res->response_len,
+                                                               res->response);
+}
+
+static void test_access_token(void **state)
+{
+    char *scopes[] = {"https://www.googleapis.com/auth/cloud-platform"};
+    struct af_result res;
+    time_t before = time(NULL);
+    Af__AppIdentity__GetAccessTokenResponse *out = token(*state, scopes, 1, &res);
+    assert_non_null(out);
+    assert_non_null(out->access_token);
+    assert_true(strncmp(out->access_token, "appfront-fake-token.", 20) == 0);
+    assert_true(out->has_expiration_time);
+    assert_in_range(out->expiration_time, before + 3600, time(NULL) + 3600);
+    char *first = strdup(out->access_token);
+    af__app_identity__get_access_token_response__free_unpacked(out, NULL);
+    result_free(&res);
+
+    /* A second token differs: the counter is part of it. */
+    out = token(*state, scopes, 1, &res);
+    assert_non_null(out);
+    assert_string_not_equal(out->access_token, first);
+    af__app_identity__get_access_token_response__free_unpacked(out, NULL);
+    result_free(&res);
+    free(first);
+}
+
+static void test_access_token_bad_scopes(void **state)
+{
+    struct af_result res;
+    assert_null(token(*state, NULL, 0, &res));
+    assert_int_equal(res.kind, AF_RESULT_APP_ERROR);
+    assert_int_equal(res.code, AID(UNKNOWN_SCOPE));
+    result_free(&res);
+
+    char *empty[] = {""};
+    assert_null(token(*state, empty, 1, &res));
+    assert_int_equal(res.code, AID(UNKNOWN_SCOPE));
+    result_free(&res);
+
+    char *many[MAX_SCOPES + 1];
+    for (size_t i = 0; i < MAX_SCOPES + 1; i++)
+        many[i] = "s";
+    assert_null(token(*state, many, MAX_SCOPES + 1, &res));
+    assert_int_equal(res.code, AID(UNKNOWN_SCOPE));
+    result_free(&res);
+}
+
+static void test_signing_not_implemented(void **state)
+{
+    Af__AppIdentity__SignForAppRequest req = AF__APP_IDENTITY__SIGN_FOR_APP_REQUEST__INIT;
+    req.has_bytes_to_sign = true;
+    req.bytes_to_sign.data = (uint8_t *)"x";
+    req.bytes_to_sign.len = 1;
+    struct af_result res = call(*state, "SignForApp", &req.base);
+    assert_int_equal(res.kind, AF_RESULT_APP_ERROR);
+    assert_int_equal(res.code, AID(NOT_IMPLEMENTED));
+    assert_non_null(strstr(res.detail, "SignForApp"));
+    result_free(&res);
+
+    Af__AppIdentity__GetPublicCertificateForAppRequest creq =
+        AF__APP_IDENTITY__GET_PUBLIC_CERTIFICATE_FOR_APP_REQUEST__INIT;
+    res = call(*state, "GetPublicCertificatesForApp", &creq.base);
+    assert_int_equal(res.kind, AF_RESULT_APP_ERROR);
+    assert_int_equal(res.code, AID(NOT_IMPLEMENTED));
+    result_free(&res);
+}
+
+static void test_undecodable(void **state)
+{
+    static const uint8_t garbage[] = {0x0a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01};
+    for (const struct af_method *m = af_service_app_identity.methods; m->name; m++) {
+        struct af_result res = call_raw(*state, m->name, garbage, sizeof(garbage));
+        assert_int_equal(res.kind, AF_RESULT_RPC_ERROR);
+        assert_int_equal(res.code, AF_RPC_BAD_REQUEST);
+        result_free(&res);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_service_account_and_host, setup, teardown),
+        cmocka_unit_test(test_domain_scoped_app),
+        cmocka_unit_test_setup_teardown(test_access_token, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_access_token_bad_scopes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_signing_not_implemented, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_undecodable, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
