@@ -338,10 +338,13 @@ static size_t unhex(const char *hex, uint8_t *out)
 /* ---- the group codec against the official encoding -------------------- */
 
 /*
- * Golden bytes: proto.Marshal of the official Go package
- * google.golang.org/appengine/internal/memcache (golang-google-appengine-dev)
- * for the messages rebuilt below; tests/go/src/appfronttest/memcache_test.go
- * holds the same strings.
+ * Golden bytes: proto.Marshal, by the official Go package
+ * google.golang.org/appengine/internal/memcache (Debian's
+ * golang-google-appengine-dev), of the messages rebuilt below. The package
+ * is internal, so a test outside its tree cannot import it; the bytes were
+ * printed once by a throwaway program in a copy of that tree, and
+ * tests/go/src/appfronttest/memcache_test.go covers the same encodings end
+ * to end through the library.
  *
  * Set: items {k1, v1, flags 7, CAS, expiration 3600, cas_id
  * 0x0102030405060708, for_cas} and {k2, "", ADD}, name_space "ns".
