@@ -33,6 +33,8 @@
 #include "common/xalloc.h"
 
 #define LOG_MAX_LINES 10000
+/* Half the envelope's 32 MiB limit (AF_API_MAX_MESSAGE), so even a Read
+ * that returns every kept line with its framing still fits one response. */
 #define LOG_MAX_BYTES (16u << 20)
 /* The Go library already cuts lines at 8 KiB; the same bound here holds
  * for every client. */

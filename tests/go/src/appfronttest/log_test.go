@@ -6,6 +6,7 @@ package appfronttest
 
 import (
 	"fmt"
+	"os"
 	"testing"
 	"time"
 
@@ -73,6 +74,14 @@ func TestLogFlushAndRead(t *testing.T) {
 	if err := appengine.APICall(ctx, "logservice", "Flush", &logFlushRequest{Logs: logs},
 		&logVoid{}); err != nil {
 		t.Fatalf("Flush: %v", err)
+	}
+
+	// log.Query.Run asks for the app's version id, which outside App
+	// Engine comes from these variables (else a metadata-server fetch
+	// panics). "1.1" is version 1, deployment 1, as appfront serves it.
+	if os.Getenv("GAE_VERSION") == "" || os.Getenv("GAE_DEPLOYMENT_ID") == "" {
+		t.Setenv("GAE_VERSION", "1")
+		t.Setenv("GAE_DEPLOYMENT_ID", "1")
 	}
 
 	found := 0
