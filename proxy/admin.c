@@ -1,0 +1,136 @@
+#include "proxy/admin.h"
+
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+
+#include "common/log.h"
+#include "common/xalloc.h"
+#include "proxy/instance.h"
+#include "proxy/module.h"
+#include "proxy/server.h"
+
+struct af_admin {
+    struct af_server *srv;
+    struct evhttp *http;
+    int port;
+    struct event *quit_ev;
+};
+
+static const char *state_name(enum af_instance_state s)
+{
+    static const char *const names[] = {
+        [AF_INST_STARTING] = "starting",
+        [AF_INST_READY] = "ready",
+        [AF_INST_STOPPING] = "stopping",
+        [AF_INST_DEAD] = "dead",
+    };
+    return names[s];
+}
+
+static void status_page(struct af_admin *a, struct evhttp_request *req)
+{
+    struct af_server *srv = a->srv;
+    struct evbuffer *b = evbuffer_new();
+    evbuffer_add_printf(b, "{\"application\": \"%s\", \"port\": %d, \"api_port\": %d",
+                        srv->app_id, srv->main_port.port, srv->api_port);
+    if (srv->module) {
+        struct af_module *m = srv->module;
+        evbuffer_add_printf(b,
+                            ", \"module\": {\"name\": \"%s\", \"version\": \"%s\", "
+                            "\"max_concurrent_requests\": %d, \"max_instances\": %d, "
+                            "\"queued\": %d, \"instances\": [",
+                            m->name, m->version, m->max_concurrent, m->max_instances,
+                            m->queue_len);
+        struct af_instance *inst;
+        bool first = true;
+        TAILQ_FOREACH(inst, &m->instances, link)
+        {
+            evbuffer_add_printf(b,
+                                "%s{\"name\": \"%s\", \"pid\": %d, \"state\": \"%s\", "
+                                "\"active\": %d, \"idle_connections\": %d}",
+                                first ? "" : ", ", inst->name, (int)inst->pid,
+                                state_name(inst->state), inst->active + inst->active_direct,
+                                inst->n_idle);
+            first = false;
+        }
+        evbuffer_add_printf(b, "]}");
+    }
+    evbuffer_add_printf(b, "}\n");
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                      "application/json");
+    evhttp_send_reply(req, 200, "OK", b);
+    evbuffer_free(b);
+}
+
+static void quit_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct af_admin *a = arg;
+    af_server_shutdown(a->srv);
+}
+
+static void request_cb(struct evhttp_request *req, void *arg)
+{
+    struct af_admin *a = arg;
+    const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
+    if (!path)
+        path = "/";
+    if (strcmp(path, "/quit") == 0) {
+        struct evbuffer *b = evbuffer_new();
+        evbuffer_add_printf(b, "appfront is shutting down\n");
+        evhttp_send_reply(req, 200, "OK", b);
+        evbuffer_free(b);
+        /* After this callback, so the reply is queued before listeners go. */
+        event_active(a->quit_ev, EV_TIMEOUT, 0);
+        return;
+    }
+    if (strcmp(path, "/") == 0) {
+        status_page(a, req);
+        return;
+    }
+    evhttp_send_error(req, 404, "Not found: the admin server answers / and /quit");
+}
+
+struct af_admin *af_admin_start(struct af_server *srv, const char *host, int port, char *err,
+                                size_t errlen)
+{
+    struct af_admin *a = af_xcalloc(1, sizeof(*a));
+    a->srv = srv;
+    a->http = evhttp_new(srv->base);
+    evhttp_set_gencb(a->http, request_cb, a);
+    evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD);
+    struct evhttp_bound_socket *s = evhttp_bind_socket_with_handle(a->http, host, (ev_uint16_t)port);
+    if (!s) {
+        snprintf(err, errlen, "cannot listen on %s:%d for the admin server", host, port);
+        evhttp_free(a->http);
+        free(a);
+        return NULL;
+    }
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    getsockname(evhttp_bound_socket_get_fd(s), (struct sockaddr *)&ss, &len);
+    a->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                             : ((struct sockaddr_in *)&ss)->sin_port);
+    a->quit_ev = event_new(srv->base, -1, 0, quit_cb, a);
+    return a;
+}
+
+int af_admin_port(const struct af_admin *a)
+{
+    return a->port;
+}
+
+void af_admin_free(struct af_admin *a)
+{
+    if (!a)
+        return;
+    evhttp_free(a->http);
+    event_free(a->quit_ev);
+    free(a);
+}

@@ -1,0 +1,973 @@
+/*
+ * conn — the client side of the front end: one HTTP/1.1 connection, parsed
+ * with http-parser, as an explicit state machine (enum af_conn_state), and
+ * the exchange that serves each request on it.
+ *
+ *   HEAD ──head complete──▶ EXCHANGE ──response done, keep-alive──▶ HEAD
+ *     │                        │
+ *     └── bad input, timeout ──┴── error, close requested ──▶ CLOSING ──▶ freed
+ *
+ * The request parser is paused at two points so that it never runs ahead of
+ * the exchange: when the head is complete (routing happens before any body
+ * byte is read) and when the message is complete (pipelined requests stay in
+ * the input buffer until the current response is done, which keeps answers
+ * in order).
+ */
+#include "proxy/exchange.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "common/log.h"
+#include "common/xalloc.h"
+#include "proxy/instance.h"
+#include "proxy/server.h"
+#include "proxy/upstream.h"
+
+/* Limits of a request head (issue: strict input limits). */
+#define MAX_HEAD_BYTES (64 * 1024)
+#define MAX_HEADERS 256
+#define KEEPALIVE_IDLE_MS 60000
+/* How long a request may wait in the queue before a 503. */
+#define MAX_QUEUE_WAIT_MS 10000
+/* How long a 502 waits for the instance's exit, to show its stderr. */
+#define DEATH_WAIT_MS 300
+
+static void ex_begin(struct af_exchange *ex);
+static void ex_assigned(struct af_exchange *ex, struct af_instance *inst);
+static void ex_free(struct af_exchange *ex);
+static void conn_drive(struct af_conn *c);
+static void conn_arm_timer(struct af_conn *c, enum af_conn_timer kind);
+
+/* ---- header accumulation ------------------------------------------------ */
+
+static void acc_append(struct af_head_acc *a, const char *p, size_t n)
+{
+    if (a->len + n + 1 > a->cap) {
+        a->cap = (a->len + n + 1) * 2;
+        a->buf = af_xrealloc(a->buf, a->cap);
+    }
+    memcpy(a->buf + a->len, p, n);
+    a->len += n;
+}
+
+static void acc_commit(struct af_head_acc *a, struct af_headers *h)
+{
+    if (a->in_value)
+        af_headers_add(h, a->buf, a->name_len, a->buf + a->name_len, a->len - a->name_len);
+    a->len = 0;
+    a->name_len = 0;
+    a->in_value = false;
+}
+
+void af_head_acc_field(struct af_head_acc *a, struct af_headers *h, const char *p, size_t n)
+{
+    if (a->in_value)
+        acc_commit(a, h);
+    acc_append(a, p, n);
+    a->name_len = a->len;
+}
+
+void af_head_acc_value(struct af_head_acc *a, const char *p, size_t n)
+{
+    a->in_value = true;
+    acc_append(a, p, n);
+}
+
+void af_head_acc_finish(struct af_head_acc *a, struct af_headers *h)
+{
+    acc_commit(a, h);
+}
+
+void af_head_acc_release(struct af_head_acc *a)
+{
+    free(a->buf);
+    memset(a, 0, sizeof(*a));
+}
+
+/* ---- small helpers -------------------------------------------------------- */
+
+static const char *reason_phrase(int status)
+{
+    switch (status) {
+    case 400: return "Bad Request";
+    case 408: return "Request Timeout";
+    case 413: return "Content Too Large";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return http_status_str((enum http_status)status);
+    }
+}
+
+/* A request id unique across runs: 64 random bits chosen at startup and a
+ * counter. The same id is the Request-Log-Id, the Dev-Request-Id and the
+ * API ticket, so service calls can be attributed to their request. */
+static void make_request_id(char out[40])
+{
+    static uint64_t prefix;
+    static uint64_t counter;
+    if (!prefix && getrandom(&prefix, sizeof(prefix), 0) != sizeof(prefix))
+        prefix = (uint64_t)getpid() << 32 ^ (uint64_t)time(NULL);
+    snprintf(out, 40, "%016" PRIx64 "%016" PRIx64, prefix, ++counter);
+}
+
+static long elapsed_us(const struct timeval *start)
+{
+    struct timeval now;
+    gettimeofday(&now, NULL);
+    return (now.tv_sec - start->tv_sec) * 1000000L + (now.tv_usec - start->tv_usec);
+}
+
+static void ms_to_tv(int ms, struct timeval *tv)
+{
+    tv->tv_sec = ms / 1000;
+    tv->tv_usec = (ms % 1000) * 1000;
+}
+
+/* ---- connection lifecycle ------------------------------------------------ */
+
+void af_conn_enter(struct af_conn *c)
+{
+    c->busy++;
+}
+
+static void conn_free(struct af_conn *c)
+{
+    struct af_server *srv = c->srv;
+    if (c->ex)
+        ex_free(c->ex);
+    LIST_REMOVE(c, link);
+    srv->n_conns--;
+    if (c->timer)
+        event_free(c->timer);
+    bufferevent_free(c->bev);
+    af_head_acc_release(&c->acc);
+    free(c);
+    af_server_maybe_done(srv);
+}
+
+void af_conn_leave(struct af_conn *c)
+{
+    if (--c->busy == 0 && c->dead)
+        conn_free(c);
+}
+
+void af_conn_close(struct af_conn *c)
+{
+    if (c->dead)
+        return;
+    c->dead = true;
+    bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+    if (c->busy == 0)
+        conn_free(c);
+}
+
+/* Close once everything queued for the client has been written. */
+static void conn_close_after_flush(struct af_conn *c)
+{
+    c->state = AF_CONN_CLOSING;
+    bufferevent_disable(c->bev, EV_READ);
+    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+        af_conn_close(c);
+        return;
+    }
+    /* Bound the flush: a client that stops reading is not waited for. */
+    conn_arm_timer(c, AF_TIMER_IDLE);
+}
+
+/* An answer from appfront itself, always followed by closing the
+ * connection: the request body may be unread, so the stream position is
+ * unknown and the connection cannot be reused safely. */
+static void conn_send_error(struct af_conn *c, int status, const char *msg)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    size_t len = strlen(msg);
+    evbuffer_add_printf(out,
+                        "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                        "Content-Length: %zu\r\nConnection: close\r\n\r\n",
+                        status, reason_phrase(status), len + 1);
+    evbuffer_add(out, msg, len);
+    evbuffer_add(out, "\n", 1);
+    conn_close_after_flush(c);
+}
+
+static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct af_conn *c = arg;
+    af_conn_enter(c);
+    if (c->state == AF_CONN_HEAD && c->timer_kind == AF_TIMER_HEAD) {
+        af_log(AF_LOG_INFO, "%s: request head not complete within %d ms: 408", c->peer_ip,
+               c->srv->cfg->head_timeout_ms);
+        conn_send_error(c, 408, "The request head was not received in time.");
+    } else {
+        af_conn_close(c);
+    }
+    af_conn_leave(c);
+}
+
+static void conn_arm_timer(struct af_conn *c, enum af_conn_timer kind)
+{
+    struct timeval tv;
+    c->timer_kind = kind;
+    ms_to_tv(kind == AF_TIMER_HEAD ? c->srv->cfg->head_timeout_ms : KEEPALIVE_IDLE_MS, &tv);
+    event_add(c->timer, &tv);
+}
+
+/* ---- request parser callbacks -------------------------------------------- */
+
+static struct af_conn *conn_of(http_parser *p)
+{
+    return p->data;
+}
+
+/* Counts head bytes; stops the parser (non-zero) past the limit. */
+static int count_head(struct af_conn *c, size_t n)
+{
+    c->head_bytes += n;
+    if (c->head_bytes > MAX_HEAD_BYTES) {
+        c->head_error = 431;
+        return -1;
+    }
+    return 0;
+}
+
+static int on_message_begin(http_parser *p)
+{
+    struct af_conn *c = conn_of(p);
+    struct af_exchange *ex = af_xcalloc(1, sizeof(*ex));
+    ex->conn = c;
+    ex->content_length = -1;
+    af_headers_init(&ex->req_headers);
+    af_headers_init(&ex->resp_headers);
+    ex->direct = c->lst->direct;
+    ex->mod = c->srv->module;
+    gettimeofday(&ex->start, NULL);
+    c->ex = ex;
+    c->head_bytes = 0;
+    c->n_headers = 0;
+    if (c->timer_kind != AF_TIMER_HEAD)
+        conn_arm_timer(c, AF_TIMER_HEAD);
+    return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t n)
+{
+    struct af_conn *c = conn_of(p);
+    if (count_head(c, n))
+        return -1;
+    struct af_exchange *ex = c->ex;
+    size_t old = ex->url ? strlen(ex->url) : 0;
+    ex->url = af_xrealloc(ex->url, old + n + 1);
+    memcpy(ex->url + old, at, n);
+    ex->url[old + n] = '\0';
+    return 0;
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t n)
+{
+    struct af_conn *c = conn_of(p);
+    if (count_head(c, n))
+        return -1;
+    if (c->acc.in_value && ++c->n_headers > MAX_HEADERS) {
+        c->head_error = 431;
+        return -1;
+    }
+    af_head_acc_field(&c->acc, &c->ex->req_headers, at, n);
+    return 0;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t n)
+{
+    struct af_conn *c = conn_of(p);
+    if (count_head(c, n))
+        return -1;
+    af_head_acc_value(&c->acc, at, n);
+    return 0;
+}
+
+static int on_headers_complete(http_parser *p)
+{
+    struct af_conn *c = conn_of(p);
+    struct af_exchange *ex = c->ex;
+    af_head_acc_finish(&c->acc, &ex->req_headers);
+    ex->method = p->method;
+    ex->http_major = p->http_major;
+    ex->http_minor = p->http_minor;
+    if (p->flags & F_CONTENTLENGTH)
+        ex->content_length = (int64_t)p->content_length;
+    ex->chunked_in = (p->flags & F_CHUNKED) != 0;
+    ex->keepalive = http_should_keep_alive(p);
+    c->state = AF_CONN_EXCHANGE;
+    event_del(c->timer);
+    /* Stop here: the exchange routes the request before any body byte is
+     * read, so a refused request never makes us read its body. */
+    http_parser_pause(p, 1);
+    return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t n)
+{
+    struct af_conn *c = conn_of(p);
+    struct af_exchange *ex = c->ex;
+    long long max = c->srv->cfg->max_body_bytes;
+    ex->req_body_bytes += n;
+    if (max > 0 && ex->req_body_bytes > (uint64_t)max) {
+        c->head_error = 413;
+        return -1;
+    }
+    struct evbuffer *out = af_upstream_output(ex->up);
+    if (ex->chunked_in) {
+        evbuffer_add_printf(out, "%zx\r\n", n);
+        evbuffer_add(out, at, n);
+        evbuffer_add(out, "\r\n", 2);
+    } else {
+        evbuffer_add(out, at, n);
+    }
+    return 0;
+}
+
+static int on_message_complete(http_parser *p)
+{
+    struct af_conn *c = conn_of(p);
+    struct af_exchange *ex = c->ex;
+    if (ex->chunked_in)
+        evbuffer_add(af_upstream_output(ex->up), "0\r\n\r\n", 5);
+    ex->req_body_done = true;
+    /* Keep any pipelined request in the buffer until this one is answered. */
+    http_parser_pause(p, 1);
+    return 0;
+}
+
+static const http_parser_settings request_settings = {
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+/*
+ * Runs the parser over the input buffer until it is empty, the parser
+ * pauses, or `more` says stop. Returns 0, or -1 on a parse error.
+ */
+static int conn_feed(struct af_conn *c, bool (*more)(struct af_conn *))
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    while (evbuffer_get_length(in) > 0 && !c->dead) {
+        if (more && !more(c))
+            return 0;
+        struct evbuffer_iovec v;
+        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+            return 0;
+        size_t n = http_parser_execute(&c->parser, &request_settings, v.iov_base, v.iov_len);
+        evbuffer_drain(in, n);
+        enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+        if (e == HPE_PAUSED)
+            return 0;
+        if (e != HPE_OK)
+            return -1;
+    }
+    return 0;
+}
+
+static bool upstream_has_room(struct af_conn *c)
+{
+    struct af_exchange *ex = c->ex;
+    return ex && ex->up && evbuffer_get_length(af_upstream_output(ex->up)) < AF_HIGH_WATER;
+}
+
+/* The status and message for a request the parser refused. */
+static void conn_parse_error(struct af_conn *c)
+{
+    enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+    int status = 400;
+    char msg[256];
+    if (c->head_error == 431) {
+        status = 431;
+        snprintf(msg, sizeof(msg),
+                 "The request head is larger than %d bytes or has more than %d fields.",
+                 MAX_HEAD_BYTES, MAX_HEADERS);
+    } else if (c->head_error == 413) {
+        status = 413;
+        snprintf(msg, sizeof(msg), "The request body is larger than %lld bytes.",
+                 c->srv->cfg->max_body_bytes);
+    } else if (e == HPE_INVALID_TRANSFER_ENCODING) {
+        status = 501;
+        snprintf(msg, sizeof(msg), "Only the chunked transfer coding is supported.");
+    } else if (e == HPE_UNEXPECTED_CONTENT_LENGTH) {
+        snprintf(msg, sizeof(msg),
+                 "Conflicting message framing: Content-Length with Transfer-Encoding, or "
+                 "more than one Content-Length.");
+    } else if (e == HPE_HEADER_OVERFLOW) {
+        status = 431;
+        snprintf(msg, sizeof(msg), "The request head is too large.");
+    } else {
+        snprintf(msg, sizeof(msg), "Malformed request: %s.", http_errno_description(e));
+    }
+    struct af_exchange *ex = c->ex;
+    if (ex && ex->resp_head_sent) {
+        /* Mid-body error with the response under way: nothing sane to send. */
+        af_conn_close(c);
+        return;
+    }
+    af_log(AF_LOG_INFO, "%s: %d %s", c->peer_ip, status, msg);
+    if (ex) {
+        ex->status = status;
+        ex_free(ex);
+        c->ex = NULL;
+    }
+    conn_send_error(c, status, msg);
+}
+
+/* The state machine's one driver: called whenever input arrived or a
+ * blocking condition (routing, backpressure, previous response) cleared. */
+static void conn_drive(struct af_conn *c)
+{
+    while (!c->dead) {
+        switch (c->state) {
+        case AF_CONN_HEAD:
+            if (conn_feed(c, NULL) < 0) {
+                conn_parse_error(c);
+                return;
+            }
+            if (c->state == AF_CONN_HEAD)
+                return; /* need more bytes */
+            ex_begin(c->ex);
+            break;
+        case AF_CONN_EXCHANGE: {
+            struct af_exchange *ex = c->ex;
+            if (!ex || !ex->body_flowing || ex->req_body_done)
+                return;
+            if (conn_feed(c, upstream_has_room) < 0) {
+                conn_parse_error(c);
+                return;
+            }
+            return;
+        }
+        case AF_CONN_CLOSING:
+            return;
+        }
+    }
+}
+
+static void conn_read_cb(struct bufferevent *bev, void *arg)
+{
+    struct af_conn *c = arg;
+    af_conn_enter(c);
+    conn_drive(c);
+    af_conn_leave(c);
+}
+
+static void conn_write_cb(struct bufferevent *bev, void *arg)
+{
+    struct af_conn *c = arg;
+    af_conn_enter(c);
+    if (c->state == AF_CONN_CLOSING) {
+        if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+            af_conn_close(c);
+    } else if (c->ex && c->ex->up && !c->ex->resp_done) {
+        /* The client drained: let the response flow again. */
+        af_upstream_start_reading(c->ex->up);
+    }
+    af_conn_leave(c);
+}
+
+static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct af_conn *c = arg;
+    af_conn_enter(c);
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+        struct af_exchange *ex = c->ex;
+        if (ex && ex->state != AF_EX_DONE)
+            af_log(AF_LOG_INFO, "%s: client went away during %s %s", c->peer_ip,
+                   http_method_str(ex->method), ex->url ? ex->url : "");
+        af_conn_close(c);
+    }
+    af_conn_leave(c);
+}
+
+void af_conn_accept(struct af_listener *lst, int fd, const struct sockaddr *addr, int addrlen)
+{
+    struct af_server *srv = lst->srv;
+    if (srv->stopping || srv->n_conns >= srv->cfg->max_connections) {
+        /* Over the limit: shed at once rather than queue without bound. */
+        close(fd);
+        return;
+    }
+    struct af_conn *c = af_xcalloc(1, sizeof(*c));
+    c->srv = srv;
+    c->lst = lst;
+    c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (!c->bev) {
+        close(fd);
+        free(c);
+        return;
+    }
+    if (addr->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)addr)->sin_addr, c->peer_ip,
+                  sizeof(c->peer_ip));
+    else if (addr->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)addr)->sin6_addr, c->peer_ip,
+                  sizeof(c->peer_ip));
+    else
+        snprintf(c->peer_ip, sizeof(c->peer_ip), "127.0.0.1");
+    http_parser_init(&c->parser, HTTP_REQUEST);
+    c->parser.data = c;
+    c->state = AF_CONN_HEAD;
+    c->timer = evtimer_new(srv->base, conn_timer_cb, c);
+    LIST_INSERT_HEAD(&srv->conns, c, link);
+    srv->n_conns++;
+    /* Bounded buffering: stop reading from a client that sends faster than
+     * the instance takes; write callbacks fire when output is half drained. */
+    bufferevent_setwatermark(c->bev, EV_READ, 0, AF_HIGH_WATER);
+    bufferevent_setwatermark(c->bev, EV_WRITE, AF_HIGH_WATER / 2, 0);
+    bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
+    bufferevent_enable(c->bev, EV_READ);
+    conn_arm_timer(c, AF_TIMER_HEAD);
+}
+
+void af_conns_close_idle(struct af_server *srv)
+{
+    struct af_conn *c = LIST_FIRST(&srv->conns), *next;
+    for (; c; c = next) {
+        next = LIST_NEXT(c, link);
+        if (c->state == AF_CONN_HEAD && !c->ex)
+            af_conn_close(c);
+    }
+}
+
+/* ---- the exchange ---------------------------------------------------------- */
+
+static void ex_log(struct af_exchange *ex)
+{
+    long us = elapsed_us(&ex->start);
+    af_log(AF_LOG_INFO, "%s%s: %s %s %d %" PRIu64 "B %ld.%03ldms", ex->mod ? ex->mod->name : "-",
+           ex->direct ? " (direct)" : "", http_method_str(ex->method), ex->url ? ex->url : "-",
+           ex->status, ex->resp_bytes, us / 1000, us % 1000);
+}
+
+/* Gives back the instance slot, the upstream connection and the queue
+ * place; the exchange itself stays. */
+static void ex_detach(struct af_exchange *ex, bool upstream_reusable)
+{
+    if (ex->timer)
+        event_del(ex->timer);
+    if (ex->waiter.queued)
+        af_module_cancel(ex->mod, &ex->waiter);
+    if (ex->up) {
+        af_upstream_put(ex->up, upstream_reusable);
+        ex->up = NULL;
+    }
+    if (ex->inst) {
+        struct af_instance *inst = ex->inst;
+        ex->inst = NULL;
+        LIST_REMOVE(ex, held_link);
+        af_module_release(ex->mod, inst, ex->direct);
+        af_instance_unref(inst);
+    }
+}
+
+static void ex_free(struct af_exchange *ex)
+{
+    if (ex->state != AF_EX_DONE && ex->status)
+        ex_log(ex);
+    ex_detach(ex, false);
+    if (ex->timer)
+        event_free(ex->timer);
+    af_headers_release(&ex->req_headers);
+    af_headers_release(&ex->resp_headers);
+    af_head_acc_release(&ex->racc);
+    free(ex->url);
+    if (ex->conn && ex->conn->ex == ex)
+        ex->conn->ex = NULL;
+    free(ex);
+}
+
+void af_ex_fail(struct af_exchange *ex, int status, const char *fmt, ...)
+{
+    struct af_conn *c = ex->conn;
+    char *msg;
+    va_list ap;
+    va_start(ap, fmt);
+    if (vasprintf(&msg, fmt, ap) < 0)
+        msg = NULL;
+    va_end(ap);
+    ex->status = status;
+    if (ex->resp_head_sent) {
+        /* Part of a response is out: the only honest signal left is to cut
+         * the connection so the client sees a truncated message. */
+        af_log(AF_LOG_WARNING, "%s: %s %s: aborted mid-response: %s", ex->mod->name,
+               http_method_str(ex->method), ex->url, msg ? msg : "");
+        ex_free(ex);
+        af_conn_close(c);
+    } else {
+        ex_detach(ex, false);
+        ex_log(ex);
+        ex->state = AF_EX_DONE;
+        ex_free(ex);
+        conn_send_error(c, status, msg ? msg : "error");
+    }
+    free(msg);
+}
+
+static void ex_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct af_exchange *ex = arg;
+    struct af_conn *c = ex->conn;
+    af_conn_enter(c);
+    switch (ex->state) {
+    case AF_EX_ROUTING:
+        af_ex_fail(ex, 503,
+                   "No instance of module \"%s\" became available in time; the request "
+                   "waited %ld ms.",
+                   ex->mod->name, elapsed_us(&ex->start) / 1000);
+        break;
+    case AF_EX_DEATHWAIT:
+        af_ex_instance_died(ex);
+        break;
+    default:
+        af_ex_fail(ex, 504, "The instance did not answer within the request deadline (%d ms).",
+                   c->srv->cfg->request_deadline_ms);
+        break;
+    }
+    af_conn_leave(c);
+}
+
+/* Arms the exchange timer for what it is waiting on now. */
+static void ex_arm_timer(struct af_exchange *ex)
+{
+    long deadline_ms = ex->conn->srv->cfg->request_deadline_ms - elapsed_us(&ex->start) / 1000;
+    long ms = deadline_ms;
+    if (ex->state == AF_EX_ROUTING && ms > MAX_QUEUE_WAIT_MS)
+        ms = MAX_QUEUE_WAIT_MS;
+    if (ex->state == AF_EX_DEATHWAIT && ms > DEATH_WAIT_MS)
+        ms = DEATH_WAIT_MS;
+    if (ms < 0)
+        ms = 0;
+    struct timeval tv;
+    ms_to_tv((int)ms, &tv);
+    if (!ex->timer)
+        ex->timer = evtimer_new(ex->conn->srv->base, ex_timer_cb, ex);
+    event_add(ex->timer, &tv);
+}
+
+static void ex_waiter_ready(struct af_waiter *w, struct af_instance *inst, int status,
+                            const char *why)
+{
+    struct af_exchange *ex = (struct af_exchange *)((char *)w - offsetof(struct af_exchange, waiter));
+    struct af_conn *c = ex->conn;
+    af_conn_enter(c);
+    if (inst)
+        ex_assigned(ex, inst);
+    else
+        af_ex_fail(ex, status, "%s", why);
+    af_conn_leave(c);
+}
+
+/* Checks the head for what http-parser lets through but the front end
+ * refuses. Returns 0, or the status to answer with a message in msg. */
+static int ex_validate(struct af_exchange *ex, char *msg, size_t len)
+{
+    const struct af_config *cfg = ex->conn->srv->cfg;
+    if (af_headers_count(&ex->req_headers, "Transfer-Encoding") > 0) {
+        /* Only "chunked", once, and only it: any other coding would reach the
+         * app still encoded, and "chunked" not last is not HTTP/1.1 framing
+         * (RFC 9112 §6.1). */
+        for (size_t i = 0; i < ex->req_headers.n; i++) {
+            const struct af_header *h = &ex->req_headers.v[i];
+            if (strcasecmp(h->name, "Transfer-Encoding") != 0)
+                continue;
+            if (strcasecmp(h->value, "chunked") != 0) {
+                snprintf(msg, len, "Transfer-Encoding '%s' is not supported; only chunked is.",
+                         h->value);
+                return 501;
+            }
+        }
+        if (af_headers_count(&ex->req_headers, "Transfer-Encoding") != 1 || !ex->chunked_in) {
+            snprintf(msg, len, "Transfer-Encoding must be sent once, as 'chunked'.");
+            return 400;
+        }
+    }
+    if (ex->http_major == 1 && ex->http_minor >= 1 &&
+        af_headers_count(&ex->req_headers, "Host") != 1) {
+        snprintf(msg, len, "An HTTP/1.1 request needs exactly one Host header.");
+        return 400;
+    }
+    if (ex->method == HTTP_CONNECT) {
+        snprintf(msg, len, "CONNECT is not supported.");
+        return 501;
+    }
+    if (!ex->url || (ex->url[0] != '/' && strcmp(ex->url, "*") != 0)) {
+        snprintf(msg, len, "The request target must be a path starting with '/'.");
+        return 400;
+    }
+    if (cfg->max_body_bytes > 0 && ex->content_length > cfg->max_body_bytes) {
+        snprintf(msg, len, "The request body (%" PRId64 " bytes) is larger than %lld bytes.",
+                 ex->content_length, cfg->max_body_bytes);
+        return 413;
+    }
+    return 0;
+}
+
+static void ex_begin(struct af_exchange *ex)
+{
+    struct af_conn *c = ex->conn;
+    char msg[256];
+    c->requests++;
+    make_request_id(ex->request_id);
+    ex->waiter.direct = ex->direct;
+    ex->waiter.ready = ex_waiter_ready;
+    struct af_header *expect = af_headers_find(&ex->req_headers, "Expect");
+    ex->expect_continue = expect && ex->http_minor >= 1 &&
+                          strcasecmp(expect->value, "100-continue") == 0;
+    int status = ex_validate(ex, msg, sizeof(msg));
+    if (status) {
+        af_ex_fail(ex, status, "%s", msg);
+        return;
+    }
+    if (c->srv->stopping) {
+        af_ex_fail(ex, 503, "The server is shutting down.");
+        return;
+    }
+    const char *why = NULL;
+    ex->state = AF_EX_ROUTING;
+    struct af_instance *inst = af_module_acquire(ex->mod, &ex->waiter, &status, &why);
+    if (inst) {
+        ex_assigned(ex, inst);
+    } else if (status) {
+        af_ex_fail(ex, status, "%s", why);
+    } else {
+        ex_arm_timer(ex); /* queued */
+    }
+}
+
+static void ex_connect(struct af_exchange *ex)
+{
+    bool reused = false;
+    ex->state = AF_EX_CONNECTING;
+    ex->up = af_upstream_take(ex->inst, ex, &reused);
+    if (!ex->up) {
+        af_ex_fail(ex, 502, "Could not open a connection to instance %s: %s", ex->inst->name,
+                   strerror(errno));
+        return;
+    }
+    ex->upstream_reused = reused;
+    if (reused)
+        af_ex_upstream_ready(ex);
+}
+
+static void ex_assigned(struct af_exchange *ex, struct af_instance *inst)
+{
+    ex->inst = inst;
+    af_instance_ref(inst);
+    LIST_INSERT_HEAD(&inst->held, ex, held_link);
+    ex_arm_timer(ex); /* now the request deadline */
+    ex_connect(ex);
+}
+
+/* "Cookie: dev_appserver_login=email:True|False:user_id" → the user. */
+static bool login_from_cookie(const struct af_headers *h, char *email, size_t elen, bool *admin,
+                              char *uid, size_t ulen)
+{
+    static const char name[] = "dev_appserver_login=";
+    for (size_t i = 0; i < h->n; i++) {
+        if (h->v[i].drop || strcasecmp(h->v[i].name, "Cookie") != 0)
+            continue;
+        const char *p = h->v[i].value;
+        while ((p = strstr(p, name)) != NULL) {
+            if (p != h->v[i].value && p[-1] != ' ' && p[-1] != ';') {
+                p++;
+                continue;
+            }
+            p += sizeof(name) - 1;
+            size_t n = strcspn(p, ";");
+            char val[512];
+            if (n >= sizeof(val))
+                return false;
+            memcpy(val, p, n);
+            val[n] = '\0';
+            if (val[0] == '"' && n >= 2 && val[n - 1] == '"') {
+                memmove(val, val + 1, n - 2);
+                val[n - 2] = '\0';
+            }
+            char *a = strchr(val, ':');
+            char *b = a ? strchr(a + 1, ':') : NULL;
+            if (!a || !b || a == val)
+                return false;
+            *a = *b = '\0';
+            if (!af_header_value_is_safe(val, strlen(val)) ||
+                !af_header_value_is_safe(b + 1, strlen(b + 1)))
+                return false;
+            snprintf(email, elen, "%s", val);
+            *admin = strcmp(a + 1, "True") == 0;
+            snprintf(uid, ulen, "%s", b + 1);
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Writes the request head toward the instance (DESIGN.md header policy). */
+static void ex_write_request_head(struct af_exchange *ex)
+{
+    struct af_conn *c = ex->conn;
+    struct af_server *srv = c->srv;
+    struct evbuffer *out = af_upstream_output(ex->up);
+    struct af_headers *h = &ex->req_headers;
+
+    af_headers_drop_hop_by_hop(h);
+    af_headers_drop(h, "Expect"); /* answered here: 100-continue */
+    bool has_inbound = af_headers_find(h, "X-AppEngine-Inbound-AppId") != NULL;
+    if (!ex->direct)
+        af_headers_drop_appengine(h);
+    struct af_header *xff = af_headers_find(h, "X-Forwarded-For");
+    char *xff_value = xff ? af_xasprintf("%s, %s", xff->value, c->peer_ip) : NULL;
+    af_headers_drop(h, "X-Forwarded-For");
+    af_headers_drop(h, "X-Forwarded-Proto");
+
+    evbuffer_add_printf(out, "%s %s HTTP/1.1\r\n", http_method_str(ex->method), ex->url);
+    af_headers_write(h, out);
+    if (!af_headers_find(h, "Host"))
+        evbuffer_add_printf(out, "Host: %s:%d\r\n", srv->cfg->host, c->lst->port);
+    if (!ex->direct || !af_headers_find(h, "X-AppEngine-Request-Log-Id"))
+        evbuffer_add_printf(out,
+                            "X-AppEngine-Request-Log-Id: %s\r\nX-Appengine-Dev-Request-Id: %s\r\n"
+                            "X-AppEngine-API-Ticket: %s\r\n",
+                            ex->request_id, ex->request_id, ex->request_id);
+    if (!ex->direct || !af_headers_find(h, "X-AppEngine-Country"))
+        evbuffer_add_printf(out, "X-AppEngine-Country: ZZ\r\n");
+    if (!ex->direct || !af_headers_find(h, "X-AppEngine-User-IP"))
+        evbuffer_add_printf(out, "X-AppEngine-User-IP: %s\r\n", c->peer_ip);
+    evbuffer_add_printf(out, "X-Forwarded-For: %s\r\nX-Forwarded-Proto: http\r\n",
+                        xff_value ? xff_value : c->peer_ip);
+    free(xff_value);
+    if (ex->direct && !has_inbound)
+        evbuffer_add_printf(out, "X-AppEngine-Inbound-AppId: dev~%s\r\n", srv->app_id);
+    if (!ex->direct) {
+        char email[256], uid[128];
+        bool admin = false;
+        if (login_from_cookie(h, email, sizeof(email), &admin, uid, sizeof(uid))) {
+            const char *at = strchr(email, '@');
+            int nick_len = at ? (int)(at - email) : (int)strlen(email);
+            evbuffer_add_printf(out,
+                                "X-AppEngine-User-Email: %s\r\nX-AppEngine-User-Id: %s\r\n"
+                                "X-AppEngine-User-Nickname: %.*s\r\n"
+                                "X-AppEngine-User-Is-Admin: %d\r\n",
+                                email, uid, nick_len, email, admin ? 1 : 0);
+        }
+    }
+    if (ex->chunked_in)
+        evbuffer_add_printf(out, "Transfer-Encoding: chunked\r\n");
+    else if (ex->content_length >= 0)
+        evbuffer_add_printf(out, "Content-Length: %" PRId64 "\r\n", ex->content_length);
+    evbuffer_add(out, "\r\n", 2);
+}
+
+static bool request_has_body(const struct af_exchange *ex)
+{
+    return ex->chunked_in || ex->content_length > 0;
+}
+
+void af_ex_upstream_ready(struct af_exchange *ex)
+{
+    struct af_conn *c = ex->conn;
+    ex->state = AF_EX_FORWARDING;
+    ex_write_request_head(ex);
+    /* The client waits for this before sending the body (RFC 9110
+     * §10.1.1); the instance never sees Expect. */
+    if (ex->expect_continue && request_has_body(ex))
+        evbuffer_add_printf(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n");
+    af_upstream_start_reading(ex->up);
+    ex->body_flowing = true;
+    http_parser_pause(&c->parser, 0);
+    conn_drive(c);
+}
+
+/* Called when the upstream side finished the response. */
+void af_ex_response_done(struct af_exchange *ex)
+{
+    struct af_conn *c = ex->conn;
+    bool reusable = ex->req_body_done && http_should_keep_alive(&ex->rparser);
+    ex->state = AF_EX_DONE;
+    ex_detach(ex, reusable);
+    ex_log(ex);
+    bool keep = ex->keepalive && !ex->close_after && ex->req_body_done && !c->srv->stopping;
+    ex_free(ex);
+    if (!keep) {
+        conn_close_after_flush(c);
+        return;
+    }
+    c->state = AF_CONN_HEAD;
+    http_parser_pause(&c->parser, 0);
+    conn_arm_timer(c, AF_TIMER_IDLE);
+    conn_drive(c); /* a pipelined request may be waiting */
+}
+
+static void ex_send_502(struct af_exchange *ex, const char *what)
+{
+    char *tail = ex->inst ? af_instance_stderr_tail(ex->inst) : NULL;
+    const char *name = ex->inst ? ex->inst->name : "?";
+    af_ex_fail(ex, 502, "Instance %s %s.%s%s", name, what,
+               tail && *tail ? "\n\nLast lines of its stderr:\n" : "", tail ? tail : "");
+    free(tail);
+}
+
+void af_ex_upstream_failed(struct af_exchange *ex, const char *what)
+{
+    if (ex->resp_head_sent) {
+        af_ex_fail(ex, 502, "Instance %s %s mid-response.", ex->inst ? ex->inst->name : "?",
+                   what);
+        return;
+    }
+    /* A pooled connection the instance closed while idle: retry once on a
+     * fresh one, which is safe only while no body byte was consumed. */
+    if (ex->upstream_reused && !ex->retried && ex->req_body_bytes == 0 && ex->inst &&
+        ex->inst->state == AF_INST_READY) {
+        ex->retried = true;
+        af_upstream_put(ex->up, false);
+        ex->up = NULL;
+        ex_connect(ex);
+        return;
+    }
+    if (ex->up) {
+        af_upstream_put(ex->up, false);
+        ex->up = NULL;
+    }
+    if (ex->inst && ex->inst->state != AF_INST_DEAD) {
+        /* Most likely the instance is dying: wait a moment for its exit so
+         * the 502 can carry the last lines it wrote. */
+        ex->state = AF_EX_DEATHWAIT;
+        ex_arm_timer(ex);
+        return;
+    }
+    ex_send_502(ex, what);
+}
+
+void af_ex_instance_died(struct af_exchange *ex)
+{
+    if (ex->state == AF_EX_DEATHWAIT) {
+        ex_send_502(ex, "closed the connection without answering");
+        return;
+    }
+    /* Otherwise the upstream connection reports the failure itself. */
+}

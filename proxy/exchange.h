@@ -1,0 +1,158 @@
+/*
+ * exchange — the layouts shared by the client side (proxy/conn.c) and the
+ * instance side (proxy/upstream.c) of one proxied request. Internal to the
+ * front end.
+ *
+ * Ownership: a connection owns at most one exchange at a time (requests on
+ * a connection are served in order; pipelined ones wait in the input
+ * buffer). An exchange holds, while set: one slot and one reference on its
+ * instance, and exclusive use of one upstream connection.
+ *
+ * Freeing: every callback that can reach a connection brackets its work
+ * with af_conn_enter()/af_conn_leave(); a connection closed meanwhile is
+ * freed by the outermost af_conn_leave(), never under a caller's feet.
+ */
+#ifndef AF_EXCHANGE_H
+#define AF_EXCHANGE_H
+
+#include <http_parser.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/queue.h>
+#include <sys/time.h>
+
+#include "proxy/headers.h"
+#include "proxy/module.h"
+
+struct af_server;
+struct af_listener;
+struct sockaddr;
+struct af_instance;
+struct bufferevent;
+struct event;
+
+/* Accumulates header fields that http-parser may hand over in pieces. */
+struct af_head_acc {
+    char *buf;
+    size_t len;
+    size_t cap;
+    size_t name_len;
+    bool in_value;
+};
+
+enum af_conn_state {
+    AF_CONN_HEAD,     /* reading a request head, or idle between requests */
+    AF_CONN_EXCHANGE, /* one request being served */
+    AF_CONN_CLOSING,  /* flushing the last response, then close */
+};
+
+enum af_conn_timer {
+    AF_TIMER_HEAD, /* the head must be complete in time: 408 */
+    AF_TIMER_IDLE, /* keep-alive idle: close silently */
+};
+
+struct af_conn {
+    LIST_ENTRY(af_conn) link;
+    struct af_server *srv;
+    struct af_listener *lst;
+    struct bufferevent *bev;
+    http_parser parser;
+    struct af_head_acc acc;
+    enum af_conn_state state;
+    struct af_exchange *ex;
+    struct event *timer;
+    enum af_conn_timer timer_kind;
+    char peer_ip[48];
+    size_t head_bytes;
+    unsigned n_headers;
+    int head_error; /* status to answer when the parser stopped on a limit */
+    unsigned requests;
+    int busy;  /* callbacks in progress; see af_conn_enter() */
+    bool dead; /* closed: free when busy drops to 0 */
+};
+
+enum af_ex_state {
+    AF_EX_ROUTING,    /* waiting in the module's queue for a slot */
+    AF_EX_CONNECTING, /* slot taken, upstream connection opening */
+    AF_EX_FORWARDING, /* head sent; body and response flowing */
+    AF_EX_DEATHWAIT,  /* upstream failed with no response: waiting briefly for
+                         the instance's exit so the 502 can show its stderr */
+    AF_EX_DONE,
+};
+
+struct af_upstream;
+
+struct af_exchange {
+    struct af_conn *conn;
+    struct af_module *mod;
+    struct af_instance *inst;
+    struct af_upstream *up;
+    struct af_waiter waiter;
+    LIST_ENTRY(af_exchange) held_link; /* in inst->held while inst is set */
+    enum af_ex_state state;
+    bool direct;
+
+    /* The request as the client sent it. */
+    unsigned method;
+    unsigned short http_major;
+    unsigned short http_minor;
+    char *url;
+    struct af_headers req_headers;
+    int64_t content_length; /* -1 when absent */
+    bool chunked_in;
+    bool expect_continue;
+    bool keepalive;
+    bool body_flowing;  /* the client parser is unpaused, body goes upstream */
+    bool req_body_done; /* the whole request was read */
+    uint64_t req_body_bytes;
+    bool upstream_reused;
+    bool retried;
+
+    /* The response. */
+    http_parser rparser;
+    struct af_head_acc racc;
+    struct af_headers resp_headers;
+    size_t resp_head_bytes;
+    int status;
+    bool resp_head_sent;
+    bool chunked_out;
+    bool close_after;
+    bool resp_done;
+    uint64_t resp_bytes; /* body bytes sent to the client */
+
+    char request_id[40];
+    struct timeval start;
+    struct event *timer; /* queue wait, deadline, death wait */
+};
+
+/* Bracket every callback that may touch a connection. */
+void af_conn_enter(struct af_conn *c);
+void af_conn_leave(struct af_conn *c);
+
+/* Accepts a connection on a front-end listener (called by server.c). */
+void af_conn_accept(struct af_listener *lst, int fd, const struct sockaddr *addr, int addrlen);
+/* Closes every connection that is idle between requests (shutdown). */
+void af_conns_close_idle(struct af_server *srv);
+/* Closes the connection now; in-flight work is abandoned. */
+void af_conn_close(struct af_conn *c);
+
+/* upstream.c → conn.c: the upstream connection is connected and ours. */
+void af_ex_upstream_ready(struct af_exchange *ex);
+/* upstream.c → conn.c: the upstream connection failed or closed. */
+void af_ex_upstream_failed(struct af_exchange *ex, const char *what);
+/* upstream.c → conn.c: the response is complete. */
+void af_ex_response_done(struct af_exchange *ex);
+/* instance.c → conn.c: the instance this exchange holds has exited. */
+void af_ex_instance_died(struct af_exchange *ex);
+/* The status, message and close decision of an error answered by appfront. */
+void af_ex_fail(struct af_exchange *ex, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Header accumulator (headers of both directions). Returns the total bytes
+ * accumulated so the caller can bound the head. */
+void af_head_acc_field(struct af_head_acc *a, struct af_headers *h, const char *p, size_t n);
+void af_head_acc_value(struct af_head_acc *a, const char *p, size_t n);
+void af_head_acc_finish(struct af_head_acc *a, struct af_headers *h);
+void af_head_acc_release(struct af_head_acc *a);
+
+#endif

@@ -1,0 +1,65 @@
+/*
+ * headers — an ordered list of HTTP header fields and the forwarding policy
+ * of shared/DESIGN.md ("Forwarded requests").
+ *
+ * A list owns copies of every name and value. Names keep the client's
+ * spelling; comparisons are case-insensitive (RFC 9110 §5.1).
+ */
+#ifndef AF_HEADERS_H
+#define AF_HEADERS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct evbuffer;
+
+struct af_header {
+    char *name;
+    char *value;
+    size_t name_len;
+    size_t value_len;
+    bool drop; /* marked for removal by the policy; skipped when written */
+};
+
+struct af_headers {
+    struct af_header *v;
+    size_t n;
+    size_t cap;
+};
+
+void af_headers_init(struct af_headers *h);
+/* Frees every field; the list is empty and reusable afterwards. */
+void af_headers_clear(struct af_headers *h);
+/* Frees everything, including the array. */
+void af_headers_release(struct af_headers *h);
+
+/* Appends a copy of name and value. */
+void af_headers_add(struct af_headers *h, const char *name, size_t name_len, const char *value,
+                    size_t value_len);
+/* The first field named `name`, or NULL. */
+struct af_header *af_headers_find(const struct af_headers *h, const char *name);
+/* Counts the fields named `name` that are not dropped. */
+size_t af_headers_count(const struct af_headers *h, const char *name);
+
+/*
+ * Marks hop-by-hop fields as dropped: the fixed set of RFC 9110 §7.6.1
+ * (Connection, Keep-Alive, Proxy-Connection, TE, Trailer, Transfer-Encoding,
+ * Upgrade, Proxy-Authenticate, Proxy-Authorization) plus every field named in
+ * a Connection header, and Content-Length (the proxy writes its own framing).
+ */
+void af_headers_drop_hop_by_hop(struct af_headers *h);
+/* Marks every X-AppEngine-* field as dropped (clients may not spoof them). */
+void af_headers_drop_appengine(struct af_headers *h);
+/* Marks every field named `name` as dropped. */
+void af_headers_drop(struct af_headers *h, const char *name);
+
+/* Writes "Name: value\r\n" for every field not dropped. */
+void af_headers_write(const struct af_headers *h, struct evbuffer *out);
+
+/* True if the comma-separated list `value` holds `token` (case-insensitive). */
+bool af_header_has_token(const char *value, const char *token);
+
+/* True if the value may be written on the wire: no CR, LF or NUL. */
+bool af_header_value_is_safe(const char *value, size_t len);
+
+#endif

@@ -1,0 +1,376 @@
+/*
+ * upstream — the instance side of an exchange. See upstream.h.
+ *
+ * The response is parsed with http-parser and relayed as it arrives. Its
+ * framing toward the client is chosen here: the instance's Content-Length
+ * when it gave one, else chunked for HTTP/1.1 clients, else the end of the
+ * connection (HTTP/1.0). Reading from the instance pauses while the client's
+ * output buffer is above AF_HIGH_WATER, so a slow client holds at most that
+ * much of a response in memory.
+ */
+#include "proxy/upstream.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "common/log.h"
+#include "common/xalloc.h"
+#include "proxy/exchange.h"
+#include "proxy/instance.h"
+#include "proxy/server.h"
+
+#define MAX_RESPONSE_HEAD (64 * 1024)
+#define MAX_IDLE_PER_INSTANCE 64
+
+static void up_read_cb(struct bufferevent *bev, void *arg);
+static void up_write_cb(struct bufferevent *bev, void *arg);
+static void up_event_cb(struct bufferevent *bev, short what, void *arg);
+
+/* ---- the pool --------------------------------------------------------- */
+
+void af_upstream_free(struct af_upstream *up)
+{
+    bufferevent_free(up->bev);
+    af_instance_unref(up->inst);
+    free(up);
+}
+
+static void idle_remove(struct af_upstream *up)
+{
+    TAILQ_REMOVE(&up->inst->idle, up, link);
+    up->inst->n_idle--;
+}
+
+void af_upstream_drain_pool(struct af_instance *inst)
+{
+    struct af_upstream *up;
+    while ((up = TAILQ_FIRST(&inst->idle)) != NULL) {
+        idle_remove(up);
+        af_upstream_free(up);
+    }
+}
+
+static int connect_socket(struct af_instance *inst, struct bufferevent *bev)
+{
+    if (inst->sock_path) {
+        struct sockaddr_un sun = {.sun_family = AF_UNIX};
+        snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", inst->sock_path);
+        return bufferevent_socket_connect(bev, (struct sockaddr *)&sun, sizeof(sun));
+    }
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)inst->tcp_port)};
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    return bufferevent_socket_connect(bev, (struct sockaddr *)&sin, sizeof(sin));
+}
+
+struct af_upstream *af_upstream_take(struct af_instance *inst, struct af_exchange *ex,
+                                     bool *reused)
+{
+    struct af_upstream *up = TAILQ_FIRST(&inst->idle);
+    if (up) {
+        idle_remove(up);
+        up->ex = ex;
+        up->uses++;
+        *reused = true;
+        return up;
+    }
+    struct event_base *base = inst->mod->srv->base;
+    struct bufferevent *bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (!bev)
+        return NULL;
+    up = af_xcalloc(1, sizeof(*up));
+    up->inst = inst;
+    af_instance_ref(inst);
+    up->bev = bev;
+    up->ex = ex;
+    up->uses = 1;
+    bufferevent_setcb(bev, up_read_cb, up_write_cb, up_event_cb, up);
+    bufferevent_setwatermark(bev, EV_READ, 0, AF_HIGH_WATER);
+    bufferevent_setwatermark(bev, EV_WRITE, AF_HIGH_WATER / 2, 0);
+    *reused = false;
+    if (connect_socket(inst, bev) < 0) {
+        int e = errno;
+        af_upstream_free(up);
+        errno = e ? e : ECONNREFUSED;
+        return NULL;
+    }
+    return up;
+}
+
+void af_upstream_put(struct af_upstream *up, bool reusable)
+{
+    struct af_instance *inst = up->inst;
+    up->ex = NULL;
+    if (!reusable || !up->connected || inst->state != AF_INST_READY ||
+        inst->n_idle >= MAX_IDLE_PER_INSTANCE ||
+        evbuffer_get_length(bufferevent_get_input(up->bev)) > 0 ||
+        evbuffer_get_length(bufferevent_get_output(up->bev)) > 0) {
+        af_upstream_free(up);
+        return;
+    }
+    /* Idle: keep reading so a close by the instance is noticed at once. */
+    up->reading_paused = false;
+    bufferevent_enable(up->bev, EV_READ);
+    TAILQ_INSERT_HEAD(&inst->idle, up, link);
+    inst->n_idle++;
+}
+
+struct evbuffer *af_upstream_output(struct af_upstream *up)
+{
+    return bufferevent_get_output(up->bev);
+}
+
+/* ---- the response ------------------------------------------------------ */
+
+static struct af_exchange *ex_of(http_parser *p)
+{
+    return p->data;
+}
+
+static int on_r_header_field(http_parser *p, const char *at, size_t n)
+{
+    struct af_exchange *ex = ex_of(p);
+    ex->resp_head_bytes += n;
+    if (ex->resp_head_bytes > MAX_RESPONSE_HEAD)
+        return -1;
+    af_head_acc_field(&ex->racc, &ex->resp_headers, at, n);
+    return 0;
+}
+
+static int on_r_header_value(http_parser *p, const char *at, size_t n)
+{
+    struct af_exchange *ex = ex_of(p);
+    ex->resp_head_bytes += n;
+    if (ex->resp_head_bytes > MAX_RESPONSE_HEAD)
+        return -1;
+    af_head_acc_value(&ex->racc, at, n);
+    return 0;
+}
+
+static bool status_has_no_body(int status)
+{
+    return (status >= 100 && status < 200) || status == 204 || status == 304;
+}
+
+static int on_r_headers_complete(http_parser *p)
+{
+    struct af_exchange *ex = ex_of(p);
+    struct af_conn *c = ex->conn;
+    af_head_acc_finish(&ex->racc, &ex->resp_headers);
+    int status = p->status_code;
+    if (status >= 100 && status < 200) {
+        /* Interim responses (the instance never saw Expect) are not relayed. */
+        if (status == 101)
+            return -1; /* protocol switch was never offered: garbage */
+        af_headers_clear(&ex->resp_headers);
+        ex->resp_head_bytes = 0;
+        return 0;
+    }
+    ex->status = status;
+    struct af_headers *h = &ex->resp_headers;
+    af_headers_drop_hop_by_hop(h);
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    const char *reason = http_status_str((enum http_status)status);
+    if (!reason || strcmp(reason, "<unknown>") == 0)
+        reason = "Unknown";
+    evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", status, reason);
+    af_headers_write(h, out);
+    bool head = ex->method == HTTP_HEAD;
+    bool has_length = (p->flags & F_CONTENTLENGTH) && !(p->flags & F_CHUNKED);
+    if (head || status_has_no_body(status)) {
+        if (has_length && status != 204 && status != 304)
+            evbuffer_add_printf(out, "Content-Length: %" PRIu64 "\r\n", p->content_length);
+    } else if (has_length) {
+        evbuffer_add_printf(out, "Content-Length: %" PRIu64 "\r\n", p->content_length);
+    } else if (ex->http_major == 1 && ex->http_minor >= 1) {
+        evbuffer_add_printf(out, "Transfer-Encoding: chunked\r\n");
+        ex->chunked_out = true;
+    } else {
+        ex->close_after = true; /* HTTP/1.0: the end of the body is the close */
+    }
+    if (c->srv->stopping)
+        ex->close_after = true;
+    if (!ex->keepalive || ex->close_after)
+        evbuffer_add_printf(out, "Connection: close\r\n");
+    else if (ex->http_minor == 0)
+        evbuffer_add_printf(out, "Connection: keep-alive\r\n");
+    evbuffer_add(out, "\r\n", 2);
+    ex->resp_head_sent = true;
+    /* For HEAD, tell the parser no body follows whatever the headers say. */
+    return head ? 1 : 0;
+}
+
+static int on_r_body(http_parser *p, const char *at, size_t n)
+{
+    struct af_exchange *ex = ex_of(p);
+    struct evbuffer *out = bufferevent_get_output(ex->conn->bev);
+    if (ex->chunked_out) {
+        evbuffer_add_printf(out, "%zx\r\n", n);
+        evbuffer_add(out, at, n);
+        evbuffer_add(out, "\r\n", 2);
+    } else {
+        evbuffer_add(out, at, n);
+    }
+    ex->resp_bytes += n;
+    return 0;
+}
+
+static int on_r_message_complete(http_parser *p)
+{
+    struct af_exchange *ex = ex_of(p);
+    if (!ex->resp_head_sent)
+        return 0; /* the end of an interim 1xx response */
+    if (ex->chunked_out)
+        evbuffer_add(bufferevent_get_output(ex->conn->bev), "0\r\n\r\n", 5);
+    ex->resp_done = true;
+    http_parser_pause(p, 1);
+    return 0;
+}
+
+static const http_parser_settings response_settings = {
+    .on_header_field = on_r_header_field,
+    .on_header_value = on_r_header_value,
+    .on_headers_complete = on_r_headers_complete,
+    .on_body = on_r_body,
+    .on_message_complete = on_r_message_complete,
+};
+
+void af_upstream_start_reading(struct af_upstream *up)
+{
+    struct af_exchange *ex = up->ex;
+    if (ex && !ex->rparser.data) {
+        http_parser_init(&ex->rparser, HTTP_RESPONSE);
+        ex->rparser.data = ex;
+    }
+    up->reading_paused = false;
+    bufferevent_enable(up->bev, EV_READ);
+    /* Bytes may already wait in the input buffer from before the pause. */
+    if (ex && evbuffer_get_length(bufferevent_get_input(up->bev)) > 0)
+        up_read_cb(up->bev, up);
+}
+
+void af_upstream_pause_reading(struct af_upstream *up)
+{
+    up->reading_paused = true;
+    bufferevent_disable(up->bev, EV_READ);
+}
+
+static bool client_has_room(struct af_exchange *ex)
+{
+    return evbuffer_get_length(bufferevent_get_output(ex->conn->bev)) < AF_HIGH_WATER;
+}
+
+/* Feeds the response parser. Returns 0, or -1 when the response is
+ * malformed. */
+static int up_feed(struct af_upstream *up)
+{
+    struct af_exchange *ex = up->ex;
+    struct evbuffer *in = bufferevent_get_input(up->bev);
+    while (evbuffer_get_length(in) > 0 && !ex->resp_done) {
+        if (!client_has_room(ex)) {
+            af_upstream_pause_reading(up);
+            return 0;
+        }
+        struct evbuffer_iovec v;
+        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+            break;
+        size_t n = http_parser_execute(&ex->rparser, &response_settings, v.iov_base, v.iov_len);
+        evbuffer_drain(in, n);
+        enum http_errno e = HTTP_PARSER_ERRNO(&ex->rparser);
+        if (e == HPE_PAUSED)
+            break;
+        if (e != HPE_OK)
+            return -1;
+    }
+    return 0;
+}
+
+static void up_read_cb(struct bufferevent *bev, void *arg)
+{
+    struct af_upstream *up = arg;
+    struct af_exchange *ex = up->ex;
+    if (!ex) {
+        /* An idle connection must be silent; anything else is unusable. */
+        idle_remove(up);
+        af_upstream_free(up);
+        return;
+    }
+    if (up->reading_paused)
+        return;
+    struct af_conn *c = ex->conn;
+    af_conn_enter(c);
+    if (up_feed(up) < 0) {
+        enum http_errno e = HTTP_PARSER_ERRNO(&ex->rparser);
+        af_ex_fail(ex, 502, "Instance %s sent a malformed response: %s.", up->inst->name,
+                   ex->resp_head_bytes > MAX_RESPONSE_HEAD ? "response head too large"
+                                                           : http_errno_description(e));
+    } else if (ex->resp_done) {
+        af_ex_response_done(ex);
+    }
+    af_conn_leave(c);
+}
+
+static void up_write_cb(struct bufferevent *bev, void *arg)
+{
+    struct af_upstream *up = arg;
+    struct af_exchange *ex = up->ex;
+    if (!ex)
+        return;
+    /* The instance took the queued body: read more of it from the client. */
+    struct af_conn *c = ex->conn;
+    af_conn_enter(c);
+    if (!ex->req_body_done && ex->body_flowing)
+        bufferevent_trigger(c->bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS);
+    af_conn_leave(c);
+}
+
+static void up_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct af_upstream *up = arg;
+    struct af_exchange *ex = up->ex;
+    if (what & BEV_EVENT_CONNECTED) {
+        up->connected = true;
+        if (ex) {
+            struct af_conn *c = ex->conn;
+            af_conn_enter(c);
+            af_ex_upstream_ready(ex);
+            af_conn_leave(c);
+        }
+        return;
+    }
+    if (!(what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)))
+        return;
+    if (!ex) {
+        idle_remove(up);
+        af_upstream_free(up);
+        return;
+    }
+    struct af_conn *c = ex->conn;
+    af_conn_enter(c);
+    const char *what_s = !up->connected ? "refused the connection"
+                                        : "closed the connection without answering";
+    if (ex->resp_head_sent && !ex->resp_done) {
+        /* The end of a body delimited by the close (no length, no chunks):
+         * http-parser learns of it from a zero-length execute. */
+        if (up_feed(up) == 0 && !ex->resp_done) {
+            http_parser_execute(&ex->rparser, &response_settings, NULL, 0);
+        }
+        if (ex->resp_done)
+            af_ex_response_done(ex);
+        else
+            af_ex_upstream_failed(ex, "closed the connection");
+    } else if (!ex->resp_done) {
+        af_ex_upstream_failed(ex, what_s);
+    }
+    af_conn_leave(c);
+}
