@@ -107,7 +107,7 @@ enum wf_kind {
 };
 
 static const enum wire_type wf_wire_type[] = {
-    [WF_BYTES] = WT_LEN,     [WF_FIXED32] = WT_FIXED32, [WF_FIXED64] = WT_FIXED64,
+    [WF_BYTES] = WT_LEN,    [WF_FIXED32] = WT_FIXED32, [WF_FIXED64] = WT_FIXED64,
     [WF_INT32] = WT_VARINT, [WF_BOOL] = WT_VARINT,
 };
 
@@ -173,7 +173,10 @@ struct mc_delete_item {
     uint32_t delete_time;
 };
 
-#define WF(type, num, kind, req, member) {num, kind, req, offsetof(type, member)}
+#define WF(type, num, kind, req, member)                                                           \
+    {                                                                                              \
+        num, kind, req, offsetof(type, member)                                                     \
+    }
 
 static const struct wf_field get_item_fields[] = {
     WF(struct mc_get_item, 2, WF_BYTES, true, key),
@@ -196,7 +199,10 @@ static const struct wf_field delete_item_fields[] = {
     WF(struct mc_delete_item, 3, WF_FIXED32, false, delete_time),
 };
 
-#define WF_GROUP(num, fields, type) {num, fields, sizeof(fields) / sizeof(fields[0]), sizeof(type)}
+#define WF_GROUP(num, fields, type)                                                                \
+    {                                                                                              \
+        num, fields, sizeof(fields) / sizeof(fields[0]), sizeof(type)                              \
+    }
 
 static const struct wf_group get_item_group = WF_GROUP(1, get_item_fields, struct mc_get_item);
 static const struct wf_group set_item_group = WF_GROUP(1, set_item_fields, struct mc_set_item);
@@ -1110,7 +1116,8 @@ static void mc_increment(void *state, const struct af_call *call, struct af_resu
         resp.has_new_value = true;
         resp.new_value = v;
         resp.has_increment_status = true;
-        resp.increment_status = AF__MEMCACHE__MEMCACHE_INCREMENT_RESPONSE__INCREMENT_STATUS_CODE__OK;
+        resp.increment_status =
+            AF__MEMCACHE__MEMCACHE_INCREMENT_RESPONSE__INCREMENT_STATUS_CODE__OK;
         break;
     case INCR_MISS:
         /* No new_value: the Go library's ErrCacheMiss. */
@@ -1172,7 +1179,8 @@ static void mc_batch_increment(void *state, const struct af_call *call, struct a
         case INCR_OK:
             r->has_new_value = true;
             r->new_value = v;
-            r->increment_status = AF__MEMCACHE__MEMCACHE_INCREMENT_RESPONSE__INCREMENT_STATUS_CODE__OK;
+            r->increment_status =
+                AF__MEMCACHE__MEMCACHE_INCREMENT_RESPONSE__INCREMENT_STATUS_CODE__OK;
             break;
         case INCR_MISS:
             r->increment_status =

@@ -95,7 +95,7 @@ static void call_msg(void *st, const char *method, const ProtobufCMessage *msg,
     free(buf);
 }
 
-static struct mc_bytes B(const char *s)
+static struct mc_bytes lit(const char *s)
 {
     return (struct mc_bytes){(const uint8_t *)s, strlen(s)};
 }
@@ -105,7 +105,8 @@ static struct mc_bytes B(const char *s)
 static struct mc_set_item set_item(const char *key, const char *value, int policy, uint32_t exp,
                                    uint64_t cas)
 {
-    struct mc_set_item it = {.present = WF_BIT(2) | WF_BIT(3), .key = B(key), .value = B(value)};
+    struct mc_set_item it = {
+        .present = WF_BIT(2) | WF_BIT(3), .key = lit(key), .value = lit(value)};
     if (policy) {
         it.present |= WF_BIT(5);
         it.set_policy = policy;
@@ -129,7 +130,7 @@ static void set_n(void *st, const char *ns, struct mc_set_item *items, size_t n,
     struct wf_msg msg = {.items = items, .n_items = n};
     if (ns) {
         msg.has_name_space = true;
-        msg.name_space = B(ns);
+        msg.name_space = lit(ns);
     }
     size_t len;
     uint8_t *buf = wf_encode(&wf_set_request, &msg, &len);
@@ -229,7 +230,7 @@ static struct got get1(void *st, const char *key)
 
 static int del_full(void *st, const char *ns, const char *key, uint32_t delete_time)
 {
-    struct mc_delete_item it = {.present = WF_BIT(2), .key = B(key)};
+    struct mc_delete_item it = {.present = WF_BIT(2), .key = lit(key)};
     if (delete_time) {
         it.present |= WF_BIT(3);
         it.delete_time = delete_time;
@@ -237,7 +238,7 @@ static int del_full(void *st, const char *ns, const char *key, uint32_t delete_t
     struct wf_msg msg = {.items = &it, .n_items = 1};
     if (ns) {
         msg.has_name_space = true;
-        msg.name_space = B(ns);
+        msg.name_space = lit(ns);
     }
     size_t len;
     uint8_t *buf = wf_encode(&wf_delete_request, &msg, &len);
@@ -349,15 +350,15 @@ static size_t unhex(const char *hex, uint8_t *out)
  * Set: items {k1, v1, flags 7, CAS, expiration 3600, cas_id
  * 0x0102030405060708, for_cas} and {k2, "", ADD}, name_space "ns".
  */
-static const char GOLDEN_SET[] = "0b12026b311a0276312507000000280435100e000041080706050403020148010c"
-                                 "0b12026b321a0028020c3a026e73";
+static const char GOLDEN_SET[] =
+    "0b12026b311a0276312507000000280435100e000041080706050403020148010c"
+    "0b12026b321a0028020c3a026e73";
 /* Delete: items {a} and {bc, delete_time 10}, name_space "". */
 static const char GOLDEN_DELETE[] = "0b1201610c0b120262631d0a0000000c2200";
 /* Get response: items {k1, hello, flags 0xdeadbeef, cas_id 42} and
  * {k2, "", flags 0, expires_in_seconds -1}. */
-static const char GOLDEN_GET_RESPONSE[] =
-    "0b12026b311a0568656c6c6f25efbeadde292a000000000000000c"
-    "0b12026b321a00250000000030ffffffffffffffffff010c";
+static const char GOLDEN_GET_RESPONSE[] = "0b12026b311a0568656c6c6f25efbeadde292a000000000000000c"
+                                          "0b12026b321a00250000000030ffffffffffffffffff010c";
 
 static void test_wire_set_request_matches_go(void **state)
 {
@@ -367,7 +368,8 @@ static void test_wire_set_request_matches_go(void **state)
     };
     items[0].present |= WF_BIT(4);
     items[0].flags = 7;
-    struct wf_msg msg = {.items = items, .n_items = 2, .has_name_space = true, .name_space = B("ns")};
+    struct wf_msg msg = {
+        .items = items, .n_items = 2, .has_name_space = true, .name_space = lit("ns")};
     size_t len;
     uint8_t *buf = wf_encode(&wf_set_request, &msg, &len);
     uint8_t want[128];
@@ -401,10 +403,11 @@ static void test_wire_set_request_matches_go(void **state)
 static void test_wire_delete_request_matches_go(void **state)
 {
     struct mc_delete_item items[2] = {
-        {.present = WF_BIT(2), .key = B("a")},
-        {.present = WF_BIT(2) | WF_BIT(3), .key = B("bc"), .delete_time = 10},
+        {.present = WF_BIT(2), .key = lit("a")},
+        {.present = WF_BIT(2) | WF_BIT(3), .key = lit("bc"), .delete_time = 10},
     };
-    struct wf_msg msg = {.items = items, .n_items = 2, .has_name_space = true, .name_space = B("")};
+    struct wf_msg msg = {
+        .items = items, .n_items = 2, .has_name_space = true, .name_space = lit("")};
     size_t len;
     uint8_t *buf = wf_encode(&wf_delete_request, &msg, &len);
     uint8_t want[64];
@@ -428,13 +431,13 @@ static void test_wire_get_response_matches_go(void **state)
 {
     struct mc_get_item items[2] = {
         {.present = WF_BIT(2) | WF_BIT(3) | WF_BIT(4) | WF_BIT(5),
-         .key = B("k1"),
-         .value = B("hello"),
+         .key = lit("k1"),
+         .value = lit("hello"),
          .flags = 0xdeadbeef,
          .cas_id = 42},
         {.present = WF_BIT(2) | WF_BIT(3) | WF_BIT(4) | WF_BIT(6),
-         .key = B("k2"),
-         .value = B(""),
+         .key = lit("k2"),
+         .value = lit(""),
          .expires_in_seconds = -1},
     };
     struct wf_msg msg = {.items = items, .n_items = 2};
@@ -487,13 +490,14 @@ static void test_wire_rejects_malformed(void **state)
     uint8_t zero_field[] = {0x00, 0x00};
     assert_false(wf_decode(&wf_set_request, zero_field, sizeof(zero_field), &dec));
     /* A varint of 11 bytes. */
-    uint8_t long_varint[] = {0x38, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01};
+    uint8_t long_varint[] = {0x38, 0xff, 0xff, 0xff, 0xff, 0xff,
+                             0xff, 0xff, 0xff, 0xff, 0xff, 0x01};
     assert_false(wf_decode(&wf_set_request, long_varint, sizeof(long_varint), &dec));
 
     /* Unknown fields are skipped, an unknown nested group included; the
      * AppOverride (field 10) is read past. */
-    uint8_t unknown[] = {0x0b, 0x12, 0x01, 'k', 0x1a, 0x01, 'v',
-                         0x7b, 0x08, 0x01, 0x7c, /* group 15 { varint 1 } */
+    uint8_t unknown[] = {0x0b, 0x12, 0x01, 'k',  0x1a, 0x01,
+                         'v',  0x7b, 0x08, 0x01, 0x7c, /* group 15 { varint 1 } */
                          0x0c, 0x52, 0x02, 0x0a, 0x00};
     assert_true(wf_decode(&wf_set_request, unknown, sizeof(unknown), &dec));
     assert_int_equal(dec.n_items, 1);
@@ -672,8 +676,8 @@ static void test_delete_and_lock(void **state)
     char longkey[MC_MAX_KEY + 2];
     memset(longkey, 'k', sizeof(longkey) - 1);
     longkey[sizeof(longkey) - 1] = 0;
-    struct mc_delete_item items[2] = {{.present = WF_BIT(2), .key = B("d")},
-                                      {.present = WF_BIT(2), .key = B(longkey)}};
+    struct mc_delete_item items[2] = {{.present = WF_BIT(2), .key = lit("d")},
+                                      {.present = WF_BIT(2), .key = lit(longkey)}};
     struct wf_msg msg = {.items = items, .n_items = 2};
     size_t len;
     uint8_t *buf = wf_encode(&wf_delete_request, &msg, &len);
@@ -864,7 +868,7 @@ static void test_namespaces(void **state)
     memset(ns, 'n', sizeof(ns) - 1);
     ns[sizeof(ns) - 1] = 0;
     struct mc_set_item it = set_item("k", "v", MC_SET, 0, 0);
-    struct wf_msg msg = {.items = &it, .n_items = 1, .has_name_space = true, .name_space = B(ns)};
+    struct wf_msg msg = {.items = &it, .n_items = 1, .has_name_space = true, .name_space = lit(ns)};
     size_t len;
     uint8_t *buf = wf_encode(&wf_set_request, &msg, &len);
     struct af_result res;
@@ -895,7 +899,7 @@ static void test_stats(void **state)
     assert_true(s.hits == 0 && s.misses == 0 && s.items == 0 && s.bytes == 0);
     assert_int_equal(s.oldest_item_age, 0);
 
-    assert_int_equal(set1(st, "k1", "12345"), STORED);      /* 7 bytes */
+    assert_int_equal(set1(st, "k1", "12345"), STORED); /* 7 bytes */
     fake_now = T0 + 5;
     assert_int_equal(set_full(st, "x", "k2", "1", MC_SET, 0, 0), STORED); /* 3 bytes */
     fake_now = T0 + 20;
@@ -1023,8 +1027,8 @@ static void test_limits(void **state)
 static void test_parse_errors(void **state)
 {
     void *st = *state;
-    static const char *const methods[] = {"Get",       "Set",      "Delete", "Increment",
-                                          "BatchIncrement", "FlushAll", "Stats"};
+    static const char *const methods[] = {
+        "Get", "Set", "Delete", "Increment", "BatchIncrement", "FlushAll", "Stats"};
     /* A truncated length-delimited field 1 is invalid in every request. */
     uint8_t junk[] = {0x0a, 0x05, 'x'};
     for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
