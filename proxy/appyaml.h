@@ -102,6 +102,16 @@ int af_appyaml_parse(const char *name, const char *text, size_t len, const char 
 
 void af_appyaml_free(struct af_app_yaml *app);
 
+/* The PCRE2 compile options the loader checks url, upload and skip_files
+ * with; code that compiles them again for matching uses the same options so
+ * that what loaded also compiles there. Needs <pcre2.h> where it is used. */
+#define AF_APPYAML_PCRE2_OPTIONS PCRE2_UTF
+
+/* Parses an expiration ("4d 5h 30m 15s": groups of digits and a d/h/m/s unit,
+ * spaces optional) into seconds. Returns 0, or -1 for a malformed or
+ * absurdly long (over a century) duration. */
+int af_expiration_parse(const char *s, long long *seconds);
+
 /* True for runtimes that only know $PORT (go1xx, python3x, nodejsxx, java,
  * php, ruby): appfront passes PORT. Others ("native", custom) get a Unix
  * socket in APPFRONT_HTTP_SOCKET. */

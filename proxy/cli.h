@@ -85,11 +85,22 @@ enum af_cli_result {
  * message naming the flag and what is wrong, e.g.
  *   "--port: 'abc' is not a port number (0-65535)".
  * No app path in normal mode is an error; app paths in api mode are an error.
+ * Whatever the result, cfg may hold strings parsed so far: the caller still
+ * calls af_config_release(). argv is only read; cfg keeps copies.
  */
 enum af_cli_result af_cli_parse(int argc, char **argv, struct af_config *cfg, char *err,
                                 size_t errlen);
 
 /* The usage text printed by --help. */
 void af_cli_usage(FILE *out);
+
+/*
+ * Applies --threadsafe_override to one module. Returns true and sets
+ * *threadsafe when the override covers `service` (a bare boolean covers every
+ * module; "MODULE:BOOL,..." covers the modules it names, the last item for a
+ * module winning). Returns false when app.yaml's threadsafe stands.
+ */
+bool af_config_threadsafe_override(const struct af_config *cfg, const char *service,
+                                   bool *threadsafe);
 
 #endif
