@@ -1,0 +1,327 @@
+/*
+ * backend — the hand-off queue and the services backend thread.
+ *
+ * Threads cross here and nowhere else. The rules:
+ *
+ *  - Two queues, struct af_api_jobq: the inbox (listener → backend) and the
+ *    outbox (backend → listener). Each is a linked list guarded by its own
+ *    mutex plus an eventfd used as a counting wakeup. A queue's mutex is held
+ *    only to link or unlink jobs, never across a call, an allocation or a
+ *    write(2) to the eventfd, so neither thread ever waits on the other's
+ *    work. No code path holds both mutexes.
+ *  - A job is owned by one thread at a time: the pusher gives it up in
+ *    af_api_jobq_push() and must not touch it afterwards; the thread that takes
+ *    it in af_api_jobq_take_all() owns it from then on.
+ *  - The producer links the job *then* writes the eventfd; the consumer reads
+ *    the eventfd *then* unlinks everything. So every job is followed by a
+ *    write the consumer has not consumed yet, and no job is stranded; the
+ *    worst case is a wakeup that finds the list empty, which is harmless.
+ *  - The backend blocks in read(2) on the inbox's eventfd. The listener
+ *    watches the outbox's (non-blocking) eventfd from its event loop.
+ *  - job->owner is the listener's connection. The backend never dereferences
+ *    it; the listener keeps the connection alive (marked dead if its client
+ *    went away) until the job comes back, so a late reply is dropped safely.
+ *  - Service state (what create() returned) is touched by the backend thread
+ *    only, one call at a time: services need no locks.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "apiserver/backend.h"
+#include "apiserver/envelope.h"
+#include "apiserver/service.h"
+#include "common/log.h"
+#include "common/xalloc.h"
+
+uint64_t af_api_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+void af_api_job_free(struct af_api_job *job)
+{
+    if (!job)
+        return;
+    af_envelope_request_free(job->req);
+    free(job->stub);
+    free(job->reply);
+    free(job);
+}
+
+int af_api_jobq_init(struct af_api_jobq *q, bool nonblock)
+{
+    memset(q, 0, sizeof(*q));
+    q->efd = eventfd(0, EFD_CLOEXEC | (nonblock ? EFD_NONBLOCK : 0));
+    if (q->efd < 0)
+        return -errno;
+    pthread_mutex_init(&q->_mu, NULL);
+    return 0;
+}
+
+void af_api_jobq_release(struct af_api_jobq *q)
+{
+    struct af_api_job *job = q->_head;
+    while (job) {
+        struct af_api_job *next = job->next;
+        af_api_job_free(job);
+        job = next;
+    }
+    q->_head = q->_tail = NULL;
+    if (q->efd >= 0)
+        close(q->efd);
+    q->efd = -1;
+    pthread_mutex_destroy(&q->_mu);
+}
+
+static void jobq_wake(struct af_api_jobq *q)
+{
+    uint64_t one = 1;
+    /* Can only fail if the counter would overflow 2^64-2, i.e. never; the
+     * counter being non-zero is all that matters anyway. */
+    ssize_t n = write(q->efd, &one, sizeof(one));
+    (void)n;
+}
+
+void af_api_jobq_push(struct af_api_jobq *q, struct af_api_job *job)
+{
+    job->next = NULL;
+    pthread_mutex_lock(&q->_mu);
+    if (q->_tail)
+        q->_tail->next = job;
+    else
+        q->_head = job;
+    q->_tail = job;
+    pthread_mutex_unlock(&q->_mu);
+    jobq_wake(q);
+}
+
+void af_api_jobq_close(struct af_api_jobq *q)
+{
+    pthread_mutex_lock(&q->_mu);
+    q->_closed = true;
+    pthread_mutex_unlock(&q->_mu);
+    jobq_wake(q);
+}
+
+struct af_api_job *af_api_jobq_take_all(struct af_api_jobq *q, bool *closed)
+{
+    uint64_t count;
+    ssize_t n;
+    do
+        n = read(q->efd, &count, sizeof(count));
+    while (n < 0 && errno == EINTR);
+
+    pthread_mutex_lock(&q->_mu);
+    struct af_api_job *list = q->_head;
+    q->_head = q->_tail = NULL;
+    *closed = q->_closed;
+    pthread_mutex_unlock(&q->_mu);
+    return list;
+}
+
+/* ---- the backend thread ------------------------------------------------ */
+
+struct af_backend {
+    pthread_t thread;
+    const struct af_api_options *opts;
+    const struct af_service *const *services; /* the dispatch table */
+    size_t n_services;
+    struct af_api_jobq *inbox, *outbox;
+    void **states; /* n_services entries: what each create() returned */
+
+    pthread_mutex_t mu; /* guards ready, for af_backend_start() only */
+    pthread_cond_t cv;
+    bool ready;
+};
+
+/* Returns the index of the service called name in the table, or -1. A
+ * linear scan: there are about ten services and strcmp fails fast. */
+static int find_service(const struct af_backend *be, const char *name)
+{
+    for (size_t i = 0; i < be->n_services; i++)
+        if (be->services[i] && strcmp(be->services[i]->name, name) == 0)
+            return (int)i;
+    return -1;
+}
+
+static const struct af_method *find_method(const struct af_service *svc, const char *name)
+{
+    for (const struct af_method *m = svc->methods; m && m->name; m++)
+        if (strcmp(m->name, name) == 0)
+            return m;
+    return NULL;
+}
+
+static void reply_rpc_error(struct af_api_job *job, int code, const char *detail)
+{
+    job->reply_len = af_envelope_encode_rpc_error(code, detail, &job->reply);
+}
+
+static void run_call(struct af_backend *be, struct af_api_job *job)
+{
+    struct af_call call;
+    af_envelope_call_from_request(job->req, &call);
+    uint64_t start = af_api_now_ns();
+    char detail[256];
+
+    /* A call that waited past its deadline is not run: its caller has given
+     * up (or is about to), and running it anyway would only make the queue
+     * behind it later still. */
+    if (start > job->deadline_ns) {
+        snprintf(detail, sizeof(detail), "%.64s.%.64s: deadline passed while queued", call.service,
+                 call.method);
+        af_debug("api: %s", detail);
+        reply_rpc_error(job, AF_RPC_DEADLINE_EXCEEDED, detail);
+        return;
+    }
+
+    int idx = find_service(be, call.service);
+    if (idx < 0) {
+        snprintf(detail, sizeof(detail), "the API server has no service named \"%.64s\"",
+                 call.service);
+        af_debug("api: %s", detail);
+        reply_rpc_error(job, AF_RPC_CALL_NOT_FOUND, detail);
+        return;
+    }
+    const struct af_method *m = find_method(be->services[idx], call.method);
+    if (!m || !m->fn) {
+        snprintf(detail, sizeof(detail), "service \"%s\" has no method \"%.64s\"",
+                 be->services[idx]->name, call.method);
+        af_debug("api: %s", detail);
+        reply_rpc_error(job, AF_RPC_CALL_NOT_FOUND, detail);
+        return;
+    }
+
+    /* Zeroed is an empty successful response: the natural outcome of a
+     * method whose response is VoidProto. */
+    struct af_result res = {0};
+    m->fn(be->states[idx], &call, &res);
+    job->reply_len = af_envelope_encode_result(&res, &job->reply);
+
+    if (af_log_enabled(AF_LOG_DEBUG)) {
+        uint64_t us = (af_api_now_ns() - start) / 1000;
+        af_debug("api: %s.%s request_id=%.64s %s %d (%" PRIu64 " us)", be->services[idx]->name,
+                 m->name, call.request_id,
+                 res.kind == AF_RESULT_OK          ? "ok"
+                 : res.kind == AF_RESULT_APP_ERROR ? "application_error"
+                                                   : "rpc_error",
+                 res.code, us);
+    }
+    free(res.response);
+    free(res.detail);
+}
+
+static void run_clear(struct af_backend *be, struct af_api_job *job)
+{
+    char *text;
+    if (!job->stub) {
+        for (size_t i = 0; i < be->n_services; i++)
+            if (be->services[i] && be->services[i]->clear)
+                be->services[i]->clear(be->states[i]);
+        text = af_xstrdup("cleared all services\n");
+        job->status = 200;
+    } else {
+        int idx = find_service(be, job->stub);
+        if (idx < 0) {
+            text = af_xasprintf("no service named \"%.64s\"\n", job->stub);
+            job->status = 404;
+        } else {
+            if (be->services[idx]->clear)
+                be->services[idx]->clear(be->states[idx]);
+            text = af_xasprintf("cleared %s\n", be->services[idx]->name);
+            job->status = 200;
+        }
+    }
+    af_info("api: %.*s", (int)strcspn(text, "\n"), text);
+    job->reply = (uint8_t *)text;
+    job->reply_len = strlen(text);
+}
+
+static void *backend_main(void *arg)
+{
+    struct af_backend *be = arg;
+
+    for (size_t i = 0; i < be->n_services; i++)
+        if (be->services[i] && be->services[i]->create)
+            be->states[i] = be->services[i]->create(be->opts);
+    pthread_mutex_lock(&be->mu);
+    be->ready = true;
+    pthread_cond_signal(&be->cv);
+    pthread_mutex_unlock(&be->mu);
+
+    for (;;) {
+        bool closed;
+        struct af_api_job *list = af_api_jobq_take_all(be->inbox, &closed);
+        while (list) {
+            struct af_api_job *job = list;
+            list = job->next;
+            if (closed) {
+                /* Shutting down: nobody will read the reply. */
+                af_api_job_free(job);
+                continue;
+            }
+            if (job->kind == AF_API_JOB_CALL)
+                run_call(be, job);
+            else
+                run_clear(be, job);
+            af_api_jobq_push(be->outbox, job);
+        }
+        if (closed)
+            break;
+    }
+
+    for (size_t i = 0; i < be->n_services; i++)
+        if (be->services[i] && be->services[i]->destroy)
+            be->services[i]->destroy(be->states[i]);
+    return NULL;
+}
+
+int af_backend_start(const struct af_api_options *opts, const struct af_service *const *services,
+                     size_t n_services, struct af_api_jobq *inbox, struct af_api_jobq *outbox,
+                     struct af_backend **out)
+{
+    struct af_backend *be = af_xcalloc(1, sizeof(*be));
+    be->opts = opts;
+    be->services = services;
+    be->n_services = n_services;
+    be->inbox = inbox;
+    be->outbox = outbox;
+    be->states = af_xcalloc(n_services ? n_services : 1, sizeof(void *));
+    pthread_mutex_init(&be->mu, NULL);
+    pthread_cond_init(&be->cv, NULL);
+
+    int rc = pthread_create(&be->thread, NULL, backend_main, be);
+    if (rc != 0) {
+        pthread_cond_destroy(&be->cv);
+        pthread_mutex_destroy(&be->mu);
+        free(be->states);
+        free(be);
+        return -rc;
+    }
+    pthread_mutex_lock(&be->mu);
+    while (!be->ready)
+        pthread_cond_wait(&be->cv, &be->mu);
+    pthread_mutex_unlock(&be->mu);
+    *out = be;
+    return 0;
+}
+
+void af_backend_stop(struct af_backend *be)
+{
+    if (!be)
+        return;
+    af_api_jobq_close(be->inbox);
+    pthread_join(be->thread, NULL);
+    pthread_cond_destroy(&be->cv);
+    pthread_mutex_destroy(&be->mu);
+    free(be->states);
+    free(be);
+}

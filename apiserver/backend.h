@@ -1,0 +1,97 @@
+/*
+ * backend — the one place where API calls cross threads, and the services
+ * backend thread that runs them (see the top of backend.c for the locking
+ * rules).
+ *
+ * The listener thread turns each call into a struct af_api_job, pushes it on the
+ * backend's inbox and forgets it; the backend thread runs jobs one at a time
+ * and pushes each, now carrying its encoded reply, on the outbox, whose
+ * eventfd the listener's event loop watches.
+ */
+#ifndef AF_BACKEND_H
+#define AF_BACKEND_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "apiserver/apiserver.h"
+#include "apiserver/service.h"
+#include "remote_api.pb-c.h"
+
+enum af_api_job_kind {
+    AF_API_JOB_CALL,  /* run req, reply is an encoded Response */
+    AF_API_JOB_CLEAR, /* POST /clear: reset one service (stub) or all (stub NULL) */
+};
+
+/*
+ * One unit of work travelling listener → backend → listener. A job belongs
+ * to exactly one thread at a time: whoever last took it off a queue.
+ */
+struct af_api_job {
+    struct af_api_job *next; /* queue link, touched only under the queue lock */
+    enum af_api_job_kind kind;
+    /* The listener's connection. Opaque here: the backend never dereferences
+     * it, it only carries it back so the listener can find the connection
+     * (which the listener keeps alive until the job returns). */
+    void *owner;
+    uint64_t deadline_ns;        /* CLOCK_MONOTONIC; a job not started by then is not run */
+    Af__RemoteApi__Request *req; /* CALL: owned, freed with the job */
+    char *stub;                  /* CLEAR: owned service name, or NULL for all */
+
+    /* Filled by the backend. */
+    uint8_t *reply; /* owned: CALL: encoded Response; CLEAR: text for a person */
+    size_t reply_len;
+    int status; /* CLEAR: HTTP status (200, 404) */
+};
+
+/* Frees job and everything it owns (not owner). NULL is a no-op. */
+void af_api_job_free(struct af_api_job *job);
+
+/* The current CLOCK_MONOTONIC time in nanoseconds. */
+uint64_t af_api_now_ns(void);
+
+/* A FIFO of jobs plus the eventfd that signals it is non-empty. */
+struct af_api_jobq {
+    pthread_mutex_t _mu;
+    struct af_api_job *_head, *_tail;
+    bool _closed;
+    int efd; /* readable while jobs may be waiting; watched by the consumer */
+};
+
+/* Returns 0 or -errno. nonblock: the eventfd is O_NONBLOCK (for an event
+ * loop); otherwise reads block until a push. */
+int af_api_jobq_init(struct af_api_jobq *q, bool nonblock);
+/* Frees every job still queued and closes the eventfd. */
+void af_api_jobq_release(struct af_api_jobq *q);
+/* Appends job (ownership passes to the queue) and wakes the consumer. */
+void af_api_jobq_push(struct af_api_jobq *q, struct af_api_job *job);
+/* Marks the queue closed and wakes the consumer. */
+void af_api_jobq_close(struct af_api_jobq *q);
+/* Takes every queued job, oldest first (ownership passes to the caller),
+ * after consuming the eventfd's count. *closed tells whether af_api_jobq_close()
+ * was called. Blocks only if the eventfd is blocking and nothing was
+ * signalled yet. */
+struct af_api_job *af_api_jobq_take_all(struct af_api_jobq *q, bool *closed);
+
+/* The backend thread. */
+struct af_backend;
+
+/*
+ * Starts the backend thread, which calls create() with opts for every
+ * service of the table services[0..n_services) (NULL entries skipped) and
+ * then serves inbox, pushing finished jobs on outbox. Returns once every
+ * create() has returned. opts and the table must stay valid until
+ * af_backend_stop(); inbox and outbox are borrowed and must outlive the
+ * backend. Returns 0 or -errno.
+ */
+int af_backend_start(const struct af_api_options *opts, const struct af_service *const *services,
+                     size_t n_services, struct af_api_jobq *inbox, struct af_api_jobq *outbox,
+                     struct af_backend **out);
+
+/* Closes the inbox, lets the call in progress finish, drops the jobs still
+ * queued, calls every service's destroy() and joins. NULL is a no-op. */
+void af_backend_stop(struct af_backend *be);
+
+#endif
