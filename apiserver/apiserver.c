@@ -70,7 +70,8 @@ static char *dup_or_null(const char *s)
  */
 static int bind_http(const char *host, int port, int fds[2], int *bound, char *err, size_t errlen)
 {
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     struct addrinfo *res = NULL;
     char portstr[16];
@@ -118,8 +119,10 @@ static int bind_http(const char *host, int port, int fds[2], int *bound, char *e
             if (fd >= 0)
                 close(fd);
             if (n == 0) {
-                set_err(err, errlen, "API server: cannot listen on %s:%d: %s (use --api_port=0 "
-                        "to pick a free port)", host, *bound, strerror(e));
+                set_err(err, errlen,
+                        "API server: cannot listen on %s:%d: %s (use --api_port=0 "
+                        "to pick a free port)",
+                        host, *bound, strerror(e));
                 freeaddrinfo(res);
                 return -1;
             }
@@ -248,8 +251,7 @@ static void block_signals(sigset_t *old)
     pthread_sigmask(SIG_BLOCK, &all, old);
 }
 
-int af_api_start(const struct af_api_options *opts, struct af_api **out, char *err,
-                 size_t errlen)
+int af_api_start(const struct af_api_options *opts, struct af_api **out, char *err, size_t errlen)
 {
     return af_api_start_services(opts, af_services, af_n_services, out, err, errlen);
 }

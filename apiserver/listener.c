@@ -230,8 +230,9 @@ struct status_line {
 };
 
 static const struct status_line status_lines[] = {
-    {200, "OK"},          {400, "Bad Request"},        {404, "Not Found"},
-    {405, "Method Not Allowed"}, {414, "URI Too Long"}, {500, "Internal Server Error"},
+    {200, "OK"},           {400, "Bad Request"},
+    {404, "Not Found"},    {405, "Method Not Allowed"},
+    {414, "URI Too Long"}, {500, "Internal Server Error"},
 };
 
 static const char *reason_phrase(int code)
@@ -337,8 +338,8 @@ static void framed_process(struct conn *c)
         uint8_t hdr[4];
         if (evbuffer_copyout(in, hdr, sizeof(hdr)) < (ev_ssize_t)sizeof(hdr))
             return;
-        uint32_t len = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 | (uint32_t)hdr[2] << 8 |
-                       hdr[3];
+        uint32_t len =
+            (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 | (uint32_t)hdr[2] << 8 | hdr[3];
         if (len > AF_API_MAX_MESSAGE) {
             /* The stream cannot be resynchronised without reading the whole
              * frame, which is what the limit exists to avoid: answer, then
@@ -752,8 +753,7 @@ static void on_replies(evutil_socket_t fd, short what, void *arg)
             conn_send_envelope(c, job->reply, job->reply_len);
             job->reply = NULL;
         } else {
-            http_respond(c, job->status, "text/plain; charset=utf-8", job->reply,
-                         job->reply_len);
+            http_respond(c, job->status, "text/plain; charset=utf-8", job->reply, job->reply_len);
             job->reply = NULL;
         }
         af_api_job_free(job);

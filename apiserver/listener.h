@@ -20,8 +20,8 @@ struct af_api_listener_config {
     int framed_fd;
     struct af_api_jobq *inbox;  /* borrowed: where calls go (the backend's inbox) */
     struct af_api_jobq *outbox; /* borrowed: where replies come from; non-blocking eventfd */
-    int default_deadline_ms; /* for calls that carry no deadline of their own */
-    const char *info_json;   /* borrowed, must outlive the listener: body of GET / */
+    int default_deadline_ms;    /* for calls that carry no deadline of their own */
+    const char *info_json;      /* borrowed, must outlive the listener: body of GET / */
 };
 
 struct af_api_listener;

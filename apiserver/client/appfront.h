@@ -71,8 +71,7 @@ struct af_client_error {
  * The call carries the calling thread's request id (af_client_set_request_id).
  */
 int af_client_call(const char *service, const char *method, const uint8_t *req, size_t req_len,
-                   uint8_t **resp, size_t *resp_len, struct af_client_error *err,
-                   int deadline_ms);
+                   uint8_t **resp, size_t *resp_len, struct af_client_error *err, int deadline_ms);
 
 /*
  * Sets the request id sent with this thread's calls: the value of the

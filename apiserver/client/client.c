@@ -272,8 +272,7 @@ static int exchange(int fd, const uint8_t *frame, size_t frame_len, int64_t dead
     uint8_t hdr[4];
     if ((rc = recv_all(fd, hdr, sizeof(hdr), deadline)) < 0)
         return rc;
-    uint32_t len = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 | (uint32_t)hdr[2] << 8 |
-                   hdr[3];
+    uint32_t len = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 | (uint32_t)hdr[2] << 8 | hdr[3];
     /* Bounded before allocating: a confused peer cannot make us allocate
      * 4 GiB. The server never sends more than its own limit. */
     if (len > AF_CLIENT_MAX_MESSAGE + 64)
@@ -313,15 +312,14 @@ static uint8_t *build_frame(const char *service, const char *method, const uint8
 }
 
 /* Turns an encoded Response into the call's outcome. */
-static int decode_response(const char *service, const char *method, const uint8_t *buf,
-                           size_t len, uint8_t **resp, size_t *resp_len,
-                           struct af_client_error *err)
+static int decode_response(const char *service, const char *method, const uint8_t *buf, size_t len,
+                           uint8_t **resp, size_t *resp_len, struct af_client_error *err)
 {
     Af__RemoteApi__Response *r = af__remote_api__response__unpack(NULL, len, buf);
     if (!r) {
         af_client_set_error(err, AF_CLIENT_RPC_ERROR, AF_CLIENT_RPC_PARSE_ERROR,
-                            "%s.%s: the API server's reply is not a remote_api.Response",
-                            service, method);
+                            "%s.%s: the API server's reply is not a remote_api.Response", service,
+                            method);
         return -1;
     }
     int rc = -1;
@@ -396,8 +394,8 @@ int af_client_call(const char *service, const char *method, const uint8_t *req, 
 
     if (rc == -ETIMEDOUT) {
         af_client_set_error(err, AF_CLIENT_RPC_ERROR, AF_CLIENT_RPC_DEADLINE_EXCEEDED,
-                            "%s.%s: no reply from the API server within %d ms", service,
-                            method, deadline_ms > 0 ? deadline_ms : DEFAULT_DEADLINE_MS);
+                            "%s.%s: no reply from the API server within %d ms", service, method,
+                            deadline_ms > 0 ? deadline_ms : DEFAULT_DEADLINE_MS);
         return -1;
     }
     if (rc < 0) {

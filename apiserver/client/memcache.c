@@ -304,8 +304,7 @@ int af_memcache_set(const char *ns, const void *key, size_t key_len, const void 
     return 0;
 }
 
-int af_memcache_delete(const char *ns, const void *key, size_t key_len,
-                       struct af_client_error *err)
+int af_memcache_delete(const char *ns, const void *key, size_t key_len, struct af_client_error *err)
 {
     struct wbuf b = {0};
     wb_tag(&b, 1, WT_START_GROUP);

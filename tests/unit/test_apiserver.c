@@ -34,10 +34,10 @@
 
 /* ---- the test service --------------------------------------------------- */
 
-static atomic_int runs_count;   /* Count calls actually run */
-static atomic_int runs_sleep;   /* Sleep calls that finished */
-static atomic_int clears;       /* clear() calls */
-static atomic_int live_states;  /* create() minus destroy() */
+static atomic_int runs_count;  /* Count calls actually run */
+static atomic_int runs_sleep;  /* Sleep calls that finished */
+static atomic_int clears;      /* clear() calls */
+static atomic_int live_states; /* create() minus destroy() */
 
 static void *t_create(const struct af_api_options *opts)
 {
@@ -149,9 +149,8 @@ static struct fx *fx_start(int default_deadline_ms, bool with_memcache)
         .default_deadline_ms = default_deadline_ms,
     };
     char err[256] = "";
-    int rc = with_memcache
-                 ? af_api_start_services(&o, mc_services, 1, &f->api, err, sizeof(err))
-                 : af_api_start_services(&o, t_services, 2, &f->api, err, sizeof(err));
+    int rc = with_memcache ? af_api_start_services(&o, mc_services, 1, &f->api, err, sizeof(err))
+                           : af_api_start_services(&o, t_services, 2, &f->api, err, sizeof(err));
     if (rc != 0)
         fail_msg("af_api_start: %s", err);
     f->port = af_api_port(f->api);
@@ -278,8 +277,7 @@ static Af__RemoteApi__Response *recv_frame(int fd)
     uint8_t hdr[4];
     if (!read_all(fd, hdr, 4))
         return NULL;
-    uint32_t len = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 | (uint32_t)hdr[2] << 8 |
-                   hdr[3];
+    uint32_t len = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 | (uint32_t)hdr[2] << 8 | hdr[3];
     assert_true(len < (1u << 20));
     uint8_t *buf = malloc(len + 1);
     assert_true(read_all(fd, buf, len));
@@ -704,8 +702,8 @@ static void test_http_pipelined(void **state)
     uint8_t *a = make_request("test", "Echo", "first", NULL, &l1);
     uint8_t *b = make_request("test", "Echo", "second", NULL, &l2);
     char buf[1024];
-    int n = snprintf(buf, sizeof(buf), "POST /rpc_http HTTP/1.1\r\nContent-Length: %zu\r\n\r\n",
-                     l1);
+    int n =
+        snprintf(buf, sizeof(buf), "POST /rpc_http HTTP/1.1\r\nContent-Length: %zu\r\n\r\n", l1);
     memcpy(buf + n, a, l1);
     n += (int)l1;
     n += snprintf(buf + n, sizeof(buf) - (size_t)n,
@@ -720,8 +718,7 @@ static void test_http_pipelined(void **state)
         struct http_resp hr;
         assert_true(http_read(fd, &hr));
         assert_int_equal(hr.status, 200);
-        Af__RemoteApi__Response *r =
-            af__remote_api__response__unpack(NULL, hr.body_len, hr.body);
+        Af__RemoteApi__Response *r = af__remote_api__response__unpack(NULL, hr.body_len, hr.body);
         assert_ok_response(r, want[i]);
         free_resp(r);
         free(hr.body);
