@@ -130,9 +130,11 @@ int main(int argc, char **argv)
     switch (af_cli_parse(argc, argv, &cfg, err, sizeof(err))) {
     case AF_CLI_HELP:
         af_cli_usage(stdout);
+        af_config_release(&cfg);
         return 0;
     case AF_CLI_ERROR:
         fprintf(stderr, "appfront: %s\n", err);
+        af_config_release(&cfg);
         return 2;
     case AF_CLI_OK:
         break;

@@ -174,16 +174,7 @@ struct af_module *af_module_new(struct af_server *srv, const struct af_app_yaml 
     mod->version = af_xstrdup(app->version ? app->version : "1");
     mod->stock_runtime = af_runtime_is_stock(app->runtime);
     bool threadsafe = app->threadsafe;
-    if (cfg->threadsafe_override) {
-        /* "true"/"false", or "module:bool,..." as dev_appserver takes it. */
-        const char *v = cfg->threadsafe_override;
-        const char *colon = strchr(v, ':');
-        if (!colon)
-            threadsafe = strcmp(v, "true") == 0 || strcmp(v, "1") == 0 || strcmp(v, "yes") == 0;
-        else if ((size_t)(colon - v) == strlen(mod->name) &&
-                 strncmp(v, mod->name, (size_t)(colon - v)) == 0)
-            threadsafe = strncmp(colon + 1, "true", 4) == 0;
-    }
+    af_config_threadsafe_override(cfg, mod->name, &threadsafe);
     mod->max_concurrent = threadsafe ? (app->max_concurrent_requests > 0
                                             ? app->max_concurrent_requests
                                             : 10)
