@@ -219,6 +219,13 @@ static char *build_info_json(const struct af_api_options *o,
     json_string(f, o->module);
     fputs(", \"version\": ", f);
     json_string(f, o->version);
+    /* The framed socket's path, so a tool given only the HTTP port (from the
+     * startup line) can find the other transport. */
+    fputs(", \"socket\": ", f);
+    if (o->socket_path)
+        json_string(f, o->socket_path);
+    else
+        fputs("null", f);
     fputs(", \"services\": [", f);
     bool first = true;
     for (size_t i = 0; i < n_services; i++) {
