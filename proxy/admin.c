@@ -75,6 +75,12 @@ static void quit_cb(evutil_socket_t fd, short what, void *arg)
     af_server_shutdown(a->srv);
 }
 
+static void quit_sent_cb(struct evhttp_request *req, void *arg)
+{
+    struct af_admin *a = arg;
+    event_active(a->quit_ev, EV_TIMEOUT, 0);
+}
+
 static void request_cb(struct evhttp_request *req, void *arg)
 {
     struct af_admin *a = arg;
@@ -84,10 +90,11 @@ static void request_cb(struct evhttp_request *req, void *arg)
     if (strcmp(path, "/quit") == 0) {
         struct evbuffer *b = evbuffer_new();
         evbuffer_add_printf(b, "appfront is shutting down\n");
+        /* Shut down once the reply is written: the loop may end right
+         * after, and the caller must get its 200 first. */
+        evhttp_request_set_on_complete_cb(req, quit_sent_cb, a);
         evhttp_send_reply(req, 200, "OK", b);
         evbuffer_free(b);
-        /* After this callback, so the reply is queued before listeners go. */
-        event_active(a->quit_ev, EV_TIMEOUT, 0);
         return;
     }
     if (strcmp(path, "/") == 0) {

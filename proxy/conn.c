@@ -35,6 +35,7 @@
 #include "common/log.h"
 #include "common/xalloc.h"
 #include "proxy/instance.h"
+#include "proxy/router.h"
 #include "proxy/server.h"
 #include "proxy/upstream.h"
 
@@ -749,6 +750,10 @@ static void ex_begin(struct af_exchange *ex)
         af_ex_fail(ex, 503, "The server is shutting down.");
         return;
     }
+    /* app.yaml handlers: static files, login, redirects are answered here;
+     * script handlers fall through to the module's instances. */
+    if (!ex->direct && af_router_handle(ex))
+        return;
     const char *why = NULL;
     ex->state = AF_EX_ROUTING;
     struct af_instance *inst = af_module_acquire(ex->mod, &ex->waiter, &status, &why);
@@ -903,13 +908,13 @@ void af_ex_upstream_ready(struct af_exchange *ex)
     conn_drive(c);
 }
 
-/* Called when the upstream side finished the response. */
-void af_ex_response_done(struct af_exchange *ex)
+/* The end of an exchange that answered: log, then the next request on the
+ * connection, or the close. */
+static void ex_finish(struct af_exchange *ex, bool upstream_reusable)
 {
     struct af_conn *c = ex->conn;
-    bool reusable = ex->req_body_done && http_should_keep_alive(&ex->rparser);
     ex->state = AF_EX_DONE;
-    ex_detach(ex, reusable);
+    ex_detach(ex, upstream_reusable);
     ex_log(ex);
     bool keep = ex->keepalive && !ex->close_after && ex->req_body_done && !c->srv->stopping;
     ex_free(ex);
@@ -921,6 +926,60 @@ void af_ex_response_done(struct af_exchange *ex)
     http_parser_pause(&c->parser, 0);
     conn_arm_timer(c, AF_TIMER_IDLE);
     conn_drive(c); /* a pipelined request may be waiting */
+}
+
+/* Called when the upstream side finished the response. */
+void af_ex_response_done(struct af_exchange *ex)
+{
+    ex_finish(ex, ex->req_body_done && http_should_keep_alive(&ex->rparser));
+}
+
+void af_ex_reply(struct af_exchange *ex, int status, const struct af_headers *headers,
+                 struct evbuffer *body, int fd, int64_t offset, int64_t length)
+{
+    struct af_conn *c = ex->conn;
+    if (!request_has_body(ex)) {
+        /* Step the paused parser over the end of the head so the connection
+         * can carry the next request; a body, if any, is never read. */
+        ex->body_flowing = true;
+        http_parser_pause(&c->parser, 0);
+        if (conn_feed(c, NULL) < 0)
+            ex->close_after = true;
+    }
+    if (!ex->req_body_done)
+        ex->close_after = true;
+    if (c->srv->stopping)
+        ex->close_after = true;
+    int64_t len = body ? (int64_t)evbuffer_get_length(body) : fd >= 0 ? length : 0;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", status, reason_phrase(status));
+    if (headers)
+        af_headers_write(headers, out);
+    if (status != 304 && status != 204)
+        evbuffer_add_printf(out, "Content-Length: %" PRId64 "\r\n", len);
+    if (!ex->keepalive || ex->close_after)
+        evbuffer_add_printf(out, "Connection: close\r\n");
+    else if (ex->http_minor == 0)
+        evbuffer_add_printf(out, "Connection: keep-alive\r\n");
+    evbuffer_add(out, "\r\n", 2);
+    bool send_body = ex->method != HTTP_HEAD && status != 304 && status != 204;
+    if (body) {
+        if (send_body)
+            evbuffer_add_buffer(out, body);
+        evbuffer_free(body);
+    }
+    if (fd >= 0) {
+        /* evbuffer_add_file owns fd from here and sends with sendfile(2):
+         * the file never passes through user space. */
+        if (send_body && length > 0)
+            evbuffer_add_file(out, fd, offset, length);
+        else
+            close(fd);
+    }
+    ex->status = status;
+    ex->resp_head_sent = true;
+    ex->resp_bytes = send_body ? (uint64_t)len : 0;
+    ex_finish(ex, false);
 }
 
 static void ex_send_502(struct af_exchange *ex, const char *what)

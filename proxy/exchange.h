@@ -148,6 +148,17 @@ void af_ex_instance_died(struct af_exchange *ex);
 void af_ex_fail(struct af_exchange *ex, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/*
+ * Answers the exchange from appfront itself (static files, redirects, login
+ * pages): status, the given header fields (may be NULL; framing and
+ * Connection are added here), and a body from `body` (taken and freed) or
+ * from `length` bytes of file `fd` at `offset` (taken and closed), or none.
+ * HEAD gets the head only. Then the connection goes on with its next request.
+ */
+struct evbuffer;
+void af_ex_reply(struct af_exchange *ex, int status, const struct af_headers *headers,
+                 struct evbuffer *body, int fd, int64_t offset, int64_t length);
+
 /* Header accumulator (headers of both directions). Returns the total bytes
  * accumulated so the caller can bound the head. */
 void af_head_acc_field(struct af_head_acc *a, struct af_headers *h, const char *p, size_t n);

@@ -187,6 +187,15 @@ int main(int argc, char **argv)
     if (!cfg.api_only && af_server_listen(&srv, err, sizeof(err)) < 0)
         fatal("%s", err);
 
+    /* Before any instance exists: a child that exits at once must not be
+     * missed. */
+    struct event *sigint = evsignal_new(srv.base, SIGINT, on_stop_signal, &srv);
+    struct event *sigterm = evsignal_new(srv.base, SIGTERM, on_stop_signal, &srv);
+    struct event *sigchld = evsignal_new(srv.base, SIGCHLD, on_sigchld, NULL);
+    event_add(sigint, NULL);
+    event_add(sigterm, NULL);
+    event_add(sigchld, NULL);
+
     char *server_host = af_xasprintf("%s:%d", cfg.host, srv.main_port.port);
     struct af_api_options api_opts = {
         .host = cfg.api_host,
@@ -222,12 +231,6 @@ int main(int argc, char **argv)
         fatal("%s", err);
     af_log_raw("Starting admin server at: http://%s:%d", cfg.admin_host, af_admin_port(admin));
 
-    struct event *sigint = evsignal_new(srv.base, SIGINT, on_stop_signal, &srv);
-    struct event *sigterm = evsignal_new(srv.base, SIGTERM, on_stop_signal, &srv);
-    struct event *sigchld = evsignal_new(srv.base, SIGCHLD, on_sigchld, NULL);
-    event_add(sigint, NULL);
-    event_add(sigterm, NULL);
-    event_add(sigchld, NULL);
 
     event_base_dispatch(srv.base);
 

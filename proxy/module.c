@@ -232,6 +232,14 @@ struct af_instance *af_module_acquire(struct af_module *mod, struct af_waiter *w
         *why = "The server is shutting down.";
         return NULL;
     }
+    if (live_count(mod) == 0 && mod->start_failure) {
+        /* The last start failed and the next one waits for its backoff:
+         * say why now instead of holding the request. */
+        spawn_one(mod);
+        *status = 502;
+        *why = mod->start_failure;
+        return NULL;
+    }
     /* Routed requests keep FIFO order: nobody overtakes the queue. */
     if (w->direct || mod->queue_len == 0) {
         struct af_instance *inst = w->direct ? pick_direct(mod) : pick_routed(mod);
@@ -275,6 +283,8 @@ void af_module_instance_ready(struct af_module *mod, struct af_instance *inst)
 {
     mod->n_starting--;
     mod->n_ready++;
+    free(mod->start_failure);
+    mod->start_failure = NULL;
     if (mod->queue_len > 0)
         dispatch_soon(mod);
 }
@@ -312,15 +322,17 @@ void af_module_instance_died(struct af_module *mod, struct af_instance *inst)
             mod->backoff_ms = BACKOFF_MAX_MS;
         struct timeval b = {mod->backoff_ms / 1000, (mod->backoff_ms % 1000) * 1000};
         timeradd(&now, &b, &mod->next_spawn);
-        if (!started_ok && live_count(mod) == 0 && mod->queue_len > 0) {
-            /* A start failed and nothing else can serve: tell the waiters
-             * now, with what the instance said, rather than at the timeout. */
+        if (!started_ok) {
             char *tail = af_instance_stderr_tail(inst);
-            char *why = af_xasprintf("Instance %s failed to start.%s%s", inst->name,
-                                     *tail ? "\n\nLast lines of its stderr:\n" : "", tail);
-            fail_waiters(mod, 502, why);
-            free(why);
+            free(mod->start_failure);
+            mod->start_failure = af_xasprintf("Instance %s failed to start.%s%s", inst->name,
+                                              *tail ? "\n\nLast lines of its stderr:\n" : "",
+                                              tail);
             free(tail);
+            /* Nothing else can serve: tell the waiters now, with what the
+             * instance said, rather than at the timeout. */
+            if (live_count(mod) == 0)
+                fail_waiters(mod, 502, mod->start_failure);
         }
         if (live_count(mod) < mod->min_instances || mod->queue_len > 0)
             spawn_one(mod);
@@ -361,6 +373,7 @@ void af_module_free(struct af_module *mod)
     event_free(mod->dispatch_ev);
     event_free(mod->spawn_timer);
     free(mod->unavailable);
+    free(mod->start_failure);
     free(mod->name);
     free(mod->version);
     free(mod);

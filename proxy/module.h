@@ -57,6 +57,7 @@ struct af_module {
     bool spawn_pending;
 
     char *unavailable; /* when set, every request is answered 500 with this text */
+    char *start_failure; /* why the last instance failed to start; cleared when one is ready */
     bool stopping;
 };
 
