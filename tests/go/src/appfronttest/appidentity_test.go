@@ -11,7 +11,6 @@ import (
 
 	"github.com/golang/protobuf/proto"
 	"google.golang.org/appengine"
-	"google.golang.org/appengine/aetest"
 )
 
 // Hand-written messages with the field numbers of app_identity_service.proto:
@@ -31,11 +30,7 @@ func (m *aidHostnameResponse) String() string { return proto.CompactTextString(m
 func (*aidHostnameResponse) ProtoMessage()    {}
 
 func TestAppIdentityAccessToken(t *testing.T) {
-	ctx, done, err := aetest.NewContext()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer done()
+	ctx := newContext(t)
 
 	before := time.Now()
 	tok, exp, err := appengine.AccessToken(ctx, "https://www.googleapis.com/auth/cloud-platform")
@@ -56,11 +51,7 @@ func TestAppIdentityAccessToken(t *testing.T) {
 }
 
 func TestAppIdentityServiceAccount(t *testing.T) {
-	ctx, done, err := aetest.NewContext()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer done()
+	ctx := newContext(t)
 
 	acct, err := appengine.ServiceAccount(ctx)
 	if err != nil {
@@ -72,11 +63,7 @@ func TestAppIdentityServiceAccount(t *testing.T) {
 }
 
 func TestAppIdentitySigningNotImplemented(t *testing.T) {
-	ctx, done, err := aetest.NewContext()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer done()
+	ctx := newContext(t)
 
 	if _, _, err := appengine.SignBytes(ctx, []byte("hello")); err == nil ||
 		!strings.Contains(err.Error(), "NOT_IMPLEMENTED") {
@@ -89,14 +76,10 @@ func TestAppIdentitySigningNotImplemented(t *testing.T) {
 }
 
 func TestAppIdentityDefaultVersionHostname(t *testing.T) {
-	ctx, done, err := aetest.NewContext()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer done()
+	ctx := newContext(t)
 
 	res := &aidHostnameResponse{}
-	err = appengine.APICall(ctx, "app_identity_service", "GetDefaultVersionHostname",
+	err := appengine.APICall(ctx, "app_identity_service", "GetDefaultVersionHostname",
 		&aidHostnameRequest{}, res)
 	if err != nil {
 		t.Fatalf("GetDefaultVersionHostname: %v", err)

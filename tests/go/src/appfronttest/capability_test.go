@@ -7,16 +7,11 @@ package appfronttest
 import (
 	"testing"
 
-	"google.golang.org/appengine/aetest"
 	"google.golang.org/appengine/capability"
 )
 
 func TestCapabilityEnabled(t *testing.T) {
-	ctx, done, err := aetest.NewContext()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer done()
+	ctx := newContext(t)
 
 	cases := []struct{ api, capability string }{
 		{"datastore_v3", "write"}, // the one that makes an RPC

@@ -12,7 +12,6 @@ import (
 
 	"github.com/golang/protobuf/proto"
 	"google.golang.org/appengine"
-	"google.golang.org/appengine/aetest"
 	"google.golang.org/appengine/log"
 )
 
@@ -44,18 +43,8 @@ func (m *logFlushRequest) Reset()         { *m = logFlushRequest{} }
 func (m *logFlushRequest) String() string { return proto.CompactTextString(m) }
 func (*logFlushRequest) ProtoMessage()    {}
 
-type logVoid struct{}
-
-func (m *logVoid) Reset()         { *m = logVoid{} }
-func (m *logVoid) String() string { return proto.CompactTextString(m) }
-func (*logVoid) ProtoMessage()    {}
-
 func TestLogFlushAndRead(t *testing.T) {
-	ctx, done, err := aetest.NewContext()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer done()
+	ctx := newContext(t)
 
 	marker := fmt.Sprintf("appfront log test %d", time.Now().UnixNano())
 	now := time.Now()
@@ -72,7 +61,7 @@ func TestLogFlushAndRead(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := appengine.APICall(ctx, "logservice", "Flush", &logFlushRequest{Logs: logs},
-		&logVoid{}); err != nil {
+		&voidMsg{}); err != nil {
 		t.Fatalf("Flush: %v", err)
 	}
 

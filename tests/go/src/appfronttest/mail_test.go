@@ -7,7 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	"google.golang.org/appengine/aetest"
 	"google.golang.org/appengine/mail"
 )
 
@@ -21,11 +20,7 @@ func mailGood() *mail.Message {
 }
 
 func TestMailSend(t *testing.T) {
-	ctx, done, err := aetest.NewContext()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer done()
+	ctx := newContext(t)
 
 	if err := mail.Send(ctx, mailGood()); err != nil {
 		t.Fatalf("Send: %v", err)
@@ -44,11 +39,7 @@ func TestMailSend(t *testing.T) {
 }
 
 func TestMailRefused(t *testing.T) {
-	ctx, done, err := aetest.NewContext()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer done()
+	ctx := newContext(t)
 
 	cases := []struct {
 		name   string

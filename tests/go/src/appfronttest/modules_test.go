@@ -9,16 +9,11 @@ import (
 	"testing"
 
 	"google.golang.org/appengine"
-	"google.golang.org/appengine/aetest"
 	"google.golang.org/appengine/module"
 )
 
 func TestModulesList(t *testing.T) {
-	ctx, done, err := aetest.NewContext()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer done()
+	ctx := newContext(t)
 
 	mods, err := module.List(ctx)
 	if err != nil || !reflect.DeepEqual(mods, []string{"default"}) {
@@ -39,11 +34,7 @@ func TestModulesList(t *testing.T) {
 }
 
 func TestModulesHostname(t *testing.T) {
-	ctx, done, err := aetest.NewContext()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer done()
+	ctx := newContext(t)
 
 	host, err := appengine.ModuleHostname(ctx, "", "", "")
 	if err != nil || !strings.HasPrefix(host, "localhost:") {
@@ -56,11 +47,7 @@ func TestModulesHostname(t *testing.T) {
 }
 
 func TestModulesUnknown(t *testing.T) {
-	ctx, done, err := aetest.NewContext()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer done()
+	ctx := newContext(t)
 
 	if _, err := module.Versions(ctx, "nosuchmodule"); err == nil ||
 		!strings.Contains(err.Error(), "INVALID_MODULE") {

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	"google.golang.org/appengine/aetest"
 	"google.golang.org/appengine/user"
 )
 
@@ -27,11 +26,7 @@ func userCheckURL(t *testing.T, raw, page string) string {
 }
 
 func TestUserLoginLogoutURL(t *testing.T) {
-	ctx, done, err := aetest.NewContext()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer done()
+	ctx := newContext(t)
 
 	dest := "http://example.com/back?x=1&y=2"
 	login, err := user.LoginURL(ctx, dest)
@@ -54,24 +49,16 @@ func TestUserLoginLogoutURL(t *testing.T) {
 }
 
 func TestUserLoginURLTooLong(t *testing.T) {
-	ctx, done, err := aetest.NewContext()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer done()
+	ctx := newContext(t)
 
-	_, err = user.LoginURL(ctx, "http://example.com/"+strings.Repeat("a", 5000))
+	_, err := user.LoginURL(ctx, "http://example.com/"+strings.Repeat("a", 5000))
 	if err == nil || !strings.Contains(err.Error(), "REDIRECT_URL_TOO_LONG") {
 		t.Fatalf("LoginURL with a 5000-byte destination: err = %v, want REDIRECT_URL_TOO_LONG", err)
 	}
 }
 
 func TestUserOAuth(t *testing.T) {
-	ctx, done, err := aetest.NewContext()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer done()
+	ctx := newContext(t)
 
 	u, err := user.CurrentOAuth(ctx, "https://www.googleapis.com/auth/userinfo.email")
 	if err != nil {
