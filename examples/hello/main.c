@@ -17,6 +17,7 @@
  *   GET  /response_headers?Name=Value&...
  *                            answers 200 with each query pair as a header
  *   POST /echo               the request body back (see HELLO_MAX_BODY)
+ *   GET  /chunked?n=N&size=S N chunks of S bytes, chunk i all 'a' + i % 26
  *   GET  /env[?name=VAR]     appfront's variables (or one variable) as JSON
  *   GET  /pid                the process id
  *
@@ -373,6 +374,53 @@ static void hello_env(struct evhttp_request *req)
     hello_reply_json(req);
 }
 
+/* Bounds of /chunked: enough to cross appfront's buffers, not to fill
+ * memory, since evhttp keeps what the peer has not read yet. */
+#define HELLO_MAX_CHUNKS 1024L
+#define HELLO_MAX_CHUNK_BYTES (64L * 1024)
+
+static void hello_chunked(struct evhttp_request *req)
+{
+    struct evkeyvalq q;
+    long n = 3, size = 5;
+
+    if (!hello_query(req, &q)) {
+        hello_reply_text(req, HTTP_BADREQUEST, "Bad Request", "undecodable query\n");
+        return;
+    }
+    const char *a = evhttp_find_header(&q, "n");
+    const char *b = evhttp_find_header(&q, "size");
+    if (a != NULL)
+        n = strtol(a, NULL, 10);
+    if (b != NULL)
+        size = strtol(b, NULL, 10);
+    evhttp_clear_headers(&q);
+    if (n < 0 || n > HELLO_MAX_CHUNKS || size < 1 || size > HELLO_MAX_CHUNK_BYTES) {
+        hello_reply_text(req, HTTP_BADREQUEST, "Bad Request",
+                         "/chunked wants n=0..%ld and size=1..%ld\n", HELLO_MAX_CHUNKS,
+                         HELLO_MAX_CHUNK_BYTES);
+        return;
+    }
+
+    /* Chunk i is `size` copies of the letter 'a' + i % 26, so a client can
+     * check order and boundaries. With an HTTP/1.1 peer evhttp sends these
+     * as real chunks (RFC 9112 section 7.1). */
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "text/plain");
+    evhttp_send_reply_start(req, HTTP_OK, "OK");
+    struct evbuffer *chunk = evbuffer_new();
+    char *fill = malloc((size_t)size);
+    if (chunk == NULL || fill == NULL)
+        abort();
+    for (long i = 0; i < n; i++) {
+        memset(fill, 'a' + (int)(i % 26), (size_t)size);
+        evbuffer_add(chunk, fill, (size_t)size);
+        evhttp_send_reply_chunk(req, chunk);
+    }
+    free(fill);
+    evbuffer_free(chunk);
+    evhttp_send_reply_end(req);
+}
+
 static void hello_pid(struct evhttp_request *req)
 {
     hello_reply_text(req, HTTP_OK, "OK", "%ld\n", (long)getpid());
@@ -396,6 +444,7 @@ static const struct hello_route hello_routes[] = {
     {.path = "/headers", .methods = HELLO_GET | EVHTTP_REQ_POST, .handle = hello_headers},
     {.path = "/response_headers", .methods = HELLO_GET, .handle = hello_response_headers},
     {.path = "/echo", .methods = EVHTTP_REQ_POST | EVHTTP_REQ_PUT, .handle = hello_echo},
+    {.path = "/chunked", .methods = HELLO_GET, .handle = hello_chunked},
     {.path = "/env", .methods = HELLO_GET, .handle = hello_env},
     {.path = "/pid", .methods = HELLO_GET, .handle = hello_pid},
 };

@@ -132,7 +132,8 @@ class Appfront:
     thread for the whole run, so the pipe never fills and tests can look at
     what it logged."""
 
-    def __init__(self, app_dirs, flags=(), direct=False, workdir=None):
+    def __init__(self, app_dirs, flags=(), direct=False, workdir=None, env=None):
+        self.env = env  # extra environment variables for appfront
         self.app_dirs = [Path(d) for d in app_dirs]
         self.flags = list(flags)
         self.direct = direct
@@ -171,6 +172,7 @@ class Appfront:
             # Its own session: a leftover can be found and killed by group
             # at the very end, whatever the test did.
             start_new_session=True,
+            env=dict(os.environ, **(self.env or {})),
         )
         for stream, sink in ((self.proc.stderr, self.lines), (self.proc.stdout, self.stdout)):
             t = threading.Thread(target=self._drain, args=(stream, sink), daemon=True)
@@ -367,11 +369,11 @@ class _Launcher:
         return make_app(base / "app", template, yaml_extra)
 
     def __call__(self, template="threadsafe", flags=(), direct=False, ready=True,
-                 yaml_extra="", app_dirs=None):
+                 yaml_extra="", app_dirs=None, env=None):
         if app_dirs is None:
             app_dirs = [self.app(template, yaml_extra)]
         workdir = self._tmp.mktemp("appfront")
-        af = Appfront(app_dirs, flags=flags, direct=direct, workdir=workdir)
+        af = Appfront(app_dirs, flags=flags, direct=direct, workdir=workdir, env=env)
         self.started.append(af)
         af.start()
         af.wait_startup()

@@ -13,6 +13,8 @@ import time
 
 import pytest
 
+from conftest import processes_in
+
 
 def concurrent_gets(af, path, n, which="main", timeout=15.0):
     """N clients, each on its own connection (opened beforehand), send GET
@@ -99,3 +101,28 @@ def test_manual_scaling_runs_exactly_one_instance(serial):
     pids = {serial.instance_pid() for _ in range(3)}
     pids |= {serial.instance_pid("direct") for _ in range(3)}
     assert len(pids) == 1, f"manual_scaling instances: 1 answered from pids {pids}"
+
+
+def test_automatic_scaling_stops_at_max_module_instances(appfront):
+    # 30 requests, 10 per instance, at most 2 instances: two rounds of
+    # 300 ms, and never a third instance.
+    af = appfront("threadsafe", flags=["--max_module_instances=2"])
+    most = [0]
+    stop = threading.Event()
+
+    def count():
+        while not stop.is_set():
+            n = sum("hello" in cmd for cmd in processes_in(af.app_dirs).values())
+            most[0] = max(most[0], n)
+            time.sleep(0.02)
+
+    counter = threading.Thread(target=count)
+    counter.start()
+    try:
+        elapsed, results = concurrent_gets(af, "/sleep?ms=300", 30)
+    finally:
+        stop.set()
+        counter.join(5)
+    assert_all_ok(results, af)
+    assert most[0] <= 2, f"{most[0]} instances with --max_module_instances=2"
+    assert elapsed >= 0.55, f"30 requests on 2 x 10 slots took only {elapsed:.2f} s"

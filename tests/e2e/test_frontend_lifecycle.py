@@ -60,6 +60,15 @@ def test_quit_stops_everything(appfront):
     assert not pid_alive(pid)
 
 
+def test_quit_answers_200_even_with_nothing_to_wait_for(appfront):
+    # No request yet, so possibly no instance: the shutdown has nothing to
+    # wait for, and the 200 must still reach the client before the close.
+    af = appfront("threadsafe", ready=False)
+    status, _, body = af.get("/quit", which="admin")
+    assert status == 200, (status, body)
+    assert af.wait_exit(10) == 0, af.stderr()
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_finishes_in_flight_work_then_stops_everything(appfront, sig):
     af, pid = started_with_instances(appfront)
