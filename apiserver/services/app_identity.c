@@ -31,9 +31,9 @@
 #define AID(name) AF__APP_IDENTITY__APP_IDENTITY_SERVICE_ERROR__ERROR_CODE__##name
 
 struct aid_state {
-    char *server_host;     /* "localhost:8080" */
-    char *account;         /* "testapp@appspot.gserviceaccount.com" */
-    char *bucket;          /* "testapp.appspot.com" */
+    char *server_host; /* "localhost:8080" */
+    char *account;     /* "testapp@appspot.gserviceaccount.com" */
+    char *bucket;      /* "testapp.appspot.com" */
     unsigned long long tokens_issued;
 };
 
@@ -96,8 +96,7 @@ static ProtobufCMessage *decode(const ProtobufCMessageDescriptor *desc, const st
     return m;
 }
 
-static void get_service_account_name(void *state, const struct af_call *call,
-                                     struct af_result *res)
+static void get_service_account_name(void *state, const struct af_call *call, struct af_result *res)
 {
     struct aid_state *st = state;
     ProtobufCMessage *m =
@@ -158,8 +157,7 @@ static void get_access_token(void *state, const struct af_call *call, struct af_
 {
     struct aid_state *st = state;
     Af__AppIdentity__GetAccessTokenRequest *req =
-        af__app_identity__get_access_token_request__unpack(NULL, call->request_len,
-                                                           call->request);
+        af__app_identity__get_access_token_request__unpack(NULL, call->request_len, call->request);
     if (!req) {
         bad_request(res, "GetAccessTokenRequest");
         return;
@@ -174,8 +172,8 @@ static void get_access_token(void *state, const struct af_call *call, struct af_
         size_t len = strlen(req->scope[i]);
         if (len == 0 || len > MAX_SCOPE_LEN) {
             af_result_app_error(res, AID(UNKNOWN_SCOPE),
-                                "scope %zu is %zu bytes; a scope is a URL of 1 to %d bytes", i,
-                                len, MAX_SCOPE_LEN);
+                                "scope %zu is %zu bytes; a scope is a URL of 1 to %d bytes", i, len,
+                                MAX_SCOPE_LEN);
             goto done;
         }
     }
@@ -202,8 +200,7 @@ static void sign_for_app(void *state, const struct af_call *call, struct af_resu
                         "appfront has no signing key: SignForApp is not implemented");
 }
 
-static void get_public_certificates(void *state, const struct af_call *call,
-                                    struct af_result *res)
+static void get_public_certificates(void *state, const struct af_call *call, struct af_result *res)
 {
     ProtobufCMessage *m =
         decode(&af__app_identity__get_public_certificate_for_app_request__descriptor, call, res);

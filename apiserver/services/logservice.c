@@ -231,8 +231,8 @@ static void flush(void *state, const struct af_call *call, struct af_result *res
         }
         for (size_t i = 0; i < group->n_log_line; i++) {
             const Af__Log__UserAppLogLine *in = group->log_line[i];
-            keep_line(st, call->request_id ? call->request_id : "", in->timestamp_usec,
-                      in->level, in->message);
+            keep_line(st, call->request_id ? call->request_id : "", in->timestamp_usec, in->level,
+                      in->message);
         }
         af__log__user_app_log_group__free_unpacked(group, NULL);
     }

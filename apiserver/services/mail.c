@@ -231,7 +231,8 @@ static bool in_list(const char *const *list, const char *s)
 static bool check_attachment(const Af__Mail__MailAttachment *a, struct af_result *res)
 {
     const char *dot = strrchr(a->filename, '.');
-    if (!a->filename[0] || strchr(a->filename, '/') || (dot && in_list(blocked_extensions, dot + 1))) {
+    if (!a->filename[0] || strchr(a->filename, '/') ||
+        (dot && in_list(blocked_extensions, dot + 1))) {
         af_result_app_error(res, MAILERR(INVALID_ATTACHMENT_TYPE),
                             "attachment file name \"%.200s\" is not allowed", a->filename);
         return false;
@@ -270,9 +271,8 @@ static bool check_message(const Af__Mail__MailMessage *m, bool to_admins, struct
     for (size_t r = 0; r < sizeof(rcpt) / sizeof(rcpt[0]); r++) {
         for (size_t i = 0; i < rcpt[r].n; i++) {
             if (!valid_address(rcpt[r].list[i])) {
-                af_result_app_error(res, MAILERR(BAD_REQUEST),
-                                    "invalid %s address \"%.200s\"", rcpt[r].field,
-                                    rcpt[r].list[i]);
+                af_result_app_error(res, MAILERR(BAD_REQUEST), "invalid %s address \"%.200s\"",
+                                    rcpt[r].field, rcpt[r].list[i]);
                 return false;
             }
         }

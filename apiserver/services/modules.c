@@ -24,8 +24,8 @@
 #define MOD(name) AF__MODULES__MODULES_SERVICE_ERROR__ERROR_CODE__##name
 
 struct modules_state {
-    char *module;      /* "default" */
-    char *version;     /* "1" */
+    char *module;  /* "default" */
+    char *version; /* "1" */
     long long instances;
     char *server_host; /* "localhost:8080" */
 };
@@ -54,8 +54,7 @@ static void modules_destroy(void *state)
 /* An absent or empty module means the default one (the Go library leaves
  * the field out for ""). Answers INVALID_MODULE and returns false for any
  * other module. */
-static bool check_module(const struct modules_state *st, const char *module,
-                         struct af_result *res)
+static bool check_module(const struct modules_state *st, const char *module, struct af_result *res)
 {
     if (!module || !module[0] || strcmp(module, st->module) == 0)
         return true;

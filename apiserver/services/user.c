@@ -60,8 +60,8 @@ static void user_destroy(void *state)
  * destination survives as one query parameter. */
 static bool url_keep(unsigned char c)
 {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '-' || c == '.' || c == '_' || c == '~' || c == '/';
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '.' || c == '_' || c == '~' || c == '/';
 }
 
 /* Appends the percent-encoding of s to out (which has room for 3*strlen+1). */

@@ -17,8 +17,11 @@
 static struct af_result call_raw(void *state, const char *method, const uint8_t *req, size_t len)
 {
     struct af_result res = {.kind = -1};
-    struct af_call c = {.service = "app_identity_service", .method = method, .request = req,
-                        .request_len = len, .request_id = ""};
+    struct af_call c = {.service = "app_identity_service",
+                        .method = method,
+                        .request = req,
+                        .request_len = len,
+                        .request_id = ""};
     const struct af_method *m = af_service_app_identity.methods;
     while (m->name && strcmp(m->name, method) != 0)
         m++;

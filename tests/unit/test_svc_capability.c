@@ -13,8 +13,11 @@
 static struct af_result call_raw(const uint8_t *req, size_t len)
 {
     struct af_result res = {.kind = -1};
-    struct af_call c = {.service = "capability_service", .method = "IsEnabled",
-                        .request = req, .request_len = len, .request_id = ""};
+    struct af_call c = {.service = "capability_service",
+                        .method = "IsEnabled",
+                        .request = req,
+                        .request_len = len,
+                        .request_id = ""};
     assert_string_equal(af_service_capability.methods[0].name, "IsEnabled");
     af_service_capability.methods[0].fn(NULL, &c, &res);
     return res;

@@ -19,8 +19,11 @@ static struct af_result call_raw(void *state, const char *method, const char *re
                                  const uint8_t *req, size_t len)
 {
     struct af_result res = {.kind = -1};
-    struct af_call c = {.service = "logservice", .method = method, .request = req,
-                        .request_len = len, .request_id = request_id};
+    struct af_call c = {.service = "logservice",
+                        .method = method,
+                        .request = req,
+                        .request_len = len,
+                        .request_id = request_id};
     const struct af_method *m = af_service_logservice.methods;
     while (m->name && strcmp(m->name, method) != 0)
         m++;
@@ -51,8 +54,8 @@ struct line_spec {
 
 /* Flushes lines as one UserAppLogGroup inside a FlushRequest, the way the
  * client libraries do, and returns the result. */
-static struct af_result flush_lines(void *st, const char *request_id,
-                                    const struct line_spec *specs, size_t n)
+static struct af_result flush_lines(void *st, const char *request_id, const struct line_spec *specs,
+                                    size_t n)
 {
     Af__Log__UserAppLogLine *lines = calloc(n ? n : 1, sizeof(*lines));
     Af__Log__UserAppLogLine **ptrs = calloc(n ? n : 1, sizeof(*ptrs));
@@ -109,8 +112,8 @@ static Af__Log__LogReadResponse *read_logs_msg(void *st, const Af__Log__LogReadR
 
 static int setup(void **state)
 {
-    static const struct af_api_options opts = {.app_id = "testapp", .module = "default",
-                                               .version = "1"};
+    static const struct af_api_options opts = {
+        .app_id = "testapp", .module = "default", .version = "1"};
     *state = af_service_logservice.create(&opts);
     return 0;
 }
@@ -232,8 +235,8 @@ static void test_read_filters(void **state)
         const char *mv_module, *mv_version;
         size_t expect;
     } vcases[] = {
-        {"1", NULL, NULL, 2},    {"1.987", NULL, NULL, 2}, {"", NULL, NULL, 2},
-        {"2", NULL, NULL, 0},    {NULL, "default", "1", 2}, {NULL, "worker", "1", 0},
+        {"1", NULL, NULL, 2},      {"1.987", NULL, NULL, 2},  {"", NULL, NULL, 2},
+        {"2", NULL, NULL, 0},      {NULL, "default", "1", 2}, {NULL, "worker", "1", 0},
         {NULL, "default", "3", 0},
     };
     for (size_t i = 0; i < sizeof(vcases) / sizeof(vcases[0]); i++) {
@@ -337,7 +340,7 @@ static void test_bounds(void **state)
     /* More lines than the ring holds: the oldest go first. */
     size_t n = LOG_MAX_LINES + 50;
     struct line_spec *specs = calloc(n, sizeof(*specs));
-    char (*msgs)[16] = calloc(n, sizeof(*msgs));
+    char(*msgs)[16] = calloc(n, sizeof(*msgs));
     for (size_t i = 0; i < n; i++) {
         snprintf(msgs[i], sizeof(msgs[i]), "m%zu", i);
         specs[i] = (struct line_spec){(int64_t)i, 0, msgs[i]};

@@ -16,8 +16,8 @@
 static struct af_result call_raw(void *state, const char *method, const uint8_t *req, size_t len)
 {
     struct af_result res = {.kind = -1};
-    struct af_call c = {.service = "mail", .method = method, .request = req,
-                        .request_len = len, .request_id = "r"};
+    struct af_call c = {
+        .service = "mail", .method = method, .request = req, .request_len = len, .request_id = "r"};
     const struct af_method *m = af_service_mail.methods;
     while (m->name && strcmp(m->name, method) != 0)
         m++;

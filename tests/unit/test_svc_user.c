@@ -19,8 +19,11 @@ static const struct af_api_options opts = {.server_host = "localhost:8080", .app
 static struct af_result call_raw(void *state, const char *method, const uint8_t *req, size_t len)
 {
     struct af_result res = {.kind = -1};
-    struct af_call c = {.service = "user", .method = method, .request = req,
-                        .request_len = len, .request_id = "req-1"};
+    struct af_call c = {.service = "user",
+                        .method = method,
+                        .request = req,
+                        .request_len = len,
+                        .request_id = "req-1"};
     const struct af_method *m = af_service_user.methods;
     while (m->name && strcmp(m->name, method) != 0)
         m++;
