@@ -778,8 +778,11 @@ static void *listener_main(void *arg)
 
 static struct evconnlistener *listen_on(struct af_api_listener *l, int fd, evconnlistener_cb cb)
 {
+    /* Backlog 0: the socket is already listening with SOMAXCONN, and any
+     * other value would make libevent call listen() again with a smaller
+     * one. */
     struct evconnlistener *lev =
-        evconnlistener_new(l->base, cb, l, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
+        evconnlistener_new(l->base, cb, l, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
     if (lev)
         evconnlistener_set_error_cb(lev, on_accept_error);
     else
