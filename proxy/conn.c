@@ -902,10 +902,12 @@ void af_ex_upstream_ready(struct af_exchange *ex)
      * §10.1.1); the instance never sees Expect. */
     if (ex->expect_continue && request_has_body(ex))
         evbuffer_add_printf(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n");
-    af_upstream_start_reading(ex->up);
     ex->body_flowing = true;
     http_parser_pause(&c->parser, 0);
     conn_drive(c);
+    /* Last: a response already buffered may complete the exchange here. */
+    if (!c->dead && c->ex == ex && ex->up)
+        af_upstream_start_reading(ex->up);
 }
 
 /* The end of an exchange that answered: log, then the next request on the
@@ -1005,6 +1007,9 @@ void af_ex_upstream_failed(struct af_exchange *ex, const char *what)
         ex->retried = true;
         af_upstream_put(ex->up, false);
         ex->up = NULL;
+        /* No body byte may reach the new connection before its head. */
+        ex->body_flowing = false;
+        http_parser_pause(&ex->conn->parser, 1);
         ex_connect(ex);
         return;
     }
