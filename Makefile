@@ -50,6 +50,8 @@ UNIT_BIN   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 EXAMPLES   := $(patsubst examples/%/,$(BUILD)/examples/%,$(dir $(wildcard examples/*/main.c)))
 
 .PHONY: all run test unit e2e gotest bench install clean fuzz
+# Generated protobuf code is kept even when make built it only as a step.
+.SECONDARY: $(PROTO_H) $(PROTO_C)
 all: $(BUILD)/appfront $(BUILD)/libappfront.a $(EXAMPLES)
 
 # Generated protobuf-c code lives only in $(BUILD)/proto, never in git.

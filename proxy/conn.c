@@ -861,6 +861,10 @@ static void ex_write_request_head(struct af_exchange *ex)
                             ex->request_id, ex->request_id, ex->request_id);
     if (!ex->direct || !af_headers_find(h, "X-AppEngine-Country"))
         evbuffer_add_printf(out, "X-AppEngine-Country: ZZ\r\n");
+    /* The Go library's appengine.DefaultVersionHostname reads this. */
+    if (!ex->direct || !af_headers_find(h, "X-AppEngine-Default-Version-Hostname"))
+        evbuffer_add_printf(out, "X-AppEngine-Default-Version-Hostname: %s:%d\r\n",
+                            srv->cfg->host, srv->main_port.port);
     if (!ex->direct || !af_headers_find(h, "X-AppEngine-User-IP"))
         evbuffer_add_printf(out, "X-AppEngine-User-IP: %s\r\n", c->peer_ip);
     evbuffer_add_printf(out, "X-Forwarded-For: %s\r\nX-Forwarded-Proto: http\r\n",

@@ -59,6 +59,8 @@ def test_appfront_adds_its_own_headers(af):
     assert seen.get("x-appengine-user-ip") in LOOPBACK, seen
     assert seen.get("x-forwarded-for", "").split(",")[-1].strip() in LOOPBACK, seen
     assert seen.get("x-forwarded-proto") == "http"
+    host, port = af.hostport("main")
+    assert seen.get("x-appengine-default-version-hostname", "").endswith(f":{port}"), seen
 
 
 def test_request_ids_differ_between_requests(af):
