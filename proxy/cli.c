@@ -220,6 +220,20 @@ static const struct flag flags[] = {
      .metavar = "SECONDS",
      .help = "time an instance has to start accepting connections",
      .appfront_only = true},
+    {.name = "max_pending_requests",
+     .type = FLAG_INT,
+     .offset = OFF(max_pending_requests),
+     .metavar = "N",
+     .help = "requests that may wait for an instance per module; more get 503",
+     .min = 0,
+     .max = 1000000,
+     .appfront_only = true},
+    {.name = "max_pending_latency",
+     .type = FLAG_SECONDS_MS,
+     .offset = OFF(max_pending_ms),
+     .metavar = "SECONDS",
+     .help = "time a request may wait for an instance before a 503",
+     .appfront_only = true},
     {.name = "memcache_max_bytes",
      .type = FLAG_BYTES,
      .offset = OFF(memcache_max_bytes),
@@ -258,6 +272,8 @@ void af_config_init(struct af_config *cfg)
     cfg->request_deadline_ms = 60000;
     cfg->head_timeout_ms = 10000;
     cfg->instance_startup_ms = 30000;
+    cfg->max_pending_requests = 1000;
+    cfg->max_pending_ms = 10000;
     cfg->memcache_max_bytes = 64LL << 20;
 }
 

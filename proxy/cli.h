@@ -61,6 +61,8 @@ struct af_config {
     int request_deadline_ms;   /* --request_deadline (seconds, float ok), 60 s */
     int head_timeout_ms;       /* --request_head_timeout (seconds), 10 s */
     int instance_startup_ms;   /* --instance_startup_timeout (seconds), 30 s */
+    int max_pending_requests;  /* --max_pending_requests, 1000 per module */
+    int max_pending_ms;        /* --max_pending_latency (seconds), 10 s */
     long long memcache_max_bytes; /* --memcache_max_bytes, 64 MiB */
     char *build_command;       /* --build_command, NULL */
 

@@ -43,8 +43,6 @@
 #define MAX_HEAD_BYTES (64 * 1024)
 #define MAX_HEADERS 256
 #define KEEPALIVE_IDLE_MS 60000
-/* How long a request may wait in the queue before a 503. */
-#define MAX_QUEUE_WAIT_MS 10000
 /* How long a 502 waits for the instance's exit, to show its stderr. */
 #define DEATH_WAIT_MS 300
 
@@ -659,8 +657,8 @@ static void ex_arm_timer(struct af_exchange *ex)
 {
     long deadline_ms = ex->conn->srv->cfg->request_deadline_ms - elapsed_us(&ex->start) / 1000;
     long ms = deadline_ms;
-    if (ex->state == AF_EX_ROUTING && ms > MAX_QUEUE_WAIT_MS)
-        ms = MAX_QUEUE_WAIT_MS;
+    if (ex->state == AF_EX_ROUTING && ms > ex->conn->srv->cfg->max_pending_ms)
+        ms = ex->conn->srv->cfg->max_pending_ms;
     if (ex->state == AF_EX_DEATHWAIT && ms > DEATH_WAIT_MS)
         ms = DEATH_WAIT_MS;
     if (ms < 0)
@@ -786,6 +784,7 @@ static void ex_assigned(struct af_exchange *ex, struct af_instance *inst)
     ex->inst = inst;
     af_instance_ref(inst);
     LIST_INSERT_HEAD(&inst->held, ex, held_link);
+    ex->state = AF_EX_CONNECTING;
     ex_arm_timer(ex); /* now the request deadline */
     ex_connect(ex);
 }

@@ -24,7 +24,6 @@
 #include "proxy/server.h"
 
 #define DEFAULT_MAX_INSTANCES 20
-#define DEFAULT_QUEUE_MAX 1000
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 
@@ -199,7 +198,7 @@ struct af_module *af_module_new(struct af_server *srv, const struct af_app_yaml 
         mod->max_instances = cfg->max_module_instances;
     if (mod->min_instances > mod->max_instances)
         mod->min_instances = mod->max_instances;
-    mod->queue_max = DEFAULT_QUEUE_MAX;
+    mod->queue_max = cfg->max_pending_requests;
     TAILQ_INIT(&mod->instances);
     TAILQ_INIT(&mod->queue);
     mod->dispatch_ev = event_new(srv->base, -1, 0, dispatch_cb, mod);
