@@ -132,8 +132,9 @@ class Appfront:
     thread for the whole run, so the pipe never fills and tests can look at
     what it logged."""
 
-    def __init__(self, app_dirs, flags=(), direct=False, workdir=None, env=None):
+    def __init__(self, app_dirs, flags=(), direct=False, workdir=None, env=None, wrapper=()):
         self.env = env  # extra environment variables for appfront
+        self.wrapper = list(wrapper)  # a command that execs appfront, e.g. prlimit
         self.app_dirs = [Path(d) for d in app_dirs]
         self.flags = list(flags)
         self.direct = direct
@@ -150,7 +151,7 @@ class Appfront:
     # -- starting
 
     def command(self):
-        cmd = [str(APPFRONT_BIN), "--port=0", "--admin_port=0", "--api_port=0"]
+        cmd = self.wrapper + [str(APPFRONT_BIN), "--port=0", "--admin_port=0", "--api_port=0"]
         if self.direct:
             cmd.append("--direct_port=0")
         cmd.append(f"--storage_path={self.workdir / 'storage'}")
@@ -369,11 +370,12 @@ class _Launcher:
         return make_app(base / "app", template, yaml_extra)
 
     def __call__(self, template="threadsafe", flags=(), direct=False, ready=True,
-                 yaml_extra="", app_dirs=None, env=None):
+                 yaml_extra="", app_dirs=None, env=None, wrapper=()):
         if app_dirs is None:
             app_dirs = [self.app(template, yaml_extra)]
         workdir = self._tmp.mktemp("appfront")
-        af = Appfront(app_dirs, flags=flags, direct=direct, workdir=workdir, env=env)
+        af = Appfront(app_dirs, flags=flags, direct=direct, workdir=workdir, env=env,
+                      wrapper=wrapper)
         self.started.append(af)
         af.start()
         af.wait_startup()
