@@ -35,6 +35,7 @@
 #include "common/log.h"
 #include "common/xalloc.h"
 #include "proxy/instance.h"
+#include "proxy/login.h"
 #include "proxy/router.h"
 #include "proxy/server.h"
 #include "proxy/upstream.h"
@@ -199,6 +200,19 @@ static void conn_send_error(struct af_conn *c, int status, const char *msg)
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
     size_t len = strlen(msg);
+    /* The app's error_handlers page, where router.h says one applies. */
+    const char *ctype = NULL;
+    struct evbuffer *page = c->lst->direct ? NULL : af_router_error_page(status, &ctype);
+    if (page) {
+        evbuffer_add_printf(out,
+                            "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                            "Connection: close\r\n\r\n",
+                            status, reason_phrase(status), ctype, evbuffer_get_length(page));
+        evbuffer_add_buffer(out, page);
+        evbuffer_free(page);
+        conn_close_after_flush(c);
+        return;
+    }
     evbuffer_add_printf(out,
                         "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
                         "Content-Length: %zu\r\nConnection: close\r\n\r\n",
@@ -789,46 +803,18 @@ static void ex_assigned(struct af_exchange *ex, struct af_instance *inst)
     ex_connect(ex);
 }
 
-/* "Cookie: dev_appserver_login=email:True|False:user_id" → the user. */
+/* "Cookie: dev_appserver_login=email:True|False:user_id" → the user. The
+ * router decides "logged in" with the same parser (proxy/login.c). */
 static bool login_from_cookie(const struct af_headers *h, char *email, size_t elen, bool *admin,
                               char *uid, size_t ulen)
 {
-    static const char name[] = "dev_appserver_login=";
-    for (size_t i = 0; i < h->n; i++) {
-        if (h->v[i].drop || strcasecmp(h->v[i].name, "Cookie") != 0)
-            continue;
-        const char *p = h->v[i].value;
-        while ((p = strstr(p, name)) != NULL) {
-            if (p != h->v[i].value && p[-1] != ' ' && p[-1] != ';') {
-                p++;
-                continue;
-            }
-            p += sizeof(name) - 1;
-            size_t n = strcspn(p, ";");
-            char val[512];
-            if (n >= sizeof(val))
-                return false;
-            memcpy(val, p, n);
-            val[n] = '\0';
-            if (val[0] == '"' && n >= 2 && val[n - 1] == '"') {
-                memmove(val, val + 1, n - 2);
-                val[n - 2] = '\0';
-            }
-            char *a = strchr(val, ':');
-            char *b = a ? strchr(a + 1, ':') : NULL;
-            if (!a || !b || a == val)
-                return false;
-            *a = *b = '\0';
-            if (!af_header_value_is_safe(val, strlen(val)) ||
-                !af_header_value_is_safe(b + 1, strlen(b + 1)))
-                return false;
-            snprintf(email, elen, "%s", val);
-            *admin = strcmp(a + 1, "True") == 0;
-            snprintf(uid, ulen, "%s", b + 1);
-            return true;
-        }
-    }
-    return false;
+    struct af_user user;
+    if (!af_login_from_headers(h, &user))
+        return false;
+    snprintf(email, elen, "%s", user.email);
+    *admin = user.admin;
+    snprintf(uid, ulen, "%s", user.user_id);
+    return true;
 }
 
 /* Writes the request head toward the instance (DESIGN.md header policy). */

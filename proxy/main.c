@@ -31,6 +31,7 @@
 #include "proxy/cli.h"
 #include "proxy/instance.h"
 #include "proxy/module.h"
+#include "proxy/router.h"
 #include "proxy/server.h"
 #include "proxy/watchdog.h"
 
@@ -220,6 +221,7 @@ int main(int argc, char **argv)
 
     if (!cfg.api_only) {
         srv.module = af_module_new(&srv, app);
+        af_router_init(&srv); /* compile app.yaml's handlers once; warnings now */
         af_log_raw("Starting module \"%s\" running at: http://%s:%d", srv.module->name, cfg.host,
                    srv.main_port.port);
         if (srv.direct_port.l)
@@ -243,6 +245,7 @@ int main(int argc, char **argv)
     event_free(sigchld);
     remove_run_dir(srv.run_dir);
     af_module_free(srv.module);
+    af_router_release();
     if (srv.accept_resume)
         event_free(srv.accept_resume);
     if (srv.stop_timer)
