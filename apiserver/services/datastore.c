@@ -1,0 +1,1544 @@
+/*
+ * datastore — the "datastore_v3" service on embedded SQLite
+ * (docs/datastore.md).
+ *
+ * This file dispatches the methods, keeps the in-memory state of
+ * transactions and query cursors, and turns requests into store operations.
+ * The pieces: datastore_wire (proto2 groups), datastore_key (encodings and
+ * key checks), datastore_store (SQLite), datastore_query (plans and scans).
+ *
+ * Transactions are optimistic, per entity group:
+ *  - BeginTransaction takes a snapshot: a connection of its own with an open
+ *    SQLite read transaction, so every read of the transaction (Get and
+ *    ancestor queries) sees the database as of Begin, whatever commits
+ *    meanwhile. As in App Engine, reads do not see the transaction's own
+ *    writes.
+ *  - Each entity group the transaction touches (reads or writes) is noted
+ *    with its version in the snapshot. Writes are buffered in memory.
+ *  - Commit takes the write lock, compares every noted group's version with
+ *    the current one, and applies the buffered writes in one SQLite
+ *    transaction only if none moved; otherwise CONCURRENT_TRANSACTION. Every
+ *    write bumps its group's version, transactional or not.
+ * This is snapshot isolation with first-committer-wins per group, which for
+ * the groups a transaction touched is serializable.
+ *
+ * Runs on the backend thread only (apiserver/service.h): no locks.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "apiserver/service.h"
+#include "apiserver/services/datastore_key.h"
+#include "apiserver/services/datastore_query.h"
+#include "apiserver/services/datastore_store.h"
+#include "apiserver/services/datastore_wire.h"
+#include "common/log.h"
+#include "common/xalloc.h"
+
+#define ERR_BAD_REQUEST AF__DATASTORE__ERROR__ERROR_CODE__BAD_REQUEST
+#define ERR_CONCURRENT AF__DATASTORE__ERROR__ERROR_CODE__CONCURRENT_TRANSACTION
+#define ERR_INTERNAL AF__DATASTORE__ERROR__ERROR_CODE__INTERNAL_ERROR
+
+#define MEANING_TEXT AF__DATASTORE__PROPERTY__MEANING__TEXT
+#define MEANING_BLOB AF__DATASTORE__PROPERTY__MEANING__BLOB
+#define MEANING_INDEX_VALUE AF__DATASTORE__PROPERTY__MEANING__INDEX_VALUE
+
+/* App Engine's limits. */
+#define DS_MAX_ENTITY_BYTES (1u << 20) /* one encoded entity */
+#define DS_MAX_BATCH 1000              /* keys or entities in one Get, Put or Delete */
+#define DS_MAX_GROUPS 25               /* entity groups in one cross-group transaction */
+#define DS_MAX_ID ((INT64_C(1) << 53) - 1) /* ids stay exact in JavaScript clients */
+
+/* Our bounds. Open transactions hold a SQLite connection each; a program
+ * that leaks them is told so instead of exhausting file descriptors. */
+#define DS_MAX_TXNS 256
+#define DS_TXN_IDLE_NS (60ull * 1000000000ull) /* the API's default deadline */
+#define DS_POOL_IDLE 8                         /* idle snapshot connections kept */
+#define DS_MAX_CURSORS 1000
+#define DS_CURSOR_IDLE_NS (600ull * 1000000000ull)
+/* A query batch stops growing here, well under the 32 MiB API response. */
+#define DS_MAX_BATCH_BYTES (8u << 20)
+#define DS_DEFAULT_BATCH 1000
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* ------------------------------------------------------------------------ */
+/* State                                                                     */
+/* ------------------------------------------------------------------------ */
+
+struct ds_group {
+    char *app, *ns; /* to find the partition at commit if it was new */
+    int64_t part;   /* 0: the partition did not exist in the snapshot */
+    struct af_ds_buf root;
+    int64_t version; /* in the transaction's snapshot */
+};
+
+struct ds_mutation {
+    bool is_put;
+    char *app, *ns;
+    struct af_ds_buf key, root;
+    uint8_t *data; /* put: the entity, official bytes */
+    size_t data_len;
+};
+
+struct ds_txn {
+    struct ds_txn *next;
+    uint64_t handle;
+    char *app;
+    bool xg, read_only;
+    struct af_ds_conn *snap; /* connection holding the snapshot */
+    struct ds_group *groups;
+    size_t n_groups;
+    struct ds_mutation *muts;
+    size_t n_muts;
+    uint64_t last_used;
+};
+
+struct ds_cursor {
+    struct ds_cursor *next;
+    uint64_t handle;
+    uint64_t txn; /* 0: not in a transaction */
+    struct af_ds_plan *plan;
+    struct af_ds_run run;
+    uint64_t last_used;
+};
+
+struct ds_state {
+    char *path;
+    struct af_ds_conn *db; /* NULL when the file could not be opened */
+    char open_error[512];
+    struct ds_txn *txns;
+    size_t n_txns;
+    struct af_ds_conn *pool[DS_POOL_IDLE];
+    size_t n_pool;
+    struct ds_cursor *cursors;
+    size_t n_cursors;
+    uint64_t next_handle;
+};
+
+/* ------------------------------------------------------------------------ */
+/* Helpers                                                                   */
+/* ------------------------------------------------------------------------ */
+
+static void parse_error(struct af_result *res, const char *method)
+{
+    af_result_rpc_error(res, AF_RPC_PARSE_ERROR, "datastore_v3.%s: the request does not decode",
+                        method);
+}
+
+static void internal_error(struct af_result *res, const char *what)
+{
+    af_result_app_error(res, ERR_INTERNAL, "datastore: %s failed (see appfront's log)", what);
+}
+
+static bool db_ready(struct ds_state *s, struct af_result *res)
+{
+    if (s->db)
+        return true;
+    af_result_app_error(res, ERR_INTERNAL, "datastore: unavailable: %s", s->open_error);
+    return false;
+}
+
+static void put_varint(struct af_ds_buf *b, uint64_t v)
+{
+    uint8_t tmp[10];
+    size_t n = 0;
+    while (v >= 0x80) {
+        tmp[n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    tmp[n++] = (uint8_t)v;
+    af_ds_buf_put(b, tmp, n);
+}
+
+static void put_len_field(struct af_ds_buf *b, uint32_t num, const uint8_t *data, size_t n)
+{
+    put_varint(b, ((uint64_t)num << 3) | 2);
+    put_varint(b, n);
+    af_ds_buf_put(b, data, n);
+}
+
+static void result_buf(struct af_result *res, struct af_ds_buf *b)
+{
+    if (!b->p)
+        b->p = af_xmalloc(1);
+    af_result_ok(res, b->p, b->len);
+    b->p = NULL;
+    b->len = b->cap = 0;
+}
+
+static void result_msg(struct af_result *res, const ProtobufCMessage *m)
+{
+    size_t n;
+    uint8_t *out = af_ds_wire_pack(m, &n);
+    af_result_ok(res, out, n);
+}
+
+static const char *ns_of(const ds_reference_t *key)
+{
+    return key->name_space ? key->name_space : "";
+}
+
+/* The key encoding of a whole key and of its entity group's root. */
+static void key_blobs(const ds_reference_t *key, struct af_ds_buf *k, struct af_ds_buf *root)
+{
+    af_ds_path_encode(k, key->path, key->path->n_element);
+    if (root)
+        af_ds_path_encode(root, key->path, 1);
+}
+
+static uint64_t new_handle(struct ds_state *s)
+{
+    return s->next_handle++;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Transactions                                                              */
+/* ------------------------------------------------------------------------ */
+
+static struct af_ds_conn *pool_get(struct ds_state *s)
+{
+    if (s->n_pool)
+        return s->pool[--s->n_pool];
+    char err[256];
+    struct af_ds_conn *c = af_ds_conn_open(s->path, false, err, sizeof(err));
+    if (!c)
+        af_error("datastore: %s", err);
+    return c;
+}
+
+static void pool_put(struct ds_state *s, struct af_ds_conn *c)
+{
+    if (!c)
+        return;
+    af_ds_rollback(c);
+    if (s->n_pool < DS_POOL_IDLE)
+        s->pool[s->n_pool++] = c;
+    else
+        af_ds_conn_close(c);
+}
+
+static void txn_free(struct ds_state *s, struct ds_txn *t)
+{
+    pool_put(s, t->snap);
+    for (size_t i = 0; i < t->n_groups; i++) {
+        af_ds_buf_release(&t->groups[i].root);
+        free(t->groups[i].app);
+        free(t->groups[i].ns);
+    }
+    free(t->groups);
+    for (size_t i = 0; i < t->n_muts; i++) {
+        af_ds_buf_release(&t->muts[i].key);
+        af_ds_buf_release(&t->muts[i].root);
+        free(t->muts[i].data);
+        free(t->muts[i].app);
+        free(t->muts[i].ns);
+    }
+    free(t->muts);
+    free(t->app);
+    free(t);
+}
+
+static void txn_unlink(struct ds_state *s, struct ds_txn *t)
+{
+    for (struct ds_txn **pp = &s->txns; *pp; pp = &(*pp)->next) {
+        if (*pp == t) {
+            *pp = t->next;
+            s->n_txns--;
+            return;
+        }
+    }
+}
+
+/* Drops transactions idle longer than the API deadline: their caller gave
+ * up long ago, and they pin a snapshot and a connection. */
+static void txn_expire(struct ds_state *s, uint64_t now)
+{
+    struct ds_txn **pp = &s->txns;
+    while (*pp) {
+        struct ds_txn *t = *pp;
+        if (now - t->last_used > DS_TXN_IDLE_NS) {
+            *pp = t->next;
+            s->n_txns--;
+            af_info("datastore: transaction %" PRIu64 " idle for 60 s, rolled back", t->handle);
+            txn_free(s, t);
+        } else {
+            pp = &t->next;
+        }
+    }
+}
+
+/* Finds the transaction of a request. Sets res and returns NULL when it does
+ * not exist (committed, rolled back or expired). */
+static struct ds_txn *txn_find(struct ds_state *s, const Af__Datastore__Transaction *tx,
+                               struct af_result *res)
+{
+    for (struct ds_txn *t = s->txns; t; t = t->next) {
+        if (t->handle == tx->handle) {
+            t->last_used = now_ns();
+            return t;
+        }
+    }
+    af_result_app_error(res, ERR_BAD_REQUEST,
+                        "datastore: transaction %" PRIu64
+                        " does not exist (already committed or rolled back, or expired)",
+                        (uint64_t)tx->handle);
+    return NULL;
+}
+
+/*
+ * Notes that transaction t touches group (part, root), reading its version
+ * in the snapshot the first time. Enforces the group limits. Returns false
+ * with res set on failure.
+ */
+static bool txn_touch(struct ds_txn *t, const char *app, const char *ns, int64_t part,
+                      const struct af_ds_buf *root, struct af_result *res)
+{
+    for (size_t i = 0; i < t->n_groups; i++) {
+        const struct ds_group *g = &t->groups[i];
+        if (strcmp(g->app, app) == 0 && strcmp(g->ns, ns) == 0 && g->root.len == root->len &&
+            memcmp(g->root.p, root->p, root->len) == 0)
+            return true;
+    }
+    if (t->n_groups >= 1 && !t->xg) {
+        af_result_app_error(res, ERR_BAD_REQUEST,
+                            "datastore: a transaction that is not cross-group (xg) can only "
+                            "touch one entity group");
+        return false;
+    }
+    if (t->n_groups >= DS_MAX_GROUPS) {
+        af_result_app_error(res, ERR_BAD_REQUEST,
+                            "datastore: a cross-group transaction can touch at most %d entity "
+                            "groups",
+                            DS_MAX_GROUPS);
+        return false;
+    }
+    int64_t v = 0;
+    if (part != 0 && af_ds_group_version(t->snap, part, root->p, root->len, &v) != 0) {
+        internal_error(res, "reading an entity group version");
+        return false;
+    }
+    t->groups = af_xrealloc(t->groups, (t->n_groups + 1) * sizeof(*t->groups));
+    struct ds_group *g = &t->groups[t->n_groups++];
+    memset(g, 0, sizeof(*g));
+    g->app = af_xstrdup(app);
+    g->ns = af_xstrdup(ns);
+    g->part = part;
+    af_ds_buf_put(&g->root, root->p, root->len);
+    g->version = v;
+    return true;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Ids                                                                       */
+/* ------------------------------------------------------------------------ */
+
+/* One id sequence for everything: AllocateIds requests carry no app (the Go
+ * library sends an empty one), so per-app sequences could hand out an id a
+ * Put already used. Ids stay unique in the whole file. */
+static const char id_scope[] = "";
+
+/* Raises the counter past every id of key (explicit ids included), so an
+ * automatic id never collides with one a program chose. */
+static void note_ids(const ds_reference_t *key, int64_t *next)
+{
+    for (size_t i = 0; i < key->path->n_element; i++) {
+        const ds_element_t *e = key->path->element[i];
+        if (e->has_id && e->id >= *next)
+            *next = e->id + 1;
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Entities                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* The index rows of an entity: one per value of each indexed property.
+ * Values live in vals (one buffer, offsets fixed after it stops growing). */
+struct ds_rows {
+    struct af_ds_index_row *rows;
+    size_t n;
+    struct af_ds_buf vals;
+    size_t *offs;
+};
+
+static void rows_release(struct ds_rows *r)
+{
+    free(r->rows);
+    free(r->offs);
+    af_ds_buf_release(&r->vals);
+    memset(r, 0, sizeof(*r));
+}
+
+/* Computes the index rows of e. Returns NULL or a malloc'd reason. */
+static char *entity_rows(const ds_entity_t *e, struct ds_rows *r)
+{
+    memset(r, 0, sizeof(*r));
+    r->rows = af_xcalloc(e->n_property + 1, sizeof(*r->rows));
+    r->offs = af_xcalloc(e->n_property + 1, sizeof(*r->offs));
+    for (size_t i = 0; i < e->n_property; i++) {
+        const ds_property_t *p = e->property[i];
+        /* Long text and blobs are never indexed, even when listed among the
+         * indexed properties. */
+        if (p->has_meaning && (p->meaning == MEANING_TEXT || p->meaning == MEANING_BLOB))
+            continue;
+        if (p->value->has_string_value && p->value->string_value.len > AF_DS_MAX_INDEXED_STRING)
+            return af_xasprintf("the indexed property \"%s\" is %zu bytes long; indexed strings "
+                                "are limited to %d bytes (store it unindexed)",
+                                p->name, p->value->string_value.len, AF_DS_MAX_INDEXED_STRING);
+        r->offs[r->n] = r->vals.len;
+        af_ds_value_encode(&r->vals, p->value);
+        r->rows[r->n].name = p->name;
+        r->rows[r->n].value_len = r->vals.len - r->offs[r->n];
+        r->n++;
+    }
+    for (size_t i = 0; i < r->n; i++)
+        r->rows[i].value = r->vals.p + r->offs[i];
+    return NULL;
+}
+
+/* Writes a (normalized) entity in the current write transaction. */
+static int write_entity(struct af_ds_conn *c, int64_t part, const struct af_ds_buf *key,
+                        const ds_entity_t *e, const uint8_t *data, size_t len, char **why)
+{
+    struct ds_rows rows;
+    *why = entity_rows(e, &rows);
+    if (*why) {
+        rows_release(&rows);
+        return -1;
+    }
+    const char *kind = e->key->path->element[e->key->path->n_element - 1]->type;
+    int rc = af_ds_entity_put(c, part, key->p, key->len, kind, data, len, rows.rows, rows.n);
+    rows_release(&rows);
+    return rc;
+}
+
+/*
+ * Checks and completes one entity of a Put: validates the key (allocating
+ * an id from *next_id when incomplete), sets entity_group to the root,
+ * checks properties and size. On success the entity's official bytes are in
+ * *data. Returns NULL, or a malloc'd reason for BAD_REQUEST.
+ */
+static char *prepare_entity(ds_entity_t *e, int64_t *next_id, uint8_t **data, size_t *len,
+                            bool *allocated)
+{
+    *allocated = false;
+    if (!e->key)
+        return af_xstrdup("an entity has no key");
+    const char *bad = af_ds_key_check(e->key, true);
+    if (bad)
+        return af_xasprintf("invalid entity key: %s", bad);
+    ds_element_t *last = e->key->path->element[e->key->path->n_element - 1];
+    if (!last->has_id && !last->name) {
+        if (*next_id > DS_MAX_ID)
+            return af_xstrdup("the id space is exhausted");
+        last->has_id = true;
+        last->id = (*next_id)++;
+        *allocated = true;
+    }
+    note_ids(e->key, next_id);
+    for (size_t i = 0; i < e->n_property; i++)
+        if (!e->property[i]->value || !e->property[i]->name)
+            return af_xstrdup("a property has no name or value");
+    for (size_t i = 0; i < e->n_raw_property; i++)
+        if (!e->raw_property[i]->value || !e->raw_property[i]->name)
+            return af_xstrdup("a property has no name or value");
+
+    /* entity_group is the root's path, whatever the client sent. */
+    ds_path_t *eg = e->entity_group;
+    if (!eg) {
+        eg = af_xmalloc(sizeof(*eg));
+        af__datastore__path__init(eg);
+        e->entity_group = eg;
+    }
+    ds_element_t *root = e->key->path->element[0];
+    ds_element_t **saved = eg->element;
+    size_t saved_n = eg->n_element;
+    eg->element = &root;
+    eg->n_element = 1;
+    *data = af_ds_wire_pack(&e->base, len);
+    eg->element = saved;
+    eg->n_element = saved_n;
+    if (*len > DS_MAX_ENTITY_BYTES) {
+        free(*data);
+        *data = NULL;
+        return af_xasprintf("an entity of kind \"%s\" is %zu bytes; the limit is %u bytes",
+                            last->type, *len, DS_MAX_ENTITY_BYTES);
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Get                                                                       */
+/* ------------------------------------------------------------------------ */
+
+static void ds_get(void *state, const struct af_call *call, struct af_result *res)
+{
+    struct ds_state *s = state;
+    Af__Datastore__GetRequest *req = (Af__Datastore__GetRequest *)af_ds_wire_unpack(
+        &af__datastore__get_request__descriptor, call->request, call->request_len);
+    if (!req) {
+        parse_error(res, "Get");
+        return;
+    }
+    struct af_ds_buf out = {0}, key = {0}, root = {0};
+    if (!db_ready(s, res))
+        goto done;
+    if (req->n_key > DS_MAX_BATCH) {
+        af_result_app_error(res, ERR_BAD_REQUEST, "datastore: cannot get more than %d keys in "
+                                                  "one call (got %zu)",
+                            DS_MAX_BATCH, req->n_key);
+        goto done;
+    }
+    struct ds_txn *t = NULL;
+    if (req->transaction && !(t = txn_find(s, req->transaction, res)))
+        goto done;
+    struct af_ds_conn *c = t ? t->snap : s->db;
+    for (size_t i = 0; i < req->n_key; i++) {
+        const char *bad = af_ds_key_check(req->key[i], false);
+        if (bad) {
+            af_result_app_error(res, ERR_BAD_REQUEST, "datastore: invalid key: %s", bad);
+            goto done;
+        }
+    }
+    for (size_t i = 0; i < req->n_key; i++) {
+        const ds_reference_t *k = req->key[i];
+        int64_t part;
+        if (af_ds_partition(c, k->app, ns_of(k), false, &part) != 0) {
+            internal_error(res, "Get");
+            goto done;
+        }
+        key.len = root.len = 0;
+        key_blobs(k, &key, &root);
+        if (t && !txn_touch(t, k->app, ns_of(k), part, &root, res))
+            goto done;
+        uint8_t *data = NULL;
+        size_t len = 0;
+        if (part && af_ds_entity_get(c, part, key.p, key.len, &data, &len) != 0) {
+            internal_error(res, "Get");
+            goto done;
+        }
+        /* GetResponse.Entity is a group: entity = 2 when found, key = 4
+         * when not (the stored bytes are already the official encoding). */
+        put_varint(&out, (1 << 3) | 3);
+        if (data) {
+            put_len_field(&out, 2, data, len);
+            free(data);
+        } else {
+            size_t kn;
+            uint8_t *kb = af_ds_wire_pack(&k->base, &kn);
+            put_len_field(&out, 4, kb, kn);
+            free(kb);
+        }
+        put_varint(&out, (1 << 3) | 4);
+    }
+    result_buf(res, &out);
+done:
+    af_ds_buf_release(&out);
+    af_ds_buf_release(&key);
+    af_ds_buf_release(&root);
+    protobuf_c_message_free_unpacked(&req->base, NULL);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Put and Delete                                                            */
+/* ------------------------------------------------------------------------ */
+
+/* Buffers a write of t; takes data. */
+static void txn_add_mutation(struct ds_txn *t, bool is_put, const ds_reference_t *k,
+                             const struct af_ds_buf *key, const struct af_ds_buf *root,
+                             uint8_t *data, size_t len)
+{
+    t->muts = af_xrealloc(t->muts, (t->n_muts + 1) * sizeof(*t->muts));
+    struct ds_mutation *m = &t->muts[t->n_muts++];
+    memset(m, 0, sizeof(*m));
+    m->is_put = is_put;
+    m->app = af_xstrdup(k->app);
+    m->ns = af_xstrdup(ns_of(k));
+    af_ds_buf_put(&m->key, key->p, key->len);
+    af_ds_buf_put(&m->root, root->p, root->len);
+    m->data = data;
+    m->data_len = len;
+}
+
+/* Allocates n ids and persists the counter at once (its own write
+ * transaction): an id handed out must never come back, even if the
+ * transaction that asked for it never commits. */
+static int reserve_ids(struct ds_state *s, int64_t n, int64_t floor, int64_t *first)
+{
+    if (af_ds_begin_write(s->db) != 0)
+        return -1;
+    int64_t next;
+    if (af_ds_counter_get(s->db, id_scope, &next) != 0)
+        goto fail;
+    if (next < floor)
+        next = floor;
+    *first = next;
+    if (af_ds_counter_set(s->db, id_scope, next + n) != 0)
+        goto fail;
+    return af_ds_commit(s->db);
+fail:
+    af_ds_rollback(s->db);
+    return -1;
+}
+
+static void put_in_txn(struct ds_state *s, struct ds_txn *t, Af__Datastore__PutRequest *req,
+                       struct af_result *res)
+{
+    if (t->read_only) {
+        af_result_app_error(res, ERR_BAD_REQUEST,
+                            "datastore: cannot write in a read-only transaction");
+        return;
+    }
+    /* Ids for the incomplete keys first, persisted now. */
+    int64_t n_new = 0, floor = 1;
+    for (size_t i = 0; i < req->n_entity; i++) {
+        ds_entity_t *e = req->entity[i];
+        if (e->key && !af_ds_key_check(e->key, true)) {
+            if (af_ds_key_incomplete(e->key))
+                n_new++;
+            note_ids(e->key, &floor);
+        }
+    }
+    int64_t next = 0;
+    if (reserve_ids(s, n_new, floor, &next) != 0) {
+        internal_error(res, "allocating ids");
+        return;
+    }
+    struct af_ds_buf key = {0}, root = {0};
+    for (size_t i = 0; i < req->n_entity; i++) {
+        ds_entity_t *e = req->entity[i];
+        uint8_t *data;
+        size_t len;
+        bool allocated;
+        char *why = prepare_entity(e, &next, &data, &len, &allocated);
+        if (why) {
+            af_result_app_error(res, ERR_BAD_REQUEST, "datastore: %s", why);
+            free(why);
+            goto out;
+        }
+        int64_t part;
+        if (af_ds_partition(t->snap, e->key->app, ns_of(e->key), false, &part) != 0) {
+            free(data);
+            internal_error(res, "Put");
+            goto out;
+        }
+        key.len = root.len = 0;
+        key_blobs(e->key, &key, &root);
+        if (!txn_touch(t, e->key->app, ns_of(e->key), part, &root, res)) {
+            free(data);
+            goto out;
+        }
+        txn_add_mutation(t, true, e->key, &key, &root, data, len);
+    }
+    Af__Datastore__PutResponse resp = AF__DATASTORE__PUT_RESPONSE__INIT;
+    resp.n_key = req->n_entity;
+    resp.key = af_xcalloc(req->n_entity + 1, sizeof(*resp.key));
+    for (size_t i = 0; i < req->n_entity; i++)
+        resp.key[i] = req->entity[i]->key;
+    result_msg(res, &resp.base);
+    free(resp.key);
+out:
+    af_ds_buf_release(&key);
+    af_ds_buf_release(&root);
+}
+
+static void ds_put(void *state, const struct af_call *call, struct af_result *res)
+{
+    struct ds_state *s = state;
+    Af__Datastore__PutRequest *req = (Af__Datastore__PutRequest *)af_ds_wire_unpack(
+        &af__datastore__put_request__descriptor, call->request, call->request_len);
+    if (!req) {
+        parse_error(res, "Put");
+        return;
+    }
+    struct af_ds_buf key = {0}, root = {0};
+    bool in_write = false;
+    if (!db_ready(s, res))
+        goto done;
+    if (req->n_entity > DS_MAX_BATCH) {
+        af_result_app_error(res, ERR_BAD_REQUEST,
+                            "datastore: cannot put more than %d entities in one call (got %zu)",
+                            DS_MAX_BATCH, req->n_entity);
+        goto done;
+    }
+    if (req->transaction) {
+        struct ds_txn *t = txn_find(s, req->transaction, res);
+        if (t)
+            put_in_txn(s, t, req, res);
+        goto done;
+    }
+    if (af_ds_begin_write(s->db) != 0) {
+        internal_error(res, "Put");
+        goto done;
+    }
+    in_write = true;
+    int64_t next, start;
+    if (af_ds_counter_get(s->db, id_scope, &next) != 0) {
+        internal_error(res, "Put");
+        goto done;
+    }
+    start = next;
+    for (size_t i = 0; i < req->n_entity; i++) {
+        ds_entity_t *e = req->entity[i];
+        uint8_t *data;
+        size_t len;
+        bool allocated;
+        char *why = prepare_entity(e, &next, &data, &len, &allocated);
+        if (why) {
+            af_result_app_error(res, ERR_BAD_REQUEST, "datastore: %s", why);
+            free(why);
+            goto done;
+        }
+        int64_t part, version;
+        key.len = root.len = 0;
+        key_blobs(e->key, &key, &root);
+        int rc = af_ds_partition(s->db, e->key->app, ns_of(e->key), true, &part);
+        if (rc == 0)
+            rc = write_entity(s->db, part, &key, e, data, len, &why);
+        if (rc == 0)
+            rc = af_ds_group_bump(s->db, part, root.p, root.len, &version);
+        free(data);
+        if (why) {
+            af_result_app_error(res, ERR_BAD_REQUEST, "datastore: %s", why);
+            free(why);
+            goto done;
+        }
+        if (rc != 0) {
+            internal_error(res, "Put");
+            goto done;
+        }
+    }
+    if ((next != start && af_ds_counter_set(s->db, id_scope, next) != 0) ||
+        af_ds_commit(s->db) != 0) {
+        internal_error(res, "Put");
+        goto done;
+    }
+    in_write = false;
+    Af__Datastore__PutResponse resp = AF__DATASTORE__PUT_RESPONSE__INIT;
+    resp.n_key = req->n_entity;
+    resp.key = af_xcalloc(req->n_entity + 1, sizeof(*resp.key));
+    for (size_t i = 0; i < req->n_entity; i++)
+        resp.key[i] = req->entity[i]->key;
+    result_msg(res, &resp.base);
+    free(resp.key);
+done:
+    if (in_write)
+        af_ds_rollback(s->db);
+    af_ds_buf_release(&key);
+    af_ds_buf_release(&root);
+    protobuf_c_message_free_unpacked(&req->base, NULL);
+}
+
+static void ds_delete(void *state, const struct af_call *call, struct af_result *res)
+{
+    struct ds_state *s = state;
+    Af__Datastore__DeleteRequest *req = (Af__Datastore__DeleteRequest *)af_ds_wire_unpack(
+        &af__datastore__delete_request__descriptor, call->request, call->request_len);
+    if (!req) {
+        parse_error(res, "Delete");
+        return;
+    }
+    struct af_ds_buf key = {0}, root = {0};
+    bool in_write = false;
+    if (!db_ready(s, res))
+        goto done;
+    if (req->n_key > DS_MAX_BATCH) {
+        af_result_app_error(res, ERR_BAD_REQUEST,
+                            "datastore: cannot delete more than %d keys in one call (got %zu)",
+                            DS_MAX_BATCH, req->n_key);
+        goto done;
+    }
+    for (size_t i = 0; i < req->n_key; i++) {
+        const char *bad = af_ds_key_check(req->key[i], false);
+        if (bad) {
+            af_result_app_error(res, ERR_BAD_REQUEST, "datastore: invalid key: %s", bad);
+            goto done;
+        }
+    }
+    struct ds_txn *t = NULL;
+    if (req->transaction) {
+        if (!(t = txn_find(s, req->transaction, res)))
+            goto done;
+        if (t->read_only) {
+            af_result_app_error(res, ERR_BAD_REQUEST,
+                                "datastore: cannot delete in a read-only transaction");
+            goto done;
+        }
+    } else {
+        if (af_ds_begin_write(s->db) != 0) {
+            internal_error(res, "Delete");
+            goto done;
+        }
+        in_write = true;
+    }
+    for (size_t i = 0; i < req->n_key; i++) {
+        const ds_reference_t *k = req->key[i];
+        key.len = root.len = 0;
+        key_blobs(k, &key, &root);
+        int64_t part;
+        if (af_ds_partition(t ? t->snap : s->db, k->app, ns_of(k), false, &part) != 0) {
+            internal_error(res, "Delete");
+            goto done;
+        }
+        if (t) {
+            if (!txn_touch(t, k->app, ns_of(k), part, &root, res))
+                goto done;
+            txn_add_mutation(t, false, k, &key, &root, NULL, 0);
+            continue;
+        }
+        bool existed = false;
+        int64_t version;
+        if (part && (af_ds_entity_delete(s->db, part, key.p, key.len, &existed) != 0 ||
+                     (existed && af_ds_group_bump(s->db, part, root.p, root.len, &version) != 0))) {
+            internal_error(res, "Delete");
+            goto done;
+        }
+    }
+    if (in_write) {
+        in_write = false;
+        if (af_ds_commit(s->db) != 0) {
+            internal_error(res, "Delete");
+            goto done;
+        }
+    }
+    Af__Datastore__DeleteResponse resp = AF__DATASTORE__DELETE_RESPONSE__INIT;
+    result_msg(res, &resp.base);
+done:
+    if (in_write)
+        af_ds_rollback(s->db);
+    af_ds_buf_release(&key);
+    af_ds_buf_release(&root);
+    protobuf_c_message_free_unpacked(&req->base, NULL);
+}
+
+/* ------------------------------------------------------------------------ */
+/* AllocateIds                                                               */
+/* ------------------------------------------------------------------------ */
+
+static void ds_allocate_ids(void *state, const struct af_call *call, struct af_result *res)
+{
+    struct ds_state *s = state;
+    Af__Datastore__AllocateIdsRequest *req = (Af__Datastore__AllocateIdsRequest *)
+        af_ds_wire_unpack(&af__datastore__allocate_ids_request__descriptor, call->request,
+                          call->request_len);
+    if (!req) {
+        parse_error(res, "AllocateIds");
+        return;
+    }
+    if (!db_ready(s, res))
+        goto done;
+    if (req->has_size && req->has_max) {
+        af_result_app_error(res, ERR_BAD_REQUEST,
+                            "datastore: AllocateIds takes a size or a max, not both");
+        goto done;
+    }
+    Af__Datastore__AllocateIdsResponse resp = AF__DATASTORE__ALLOCATE_IDS_RESPONSE__INIT;
+    int64_t floor = 1;
+    for (size_t i = 0; i < req->n_reserve; i++) {
+        const char *bad = af_ds_key_check(req->reserve[i], false);
+        if (bad) {
+            af_result_app_error(res, ERR_BAD_REQUEST, "datastore: invalid key to reserve: %s",
+                                bad);
+            goto done;
+        }
+        note_ids(req->reserve[i], &floor);
+    }
+    if (req->has_size) {
+        if (req->size <= 0 || req->size > 1000000000) {
+            af_result_app_error(res, ERR_BAD_REQUEST,
+                                "datastore: AllocateIds size must be 1 to 1000000000 (got %" PRId64
+                                ")",
+                                (int64_t)req->size);
+            goto done;
+        }
+        int64_t first;
+        if (reserve_ids(s, req->size, floor, &first) != 0) {
+            internal_error(res, "AllocateIds");
+            goto done;
+        }
+        resp.start = first;
+        resp.end = first + req->size - 1;
+    } else {
+        /* max: every id up to max is reserved; the answer is the range
+         * that was still free (start > end when none was). */
+        int64_t max = req->has_max ? req->max : 0;
+        if (max < 0 || max > DS_MAX_ID) {
+            af_result_app_error(res, ERR_BAD_REQUEST, "datastore: AllocateIds max %" PRId64
+                                                      " is out of range",
+                                (int64_t)max);
+            goto done;
+        }
+        int64_t first;
+        if (reserve_ids(s, 0, floor, &first) != 0) {
+            internal_error(res, "AllocateIds");
+            goto done;
+        }
+        if (max >= first && reserve_ids(s, max - first + 1, first, &first) != 0) {
+            internal_error(res, "AllocateIds");
+            goto done;
+        }
+        resp.start = first;
+        resp.end = max >= first ? max : first - 1;
+    }
+    result_msg(res, &resp.base);
+done:
+    protobuf_c_message_free_unpacked(&req->base, NULL);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Transactions                                                              */
+/* ------------------------------------------------------------------------ */
+
+static void ds_begin_transaction(void *state, const struct af_call *call, struct af_result *res)
+{
+    struct ds_state *s = state;
+    Af__Datastore__BeginTransactionRequest *req = (Af__Datastore__BeginTransactionRequest *)
+        af_ds_wire_unpack(&af__datastore__begin_transaction_request__descriptor, call->request,
+                          call->request_len);
+    if (!req) {
+        parse_error(res, "BeginTransaction");
+        return;
+    }
+    if (!db_ready(s, res))
+        goto done;
+    uint64_t now = now_ns();
+    txn_expire(s, now);
+    if (s->n_txns >= DS_MAX_TXNS) {
+        af_result_app_error(res, ERR_INTERNAL,
+                            "datastore: %d transactions are open; commit or roll back some "
+                            "(idle ones expire after 60 s)",
+                            DS_MAX_TXNS);
+        goto done;
+    }
+    struct af_ds_conn *snap = pool_get(s);
+    if (!snap || af_ds_begin_read(snap) != 0) {
+        af_ds_conn_close(snap);
+        internal_error(res, "BeginTransaction");
+        goto done;
+    }
+    struct ds_txn *t = af_xcalloc(1, sizeof(*t));
+    t->handle = new_handle(s);
+    t->app = af_xstrdup(req->app);
+    t->xg = req->has_allow_multiple_eg && req->allow_multiple_eg;
+    t->read_only =
+        req->has_mode && req->mode == AF__DATASTORE__BEGIN_TRANSACTION_REQUEST__TRANSACTION_MODE__READ_ONLY;
+    t->snap = snap;
+    t->last_used = now;
+    t->next = s->txns;
+    s->txns = t;
+    s->n_txns++;
+
+    Af__Datastore__Transaction resp = AF__DATASTORE__TRANSACTION__INIT;
+    resp.handle = t->handle;
+    resp.app = t->app;
+    result_msg(res, &resp.base);
+done:
+    protobuf_c_message_free_unpacked(&req->base, NULL);
+}
+
+/* Applies t's writes if none of its groups moved. Returns 0, 1 on a
+ * conflict, -1 on an SQLite failure; res is set for 1 and -1. */
+static int txn_apply(struct ds_state *s, struct ds_txn *t, struct af_result *res)
+{
+    if (af_ds_begin_write(s->db) != 0)
+        goto fail;
+    for (size_t i = 0; i < t->n_groups; i++) {
+        const struct ds_group *g = &t->groups[i];
+        int64_t part = g->part, v = 0;
+        /* A partition new since the snapshot may hold the group by now. */
+        if (!part && af_ds_partition(s->db, g->app, g->ns, false, &part) != 0)
+            goto fail;
+        if (part && af_ds_group_version(s->db, part, g->root.p, g->root.len, &v) != 0)
+            goto fail;
+        if (v != g->version) {
+            af_ds_rollback(s->db);
+            af_result_app_error(res, ERR_CONCURRENT,
+                                "datastore: concurrent transaction: an entity group this "
+                                "transaction used was modified after it began");
+            return 1;
+        }
+    }
+    for (size_t i = 0; i < t->n_muts; i++) {
+        struct ds_mutation *m = &t->muts[i];
+        int64_t part = 0, version;
+        bool changed = true;
+        if (m->is_put) {
+            ds_entity_t *e = (ds_entity_t *)af_ds_wire_unpack(
+                &af__datastore__entity_proto__descriptor, m->data, m->data_len);
+            if (!e)
+                goto fail;
+            char *why = NULL;
+            int rc = af_ds_partition(s->db, e->key->app, ns_of(e->key), true, &part);
+            if (rc == 0)
+                rc = write_entity(s->db, part, &m->key, e, m->data, m->data_len, &why);
+            protobuf_c_message_free_unpacked(&e->base, NULL);
+            free(why); /* checked when the Put was buffered */
+            if (rc != 0)
+                goto fail;
+        } else {
+            if (af_ds_partition(s->db, m->app, m->ns, false, &part) != 0)
+                goto fail;
+            if (part && af_ds_entity_delete(s->db, part, m->key.p, m->key.len, &changed) != 0)
+                goto fail;
+            changed = part && changed;
+        }
+        if (changed && af_ds_group_bump(s->db, part, m->root.p, m->root.len, &version) != 0)
+            goto fail;
+    }
+    if (af_ds_commit(s->db) != 0)
+        goto fail;
+    return 0;
+fail:
+    af_ds_rollback(s->db);
+    internal_error(res, "Commit");
+    return -1;
+}
+
+static void ds_commit(void *state, const struct af_call *call, struct af_result *res)
+{
+    struct ds_state *s = state;
+    Af__Datastore__Transaction *req = (Af__Datastore__Transaction *)af_ds_wire_unpack(
+        &af__datastore__transaction__descriptor, call->request, call->request_len);
+    if (!req) {
+        parse_error(res, "Commit");
+        return;
+    }
+    if (!db_ready(s, res))
+        goto done;
+    struct ds_txn *t = txn_find(s, req, res);
+    if (!t)
+        goto done;
+    txn_unlink(s, t);
+    int rc = txn_apply(s, t, res);
+    txn_free(s, t);
+    if (rc != 0)
+        goto done;
+    Af__Datastore__CommitResponse resp = AF__DATASTORE__COMMIT_RESPONSE__INIT;
+    result_msg(res, &resp.base);
+done:
+    protobuf_c_message_free_unpacked(&req->base, NULL);
+}
+
+static void ds_rollback(void *state, const struct af_call *call, struct af_result *res)
+{
+    struct ds_state *s = state;
+    Af__Datastore__Transaction *req = (Af__Datastore__Transaction *)af_ds_wire_unpack(
+        &af__datastore__transaction__descriptor, call->request, call->request_len);
+    if (!req) {
+        parse_error(res, "Rollback");
+        return;
+    }
+    struct ds_txn *t = txn_find(s, req, res);
+    if (t) {
+        txn_unlink(s, t);
+        txn_free(s, t);
+        Af__Datastore__VoidProto resp = AF__DATASTORE__VOID_PROTO__INIT;
+        result_msg(res, &resp.base);
+    }
+    protobuf_c_message_free_unpacked(&req->base, NULL);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Queries                                                                   */
+/* ------------------------------------------------------------------------ */
+
+static void cursor_free(struct ds_cursor *cur)
+{
+    af_ds_plan_free(cur->plan);
+    af_ds_buf_release(&cur->run.pos);
+    af_ds_buf_release(&cur->run.end);
+    free(cur);
+}
+
+/* Keeps at most DS_MAX_CURSORS, dropping idle ones first and then the
+ * least recently used: an abandoned query iterator costs nothing to drop,
+ * its owner gets BAD_REQUEST if it ever comes back. */
+static void cursor_make_room(struct ds_state *s, uint64_t now)
+{
+    struct ds_cursor **pp = &s->cursors, **oldest = NULL;
+    while (*pp) {
+        struct ds_cursor *c = *pp;
+        if (now - c->last_used > DS_CURSOR_IDLE_NS) {
+            *pp = c->next;
+            s->n_cursors--;
+            cursor_free(c);
+            continue;
+        }
+        if (!oldest || c->last_used < (*oldest)->last_used)
+            oldest = pp;
+        pp = &c->next;
+    }
+    if (s->n_cursors >= DS_MAX_CURSORS && oldest) {
+        struct ds_cursor *c = *oldest;
+        *oldest = c->next;
+        s->n_cursors--;
+        cursor_free(c);
+    }
+}
+
+/* A batch being built: the QueryResult's results as official bytes. */
+struct batch {
+    struct ds_state *s;
+    struct af_ds_conn *c;
+    const struct af_ds_plan *plan;
+    struct af_ds_buf results; /* field 2 entries */
+    int64_t n;
+    bool failed;
+};
+
+/* The key of a result row as a Reference plus its entity group. */
+static ds_entity_t *key_entity(const struct af_ds_plan *p, const uint8_t *key, size_t len)
+{
+    ds_path_t *path = af_ds_path_decode(key, len);
+    if (!path)
+        return NULL;
+    ds_entity_t *e = af_xmalloc(sizeof(*e));
+    af__datastore__entity_proto__init(e);
+    e->key = af_xmalloc(sizeof(*e->key));
+    af__datastore__reference__init(e->key);
+    e->key->app = af_xstrdup(p->app);
+    if (p->ns[0])
+        e->key->name_space = af_xstrdup(p->ns);
+    e->key->path = path;
+    e->entity_group = af_ds_path_decode(key, len);
+    /* Keep the root only. */
+    for (size_t i = 1; i < e->entity_group->n_element; i++)
+        protobuf_c_message_free_unpacked(&e->entity_group->element[i]->base, NULL);
+    e->entity_group->n_element = 1;
+    return e;
+}
+
+static bool emit_row(void *arg, const struct af_ds_row *row)
+{
+    struct batch *b = arg;
+    const struct af_ds_plan *p = b->plan;
+    if (b->n > 0 && b->results.len > DS_MAX_BATCH_BYTES)
+        return false;
+    if (!p->keys_only && p->n_projection == 0) {
+        uint8_t *data;
+        size_t len;
+        if (af_ds_entity_get(b->c, p->part, row->key, row->key_len, &data, &len) != 0) {
+            b->failed = true;
+            return false;
+        }
+        if (!data)
+            return true; /* index without entity: cannot happen in one transaction */
+        put_len_field(&b->results, 2, data, len);
+        free(data);
+        b->n++;
+        return true;
+    }
+    ds_entity_t *e = key_entity(p, row->key, row->key_len);
+    if (!e) {
+        af_error("datastore: an index row holds a malformed key");
+        b->failed = true;
+        return false;
+    }
+    if (p->n_projection) {
+        e->property = af_xcalloc(p->n_projection, sizeof(*e->property));
+        for (size_t i = 0; i < p->n_projection; i++) {
+            ds_value_t *v = af_ds_value_decode(row->values[i], row->value_lens[i]);
+            if (!v) {
+                af_error("datastore: an index row holds a malformed value");
+                b->failed = true;
+                break;
+            }
+            ds_property_t *prop = af_xmalloc(sizeof(*prop));
+            af__datastore__property__init(prop);
+            prop->name = af_xstrdup(p->projection[i]);
+            prop->value = v;
+            prop->has_meaning = true;
+            prop->meaning = MEANING_INDEX_VALUE;
+            prop->multiple = false;
+            e->property[e->n_property++] = prop;
+        }
+    }
+    size_t len;
+    uint8_t *data = af_ds_wire_pack(&e->base, &len);
+    protobuf_c_message_free_unpacked(&e->base, NULL);
+    if (b->failed) {
+        free(data);
+        return false;
+    }
+    put_len_field(&b->results, 2, data, len);
+    free(data);
+    b->n++;
+    return true;
+}
+
+/* Runs one batch of cur and answers res with a QueryResult. */
+static void answer_batch(struct ds_state *s, struct ds_cursor *cur, struct af_ds_conn *c,
+                         int64_t offset, int64_t count, bool compile, struct af_result *res)
+{
+    struct batch b = {.s = s, .c = c, .plan = cur->plan};
+    int64_t skipped = 0;
+    bool more = false;
+    if (af_ds_run_batch(c, &cur->run, offset, count, &skipped, &more, emit_row, &b) != 0 ||
+        b.failed) {
+        af_ds_buf_release(&b.results);
+        internal_error(res, "running a query");
+        return;
+    }
+    Af__Datastore__QueryResult qr = AF__DATASTORE__QUERY_RESULT__INIT;
+    Af__Datastore__Cursor qc = AF__DATASTORE__CURSOR__INIT;
+    qc.cursor = cur->handle;
+    qr.cursor = &qc;
+    qr.more_results = more;
+    qr.has_keys_only = true;
+    qr.keys_only = cur->plan->keys_only;
+    qr.has_index_only = true;
+    qr.index_only = cur->plan->n_projection > 0;
+    if (skipped) {
+        qr.has_skipped_results = true;
+        qr.skipped_results = (int32_t)skipped;
+    }
+    Af__Datastore__CompiledCursor cc = AF__DATASTORE__COMPILED_CURSOR__INIT;
+    Af__Datastore__CompiledCursor__Position pos = AF__DATASTORE__COMPILED_CURSOR__POSITION__INIT;
+    uint8_t *raw = NULL;
+    size_t raw_len = 0;
+    if (compile) {
+        af_ds_cursor_encode(&cur->run, &raw, &raw_len);
+        pos.has_start_key = true;
+        pos.start_key.data = raw;
+        pos.start_key.len = raw_len;
+        cc.position = &pos;
+        qr.compiled_cursor = &cc;
+    }
+    size_t n;
+    uint8_t *head = af_ds_wire_pack(&qr.base, &n);
+    free(raw);
+    struct af_ds_buf out = {0};
+    af_ds_buf_put(&out, head, n);
+    free(head);
+    af_ds_buf_put(&out, b.results.p, b.results.len);
+    af_ds_buf_release(&b.results);
+    result_buf(res, &out);
+}
+
+static bool position_from(struct af_ds_run *run, const Af__Datastore__CompiledCursor *cc,
+                          bool is_end)
+{
+    if (!cc->position || !cc->position->has_start_key) {
+        /* An empty compiled cursor is the start of the query. */
+        if (is_end)
+            run->end_empty = true;
+        return !cc->position || !cc->position->n_indexvalue;
+    }
+    return af_ds_cursor_decode(run, cc->position->start_key.data, cc->position->start_key.len,
+                               is_end);
+}
+
+static void ds_run_query(void *state, const struct af_call *call, struct af_result *res)
+{
+    struct ds_state *s = state;
+    ds_query_t *q = (ds_query_t *)af_ds_wire_unpack(&af__datastore__query__descriptor,
+                                                    call->request, call->request_len);
+    if (!q) {
+        parse_error(res, "RunQuery");
+        return;
+    }
+    struct ds_cursor *cur = NULL;
+    if (!db_ready(s, res))
+        goto done;
+    struct ds_txn *t = NULL;
+    if (q->transaction && !(t = txn_find(s, q->transaction, res)))
+        goto done;
+    if (t && !q->ancestor) {
+        af_result_app_error(res, ERR_BAD_REQUEST,
+                            "datastore: only ancestor queries are allowed inside transactions");
+        goto done;
+    }
+    struct af_ds_conn *c = t ? t->snap : s->db;
+    int64_t part;
+    if (af_ds_partition(c, q->app, q->name_space, false, &part) != 0) {
+        internal_error(res, "RunQuery");
+        goto done;
+    }
+    char *why = NULL;
+    struct af_ds_plan *plan = af_ds_plan_compile(q, part, &why);
+    if (!plan) {
+        af_result_app_error(res, ERR_BAD_REQUEST, "datastore: %s", why);
+        free(why);
+        goto done;
+    }
+    if (t) {
+        struct af_ds_buf root = {0};
+        af_ds_path_encode(&root, q->ancestor->path, 1);
+        bool ok = txn_touch(t, q->app, q->name_space ? q->name_space : "", part, &root, res);
+        af_ds_buf_release(&root);
+        if (!ok) {
+            af_ds_plan_free(plan);
+            goto done;
+        }
+    }
+    uint64_t now = now_ns();
+    cursor_make_room(s, now);
+    cur = af_xcalloc(1, sizeof(*cur));
+    cur->handle = new_handle(s);
+    cur->txn = t ? t->handle : 0;
+    cur->plan = plan;
+    cur->run.plan = plan;
+    cur->run.limit_left = q->has_limit ? (q->limit < 0 ? 0 : q->limit) : -1;
+    cur->last_used = now;
+    if ((q->compiled_cursor && !position_from(&cur->run, q->compiled_cursor, false)) ||
+        (q->end_compiled_cursor && !position_from(&cur->run, q->end_compiled_cursor, true))) {
+        af_result_app_error(res, ERR_BAD_REQUEST,
+                            "datastore: the cursor is malformed or belongs to a query with "
+                            "other sort orders");
+        goto done;
+    }
+    int64_t offset = q->has_offset && q->offset > 0 ? q->offset : 0;
+    int64_t count = q->has_count && q->count > 0 ? q->count : DS_DEFAULT_BATCH;
+    if (count > DS_DEFAULT_BATCH)
+        count = DS_DEFAULT_BATCH;
+    answer_batch(s, cur, c, offset, count, q->has_compile && q->compile, res);
+    if (res->kind == AF_RESULT_OK) {
+        cur->next = s->cursors;
+        s->cursors = cur;
+        s->n_cursors++;
+        cur = NULL;
+    }
+done:
+    if (cur)
+        cursor_free(cur);
+    protobuf_c_message_free_unpacked(&q->base, NULL);
+}
+
+static struct ds_cursor *cursor_find(struct ds_state *s, uint64_t handle, bool unlink)
+{
+    for (struct ds_cursor **pp = &s->cursors; *pp; pp = &(*pp)->next) {
+        struct ds_cursor *c = *pp;
+        if (c->handle == handle) {
+            if (unlink) {
+                *pp = c->next;
+                s->n_cursors--;
+            }
+            return c;
+        }
+    }
+    return NULL;
+}
+
+static void ds_next(void *state, const struct af_call *call, struct af_result *res)
+{
+    struct ds_state *s = state;
+    Af__Datastore__NextRequest *req = (Af__Datastore__NextRequest *)af_ds_wire_unpack(
+        &af__datastore__next_request__descriptor, call->request, call->request_len);
+    if (!req) {
+        parse_error(res, "Next");
+        return;
+    }
+    if (!db_ready(s, res))
+        goto done;
+    struct ds_cursor *cur = cursor_find(s, req->cursor->cursor, false);
+    if (!cur) {
+        af_result_app_error(res, ERR_BAD_REQUEST,
+                            "datastore: query cursor %" PRIu64
+                            " does not exist (deleted, or dropped after 10 idle minutes)",
+                            (uint64_t)req->cursor->cursor);
+        goto done;
+    }
+    struct af_ds_conn *c = s->db;
+    if (cur->txn) {
+        struct ds_txn *t = NULL;
+        for (t = s->txns; t && t->handle != cur->txn; t = t->next)
+            ;
+        if (!t) {
+            af_result_app_error(res, ERR_BAD_REQUEST,
+                                "datastore: the query's transaction has ended");
+            goto done;
+        }
+        c = t->snap;
+    }
+    cur->last_used = now_ns();
+    int64_t offset = req->has_offset && req->offset > 0 ? req->offset : 0;
+    int64_t count = req->has_count ? (req->count < 0 ? 0 : req->count) : DS_DEFAULT_BATCH;
+    if (count > DS_DEFAULT_BATCH)
+        count = DS_DEFAULT_BATCH;
+    answer_batch(s, cur, c, offset, count, req->has_compile && req->compile, res);
+done:
+    protobuf_c_message_free_unpacked(&req->base, NULL);
+}
+
+static void ds_delete_cursor(void *state, const struct af_call *call, struct af_result *res)
+{
+    struct ds_state *s = state;
+    Af__Datastore__Cursor *req = (Af__Datastore__Cursor *)af_ds_wire_unpack(
+        &af__datastore__cursor__descriptor, call->request, call->request_len);
+    if (!req) {
+        parse_error(res, "DeleteCursor");
+        return;
+    }
+    struct ds_cursor *cur = cursor_find(s, req->cursor, true);
+    if (cur)
+        cursor_free(cur);
+    Af__Datastore__VoidProto resp = AF__DATASTORE__VOID_PROTO__INIT;
+    result_msg(res, &resp.base);
+    protobuf_c_message_free_unpacked(&req->base, NULL);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Composite indexes: accepted and kept, never needed                        */
+/* ------------------------------------------------------------------------ */
+
+static void ds_create_index(void *state, const struct af_call *call, struct af_result *res)
+{
+    struct ds_state *s = state;
+    Af__Datastore__CompositeIndex *req = (Af__Datastore__CompositeIndex *)af_ds_wire_unpack(
+        &af__datastore__composite_index__descriptor, call->request, call->request_len);
+    if (!req) {
+        parse_error(res, "CreateIndex");
+        return;
+    }
+    if (!db_ready(s, res))
+        goto done;
+    int64_t id = 0;
+    if (af_ds_begin_write(s->db) != 0 ||
+        af_ds_index_add(s->db, req->app_id, call->request, call->request_len, &id) != 0 ||
+        af_ds_commit(s->db) != 0) {
+        af_ds_rollback(s->db);
+        internal_error(res, "CreateIndex");
+        goto done;
+    }
+    Af__Datastore__Integer64Proto resp = AF__DATASTORE__INTEGER64_PROTO__INIT;
+    resp.value = id;
+    result_msg(res, &resp.base);
+done:
+    protobuf_c_message_free_unpacked(&req->base, NULL);
+}
+
+static void index_collect(void *arg, int64_t id, const uint8_t *data, size_t len)
+{
+    struct af_ds_buf *out = arg;
+    /* The stored definition with its assigned id and READ_WRITE state:
+     * later fields override earlier ones in protobuf decoding. */
+    struct af_ds_buf one = {0};
+    af_ds_buf_put(&one, data, len);
+    put_varint(&one, (2 << 3) | 0);
+    put_varint(&one, (uint64_t)id);
+    put_varint(&one, (4 << 3) | 0);
+    put_varint(&one, AF__DATASTORE__COMPOSITE_INDEX__STATE__READ_WRITE);
+    put_len_field(out, 1, one.p, one.len);
+    af_ds_buf_release(&one);
+}
+
+static void ds_get_indices(void *state, const struct af_call *call, struct af_result *res)
+{
+    struct ds_state *s = state;
+    Af__Datastore__StringProto *req = (Af__Datastore__StringProto *)af_ds_wire_unpack(
+        &af__datastore__string_proto__descriptor, call->request, call->request_len);
+    if (!req) {
+        parse_error(res, "GetIndices");
+        return;
+    }
+    struct af_ds_buf out = {0};
+    if (db_ready(s, res)) {
+        if (af_ds_index_list(s->db, req->value, index_collect, &out) != 0)
+            internal_error(res, "GetIndices");
+        else
+            result_buf(res, &out);
+    }
+    af_ds_buf_release(&out);
+    protobuf_c_message_free_unpacked(&req->base, NULL);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Lifecycle                                                                 */
+/* ------------------------------------------------------------------------ */
+
+static void drop_all(struct ds_state *s)
+{
+    while (s->txns) {
+        struct ds_txn *t = s->txns;
+        s->txns = t->next;
+        txn_free(s, t);
+    }
+    s->n_txns = 0;
+    while (s->cursors) {
+        struct ds_cursor *c = s->cursors;
+        s->cursors = c->next;
+        cursor_free(c);
+    }
+    s->n_cursors = 0;
+}
+
+static void *ds_create(const struct af_api_options *opts)
+{
+    struct ds_state *s = af_xcalloc(1, sizeof(*s));
+    /* Handles start at a random point so a handle from before a restart
+     * is unknown, not someone else's. */
+    if (getrandom(&s->next_handle, sizeof(s->next_handle), GRND_NONBLOCK) !=
+        sizeof(s->next_handle))
+        s->next_handle = (uint64_t)time(NULL) << 20;
+    s->next_handle = (s->next_handle >> 1) | 1;
+
+    if (opts && opts->datastore_path)
+        s->path = af_xstrdup(opts->datastore_path);
+    else if (opts && opts->storage_path)
+        s->path = af_xasprintf("%s/datastore.sqlite3", opts->storage_path);
+    if (!s->path) {
+        snprintf(s->open_error, sizeof(s->open_error), "no --datastore_path or --storage_path");
+        return s;
+    }
+    if (opts->clear_datastore)
+        af_ds_store_unlink(s->path);
+    s->db = af_ds_conn_open(s->path, true, s->open_error, sizeof(s->open_error));
+    if (!s->db)
+        af_error("datastore: %s", s->open_error);
+    return s;
+}
+
+static void ds_clear(void *state)
+{
+    struct ds_state *s = state;
+    drop_all(s);
+    if (s->db)
+        af_ds_store_clear(s->db);
+}
+
+static void ds_destroy(void *state)
+{
+    struct ds_state *s = state;
+    if (!s)
+        return;
+    drop_all(s);
+    for (size_t i = 0; i < s->n_pool; i++)
+        af_ds_conn_close(s->pool[i]);
+    af_ds_conn_close(s->db);
+    free(s->path);
+    free(s);
+}
+
+static const struct af_method ds_methods[] = {
+    {"Get", ds_get},
+    {"Put", ds_put},
+    {"Delete", ds_delete},
+    {"AllocateIds", ds_allocate_ids},
+    {"BeginTransaction", ds_begin_transaction},
+    {"Commit", ds_commit},
+    {"Rollback", ds_rollback},
+    {"RunQuery", ds_run_query},
+    {"Next", ds_next},
+    {"DeleteCursor", ds_delete_cursor},
+    {"CreateIndex", ds_create_index},
+    {"GetIndices", ds_get_indices},
+    {NULL, NULL},
+};
+
+const struct af_service af_service_datastore_v3 = {
+    .name = "datastore_v3",
+    .methods = ds_methods,
+    .create = ds_create,
+    .clear = ds_clear,
+    .destroy = ds_destroy,
+};

@@ -1,0 +1,280 @@
+/*
+ * datastore_wire — translation between proto2 groups and length-delimited
+ * nested messages (datastore_wire.h says why).
+ *
+ * Both directions walk the bytes field by field with the message's
+ * descriptor in hand: a field whose type is a message is rewritten
+ * recursively (a group inside may need translating at any depth); every
+ * other field is copied verbatim. The output of a nested message is built in
+ * its own buffer first, because its length prefix is only known afterwards.
+ * The work is linear in the input size times the nesting depth, which is
+ * bounded by AF_DS_WIRE_MAX_DEPTH.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "apiserver/services/datastore_wire.h"
+#include "common/xalloc.h"
+
+enum {
+    WT_VARINT = 0,
+    WT_FIXED64 = 1,
+    WT_LEN = 2,
+    WT_SGROUP = 3,
+    WT_EGROUP = 4,
+    WT_FIXED32 = 5,
+};
+
+struct obuf {
+    uint8_t *p;
+    size_t len, cap;
+};
+
+static void ob_reserve(struct obuf *b, size_t n)
+{
+    if (b->cap - b->len >= n)
+        return;
+    size_t cap = b->cap ? b->cap : 64;
+    while (cap - b->len < n)
+        cap *= 2;
+    b->p = af_xrealloc(b->p, cap);
+    b->cap = cap;
+}
+
+static void ob_put(struct obuf *b, const void *data, size_t n)
+{
+    ob_reserve(b, n);
+    if (n)
+        memcpy(b->p + b->len, data, n);
+    b->len += n;
+}
+
+static void ob_varint(struct obuf *b, uint64_t v)
+{
+    uint8_t tmp[10];
+    size_t n = 0;
+    while (v >= 0x80) {
+        tmp[n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    tmp[n++] = (uint8_t)v;
+    ob_put(b, tmp, n);
+}
+
+struct rd {
+    const uint8_t *p, *end;
+};
+
+static bool rd_varint(struct rd *r, uint64_t *out)
+{
+    uint64_t v = 0;
+    for (unsigned shift = 0; shift <= 63; shift += 7) {
+        if (r->p == r->end)
+            return false;
+        uint8_t c = *r->p++;
+        v |= (uint64_t)(c & 0x7f) << shift;
+        if (!(c & 0x80)) {
+            *out = v;
+            return true;
+        }
+    }
+    return false;
+}
+
+static bool rd_tag(struct rd *r, uint32_t *num, unsigned *wt)
+{
+    uint64_t v;
+    if (!rd_varint(r, &v) || (v >> 3) == 0 || (v >> 3) > 0x1fffffff)
+        return false;
+    *num = (uint32_t)(v >> 3);
+    *wt = (unsigned)(v & 7);
+    return true;
+}
+
+/* Reads past the value of a non-group field (the tag already read). */
+static bool rd_skip_value(struct rd *r, unsigned wt)
+{
+    uint64_t v;
+    switch (wt) {
+    case WT_VARINT:
+        return rd_varint(r, &v);
+    case WT_FIXED64:
+        if (r->end - r->p < 8)
+            return false;
+        r->p += 8;
+        return true;
+    case WT_FIXED32:
+        if (r->end - r->p < 4)
+            return false;
+        r->p += 4;
+        return true;
+    case WT_LEN:
+        if (!rd_varint(r, &v) || v > (uint64_t)(r->end - r->p))
+            return false;
+        r->p += v;
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* Reads past a group body up to and including its end tag. */
+static bool rd_skip_group(struct rd *r, uint32_t num, int depth)
+{
+    if (depth > AF_DS_WIRE_MAX_DEPTH)
+        return false;
+    for (;;) {
+        uint32_t inner;
+        unsigned wt;
+        if (!rd_tag(r, &inner, &wt))
+            return false;
+        if (wt == WT_EGROUP)
+            return inner == num;
+        if (wt == WT_SGROUP) {
+            if (!rd_skip_group(r, inner, depth + 1))
+                return false;
+        } else if (!rd_skip_value(r, wt)) {
+            return false;
+        }
+    }
+}
+
+bool af_ds_wire_is_group(const ProtobufCMessageDescriptor *d, const ProtobufCFieldDescriptor *f)
+{
+    if (f->type != PROTOBUF_C_TYPE_MESSAGE)
+        return false;
+    const ProtobufCMessageDescriptor *sub = f->descriptor;
+    size_t n = strlen(d->name);
+    /* Nested in d: "pkg.Outer.Inner" starts with "pkg.Outer." */
+    return strncmp(sub->name, d->name, n) == 0 && sub->name[n] == '.' &&
+           strchr(sub->name + n + 1, '.') == NULL && strcasecmp(sub->short_name, f->name) == 0;
+}
+
+/* Direction of a rewrite. */
+enum dir {
+    FROM_GROUPS,
+    TO_GROUPS,
+};
+
+static bool rewrite(const ProtobufCMessageDescriptor *d, struct rd *r, uint32_t end_group,
+                    enum dir dir, int depth, struct obuf *out);
+
+/* Rewrites one nested message body and appends it to out as field num. */
+static bool emit_nested(const ProtobufCMessageDescriptor *d, const ProtobufCFieldDescriptor *f,
+                        struct rd *body, uint32_t end_group, enum dir dir, int depth,
+                        struct obuf *out)
+{
+    struct obuf sub = {0};
+    if (!rewrite(f->descriptor, body, end_group, dir, depth + 1, &sub)) {
+        free(sub.p);
+        return false;
+    }
+    if (dir == TO_GROUPS && af_ds_wire_is_group(d, f)) {
+        ob_varint(out, ((uint64_t)f->id << 3) | WT_SGROUP);
+        ob_put(out, sub.p, sub.len);
+        ob_varint(out, ((uint64_t)f->id << 3) | WT_EGROUP);
+    } else {
+        ob_varint(out, ((uint64_t)f->id << 3) | WT_LEN);
+        ob_varint(out, sub.len);
+        ob_put(out, sub.p, sub.len);
+    }
+    free(sub.p);
+    return true;
+}
+
+/*
+ * Rewrites the fields of one message of type d from r into out. end_group is
+ * the field number of the group being read (its end tag stops the loop), or
+ * 0 for a length-delimited body (which ends with r).
+ */
+static bool rewrite(const ProtobufCMessageDescriptor *d, struct rd *r, uint32_t end_group,
+                    enum dir dir, int depth, struct obuf *out)
+{
+    if (depth > AF_DS_WIRE_MAX_DEPTH)
+        return false;
+    for (;;) {
+        if (r->p == r->end)
+            return end_group == 0;
+        const uint8_t *field_start = r->p;
+        uint32_t num;
+        unsigned wt;
+        if (!rd_tag(r, &num, &wt))
+            return false;
+        if (wt == WT_EGROUP)
+            return end_group != 0 && num == end_group;
+        const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field(d, num);
+        bool is_msg = f && f->type == PROTOBUF_C_TYPE_MESSAGE;
+        if (wt == WT_SGROUP) {
+            if (is_msg && dir == FROM_GROUPS) {
+                if (!emit_nested(d, f, r, num, dir, depth, out))
+                    return false;
+            } else if (!rd_skip_group(r, num, depth + 1)) {
+                return false; /* unknown groups are dropped */
+            }
+            continue;
+        }
+        if (wt == WT_LEN && is_msg) {
+            uint64_t n;
+            if (!rd_varint(r, &n) || n > (uint64_t)(r->end - r->p))
+                return false;
+            struct rd body = {r->p, r->p + n};
+            r->p += n;
+            if (!emit_nested(d, f, &body, 0, dir, depth, out))
+                return false;
+            continue;
+        }
+        if (!rd_skip_value(r, wt))
+            return false;
+        ob_put(out, field_start, (size_t)(r->p - field_start));
+    }
+}
+
+static uint8_t *rewrite_all(const ProtobufCMessageDescriptor *d, const uint8_t *in, size_t len,
+                            enum dir dir, size_t *out_len)
+{
+    struct rd r = {in, in + len};
+    struct obuf out = {0};
+    if (!rewrite(d, &r, 0, dir, 0, &out)) {
+        free(out.p);
+        return NULL;
+    }
+    if (!out.p)
+        out.p = af_xmalloc(1); /* an empty message is a valid, empty buffer */
+    *out_len = out.len;
+    return out.p;
+}
+
+uint8_t *af_ds_wire_from_groups(const ProtobufCMessageDescriptor *d, const uint8_t *in,
+                                size_t len, size_t *out_len)
+{
+    return rewrite_all(d, in, len, FROM_GROUPS, out_len);
+}
+
+uint8_t *af_ds_wire_to_groups(const ProtobufCMessageDescriptor *d, const uint8_t *in, size_t len,
+                              size_t *out_len)
+{
+    return rewrite_all(d, in, len, TO_GROUPS, out_len);
+}
+
+ProtobufCMessage *af_ds_wire_unpack(const ProtobufCMessageDescriptor *d, const uint8_t *in,
+                                    size_t len)
+{
+    size_t n;
+    uint8_t *flat = af_ds_wire_from_groups(d, in, len, &n);
+    if (!flat)
+        return NULL;
+    ProtobufCMessage *m = protobuf_c_message_unpack(d, NULL, n, flat);
+    free(flat);
+    return m;
+}
+
+uint8_t *af_ds_wire_pack(const ProtobufCMessage *msg, size_t *out_len)
+{
+    size_t n = protobuf_c_message_get_packed_size(msg);
+    uint8_t *flat = af_xmalloc(n ? n : 1);
+    protobuf_c_message_pack(msg, flat);
+    uint8_t *out = af_ds_wire_to_groups(msg->descriptor, flat, n, out_len);
+    free(flat);
+    return out;
+}
