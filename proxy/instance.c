@@ -28,6 +28,7 @@
 
 #include "common/log.h"
 #include "common/xalloc.h"
+#include "proxy/build.h"
 #include "proxy/exchange.h"
 #include "proxy/module.h"
 #include "proxy/server.h"
@@ -348,6 +349,7 @@ struct af_instance *af_instance_spawn(struct af_module *mod, int id, char *err, 
     inst->id = id;
     inst->refs = 1;
     inst->state = AF_INST_STARTING;
+    inst->gen = mod->gen;
     TAILQ_INIT(&inst->idle);
     LIST_INIT(&inst->held);
     snprintf(inst->name, sizeof(inst->name), "%s.%d", mod->name, id);
@@ -387,7 +389,8 @@ struct af_instance *af_instance_spawn(struct af_module *mod, int id, char *err, 
     }
     struct envv env = {0};
     build_env(inst, &env);
-    char *argv[] = {"sh", "-c", app->entrypoint, NULL};
+    /* The module's entrypoint: app.yaml's, or the binary it built. */
+    char *argv[] = {"sh", "-c", mod->entrypoint, NULL};
     pid_t parent = getpid();
     gettimeofday(&inst->spawned, NULL);
     pid_t pid = fork();
@@ -515,6 +518,8 @@ void af_instances_reap(void)
                 break;
         }
         if (!l) {
+            if (af_build_reaped(pid, status))
+                continue;
             if (pid == af_watchdog_pid())
                 af_warn("The watchdog process exited; instances may outlive appfront");
             continue;

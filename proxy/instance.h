@@ -39,6 +39,9 @@ struct af_instance {
     pid_t pid;
     enum af_instance_state state;
     bool ever_ready; /* counted by the module as ready, not starting */
+    int gen;         /* the module generation it was spawned into */
+    bool retired;    /* a newer generation exists (module.h) */
+    bool draining;   /* retired and the new generation serves: no new requests */
     int refs; /* the module's list + exchanges + upstream connections */
 
     char *sock_path; /* Unix socket the instance serves on, or NULL */

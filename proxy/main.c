@@ -7,8 +7,10 @@
  *   3. the front-end listeners (their ports are known before anything
  *      starts, so the API server can report the app's hostname);
  *   4. the API server's two threads, and its startup line;
- *   5. the module and its instances, the direct port, the admin server;
- *   6. the main event loop until SIGINT, SIGTERM or GET /quit.
+ *   5. the module and its instances (or the build before them, which runs
+ *      in the background), the direct port, the admin server;
+ *   6. the file watcher (--automatic_restart), once the lines are out;
+ *   7. the main event loop until SIGINT, SIGTERM or GET /quit.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -232,7 +234,10 @@ int main(int argc, char **argv)
     if (!admin)
         fatal("%s", err);
     af_log_raw("Starting admin server at: http://%s:%d", cfg.admin_host, af_admin_port(admin));
-
+    /* After the startup lines: harnesses wait for them, and walking a big
+     * app tree takes a while. */
+    if (srv.module)
+        af_module_watch(srv.module);
 
     event_base_dispatch(srv.base);
 

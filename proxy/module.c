@@ -9,23 +9,38 @@
  *   basic:     like automatic, from 1, up to max_instances.
  * A crash delays the next spawn (100 ms, doubling to 5 s); an instance that
  * served for a while resets the delay.
+ *
+ * The developer loop (docs/devloop.md): the watcher reports changed files;
+ * app.yaml is re-read, the app rebuilt when it needs a build, and a new
+ * generation of instances started. Traffic moves to it when its first
+ * instance is ready; the old instances finish what they hold and stop.
  */
 #include "proxy/module.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 
 #include "common/log.h"
 #include "common/xalloc.h"
+#include "proxy/build.h"
 #include "proxy/instance.h"
 #include "proxy/server.h"
+#include "proxy/watcher.h"
 
 #define DEFAULT_MAX_INSTANCES 20
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
+/* SIGTERM to SIGKILL for an old instance once its requests are done. */
+#define DRAIN_GRACE_MS 2000
+/* Changes reported this soon after a build ended were made during it: the
+ * watcher's window (100 ms) plus slack for a loaded machine. */
+#define BUILD_ECHO_MS 300
+/* At most this many paths changed during one build are remembered. */
+#define DURING_MAX 4096
 
 static void spawn_one(struct af_module *mod);
 
@@ -49,9 +64,13 @@ static struct af_instance *pick_routed(struct af_module *mod)
     struct af_instance *inst;
     /* The first instance with room: packing requests onto the oldest
      * instances keeps their pooled connections warm. */
+    /* Draining instances take nothing new. The ready instances that are
+     * not draining all belong to one generation: the current one once it
+     * has a ready instance, the retired one until then. */
     TAILQ_FOREACH(inst, &mod->instances, link)
     {
-        if (inst->state == AF_INST_READY && inst->active < mod->max_concurrent)
+        if (inst->state == AF_INST_READY && !inst->draining &&
+            inst->active < mod->max_concurrent)
             return inst;
     }
     return NULL;
@@ -62,7 +81,7 @@ static struct af_instance *pick_direct(struct af_module *mod)
     struct af_instance *inst, *best = NULL;
     TAILQ_FOREACH(inst, &mod->instances, link)
     {
-        if (inst->state != AF_INST_READY)
+        if (inst->state != AF_INST_READY || inst->draining)
             continue;
         if (!best || inst->active + inst->active_direct < best->active + best->active_direct)
             best = inst;
@@ -113,7 +132,8 @@ static void spawn_timer_cb(evutil_socket_t fd, short what, void *arg)
 
 static void spawn_one(struct af_module *mod)
 {
-    if (mod->stopping || mod->spawn_pending)
+    /* No entrypoint: the first build has not succeeded yet. */
+    if (mod->stopping || mod->spawn_pending || !mod->entrypoint || mod->unavailable)
         return;
     struct timeval now, wait;
     gettimeofday(&now, NULL);
@@ -163,14 +183,111 @@ static void dispatch_cb(evutil_socket_t fd, short what, void *arg)
     maybe_scale_up(mod);
 }
 
-struct af_module *af_module_new(struct af_server *srv, const struct af_app_yaml *app)
+/* Stops the draining instances that hold no request any more. Deferred
+ * from af_module_release(): stopping closes pooled connections, which the
+ * releasing exchange must not see under its feet. */
+static void drain_cb(evutil_socket_t fd, short what, void *arg)
 {
-    const struct af_config *cfg = srv->cfg;
-    struct af_module *mod = af_xcalloc(1, sizeof(*mod));
-    mod->srv = srv;
+    struct af_module *mod = arg;
+    struct af_instance *inst;
+    TAILQ_FOREACH(inst, &mod->instances, link)
+    {
+        if (inst->draining && inst->state == AF_INST_READY && inst->active == 0 &&
+            inst->active_direct == 0)
+            af_instance_stop(inst, DRAIN_GRACE_MS);
+    }
+}
+
+/* Traffic moves to the current generation: retired instances take no new
+ * request and stop once idle. */
+static void switch_over(struct af_module *mod)
+{
+    bool any = false;
+    struct af_instance *inst;
+    TAILQ_FOREACH(inst, &mod->instances, link)
+    {
+        if (inst->retired && !inst->draining) {
+            inst->draining = true;
+            any = true;
+        }
+    }
+    if (any)
+        event_active(mod->drain_ev, EV_TIMEOUT, 0);
+}
+
+void af_module_restart(struct af_module *mod)
+{
+    if (mod->stopping || mod->unavailable || !mod->entrypoint)
+        return;
+    gettimeofday(&mod->restarted, NULL);
+    mod->gen++;
+    struct af_instance *inst;
+    TAILQ_FOREACH(inst, &mod->instances, link)
+    {
+        if (inst->retired)
+            continue;
+        inst->retired = true;
+        if (inst->ever_ready)
+            mod->n_ready--;
+        else
+            mod->n_starting--;
+        mod->n_retired++;
+        /* One that is still starting runs the old code and serves nobody
+         * yet: it goes now. A ready one serves until the new one is ready. */
+        if (inst->state == AF_INST_STARTING)
+            af_instance_stop(inst, 0);
+    }
+    /* New code deserves a prompt start, whatever the old code's crashes. */
+    mod->backoff_ms = 0;
+    timerclear(&mod->next_spawn);
+    event_del(mod->spawn_timer);
+    mod->spawn_pending = false;
+    free(mod->start_failure);
+    mod->start_failure = NULL;
+    if (mod->gen > 1)
+        af_log(AF_LOG_INFO, "Module \"%s\": starting generation %d of its instances", mod->name,
+               mod->gen);
+    int n = mod->min_instances > 0 ? mod->min_instances : 1;
+    for (int i = 0; i < n; i++)
+        spawn_one(mod);
+}
+
+static bool needs_go_build(const struct af_app_yaml *app)
+{
+    return !app->entrypoint && app->runtime && strncmp(app->runtime, "go", 2) == 0;
+}
+
+/* 'path' for /bin/sh, whatever the path holds. */
+static char *sh_quote(const char *s)
+{
+    size_t n = 3;
+    for (const char *p = s; *p; p++)
+        n += *p == '\'' ? 4 : 1;
+    char *q = af_xmalloc(n), *o = q;
+    *o++ = '\'';
+    for (const char *p = s; *p; p++) {
+        if (*p == '\'') {
+            memcpy(o, "'\\''", 4);
+            o += 4;
+        } else {
+            *o++ = *p;
+        }
+    }
+    *o++ = '\'';
+    *o = '\0';
+    return q;
+}
+
+static void on_build_done(void *arg, const struct af_build_result *r);
+static void echo_cb(evutil_socket_t fd, short what, void *arg);
+static void list_clear(char ***v, size_t *n);
+
+/* Takes app's settings: limits, runtime, what to run and how to build it.
+ * At start and after app.yaml is reloaded. */
+static void configure(struct af_module *mod, const struct af_app_yaml *app)
+{
+    const struct af_config *cfg = mod->srv->cfg;
     mod->app = app;
-    mod->name = af_xstrdup(app->service ? app->service : "default");
-    mod->version = af_xstrdup(app->version ? app->version : "1");
     mod->stock_runtime = af_runtime_is_stock(app->runtime);
     bool threadsafe = app->threadsafe;
     af_config_threadsafe_override(cfg, mod->name, &threadsafe);
@@ -178,6 +295,7 @@ struct af_module *af_module_new(struct af_server *srv, const struct af_app_yaml 
                                             ? app->max_concurrent_requests
                                             : 10)
                                      : 1;
+    mod->fixed = false;
     switch (app->scaling) {
     case AF_SCALING_MANUAL:
         mod->fixed = true;
@@ -198,22 +316,63 @@ struct af_module *af_module_new(struct af_server *srv, const struct af_app_yaml 
         mod->max_instances = cfg->max_module_instances;
     if (mod->min_instances > mod->max_instances)
         mod->min_instances = mod->max_instances;
-    mod->queue_max = cfg->max_pending_requests;
+
+    free(mod->unavailable);
+    mod->unavailable = NULL;
+    af_builder_free(mod->builder);
+    mod->builder = NULL;
+    bool go = needs_go_build(app);
+    if (!app->entrypoint && !go) {
+        mod->unavailable = af_xasprintf(
+            "Module \"%s\" (runtime %s) has no entrypoint in app.yaml, and appfront builds "
+            "only Go apps (runtime go1xx) itself: add an entrypoint that starts your server.",
+            mod->name, app->runtime ? app->runtime : "?");
+        return;
+    }
+    if (cfg->build_command || go) {
+        char *prefix = go ? af_xasprintf("%s/%s-go", mod->srv->run_dir, mod->name) : NULL;
+        struct af_builder_options bo = {
+            .name = mod->name,
+            .dir = app->dir,
+            .build_command = cfg->build_command,
+            .go_out_prefix = prefix,
+            .cb = on_build_done,
+            .arg = mod,
+        };
+        mod->builder = af_builder_new(mod->srv->base, &bo);
+        free(prefix);
+        /* The entrypoint is set when the build succeeds: until then the
+         * instances that exist keep what they run. */
+    } else {
+        free(mod->entrypoint);
+        mod->entrypoint = af_xstrdup(app->entrypoint);
+    }
+}
+
+struct af_module *af_module_new(struct af_server *srv, const struct af_app_yaml *app)
+{
+    struct af_module *mod = af_xcalloc(1, sizeof(*mod));
+    mod->srv = srv;
+    mod->name = af_xstrdup(app->service ? app->service : "default");
+    mod->version = af_xstrdup(app->version ? app->version : "1");
+    mod->queue_max = srv->cfg->max_pending_requests;
     TAILQ_INIT(&mod->instances);
     TAILQ_INIT(&mod->queue);
     mod->dispatch_ev = event_new(srv->base, -1, 0, dispatch_cb, mod);
     mod->spawn_timer = evtimer_new(srv->base, spawn_timer_cb, mod);
-
-    if (!app->entrypoint) {
-        mod->unavailable = af_xasprintf(
-            "Module \"%s\" (runtime %s) has no entrypoint in app.yaml, and appfront does not "
-            "build apps yet: add an entrypoint that starts your server.",
-            mod->name, app->runtime ? app->runtime : "?");
+    mod->drain_ev = event_new(srv->base, -1, 0, drain_cb, mod);
+    mod->echo_ev = evtimer_new(srv->base, echo_cb, mod);
+    configure(mod, app);
+    if (mod->unavailable) {
         af_log(AF_LOG_WARNING, "%s", mod->unavailable);
         return mod;
     }
-    for (int i = 0; i < mod->min_instances; i++)
-        spawn_one(mod);
+    /* In the background: aetest, for one, expects the startup lines in
+     * milliseconds. Requests wait in the queue meanwhile. */
+    if (mod->builder)
+        af_builder_start(mod->builder);
+    else
+        af_module_restart(mod);
     return mod;
 }
 
@@ -229,6 +388,14 @@ struct af_instance *af_module_acquire(struct af_module *mod, struct af_waiter *w
     if (mod->stopping) {
         *status = 503;
         *why = "The server is shutting down.";
+        return NULL;
+    }
+    /* The app as it is on disk does not build: show why rather than what
+     * older code would answer. The direct port still reaches the instances
+     * that run (docs/devloop.md). */
+    if (mod->build_failure && !(w->direct && mod->n_ready > 0)) {
+        *status = 500;
+        *why = mod->build_failure;
         return NULL;
     }
     if (live_count(mod) == 0 && mod->start_failure) {
@@ -274,16 +441,29 @@ void af_module_release(struct af_module *mod, struct af_instance *inst, bool dir
         inst->active_direct--;
     else
         inst->active--;
+    if (inst->draining && inst->active == 0 && inst->active_direct == 0)
+        event_active(mod->drain_ev, EV_TIMEOUT, 0);
     if (mod->queue_len > 0)
         dispatch_soon(mod);
 }
 
 void af_module_instance_ready(struct af_module *mod, struct af_instance *inst)
 {
+    if (inst->retired)
+        return; /* cannot happen: retired starting instances are stopped */
     mod->n_starting--;
     mod->n_ready++;
     free(mod->start_failure);
     mod->start_failure = NULL;
+    if (mod->n_retired > 0) {
+        struct timeval now, d;
+        gettimeofday(&now, NULL);
+        timersub(&now, &mod->restarted, &d);
+        af_log(AF_LOG_INFO, "Module \"%s\": instance %s of the new generation is ready %ld ms "
+               "after the restart; the old instances finish their requests and stop",
+               mod->name, inst->name, (long)(d.tv_sec * 1000 + d.tv_usec / 1000));
+        switch_over(mod);
+    }
     if (mod->queue_len > 0)
         dispatch_soon(mod);
 }
@@ -302,6 +482,16 @@ static void fail_waiters(struct af_module *mod, int status, const char *why)
 
 void af_module_instance_died(struct af_module *mod, struct af_instance *inst)
 {
+    if (inst->retired) {
+        /* An old generation's instance: stopped on purpose, or it died
+         * before its turn came; either way no backoff and no respawn. */
+        mod->n_retired--;
+        TAILQ_REMOVE(&mod->instances, inst, link);
+        af_instance_unref(inst);
+        if (mod->stopping)
+            af_server_maybe_done(mod->srv);
+        return;
+    }
     bool started_ok = inst->ever_ready;
     if (started_ok)
         mod->n_ready--;
@@ -328,6 +518,9 @@ void af_module_instance_died(struct af_module *mod, struct af_instance *inst)
                                               *tail ? "\n\nLast lines of its stderr:\n" : "",
                                               tail);
             free(tail);
+            /* The new code does not start: what it says is what the
+             * developer needs to see, not the old code's answers. */
+            switch_over(mod);
             /* Nothing else can serve: tell the waiters now, with what the
              * instance said, rather than at the timeout. */
             if (live_count(mod) == 0)
@@ -345,6 +538,8 @@ void af_module_stop(struct af_module *mod, int grace_ms)
 {
     mod->stopping = true;
     event_del(mod->spawn_timer);
+    if (mod->builder)
+        af_builder_cancel(mod->builder);
     fail_waiters(mod, 503, "The server is shutting down.");
     struct af_instance *inst;
     TAILQ_FOREACH(inst, &mod->instances, link)
@@ -369,11 +564,299 @@ void af_module_free(struct af_module *mod)
         TAILQ_REMOVE(&mod->instances, inst, link);
         af_instance_unref(inst);
     }
+    af_watcher_free(mod->watcher);
+    af_builder_free(mod->builder);
     event_free(mod->dispatch_ev);
     event_free(mod->spawn_timer);
+    event_free(mod->drain_ev);
+    event_free(mod->echo_ev);
+    list_clear(&mod->outputs, &mod->n_outputs);
+    list_clear(&mod->during, &mod->n_during);
+    list_clear(&mod->prev_during, &mod->n_prev_during);
+    for (size_t i = 0; i < mod->n_own_apps; i++)
+        af_appyaml_free(mod->own_apps[i]);
+    free(mod->own_apps);
+    free(mod->entrypoint);
+    free(mod->build_failure);
+    free(mod->go_binary);
     free(mod->unavailable);
     free(mod->start_failure);
     free(mod->name);
     free(mod->version);
     free(mod);
+}
+
+/* ---- the developer loop: builds, reloads, file changes ------------------ */
+
+static bool in_list(char **v, size_t n, const char *s)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(v[i], s) == 0)
+            return true;
+    return false;
+}
+
+static void list_add(char ***v, size_t *n, const char *s)
+{
+    *v = af_xrealloc(*v, (*n + 1) * sizeof(char *));
+    (*v)[(*n)++] = af_xstrdup(s);
+}
+
+static void list_clear(char ***v, size_t *n)
+{
+    for (size_t i = 0; i < *n; i++)
+        free((*v)[i]);
+    free(*v);
+    *v = NULL;
+    *n = 0;
+}
+
+/*
+ * Judges what changed while the last build ran, once its events are in.
+ * Only --build_command can write into the app directory (go build writes
+ * into the run directory), and a build that does (make, a generator) would
+ * otherwise start the next build forever. So: changes made during a build
+ * start one more build, since they may be the developer's edits. A path that
+ * changed during that build too is the build's output: it is learnt, and
+ * ignored from then on. A build that writes nothing costs nothing extra.
+ */
+static void echo_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct af_module *mod = arg;
+    if (mod->stopping || !mod->builder || af_builder_running(mod->builder))
+        return;
+    if (mod->echo_builds > 0) {
+        /* After two such builds in a row, whatever still changes is the
+         * build's (a file name with a time in it, say). */
+        bool all = mod->echo_builds >= 2;
+        char **keep = NULL;
+        size_t n_keep = 0;
+        char learnt[512];
+        size_t off = 0;
+        learnt[0] = '\0';
+        for (size_t i = 0; i < mod->n_during; i++) {
+            const char *p = mod->during[i];
+            if (all || in_list(mod->prev_during, mod->n_prev_during, p)) {
+                list_add(&mod->outputs, &mod->n_outputs, p);
+                if (off < sizeof(learnt))
+                    off += (size_t)snprintf(learnt + off, sizeof(learnt) - off, "%s%s",
+                                            off ? ", " : "", p);
+            } else {
+                list_add(&keep, &n_keep, p);
+            }
+        }
+        if (off)
+            af_log(AF_LOG_INFO, "Module \"%s\": its build writes %s into the app directory; "
+                   "changes there no longer start a build (put them in skip_files to say so)",
+                   mod->name, learnt);
+        list_clear(&mod->during, &mod->n_during);
+        mod->during = keep;
+        mod->n_during = n_keep;
+        if (all && mod->during_more)
+            mod->during_more = false; /* cannot be learnt; give up */
+    }
+    list_clear(&mod->prev_during, &mod->n_prev_during);
+    if (mod->n_during == 0 && !mod->during_more) {
+        mod->echo_builds = 0;
+        return;
+    }
+    char list[512];
+    size_t off = 0;
+    list[0] = '\0';
+    for (size_t i = 0; i < mod->n_during && off < sizeof(list); i++)
+        off += (size_t)snprintf(list + off, sizeof(list) - off, "%s%s", i ? ", " : "",
+                                mod->during[i]);
+    af_log(AF_LOG_INFO, "Module \"%s\": %s%s changed while it was building: building again",
+           mod->name, list, mod->during_more ? " and more" : "");
+    mod->echo_builds++;
+    mod->prev_during = mod->during;
+    mod->n_prev_during = mod->n_during;
+    mod->during = NULL;
+    mod->n_during = 0;
+    mod->during_more = false;
+    af_builder_start(mod->builder);
+}
+
+static void on_build_done(void *arg, const struct af_build_result *r)
+{
+    struct af_module *mod = arg;
+    gettimeofday(&mod->build_ended, NULL);
+    if (mod->stopping)
+        return;
+    struct timeval echo = {0, BUILD_ECHO_MS * 1000};
+    evtimer_add(mod->echo_ev, &echo);
+    if (!r->ok) {
+        free(mod->build_failure);
+        mod->build_failure = af_xasprintf(
+            "The build of module \"%s\" failed: %s %s.\n\n%s\n"
+            "appfront builds again when a file of the app changes.%s\n",
+            mod->name, r->step, r->how, r->output,
+            mod->n_ready > 0 ? " Until a build succeeds, the instances already running "
+                               "stay up (reachable through the direct port) and requests "
+                               "here get this page."
+                             : "");
+        fail_waiters(mod, 500, mod->build_failure);
+        return;
+    }
+    if (mod->build_failure)
+        af_log(AF_LOG_INFO, "Module \"%s\" builds again", mod->name);
+    free(mod->build_failure);
+    mod->build_failure = NULL;
+    free(mod->entrypoint);
+    if (r->binary) {
+        /* Running instances keep their binary open: unlinking the old one
+         * only frees its name. */
+        if (mod->go_binary)
+            unlink(mod->go_binary);
+        free(mod->go_binary);
+        mod->go_binary = af_xstrdup(r->binary);
+        char *q = sh_quote(r->binary);
+        mod->entrypoint = af_xasprintf("exec %s", q);
+        free(q);
+    } else {
+        mod->entrypoint = af_xstrdup(mod->app->entrypoint);
+    }
+    af_module_restart(mod);
+}
+
+/* Re-reads app.yaml. On an error the configuration in force stays. */
+static int reload(struct af_module *mod)
+{
+    char err[1024];
+    struct af_app_yaml *app = NULL;
+    if (af_appyaml_load(mod->app->path, &app, err, sizeof(err)) < 0) {
+        af_log(AF_LOG_ERROR, "%s; keeping the previous configuration", err);
+        return -1;
+    }
+    const char *service = app->service ? app->service : "default";
+    if (strcmp(service, mod->name) != 0)
+        af_log(AF_LOG_WARNING, "%s: the service name changed from \"%s\" to \"%s\"; that takes "
+               "a restart of appfront", app->path, mod->name, service);
+    if (mod->watcher &&
+        af_watcher_set_skip_files(mod->watcher, app->skip_files, app->n_skip_files, err,
+                                  sizeof(err)) < 0)
+        af_log(AF_LOG_WARNING, "%s: skip_files: %s", app->path, err);
+    mod->own_apps = af_xrealloc(mod->own_apps, (mod->n_own_apps + 1) * sizeof(*mod->own_apps));
+    mod->own_apps[mod->n_own_apps++] = app;
+    /* Earlier configurations stay allocated until the module is freed:
+     * whoever borrowed one (the router) may still hold it. */
+    mod->srv->app = app;
+    configure(mod, app);
+    af_log(AF_LOG_INFO, "Reloaded %s", app->path);
+    if (mod->unavailable) {
+        af_log(AF_LOG_WARNING, "%s", mod->unavailable);
+        switch_over(mod);
+    }
+    return 0;
+}
+
+static long ms_between(const struct timeval *a, const struct timeval *b)
+{
+    return (b->tv_sec - a->tv_sec) * 1000L + (b->tv_usec - a->tv_usec) / 1000;
+}
+
+static void on_files_changed(void *arg, const struct af_watch_batch *b)
+{
+    struct af_module *mod = arg;
+    if (mod->stopping)
+        return;
+    const char *yaml = strrchr(mod->app->path, '/');
+    yaml = yaml ? yaml + 1 : mod->app->path;
+    /* An overflow or a long list may hide app.yaml: read it again then. */
+    bool yaml_changed = b->overflow || b->n_more > 0, others = b->overflow || b->n_more > 0;
+    char list[512];
+    size_t off = 0;
+    list[0] = '\0';
+    for (size_t i = 0; i < b->n_paths; i++) {
+        if (strcmp(b->paths[i], yaml) == 0)
+            yaml_changed = true;
+        else
+            others = true;
+        if (off < sizeof(list))
+            off += (size_t)snprintf(list + off, sizeof(list) - off, "%s%s", i ? ", " : "",
+                                    b->paths[i]);
+    }
+    if (off >= sizeof(list))
+        snprintf(list + sizeof(list) - 5, 5, "...");
+    struct timeval now;
+    gettimeofday(&now, NULL);
+    bool building = mod->builder && af_builder_running(mod->builder);
+    bool echo_window = timerisset(&mod->build_ended) &&
+                       ms_between(&mod->build_ended, &now) < BUILD_ECHO_MS;
+    /* Only --build_command may write into the app directory. */
+    if (mod->builder && mod->srv->cfg->build_command && !b->overflow) {
+        /* Learnt build outputs are not changes; what changes during a
+         * build is judged when it ends (echo_cb). */
+        size_t n_real = 0;
+        for (size_t i = 0; i < b->n_paths; i++) {
+            if (strcmp(b->paths[i], yaml) == 0 ||
+                in_list(mod->outputs, mod->n_outputs, b->paths[i]))
+                continue;
+            n_real++;
+            if ((building || echo_window) && !in_list(mod->during, mod->n_during, b->paths[i])) {
+                if (mod->n_during < DURING_MAX)
+                    list_add(&mod->during, &mod->n_during, b->paths[i]);
+                else
+                    mod->during_more = true;
+            }
+        }
+        if ((building || echo_window) && b->n_more)
+            mod->during_more = true;
+        others = n_real > 0 || b->n_more > 0;
+        if (!yaml_changed && !others)
+            return;
+        if (!yaml_changed && (building || echo_window)) {
+            af_log(AF_LOG_DEBUG, "Module \"%s\": changed during its build: %s", mod->name, list);
+            return;
+        }
+    }
+    af_log(AF_LOG_INFO, "Module \"%s\": changed: %s%s%s", mod->name, list,
+           b->n_more ? " and more" : "", b->overflow ? " (events were lost)" : "");
+    if (yaml_changed && reload(mod) < 0 && !others)
+        return;
+    if (mod->unavailable)
+        return;
+    if (mod->builder) {
+        mod->echo_builds = 0;
+        list_clear(&mod->during, &mod->n_during);
+        list_clear(&mod->prev_during, &mod->n_prev_during);
+        mod->during_more = false;
+        af_builder_start(mod->builder);
+    } else {
+        af_module_restart(mod);
+    }
+}
+
+void af_module_watch(struct af_module *mod)
+{
+    const struct af_config *cfg = mod->srv->cfg;
+    if (!cfg->automatic_restart || mod->watcher)
+        return;
+    struct af_watcher_options o = {
+        .root = mod->app->dir,
+        .skip_files = mod->app->skip_files,
+        .n_skip_files = mod->app->n_skip_files,
+        .ignore_re = cfg->watcher_ignore_re,
+        .use_mtime = cfg->use_mtime_file_watcher,
+        .cb = on_files_changed,
+        .arg = mod,
+    };
+    char err[512];
+    struct timeval t0, t1;
+    gettimeofday(&t0, NULL);
+    mod->watcher = af_watcher_new(mod->srv->base, &o, err, sizeof(err));
+    if (!mod->watcher) {
+        af_log(AF_LOG_ERROR, "Not watching module \"%s\" for changes: %s", mod->name, err);
+        return;
+    }
+    gettimeofday(&t1, NULL);
+    struct af_watcher_stats st;
+    af_watcher_stats(mod->watcher, &st);
+    if (st.inotify)
+        af_log(AF_LOG_INFO, "Watching %s for changes: %zu directories with inotify%s (%ld ms)",
+               mod->app->dir, st.watched_dirs,
+               st.polled_roots ? ", the rest polled" : "", ms_between(&t0, &t1));
+    else
+        af_log(AF_LOG_INFO, "Watching %s for changes: polling %zu entries every second (%ld ms)",
+               mod->app->dir, st.polled_files, ms_between(&t0, &t1));
 }

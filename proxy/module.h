@@ -19,6 +19,8 @@
 
 struct af_server;
 struct af_instance;
+struct af_builder;
+struct af_watcher;
 struct event;
 
 struct af_waiter {
@@ -33,7 +35,7 @@ struct af_waiter {
 
 struct af_module {
     struct af_server *srv;
-    const struct af_app_yaml *app; /* borrowed */
+    const struct af_app_yaml *app; /* main's at first; after a reload one of own_apps */
     char *name;
     char *version;
     bool stock_runtime;  /* PORT instead of a Unix socket */
@@ -59,10 +61,52 @@ struct af_module {
     char *unavailable; /* when set, every request is answered 500 with this text */
     char *start_failure; /* why the last instance failed to start; cleared when one is ready */
     bool stopping;
+
+    /*
+     * The developer loop (docs/devloop.md). A restart starts a new
+     * generation: instances of older ones are "retired". Retired instances
+     * keep serving until an instance of the new generation is ready, then
+     * they are "draining": no new requests, stopped once their last one is
+     * done. n_starting and n_ready count the current generation only.
+     */
+    int gen;                  /* the generation instances are spawned into */
+    int n_retired;            /* retired instances not yet reaped */
+    struct timeval restarted; /* when the current generation was asked for */
+    char *entrypoint;         /* what instances run; NULL: nothing to run (yet) */
+    struct af_builder *builder; /* NULL: nothing to build */
+    char *build_failure;      /* when set, routed requests get 500 with this text */
+    char *go_binary;          /* the go binary instances run; removed when replaced */
+    struct timeval build_ended; /* changes reported soon after were made during it */
+    /* Files the build itself writes into the app directory (learnt, see
+     * docs/devloop.md "Build outputs"), and what changed during the last
+     * build, judged once its events are all in. */
+    char **outputs;
+    size_t n_outputs;
+    char **during;
+    size_t n_during;
+    char **prev_during; /* what changed during the build before */
+    size_t n_prev_during;
+    bool during_more;   /* too many to list: cannot be learnt */
+    int echo_builds;    /* builds in a row run for changes made during a build */
+    struct event *echo_ev;
+    struct af_watcher *watcher; /* NULL unless --automatic_restart */
+    struct af_app_yaml **own_apps; /* configurations reloaded; freed with the module */
+    size_t n_own_apps;
+    struct event *drain_ev;   /* deferred stop of idle draining instances */
 };
 
-/* Creates the module for app and starts its initial instances. */
+/* Creates the module for app and starts its initial instances, or the build
+ * that comes before them (asynchronously: this never waits for a build). */
 struct af_module *af_module_new(struct af_server *srv, const struct af_app_yaml *app);
+
+/* Starts watching the app directory when --automatic_restart is on. Called
+ * once the startup lines are out: the first walk of a big tree takes a
+ * while. */
+void af_module_watch(struct af_module *mod);
+
+/* Starts a new generation of instances (see above), building first when the
+ * app needs a build. The watcher calls this on a change. */
+void af_module_restart(struct af_module *mod);
 
 /*
  * Takes a slot. Returns the instance when one is free now; NULL after
