@@ -110,6 +110,7 @@ static const char *reason_phrase(int status)
     case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
     case 501: return "Not Implemented";
+    case 505: return "HTTP Version Not Supported";
     case 502: return "Bad Gateway";
     case 503: return "Service Unavailable";
     case 504: return "Gateway Timeout";
@@ -199,26 +200,23 @@ static void conn_close_after_flush(struct af_conn *c)
 static void conn_send_error(struct af_conn *c, int status, const char *msg)
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
-    size_t len = strlen(msg);
+    /* The answer to HEAD has the head only (RFC 9110 §9.3.2); the parser
+     * knows the method as soon as the request line's first word is read. */
+    bool head = c->parser.method == HTTP_HEAD;
     /* The app's error_handlers page, where router.h says one applies. */
-    const char *ctype = NULL;
+    const char *ctype = "text/plain; charset=utf-8";
     struct evbuffer *page = c->lst->direct ? NULL : af_router_error_page(status, &ctype);
-    if (page) {
-        evbuffer_add_printf(out,
-                            "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                            "Connection: close\r\n\r\n",
-                            status, reason_phrase(status), ctype, evbuffer_get_length(page));
-        evbuffer_add_buffer(out, page);
-        evbuffer_free(page);
-        conn_close_after_flush(c);
-        return;
+    if (!page) {
+        page = evbuffer_new();
+        evbuffer_add_printf(page, "%s\n", msg);
     }
     evbuffer_add_printf(out,
-                        "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                        "Content-Length: %zu\r\nConnection: close\r\n\r\n",
-                        status, reason_phrase(status), len + 1);
-    evbuffer_add(out, msg, len);
-    evbuffer_add(out, "\n", 1);
+                        "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                        "Connection: close\r\n\r\n",
+                        status, reason_phrase(status), ctype, evbuffer_get_length(page));
+    if (!head)
+        evbuffer_add_buffer(out, page);
+    evbuffer_free(page);
     conn_close_after_flush(c);
 }
 
@@ -276,6 +274,9 @@ static int on_message_begin(http_parser *p)
     c->ex = ex;
     c->head_bytes = 0;
     c->n_headers = 0;
+    c->acc.len = 0;
+    c->acc.name_len = 0;
+    c->acc.in_value = false;
     if (c->timer_kind != AF_TIMER_HEAD)
         conn_arm_timer(c, AF_TIMER_HEAD);
     return 0;
@@ -297,6 +298,10 @@ static int on_url(http_parser *p, const char *at, size_t n)
 static int on_header_field(http_parser *p, const char *at, size_t n)
 {
     struct af_conn *c = conn_of(p);
+    /* Trailer fields of a chunked body: checked by the strict scanner,
+     * never forwarded, and never allowed to frame anything. */
+    if (c->state != AF_CONN_HEAD)
+        return 0;
     if (count_head(c, n))
         return -1;
     if (c->acc.in_value && ++c->n_headers > MAX_HEADERS) {
@@ -310,6 +315,8 @@ static int on_header_field(http_parser *p, const char *at, size_t n)
 static int on_header_value(http_parser *p, const char *at, size_t n)
 {
     struct af_conn *c = conn_of(p);
+    if (c->state != AF_CONN_HEAD)
+        return 0;
     if (count_head(c, n))
         return -1;
     af_head_acc_value(&c->acc, at, n);
@@ -392,8 +399,24 @@ static int conn_feed(struct af_conn *c, bool (*more)(struct af_conn *))
         struct evbuffer_iovec v;
         if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
             return 0;
-        size_t n = http_parser_execute(&c->parser, &request_settings, v.iov_base, v.iov_len);
+        size_t len = v.iov_len;
+        if (c->strict.mode != AF_STRICT_OFF) {
+            /* The parser only ever sees bytes the strict check passed. */
+            if (c->scanned < len) {
+                ssize_t r = af_strict_scan(&c->strict, (const char *)v.iov_base + c->scanned,
+                                           len - c->scanned, &c->strict_why);
+                if (r < 0) {
+                    c->head_error = 400;
+                    return -1;
+                }
+                c->scanned += (size_t)r;
+            }
+            if (c->strict.mode != AF_STRICT_OFF && len > c->scanned)
+                len = c->scanned;
+        }
+        size_t n = http_parser_execute(&c->parser, &request_settings, v.iov_base, len);
         evbuffer_drain(in, n);
+        c->scanned = c->scanned > n ? c->scanned - n : 0;
         enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
         if (e == HPE_PAUSED)
             return 0;
@@ -415,7 +438,9 @@ static void conn_parse_error(struct af_conn *c)
     enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
     int status = 400;
     char msg[256];
-    if (c->head_error == 431) {
+    if (c->head_error == 400 && c->strict_why) {
+        snprintf(msg, sizeof(msg), "Malformed request: %s.", c->strict_why);
+    } else if (c->head_error == 431) {
         status = 431;
         snprintf(msg, sizeof(msg),
                  "The request head is larger than %d bytes or has more than %d fields.",
@@ -547,6 +572,7 @@ void af_conn_accept(struct af_listener *lst, int fd, const struct sockaddr *addr
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
     c->state = AF_CONN_HEAD;
+    af_strict_head(&c->strict);
     c->timer = evtimer_new(srv->base, conn_timer_cb, c);
     LIST_INSERT_HEAD(&srv->conns, c, link);
     srv->n_conns++;
@@ -721,17 +747,31 @@ static int ex_validate(struct af_exchange *ex, char *msg, size_t len)
             return 400;
         }
     }
-    if (ex->http_major == 1 && ex->http_minor >= 1 &&
-        af_headers_count(&ex->req_headers, "Host") != 1) {
-        snprintf(msg, len, "An HTTP/1.1 request needs exactly one Host header.");
+    if (ex->http_major != 1) {
+        snprintf(msg, len, "HTTP/%u.%u is not supported; use HTTP/1.1 or HTTP/1.0.",
+                 ex->http_major, ex->http_minor);
+        return 505;
+    }
+    /* A later minor version is answered as the highest we speak (RFC 9110
+     * §2.5). */
+    if (ex->http_minor > 1)
+        ex->http_minor = 1;
+    size_t hosts = af_headers_count(&ex->req_headers, "Host");
+    if (hosts > 1 || (ex->http_minor == 1 && hosts == 0)) {
+        /* RFC 9112 §3.2: exactly one Host in HTTP/1.1, never two in any
+         * version — two hosts are two different routing answers. */
+        snprintf(msg, len, "A request needs exactly one Host header (HTTP/1.0: at most one).");
         return 400;
     }
     if (ex->method == HTTP_CONNECT) {
         snprintf(msg, len, "CONNECT is not supported.");
         return 501;
     }
-    if (!ex->url || (ex->url[0] != '/' && strcmp(ex->url, "*") != 0)) {
-        snprintf(msg, len, "The request target must be a path starting with '/'.");
+    /* origin-form, or asterisk-form for OPTIONS only (RFC 9112 §3.2). */
+    bool asterisk = ex->url && strcmp(ex->url, "*") == 0;
+    if (!ex->url || (ex->url[0] != '/' && !asterisk) || (asterisk && ex->method != HTTP_OPTIONS)) {
+        snprintf(msg, len, "The request target must be a path starting with '/' (or * for "
+                           "OPTIONS).");
         return 400;
     }
     if (cfg->max_body_bytes > 0 && ex->content_length > cfg->max_body_bytes) {
@@ -891,6 +931,12 @@ void af_ex_upstream_ready(struct af_exchange *ex)
      * §10.1.1); the instance never sees Expect. */
     if (ex->expect_continue && request_has_body(ex))
         evbuffer_add_printf(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n");
+    if (ex->chunked_in && !ex->body_started) {
+        /* The scanner stopped at the end of the head; the body's framing is
+         * checked from here. */
+        af_strict_chunked(&c->strict);
+        ex->body_started = true;
+    }
     ex->body_flowing = true;
     http_parser_pause(&c->parser, 0);
     conn_drive(c);
@@ -914,6 +960,7 @@ static void ex_finish(struct af_exchange *ex, bool upstream_reusable)
         return;
     }
     c->state = AF_CONN_HEAD;
+    af_strict_head(&c->strict);
     http_parser_pause(&c->parser, 0);
     conn_arm_timer(c, AF_TIMER_IDLE);
     conn_drive(c); /* a pipelined request may be waiting */

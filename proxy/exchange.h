@@ -23,6 +23,7 @@
 
 #include "proxy/headers.h"
 #include "proxy/module.h"
+#include "proxy/strict.h"
 
 struct af_server;
 struct af_listener;
@@ -66,6 +67,9 @@ struct af_conn {
     size_t head_bytes;
     unsigned n_headers;
     int head_error; /* status to answer when the parser stopped on a limit */
+    struct af_strict strict; /* RFC 9112 framing, checked before the parser */
+    size_t scanned;          /* input bytes (from the front) already checked */
+    const char *strict_why;  /* what the strict check refused */
     unsigned requests;
     int busy;  /* callbacks in progress; see af_conn_enter() */
     bool dead; /* closed: free when busy drops to 0 */
@@ -103,6 +107,7 @@ struct af_exchange {
     bool expect_continue;
     bool keepalive;
     bool body_flowing;  /* the client parser is unpaused, body goes upstream */
+    bool body_started;  /* the strict check moved on to the chunked body */
     bool req_body_done; /* the whole request was read */
     uint64_t req_body_bytes;
     bool upstream_reused;
@@ -113,6 +118,10 @@ struct af_exchange {
     struct af_head_acc racc;
     struct af_headers resp_headers;
     size_t resp_head_bytes;
+    struct af_strict rstrict; /* the response's framing, checked before its parser */
+    size_t rscanned;
+    const char *rstrict_why;
+    bool rchunked_pause; /* the parser paused after a chunked head: scanner switches */
     int status;
     bool resp_head_sent;
     bool chunked_out;

@@ -174,7 +174,8 @@ static int on_r_headers_complete(http_parser *p)
             return -1; /* protocol switch was never offered: garbage */
         af_headers_clear(&ex->resp_headers);
         ex->resp_head_bytes = 0;
-        return 0;
+        af_strict_head(&ex->rstrict); /* the final response's head follows */
+        return 1; /* an interim response ends with its head (RFC 9112 §6.3) */
     }
     ex->status = status;
     struct af_headers *h = &ex->resp_headers;
@@ -206,8 +207,18 @@ static int on_r_headers_complete(http_parser *p)
         evbuffer_add_printf(out, "Connection: keep-alive\r\n");
     evbuffer_add(out, "\r\n", 2);
     ex->resp_head_sent = true;
-    /* For HEAD, tell the parser no body follows whatever the headers say. */
-    return head ? 1 : 0;
+    /* 204 and 304 end with their head whatever their fields say (RFC 9112
+     * §6.3); bytes an instance sends after one are never relayed, and the
+     * connection, no longer in step, is not reused. */
+    if (head || status_has_no_body(status))
+        return 1;
+    if (p->flags & F_CHUNKED) {
+        /* Stop so the strict scanner can switch to the chunked body before
+         * the parser reads any of it. */
+        ex->rchunked_pause = true;
+        http_parser_pause(p, 1);
+    }
+    return 0;
 }
 
 static int on_r_body(http_parser *p, const char *at, size_t n)
@@ -251,6 +262,8 @@ void af_upstream_start_reading(struct af_upstream *up)
     if (ex && !ex->rparser.data) {
         http_parser_init(&ex->rparser, HTTP_RESPONSE);
         ex->rparser.data = ex;
+        af_strict_head(&ex->rstrict);
+        ex->rscanned = 0;
     }
     up->reading_paused = false;
     bufferevent_enable(up->bev, EV_READ);
@@ -284,9 +297,30 @@ static int up_feed(struct af_upstream *up)
         struct evbuffer_iovec v;
         if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
             break;
-        size_t n = http_parser_execute(&ex->rparser, &response_settings, v.iov_base, v.iov_len);
+        size_t len = v.iov_len;
+        if (ex->rstrict.mode != AF_STRICT_OFF) {
+            /* The same framing rules as for requests: an app whose response
+             * a client would read differently is answered 502. */
+            if (ex->rscanned < len) {
+                ssize_t r = af_strict_scan(&ex->rstrict, (const char *)v.iov_base + ex->rscanned,
+                                           len - ex->rscanned, &ex->rstrict_why);
+                if (r < 0)
+                    return -1;
+                ex->rscanned += (size_t)r;
+            }
+            if (ex->rstrict.mode != AF_STRICT_OFF && len > ex->rscanned)
+                len = ex->rscanned;
+        }
+        size_t n = http_parser_execute(&ex->rparser, &response_settings, v.iov_base, len);
         evbuffer_drain(in, n);
+        ex->rscanned = ex->rscanned > n ? ex->rscanned - n : 0;
         enum http_errno e = HTTP_PARSER_ERRNO(&ex->rparser);
+        if (e == HPE_PAUSED && ex->rchunked_pause) {
+            ex->rchunked_pause = false;
+            af_strict_chunked(&ex->rstrict);
+            http_parser_pause(&ex->rparser, 0);
+            continue;
+        }
         if (e == HPE_PAUSED)
             break;
         if (e != HPE_OK)
@@ -311,9 +345,10 @@ static void up_read_cb(struct bufferevent *bev, void *arg)
     af_conn_enter(c);
     if (up_feed(up) < 0) {
         enum http_errno e = HTTP_PARSER_ERRNO(&ex->rparser);
-        af_ex_fail(ex, 502, "Instance %s sent a malformed response: %s.", up->inst->name,
-                   ex->resp_head_bytes > MAX_RESPONSE_HEAD ? "response head too large"
-                                                           : http_errno_description(e));
+        const char *why = ex->rstrict_why ? ex->rstrict_why
+                          : ex->resp_head_bytes > MAX_RESPONSE_HEAD ? "response head too large"
+                                                                    : http_errno_description(e);
+        af_ex_fail(ex, 502, "Instance %s sent a malformed response: %s.", up->inst->name, why);
     } else if (ex->resp_done) {
         af_ex_response_done(ex);
     }

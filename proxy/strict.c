@@ -1,0 +1,245 @@
+#include "proxy/strict.h"
+
+#include <stdbool.h>
+
+enum {
+    /* head */
+    H_START,      /* before the request line; empty lines allowed */
+    H_START_LF,
+    H_RLINE,      /* the request line */
+    H_RLINE_LF,
+    H_LINE_START, /* a field line, or the empty line that ends the head */
+    H_NAME,
+    H_VALUE,
+    H_VALUE_LF,
+    H_END_LF,
+    /* chunked body (RFC 9112 §7.1) */
+    C_SIZE_FIRST,
+    C_SIZE,
+    C_SIZE_WS,
+    C_EXT,
+    C_SIZE_LF,
+    C_DATA,
+    C_DATA_CR,
+    C_DATA_LF,
+    C_TRAILER_START,
+    C_TNAME,
+    C_TVALUE,
+    C_TVALUE_LF,
+    C_END_LF,
+};
+
+/* The largest chunk size accepted: 2^60, far beyond any body limit, and
+ * small enough that the arithmetic can never overflow. */
+#define MAX_CHUNK_DIGITS 15
+
+/* tchar of RFC 9110 §5.6.2: the characters of a field name. */
+static bool is_tchar(unsigned char c)
+{
+    static const char extra[] = "!#$%&'*+-.^_`|~";
+    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
+        return true;
+    for (const char *e = extra; *e; e++)
+        if (c == (unsigned char)*e)
+            return true;
+    return false;
+}
+
+/* A field value may hold VCHAR, obs-text, SP and HTAB (RFC 9110 §5.5). */
+static bool is_value_char(unsigned char c)
+{
+    return c == '\t' || (c >= 0x20 && c != 0x7f);
+}
+
+static int hex_value(unsigned char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+void af_strict_head(struct af_strict *s)
+{
+    s->mode = AF_STRICT_HEAD;
+    s->st = H_START;
+    s->size = 0;
+    s->digits = 0;
+}
+
+void af_strict_chunked(struct af_strict *s)
+{
+    s->mode = AF_STRICT_CHUNKED;
+    s->st = C_SIZE_FIRST;
+    s->size = 0;
+    s->digits = 0;
+}
+
+#define FAIL(msg)                                                                                  \
+    do {                                                                                           \
+        *why = (msg);                                                                              \
+        return -1;                                                                                 \
+    } while (0)
+
+ssize_t af_strict_scan(struct af_strict *s, const char *p, size_t n, const char **why)
+{
+    size_t i = 0;
+    while (i < n && s->mode != AF_STRICT_OFF) {
+        unsigned char c = (unsigned char)p[i];
+        switch (s->st) {
+        case H_START:
+            if (c == '\n')
+                FAIL("a line ends in a bare LF");
+            if (c == '\r') {
+                s->st = H_START_LF;
+                break;
+            }
+            s->st = H_RLINE;
+            continue; /* the request line's first byte: look at it again */
+        case H_RLINE:
+            if (c == '\r')
+                s->st = H_RLINE_LF;
+            else if (c == '\n')
+                FAIL("the request line ends in a bare LF");
+            else if (c < 0x20 || c == 0x7f)
+                FAIL("a control character in the request line");
+            break;
+        case H_START_LF:
+            if (c != '\n')
+                FAIL("a bare CR before the request line");
+            s->st = H_START;
+            break;
+        case H_RLINE_LF:
+            if (c != '\n')
+                FAIL("a bare CR in the request line");
+            s->st = H_LINE_START;
+            break;
+        case H_LINE_START:
+            if (c == '\r')
+                s->st = H_END_LF;
+            else if (c == ' ' || c == '\t')
+                FAIL("a field line starts with whitespace (obsolete line folding)");
+            else if (is_tchar(c))
+                s->st = H_NAME;
+            else
+                FAIL("an invalid character starts a field name");
+            break;
+        case H_NAME:
+            if (c == ':')
+                s->st = H_VALUE;
+            else if (!is_tchar(c))
+                FAIL("whitespace or an invalid character in a field name");
+            break;
+        case H_VALUE:
+        case C_TVALUE:
+            if (c == '\r')
+                s->st = s->st == H_VALUE ? H_VALUE_LF : C_TVALUE_LF;
+            else if (!is_value_char(c))
+                FAIL(c == '\n' ? "a field line ends in a bare LF"
+                               : "a control character (NUL, CR...) in a field value");
+            break;
+        case H_VALUE_LF:
+            if (c != '\n')
+                FAIL("a bare CR in a field value");
+            s->st = H_LINE_START;
+            break;
+        case H_END_LF:
+            if (c != '\n')
+                FAIL("the head ends in a bare CR");
+            s->mode = AF_STRICT_OFF;
+            break;
+
+        case C_SIZE_FIRST:
+        case C_SIZE: {
+            int h = hex_value(c);
+            if (h >= 0) {
+                if (++s->digits > MAX_CHUNK_DIGITS)
+                    FAIL("a chunk size is too large");
+                s->size = s->size * 16 + (uint64_t)h;
+                s->st = C_SIZE;
+            } else if (s->st == C_SIZE_FIRST) {
+                FAIL("a chunk size is not a hexadecimal number");
+            } else if (c == ';') {
+                s->st = C_EXT;
+            } else if (c == ' ' || c == '\t') {
+                s->st = C_SIZE_WS;
+            } else if (c == '\r') {
+                s->st = C_SIZE_LF;
+            } else {
+                FAIL("an invalid character after a chunk size");
+            }
+            break;
+        }
+        case C_SIZE_WS:
+            if (c == ';')
+                s->st = C_EXT;
+            else if (c == '\r')
+                s->st = C_SIZE_LF;
+            else if (c != ' ' && c != '\t')
+                FAIL("an invalid character after a chunk size");
+            break;
+        case C_EXT:
+            if (c == '\r')
+                s->st = C_SIZE_LF;
+            else if (!is_value_char(c))
+                FAIL(c == '\n' ? "a chunk-size line ends in a bare LF"
+                               : "a control character in a chunk extension");
+            break;
+        case C_SIZE_LF:
+            if (c != '\n')
+                FAIL("a bare CR in a chunk-size line");
+            s->st = s->size == 0 ? C_TRAILER_START : C_DATA;
+            s->digits = 0;
+            break;
+        case C_DATA: {
+            size_t take = n - i;
+            if (take > s->size)
+                take = (size_t)s->size;
+            s->size -= take;
+            i += take;
+            if (s->size == 0)
+                s->st = C_DATA_CR;
+            continue; /* i already advanced */
+        }
+        case C_DATA_CR:
+            if (c != '\r')
+                FAIL("chunk data is not followed by CRLF");
+            s->st = C_DATA_LF;
+            break;
+        case C_DATA_LF:
+            if (c != '\n')
+                FAIL("chunk data is not followed by CRLF");
+            s->st = C_SIZE_FIRST;
+            break;
+        case C_TRAILER_START:
+            if (c == '\r')
+                s->st = C_END_LF;
+            else if (is_tchar(c))
+                s->st = C_TNAME;
+            else
+                FAIL("an invalid trailer field line");
+            break;
+        case C_TNAME:
+            if (c == ':')
+                s->st = C_TVALUE;
+            else if (!is_tchar(c))
+                FAIL("whitespace or an invalid character in a trailer field name");
+            break;
+        case C_TVALUE_LF:
+            if (c != '\n')
+                FAIL("a bare CR in a trailer field");
+            s->st = C_TRAILER_START;
+            break;
+        case C_END_LF:
+            if (c != '\n')
+                FAIL("the chunked body ends in a bare CR");
+            s->mode = AF_STRICT_OFF;
+            break;
+        }
+        i++;
+    }
+    return (ssize_t)i;
+}

@@ -1,0 +1,47 @@
+/*
+ * strict — the framing grammar of RFC 9112, checked byte by byte before
+ * http-parser sees the bytes.
+ *
+ * Debian's http-parser is built lenient: it accepts whitespace between a
+ * field name and its colon, bare CR or LF as line ends, chunk data not
+ * followed by CRLF, and a few more shapes that other HTTP implementations
+ * read differently. Each is a request-smuggling vector in front of an app
+ * whose own parser disagrees, so the front end refuses them (400) here.
+ *
+ * The scanner knows where a head (or a chunked body) ends and stops there
+ * (mode AF_STRICT_OFF); the caller restarts it for the next message.
+ */
+#ifndef AF_STRICT_H
+#define AF_STRICT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+enum af_strict_mode {
+    AF_STRICT_OFF,     /* nothing to check: bytes pass */
+    AF_STRICT_HEAD,    /* request line and header fields, up to the empty line */
+    AF_STRICT_CHUNKED, /* chunk sizes, extensions, data CRLFs, trailers */
+};
+
+struct af_strict {
+    enum af_strict_mode mode;
+    int st;           /* state within the mode */
+    uint64_t size;    /* the chunk size being read, then the data left */
+    unsigned digits;  /* hex digits of the chunk size */
+};
+
+/* Starts checking a request head (leading empty lines are allowed, RFC 9112
+ * §2.2). */
+void af_strict_head(struct af_strict *s);
+/* Starts checking a chunked body, from its first chunk-size line. */
+void af_strict_chunked(struct af_strict *s);
+
+/*
+ * Checks up to n bytes. Returns how many were checked (fewer than n only
+ * when the head or body ended: the mode is then AF_STRICT_OFF), or -1 when
+ * the bytes break the grammar, with *why set to a static sentence.
+ */
+ssize_t af_strict_scan(struct af_strict *s, const char *p, size_t n, const char **why);
+
+#endif
