@@ -2,6 +2,7 @@
  * build — see build.h.
  */
 #include "proxy/build.h"
+#include "proxy/spawn.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -9,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/queue.h>
 #include <sys/time.h>
 #include <sys/wait.h>
@@ -23,7 +23,6 @@
 #include "common/xalloc.h"
 #include "proxy/watchdog.h"
 
-extern char **environ;
 
 /* The 500 page shows this much of a step's output: compilers put the first
  * error first, and a page of 64 KiB is already more than anyone reads. */
@@ -139,39 +138,6 @@ static long ms_since(const struct timeval *t)
     return (now.tv_sec - t->tv_sec) * 1000L + (now.tv_usec - t->tv_usec) / 1000;
 }
 
-/* In the child, between fork and exec: only async-signal-safe calls. */
-static void child_exec(pid_t parent, int out_fd, const char *dir, char *const argv[])
-    __attribute__((noreturn));
-static void child_exec(pid_t parent, int out_fd, const char *dir, char *const argv[])
-{
-    setpgid(0, 0);
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent)
-        _exit(1);
-    int devnull = open("/dev/null", O_RDONLY);
-    if (devnull >= 0)
-        dup2(devnull, 0);
-    dup2(out_fd, 1);
-    dup2(out_fd, 2);
-    /* appfront ignores SIGPIPE and blocks nothing, but a build tool should
-     * start from the defaults, as a shell would give it. */
-    struct sigaction sa = {.sa_handler = SIG_DFL};
-    for (int s = 1; s < NSIG; s++)
-        sigaction(s, &sa, NULL);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
-    if (chdir(dir) < 0) {
-        static const char m[] = "appfront: cannot enter the app directory\n";
-        (void)!write(2, m, sizeof(m) - 1);
-        _exit(126);
-    }
-    execve("/bin/sh", argv, environ);
-    static const char m[] = "appfront: cannot run /bin/sh\n";
-    (void)!write(2, m, sizeof(m) - 1);
-    _exit(127);
-}
-
 /* Ends the build from the event loop, never inside the caller's call: the
  * callback may start another build or spawn instances. */
 static void end_soon(struct af_builder *b, bool ok, const char *how)
@@ -194,17 +160,17 @@ static void run_step(struct af_builder *b)
         return;
     }
     free(b->step_desc);
-    char *argv[5] = {"sh", "-c", NULL, NULL, NULL};
+    const char *command, *arg0 = NULL;
     if (b->step == STEP_COMMAND) {
         b->step_desc = af_xasprintf("--build_command '%s'", b->build_command);
-        argv[2] = b->build_command;
+        command = b->build_command;
     } else {
         free(b->binary);
         b->binary = af_xasprintf("%s-%u", b->go_out_prefix, ++b->seq);
         b->step_desc = af_xstrdup("go build");
         /* The binary's path is the shell's $0, so it needs no quoting. */
-        argv[2] = "exec go build -o \"$0\" .";
-        argv[3] = b->binary;
+        command = "exec go build -o \"$0\" .";
+        arg0 = b->binary;
     }
     free(b->out);
     b->out = af_xstrdup("");
@@ -218,21 +184,15 @@ static void run_step(struct af_builder *b)
         end_soon(b, false, "could not start (pipe)");
         return;
     }
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    if (pid == 0)
-        child_exec(parent, p[1], b->dir, argv);
-    int fork_errno = errno;
+    pid_t pid = af_spawn_shell(b->dir, command, arg0, NULL, p[1], p[1]);
     close(p[1]);
     if (pid < 0) {
         close(p[0]);
-        const char *m = strerror(fork_errno);
+        const char *m = strerror((int)-pid);
         keep_line(b, m, strlen(m));
         end_soon(b, false, "could not start (fork)");
         return;
     }
-    setpgid(pid, pid);
-    af_watchdog_add(pid);
     struct bproc *bp = af_xcalloc(1, sizeof(*bp));
     bp->pid = pid;
     bp->b = b;

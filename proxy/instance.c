@@ -16,7 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -32,6 +31,7 @@
 #include "proxy/exchange.h"
 #include "proxy/module.h"
 #include "proxy/server.h"
+#include "proxy/spawn.h"
 #include "proxy/upstream.h"
 #include "proxy/watchdog.h"
 
@@ -306,40 +306,6 @@ static int pick_port(void)
     return port;
 }
 
-/* In the child, between fork and exec: only async-signal-safe calls. */
-static void child_exec(pid_t parent, int out_fd, int err_fd, const char *dir, char *const argv[],
-                       char *const envp[]) __attribute__((noreturn));
-static void child_exec(pid_t parent, int out_fd, int err_fd, const char *dir, char *const argv[],
-                       char *const envp[])
-{
-    setpgid(0, 0);
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent)
-        _exit(1); /* appfront died before the line above */
-    int devnull = open("/dev/null", O_RDONLY);
-    if (devnull >= 0)
-        dup2(devnull, 0);
-    dup2(out_fd, 1);
-    dup2(err_fd, 2);
-    /* Ignored signals (appfront ignores SIGPIPE) would stay ignored across
-     * exec, and the mask is inherited: give the app a clean slate. */
-    struct sigaction sa = {.sa_handler = SIG_DFL};
-    for (int s = 1; s < NSIG; s++)
-        sigaction(s, &sa, NULL);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
-    if (chdir(dir) < 0) {
-        static const char m[] = "appfront: cannot enter the app directory\n";
-        (void)!write(2, m, sizeof(m) - 1);
-        _exit(126);
-    }
-    execve("/bin/sh", argv, envp);
-    static const char m[] = "appfront: cannot run /bin/sh\n";
-    (void)!write(2, m, sizeof(m) - 1);
-    _exit(127);
-}
-
 struct af_instance *af_instance_spawn(struct af_module *mod, int id, char *err, size_t errlen)
 {
     struct af_server *srv = mod->srv;
@@ -390,27 +356,20 @@ struct af_instance *af_instance_spawn(struct af_module *mod, int id, char *err, 
     struct envv env = {0};
     build_env(inst, &env);
     /* The module's entrypoint: app.yaml's, or the binary it built. */
-    char *argv[] = {"sh", "-c", mod->entrypoint, NULL};
-    pid_t parent = getpid();
     gettimeofday(&inst->spawned, NULL);
-    pid_t pid = fork();
-    if (pid == 0)
-        child_exec(parent, outp[1], errp[1], app->dir, argv, env.v);
-    int fork_errno = errno;
+    pid_t pid = af_spawn_shell(app->dir, mod->entrypoint, NULL, env.v, outp[1], errp[1]);
     env_free(&env);
     close(outp[1]);
     close(errp[1]);
     if (pid < 0) {
         close(outp[0]);
         close(errp[0]);
-        snprintf(err, errlen, "fork: %s", strerror(fork_errno));
+        snprintf(err, errlen, "fork: %s", strerror((int)-pid));
         free(inst->sock_path);
         free(inst);
         return NULL;
     }
-    setpgid(pid, pid); /* also here, so the group exists before any kill */
     inst->pid = pid;
-    af_watchdog_add(pid);
 
     evutil_make_socket_nonblocking(outp[0]);
     evutil_make_socket_nonblocking(errp[0]);

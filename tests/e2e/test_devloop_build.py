@@ -18,12 +18,13 @@ from conftest import REPO
 BUILD = ["--build_command=sh build.sh"]
 
 
-def wait_status(af, want, bound, path="/pid"):
-    """Polls PATH until it answers WANT; returns (status, body)."""
+def wait_status(af, want, bound, path="/pid", not_body=None):
+    """Polls PATH until it answers WANT (with a body other than NOT_BODY);
+    returns (status, body)."""
     deadline = time.monotonic() + bound
     while True:
         status, _, body = af.get(path, timeout=10)
-        if status == want:
+        if status == want and (not_body is None or body != not_body):
             return status, body
         if time.monotonic() > deadline:
             pytest.fail(f"{path} did not answer {want} within {bound} s (last {status} "
@@ -69,7 +70,9 @@ def test_build_failure_page_then_recovery(appfront):
     assert status == 200 and int(body) == old, (status, body)
 
     (app / "src.txt").write_text("fixed\n")
-    status, body = wait_status(af, 200, 2.0)
+    # Until the new instance is ready the old one may answer again: wait for
+    # the switch, which must come within the bound.
+    status, body = wait_status(af, 200, 2.0, not_body=b"%d\n" % old)
     assert int(body) != old
     assert af.wait_for_stderr(r"builds again", 1)
 
