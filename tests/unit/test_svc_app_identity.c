@@ -13,38 +13,18 @@
 #include <cmocka.h>
 
 #include "apiserver/services/app_identity.c"
+#include "tests/unit/svc_call.h"
 
 static struct af_result call_raw(void *state, const char *method, const uint8_t *req, size_t len)
 {
-    struct af_result res = {.kind = -1};
-    struct af_call c = {.service = "app_identity_service",
-                        .method = method,
-                        .request = req,
-                        .request_len = len,
-                        .request_id = ""};
-    const struct af_method *m = af_service_app_identity.methods;
-    while (m->name && strcmp(m->name, method) != 0)
-        m++;
-    assert_non_null(m->name);
-    m->fn(state, &c, &res);
-    return res;
+    return svc_call_raw(&af_service_app_identity, state, method, "req-1", req, len);
 }
 
 static struct af_result call(void *state, const char *method, const ProtobufCMessage *msg)
 {
-    size_t len = protobuf_c_message_get_packed_size(msg);
-    uint8_t *buf = malloc(len ? len : 1);
-    protobuf_c_message_pack(msg, buf);
-    struct af_result res = call_raw(state, method, buf, len);
-    free(buf);
-    return res;
+    return svc_call(&af_service_app_identity, state, method, msg);
 }
 
-static void result_free(struct af_result *res)
-{
-    free(res->detail);
-    free(res->response);
-}
 
 static int setup(void **state)
 {
@@ -72,7 +52,7 @@ static void test_service_account_and_host(void **state)
     assert_non_null(out);
     assert_string_equal(out->service_account_name, "testapp@appspot.gserviceaccount.com");
     af__app_identity__get_service_account_name_response__free_unpacked(out, NULL);
-    result_free(&res);
+    svc_result_free(&res);
 
     Af__AppIdentity__GetDefaultVersionHostnameRequest hreq =
         AF__APP_IDENTITY__GET_DEFAULT_VERSION_HOSTNAME_REQUEST__INIT;
@@ -84,7 +64,7 @@ static void test_service_account_and_host(void **state)
     assert_non_null(hout);
     assert_string_equal(hout->hostname, "localhost:8080");
     af__app_identity__get_default_version_hostname_response__free_unpacked(hout, NULL);
-    result_free(&res);
+    svc_result_free(&res);
 
     Af__AppIdentity__GetDefaultGcsBucketNameRequest breq =
         AF__APP_IDENTITY__GET_DEFAULT_GCS_BUCKET_NAME_REQUEST__INIT;
@@ -96,7 +76,7 @@ static void test_service_account_and_host(void **state)
     assert_non_null(bout);
     assert_string_equal(bout->default_gcs_bucket_name, "testapp.appspot.com");
     af__app_identity__get_default_gcs_bucket_name_response__free_unpacked(bout, NULL);
-    result_free(&res);
+    svc_result_free(&res);
 }
 
 static void test_domain_scoped_app(void **state)
@@ -135,14 +115,14 @@ static void test_access_token(void **state)
     assert_in_range(out->expiration_time, before + 3600, time(NULL) + 3600);
     char *first = strdup(out->access_token);
     af__app_identity__get_access_token_response__free_unpacked(out, NULL);
-    result_free(&res);
+    svc_result_free(&res);
 
     /* A second token differs: the counter is part of it. */
     out = token(*state, scopes, 1, &res);
     assert_non_null(out);
     assert_string_not_equal(out->access_token, first);
     af__app_identity__get_access_token_response__free_unpacked(out, NULL);
-    result_free(&res);
+    svc_result_free(&res);
     free(first);
 }
 
@@ -152,19 +132,19 @@ static void test_access_token_bad_scopes(void **state)
     assert_null(token(*state, NULL, 0, &res));
     assert_int_equal(res.kind, AF_RESULT_APP_ERROR);
     assert_int_equal(res.code, AID(UNKNOWN_SCOPE));
-    result_free(&res);
+    svc_result_free(&res);
 
     char *empty[] = {""};
     assert_null(token(*state, empty, 1, &res));
     assert_int_equal(res.code, AID(UNKNOWN_SCOPE));
-    result_free(&res);
+    svc_result_free(&res);
 
     char *many[MAX_SCOPES + 1];
     for (size_t i = 0; i < MAX_SCOPES + 1; i++)
         many[i] = "s";
     assert_null(token(*state, many, MAX_SCOPES + 1, &res));
     assert_int_equal(res.code, AID(UNKNOWN_SCOPE));
-    result_free(&res);
+    svc_result_free(&res);
 }
 
 static void test_signing_not_implemented(void **state)
@@ -177,14 +157,14 @@ static void test_signing_not_implemented(void **state)
     assert_int_equal(res.kind, AF_RESULT_APP_ERROR);
     assert_int_equal(res.code, AID(NOT_IMPLEMENTED));
     assert_non_null(strstr(res.detail, "SignForApp"));
-    result_free(&res);
+    svc_result_free(&res);
 
     Af__AppIdentity__GetPublicCertificateForAppRequest creq =
         AF__APP_IDENTITY__GET_PUBLIC_CERTIFICATE_FOR_APP_REQUEST__INIT;
     res = call(*state, "GetPublicCertificatesForApp", &creq.base);
     assert_int_equal(res.kind, AF_RESULT_APP_ERROR);
     assert_int_equal(res.code, AID(NOT_IMPLEMENTED));
-    result_free(&res);
+    svc_result_free(&res);
 }
 
 static void test_undecodable(void **state)
@@ -194,7 +174,7 @@ static void test_undecodable(void **state)
         struct af_result res = call_raw(*state, m->name, garbage, sizeof(garbage));
         assert_int_equal(res.kind, AF_RESULT_RPC_ERROR);
         assert_int_equal(res.code, AF_RPC_BAD_REQUEST);
-        result_free(&res);
+        svc_result_free(&res);
     }
 }
 

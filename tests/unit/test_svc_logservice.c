@@ -14,22 +14,12 @@
 #include <cmocka.h>
 
 #include "apiserver/services/logservice.c"
+#include "tests/unit/svc_call.h"
 
 static struct af_result call_raw(void *state, const char *method, const char *request_id,
                                  const uint8_t *req, size_t len)
 {
-    struct af_result res = {.kind = -1};
-    struct af_call c = {.service = "logservice",
-                        .method = method,
-                        .request = req,
-                        .request_len = len,
-                        .request_id = request_id};
-    const struct af_method *m = af_service_logservice.methods;
-    while (m->name && strcmp(m->name, method) != 0)
-        m++;
-    assert_non_null(m->name);
-    m->fn(state, &c, &res);
-    return res;
+    return svc_call_raw(&af_service_logservice, state, method, request_id, req, len);
 }
 
 static uint8_t *pack(const ProtobufCMessage *msg, size_t *len)
@@ -40,11 +30,6 @@ static uint8_t *pack(const ProtobufCMessage *msg, size_t *len)
     return buf;
 }
 
-static void result_free(struct af_result *res)
-{
-    free(res->detail);
-    free(res->response);
-}
 
 struct line_spec {
     int64_t usec;
@@ -90,7 +75,7 @@ static void flush_ok(void *st, const char *request_id, const struct line_spec *s
     struct af_result res = flush_lines(st, request_id, specs, n);
     assert_int_equal(res.kind, AF_RESULT_OK);
     assert_int_equal(res.response_len, 0);
-    result_free(&res);
+    svc_result_free(&res);
 }
 
 /* Runs Read; returns the decoded response (caller frees) or NULL on error
@@ -170,7 +155,7 @@ static void test_flush_then_read(void **state)
     assert_int_equal(b->n_line, 1);
     assert_string_equal(b->line[0]->log_message, "b warning");
     af__log__log_read_response__free_unpacked(out, NULL);
-    result_free(&res);
+    svc_result_free(&res);
 
     /* Without include_app_logs, no lines. */
     req.include_app_logs = false;
@@ -178,7 +163,7 @@ static void test_flush_then_read(void **state)
     assert_int_equal(out->n_log, 2);
     assert_int_equal(out->log[0]->n_line, 0);
     af__log__log_read_response__free_unpacked(out, NULL);
-    result_free(&res);
+    svc_result_free(&res);
 }
 
 static void test_read_filters(void **state)
@@ -198,7 +183,7 @@ static void test_read_filters(void **state)
     assert_int_equal(out->n_log, 1);
     assert_memory_equal(out->log[0]->request_id.data, "req-b", 5);
     af__log__log_read_response__free_unpacked(out, NULL);
-    result_free(&res);
+    svc_result_free(&res);
     req.n_request_id = 0;
 
     /* Minimum level 3 (ERROR): only req-a has such a line. */
@@ -208,7 +193,7 @@ static void test_read_filters(void **state)
     assert_int_equal(out->n_log, 1);
     assert_memory_equal(out->log[0]->request_id.data, "req-a", 5);
     af__log__log_read_response__free_unpacked(out, NULL);
-    result_free(&res);
+    svc_result_free(&res);
     req.has_minimum_log_level = false;
 
     /* Time window on the request's end time: req-a ends at 2 s, req-b at 3 s. */
@@ -218,7 +203,7 @@ static void test_read_filters(void **state)
     assert_int_equal(out->n_log, 1);
     assert_memory_equal(out->log[0]->request_id.data, "req-b", 5);
     af__log__log_read_response__free_unpacked(out, NULL);
-    result_free(&res);
+    svc_result_free(&res);
     req.has_start_time = false;
     req.has_end_time = true;
     req.end_time = 3000000; /* exclusive */
@@ -226,7 +211,7 @@ static void test_read_filters(void **state)
     assert_int_equal(out->n_log, 1);
     assert_memory_equal(out->log[0]->request_id.data, "req-a", 5);
     af__log__log_read_response__free_unpacked(out, NULL);
-    result_free(&res);
+    svc_result_free(&res);
     req.has_end_time = false;
 
     /* Versions: ours is "1" of "default". */
@@ -257,7 +242,7 @@ static void test_read_filters(void **state)
         out = read_logs_msg(*state, &vr, &res);
         assert_int_equal(out->n_log, vcases[i].expect);
         af__log__log_read_response__free_unpacked(out, NULL);
-        result_free(&res);
+        svc_result_free(&res);
     }
 }
 
@@ -297,7 +282,7 @@ static void test_read_pages(void **state)
             req.offset = &off;
         }
         af__log__log_read_response__free_unpacked(out, NULL);
-        result_free(&res);
+        svc_result_free(&res);
         if (!more)
             break;
     }
@@ -313,7 +298,7 @@ static void test_read_pages(void **state)
     assert_null(read_logs_msg(*state, &req, &res));
     assert_int_equal(res.kind, AF_RESULT_APP_ERROR);
     assert_int_equal(res.code, LOGERR(INVALID_REQUEST));
-    result_free(&res);
+    svc_result_free(&res);
 }
 
 static void test_app_logs_per_request(void **state)
@@ -331,7 +316,7 @@ static void test_app_logs_per_request(void **state)
     assert_int_equal(out->log[0]->n_line, 2);
     assert_true(out->log[0]->lines_incomplete);
     af__log__log_read_response__free_unpacked(out, NULL);
-    result_free(&res);
+    svc_result_free(&res);
 }
 
 static void test_bounds(void **state)
@@ -410,12 +395,12 @@ static void test_undecodable(void **state)
     struct af_result res = call_raw(*state, "Flush", "r", garbage, sizeof(garbage));
     assert_int_equal(res.kind, AF_RESULT_APP_ERROR);
     assert_int_equal(res.code, LOGERR(INVALID_REQUEST));
-    result_free(&res);
+    svc_result_free(&res);
 
     res = call_raw(*state, "Read", "r", garbage, sizeof(garbage));
     assert_int_equal(res.kind, AF_RESULT_APP_ERROR);
     assert_int_equal(res.code, LOGERR(INVALID_REQUEST));
-    result_free(&res);
+    svc_result_free(&res);
 
     /* A FlushRequest whose logs are not a UserAppLogGroup. */
     Af__Log__FlushRequest req = AF__LOG__FLUSH_REQUEST__INIT;
@@ -428,12 +413,12 @@ static void test_undecodable(void **state)
     free(buf);
     assert_int_equal(res.kind, AF_RESULT_APP_ERROR);
     assert_int_equal(res.code, LOGERR(INVALID_REQUEST));
-    result_free(&res);
+    svc_result_free(&res);
 
     /* An empty flush is fine and keeps nothing. */
     res = call_raw(*state, "Flush", "r", NULL, 0);
     assert_int_equal(res.kind, AF_RESULT_OK);
-    result_free(&res);
+    svc_result_free(&res);
     assert_int_equal(((struct log_state *)*state)->count, 0);
 }
 

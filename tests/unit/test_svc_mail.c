@@ -12,35 +12,18 @@
 #include <cmocka.h>
 
 #include "apiserver/services/mail.c"
+#include "tests/unit/svc_call.h"
 
 static struct af_result call_raw(void *state, const char *method, const uint8_t *req, size_t len)
 {
-    struct af_result res = {.kind = -1};
-    struct af_call c = {
-        .service = "mail", .method = method, .request = req, .request_len = len, .request_id = "r"};
-    const struct af_method *m = af_service_mail.methods;
-    while (m->name && strcmp(m->name, method) != 0)
-        m++;
-    assert_non_null(m->name);
-    m->fn(state, &c, &res);
-    return res;
+    return svc_call_raw(&af_service_mail, state, method, "req-1", req, len);
 }
 
 static struct af_result call(void *state, const char *method, const Af__Mail__MailMessage *msg)
 {
-    size_t len = af__mail__mail_message__get_packed_size(msg);
-    uint8_t *buf = malloc(len ? len : 1);
-    af__mail__mail_message__pack(msg, buf);
-    struct af_result res = call_raw(state, method, buf, len);
-    free(buf);
-    return res;
+    return svc_call(&af_service_mail, state, method, &msg->base);
 }
 
-static void result_free(struct af_result *res)
-{
-    free(res->detail);
-    free(res->response);
-}
 
 static int setup(void **state)
 {
@@ -74,7 +57,7 @@ static void test_send_kept(void **state)
     struct af_result res = call(st, "Send", &m);
     assert_int_equal(res.kind, AF_RESULT_OK);
     assert_int_equal(res.response_len, 0);
-    result_free(&res);
+    svc_result_free(&res);
     assert_int_equal(st->count, 1);
     assert_false(st->kept[st->head].to_admins);
 
@@ -92,7 +75,7 @@ static void test_send_kept(void **state)
     m.htmlbody = "<p>hi</p>";
     res = call(st, "SendToAdmins", &m);
     assert_int_equal(res.kind, AF_RESULT_OK);
-    result_free(&res);
+    svc_result_free(&res);
     assert_int_equal(st->count, 2);
     assert_true(st->kept[(st->head + 1) % MAIL_MAX_KEPT].to_admins);
 
@@ -153,7 +136,7 @@ static void expect_error(void *st, const char *method, const Af__Mail__MailMessa
     assert_non_null(res.detail);
     if (!strstr(res.detail, detail_part))
         fail_msg("detail \"%s\" lacks \"%s\"", res.detail, detail_part);
-    result_free(&res);
+    svc_result_free(&res);
 }
 
 static void test_refusals(void **state)
@@ -196,7 +179,7 @@ static void test_refusals(void **state)
     att.contentid = "<photo1>";
     struct af_result res = call(st, "Send", &m);
     assert_int_equal(res.kind, AF_RESULT_OK);
-    result_free(&res);
+    svc_result_free(&res);
 
     m = good_message();
     Af__Mail__MailHeader h = AF__MAIL__MAIL_HEADER__INIT;
@@ -210,7 +193,7 @@ static void test_refusals(void **state)
     h.value = "<list.example.com>";
     res = call(st, "Send", &m);
     assert_int_equal(res.kind, AF_RESULT_OK);
-    result_free(&res);
+    svc_result_free(&res);
 
     /* Only the two accepted messages were kept. */
     assert_int_equal(st->count, 2);
@@ -223,7 +206,7 @@ static void test_bounded(void **state)
     for (int i = 0; i < MAIL_MAX_KEPT + 7; i++) {
         struct af_result res = call(st, "Send", &m);
         assert_int_equal(res.kind, AF_RESULT_OK);
-        result_free(&res);
+        svc_result_free(&res);
     }
     assert_int_equal(st->count, MAIL_MAX_KEPT);
     assert_int_equal(st->sent, MAIL_MAX_KEPT + 7);
@@ -237,12 +220,12 @@ static void test_undecodable(void **state)
         struct af_result res = call_raw(*state, methods[i], garbage, sizeof(garbage));
         assert_int_equal(res.kind, AF_RESULT_APP_ERROR);
         assert_int_equal(res.code, MAILERR(BAD_REQUEST));
-        result_free(&res);
+        svc_result_free(&res);
         /* Sender and Subject are required. */
         res = call_raw(*state, methods[i], NULL, 0);
         assert_int_equal(res.kind, AF_RESULT_APP_ERROR);
         assert_int_equal(res.code, MAILERR(BAD_REQUEST));
-        result_free(&res);
+        svc_result_free(&res);
     }
     assert_int_equal(((struct mail_state *)*state)->count, 0);
 }

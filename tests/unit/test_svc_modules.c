@@ -9,38 +9,18 @@
 #include <cmocka.h>
 
 #include "apiserver/services/modules.c"
+#include "tests/unit/svc_call.h"
 
 static struct af_result call_raw(void *state, const char *method, const uint8_t *req, size_t len)
 {
-    struct af_result res = {.kind = -1};
-    struct af_call c = {.service = "modules",
-                        .method = method,
-                        .request = req,
-                        .request_len = len,
-                        .request_id = ""};
-    const struct af_method *m = af_service_modules.methods;
-    while (m->name && strcmp(m->name, method) != 0)
-        m++;
-    assert_non_null(m->name);
-    m->fn(state, &c, &res);
-    return res;
+    return svc_call_raw(&af_service_modules, state, method, "req-1", req, len);
 }
 
 static struct af_result call(void *state, const char *method, const ProtobufCMessage *msg)
 {
-    size_t len = protobuf_c_message_get_packed_size(msg);
-    uint8_t *buf = malloc(len ? len : 1);
-    protobuf_c_message_pack(msg, buf);
-    struct af_result res = call_raw(state, method, buf, len);
-    free(buf);
-    return res;
+    return svc_call(&af_service_modules, state, method, msg);
 }
 
-static void result_free(struct af_result *res)
-{
-    free(res->detail);
-    free(res->response);
-}
 
 static int setup(void **state)
 {
@@ -69,7 +49,7 @@ static void test_modules_and_versions(void **state)
     assert_int_equal(mout->n_module, 1);
     assert_string_equal(mout->module[0], "default");
     af__modules__get_modules_response__free_unpacked(mout, NULL);
-    result_free(&res);
+    svc_result_free(&res);
 
     Af__Modules__GetVersionsRequest vreq = AF__MODULES__GET_VERSIONS_REQUEST__INIT;
     res = call(*state, "GetVersions", &vreq.base);
@@ -80,14 +60,14 @@ static void test_modules_and_versions(void **state)
     assert_int_equal(vout->n_version, 1);
     assert_string_equal(vout->version[0], "1");
     af__modules__get_versions_response__free_unpacked(vout, NULL);
-    result_free(&res);
+    svc_result_free(&res);
 
     vreq.module = "worker";
     res = call(*state, "GetVersions", &vreq.base);
     assert_int_equal(res.kind, AF_RESULT_APP_ERROR);
     assert_int_equal(res.code, MOD(INVALID_MODULE));
     assert_non_null(strstr(res.detail, "worker"));
-    result_free(&res);
+    svc_result_free(&res);
 
     Af__Modules__GetDefaultVersionRequest dreq = AF__MODULES__GET_DEFAULT_VERSION_REQUEST__INIT;
     dreq.module = "default";
@@ -98,12 +78,12 @@ static void test_modules_and_versions(void **state)
     assert_non_null(dout);
     assert_string_equal(dout->version, "1");
     af__modules__get_default_version_response__free_unpacked(dout, NULL);
-    result_free(&res);
+    svc_result_free(&res);
 
     dreq.module = "nope";
     res = call(*state, "GetDefaultVersion", &dreq.base);
     assert_int_equal(res.code, MOD(INVALID_MODULE));
-    result_free(&res);
+    svc_result_free(&res);
 }
 
 static void test_num_instances(void **state)
@@ -136,7 +116,7 @@ static void test_num_instances(void **state)
         } else {
             assert_int_equal(res.code, cases[i].code);
         }
-        result_free(&res);
+        svc_result_free(&res);
     }
 }
 
@@ -173,7 +153,7 @@ static void test_hostname(void **state)
             assert_int_equal(res.kind, AF_RESULT_APP_ERROR);
             assert_int_equal(res.code, cases[i].code);
         }
-        result_free(&res);
+        svc_result_free(&res);
     }
 }
 
@@ -184,25 +164,25 @@ static void test_changes_refused(void **state)
     struct af_result res = call(*state, "SetNumInstances", &sreq.base);
     assert_int_equal(res.kind, AF_RESULT_APP_ERROR);
     assert_int_equal(res.code, MOD(UNEXPECTED_STATE));
-    result_free(&res);
+    svc_result_free(&res);
 
     sreq.instances = -1;
     res = call(*state, "SetNumInstances", &sreq.base);
     assert_int_equal(res.code, MOD(INVALID_INSTANCES));
-    result_free(&res);
+    svc_result_free(&res);
 
     /* The Go library leaves module and version out for the defaults. */
     Af__Modules__StartModuleRequest start = AF__MODULES__START_MODULE_REQUEST__INIT;
     res = call(*state, "StartModule", &start.base);
     assert_int_equal(res.kind, AF_RESULT_APP_ERROR);
     assert_int_equal(res.code, MOD(UNEXPECTED_STATE));
-    result_free(&res);
+    svc_result_free(&res);
 
     Af__Modules__StopModuleRequest stop = AF__MODULES__STOP_MODULE_REQUEST__INIT;
     stop.module = "x";
     res = call(*state, "StopModule", &stop.base);
     assert_int_equal(res.code, MOD(INVALID_MODULE));
-    result_free(&res);
+    svc_result_free(&res);
 }
 
 static void test_undecodable(void **state)
@@ -212,12 +192,12 @@ static void test_undecodable(void **state)
         struct af_result res = call_raw(*state, m->name, garbage, sizeof(garbage));
         assert_int_equal(res.kind, AF_RESULT_RPC_ERROR);
         assert_int_equal(res.code, AF_RPC_BAD_REQUEST);
-        result_free(&res);
+        svc_result_free(&res);
     }
     /* SetNumInstances needs its instances field. */
     struct af_result res = call_raw(*state, "SetNumInstances", NULL, 0);
     assert_int_equal(res.kind, AF_RESULT_RPC_ERROR);
-    result_free(&res);
+    svc_result_free(&res);
 }
 
 int main(void)

@@ -12,41 +12,20 @@
 #include <cmocka.h>
 
 #include "apiserver/services/user.c"
+#include "tests/unit/svc_call.h"
 
 static const struct af_api_options opts = {.server_host = "localhost:8080", .app_id = "testapp"};
 
-/* Runs method of the user service on an already-encoded request. */
 static struct af_result call_raw(void *state, const char *method, const uint8_t *req, size_t len)
 {
-    struct af_result res = {.kind = -1};
-    struct af_call c = {.service = "user",
-                        .method = method,
-                        .request = req,
-                        .request_len = len,
-                        .request_id = "req-1"};
-    const struct af_method *m = af_service_user.methods;
-    while (m->name && strcmp(m->name, method) != 0)
-        m++;
-    assert_non_null(m->name);
-    m->fn(state, &c, &res);
-    return res;
+    return svc_call_raw(&af_service_user, state, method, "req-1", req, len);
 }
 
 static struct af_result call(void *state, const char *method, const ProtobufCMessage *msg)
 {
-    size_t len = protobuf_c_message_get_packed_size(msg);
-    uint8_t *buf = malloc(len ? len : 1);
-    protobuf_c_message_pack(msg, buf);
-    struct af_result res = call_raw(state, method, buf, len);
-    free(buf);
-    return res;
+    return svc_call(&af_service_user, state, method, msg);
 }
 
-static void result_free(struct af_result *res)
-{
-    free(res->detail);
-    free(res->response);
-}
 
 static int setup(void **state)
 {
@@ -83,7 +62,7 @@ static void test_login_url_absolute(void **state)
     assert_string_equal(url, "http://localhost:8080/_ah/login?continue="
                              "http%3A//example.com/a%3Fb%3Dc%26d");
     free(url);
-    result_free(&res);
+    svc_result_free(&res);
 }
 
 static void test_login_url_relative(void **state)
@@ -93,13 +72,13 @@ static void test_login_url_relative(void **state)
     assert_string_equal(url, "http://localhost:8080/_ah/login?continue="
                              "http%3A//localhost%3A8080/guestbook");
     free(url);
-    result_free(&res);
+    svc_result_free(&res);
 
     url = login_url(*state, "", &res);
     assert_string_equal(url, "http://localhost:8080/_ah/login?continue="
                              "http%3A//localhost%3A8080/");
     free(url);
-    result_free(&res);
+    svc_result_free(&res);
 }
 
 static void test_login_url_too_long(void **state)
@@ -112,14 +91,14 @@ static void test_login_url_too_long(void **state)
     assert_int_equal(res.kind, AF_RESULT_APP_ERROR);
     assert_int_equal(res.code, AF__USER__USER_SERVICE_ERROR__ERROR_CODE__REDIRECT_URL_TOO_LONG);
     assert_non_null(res.detail);
-    result_free(&res);
+    svc_result_free(&res);
 
     /* Exactly at the bound is fine. */
     dest[USER_MAX_DEST_LEN] = '\0';
     char *url = login_url(*state, dest, &res);
     assert_int_equal(res.kind, AF_RESULT_OK);
     free(url);
-    result_free(&res);
+    svc_result_free(&res);
 }
 
 static void test_login_federated_refused(void **state)
@@ -130,7 +109,7 @@ static void test_login_federated_refused(void **state)
     struct af_result res = call(*state, "CreateLoginURL", &req.base);
     assert_int_equal(res.kind, AF_RESULT_APP_ERROR);
     assert_int_equal(res.code, AF__USER__USER_SERVICE_ERROR__ERROR_CODE__NOT_ALLOWED);
-    result_free(&res);
+    svc_result_free(&res);
 }
 
 static void test_logout_url(void **state)
@@ -145,7 +124,7 @@ static void test_logout_url(void **state)
     assert_string_equal(out->logout_url, "http://localhost:8080/_ah/logout?continue="
                                          "https%3A//x.test/%23frag%20ment");
     af__user__create_logout_urlresponse__free_unpacked(out, NULL);
-    result_free(&res);
+    svc_result_free(&res);
 }
 
 static void test_oauth_user(void **state)
@@ -164,7 +143,7 @@ static void test_oauth_user(void **state)
     assert_int_equal(out->n_scopes, 1);
     assert_string_equal(out->scopes[0], scopes[0]);
     af__user__get_oauth_user_response__free_unpacked(out, NULL);
-    result_free(&res);
+    svc_result_free(&res);
 
     Af__User__CheckOAuthSignatureRequest creq = AF__USER__CHECK_OAUTH_SIGNATURE_REQUEST__INIT;
     res = call(*state, "CheckOAuthSignature", &creq.base);
@@ -174,7 +153,7 @@ static void test_oauth_user(void **state)
     assert_non_null(cout);
     assert_string_equal(cout->oauth_consumer_key, "example.com");
     af__user__check_oauth_signature_response__free_unpacked(cout, NULL);
-    result_free(&res);
+    svc_result_free(&res);
 }
 
 /* Garbage, a truncated field and a message missing its required field: all
@@ -189,16 +168,16 @@ static void test_undecodable(void **state)
         struct af_result res = call_raw(*state, methods[i], garbage, sizeof(garbage));
         assert_int_equal(res.kind, AF_RESULT_RPC_ERROR);
         assert_int_equal(res.code, AF_RPC_BAD_REQUEST);
-        result_free(&res);
+        svc_result_free(&res);
         res = call_raw(*state, methods[i], truncated, sizeof(truncated));
         assert_int_equal(res.kind, AF_RESULT_RPC_ERROR);
-        result_free(&res);
+        svc_result_free(&res);
     }
     /* destination_url is required. */
     struct af_result res = call_raw(*state, "CreateLoginURL", NULL, 0);
     assert_int_equal(res.kind, AF_RESULT_RPC_ERROR);
     assert_int_equal(res.code, AF_RPC_BAD_REQUEST);
-    result_free(&res);
+    svc_result_free(&res);
 }
 
 int main(void)
