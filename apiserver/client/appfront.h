@@ -126,6 +126,113 @@ int af_memcache_increment(const char *ns, const void *key, size_t key_len, int64
                           const uint64_t *initial_value, uint64_t *new_value,
                           struct af_client_error *err);
 
+
+/* ---- datastore -----------------------------------------------------------
+ * (apiserver/client/datastore.c; docs/datastore.md.)
+ *
+ * Typed helpers for the "datastore_v3" service. Keys and entities are
+ * opaque values built and read with the functions below; every pointer a
+ * function returns is owned by the caller and released with the matching
+ * _free, except where it says "borrowed". Keys belong to the app named by
+ * $GAE_APPLICATION (appfront sets it). The deadline of every call is 10 s.
+ */
+
+struct af_ds_key;    /* a complete or incomplete key */
+struct af_ds_entity; /* a key and its properties */
+struct af_ds_query;  /* a query being built */
+
+/*
+ * A key of kind under parent (NULL: a root key, in namespace ns; NULL or ""
+ * is the default namespace; a child takes its parent's namespace). name
+ * (non-NULL) or id (> 0) names it; name NULL and id 0 make it incomplete,
+ * and af_ds_put() then gives it an id. All arguments are copied.
+ */
+struct af_ds_key *af_ds_key_new(const char *ns, const struct af_ds_key *parent, const char *kind,
+                                const char *name, int64_t id);
+struct af_ds_key *af_ds_key_dup(const struct af_ds_key *key);
+void af_ds_key_free(struct af_ds_key *key); /* NULL is a no-op */
+/* Parts of the last element (borrowed strings; id 0 / name NULL when
+ * absent). */
+const char *af_ds_key_kind(const struct af_ds_key *key);
+int64_t af_ds_key_id(const struct af_ds_key *key);
+const char *af_ds_key_name(const struct af_ds_key *key);
+
+/* A new entity with a copy of key and no properties. */
+struct af_ds_entity *af_ds_entity_new(const struct af_ds_key *key);
+void af_ds_entity_free(struct af_ds_entity *e); /* NULL is a no-op */
+/* The entity's key (borrowed; complete after af_ds_put or af_ds_get). */
+const struct af_ds_key *af_ds_entity_key(const struct af_ds_entity *e);
+
+/*
+ * Adds a value to property name; adding to a name again makes it
+ * multi-valued. indexed = 0 stores the value unindexed (queries do not see
+ * it; required for strings over 1500 bytes). Bytes are always unindexed.
+ * Times are microseconds since the Unix epoch (the Go library's time.Time).
+ * Arguments are copied.
+ */
+void af_ds_entity_add_string(struct af_ds_entity *e, const char *name, const char *s, size_t len,
+                             int indexed);
+void af_ds_entity_add_int(struct af_ds_entity *e, const char *name, int64_t v, int indexed);
+void af_ds_entity_add_double(struct af_ds_entity *e, const char *name, double v, int indexed);
+void af_ds_entity_add_bool(struct af_ds_entity *e, const char *name, int v, int indexed);
+void af_ds_entity_add_time(struct af_ds_entity *e, const char *name, int64_t unix_us,
+                           int indexed);
+void af_ds_entity_add_bytes(struct af_ds_entity *e, const char *name, const void *data,
+                            size_t len);
+void af_ds_entity_add_key(struct af_ds_entity *e, const char *name, const struct af_ds_key *k,
+                          int indexed);
+
+/*
+ * Reads the first value of property name. Each returns 1 and sets the
+ * output when the property exists with that type (a string's bytes are
+ * borrowed from e, not NUL-terminated: use *len), else 0. get_int also
+ * reads times.
+ */
+int af_ds_entity_get_string(const struct af_ds_entity *e, const char *name, const char **s,
+                            size_t *len);
+int af_ds_entity_get_int(const struct af_ds_entity *e, const char *name, int64_t *v);
+int af_ds_entity_get_double(const struct af_ds_entity *e, const char *name, double *v);
+int af_ds_entity_get_bool(const struct af_ds_entity *e, const char *name, int *v);
+
+/* Stores e; an incomplete key is completed in e. Returns 0 or -1. */
+int af_ds_put(struct af_ds_entity *e, struct af_client_error *err);
+/* Returns 1 and sets *out (owned by the caller) when key exists, 0 when it
+ * does not, -1 on error. */
+int af_ds_get(const struct af_ds_key *key, struct af_ds_entity **out,
+              struct af_client_error *err);
+/* Deletes key (absent is fine). Returns 0 or -1. */
+int af_ds_delete(const struct af_ds_key *key, struct af_client_error *err);
+
+enum af_ds_op {
+    AF_DS_LT = 1,
+    AF_DS_LE = 2,
+    AF_DS_GT = 3,
+    AF_DS_GE = 4,
+    AF_DS_EQ = 5,
+};
+
+/* A query of kind (NULL: kindless) in namespace ns (NULL or "": default). */
+struct af_ds_query *af_ds_query_new(const char *ns, const char *kind);
+void af_ds_query_free(struct af_ds_query *q); /* NULL is a no-op */
+void af_ds_query_filter_string(struct af_ds_query *q, const char *prop, enum af_ds_op op,
+                               const char *value);
+void af_ds_query_filter_int(struct af_ds_query *q, const char *prop, enum af_ds_op op,
+                            int64_t value);
+void af_ds_query_ancestor(struct af_ds_query *q, const struct af_ds_key *ancestor);
+void af_ds_query_order(struct af_ds_query *q, const char *prop, int descending);
+void af_ds_query_limit(struct af_ds_query *q, int limit); /* < 0: none (the default) */
+void af_ds_query_keys_only(struct af_ds_query *q);
+
+/*
+ * Runs q and returns its results, at most its limit (and at most 100,000),
+ * as an array of *n entities in *out (keys-only: entities with a key and no
+ * properties), released with af_ds_entities_free. Returns 0 or -1 (the
+ * datastore's BAD_REQUEST detail says what it does not support).
+ */
+int af_ds_query_run(const struct af_ds_query *q, struct af_ds_entity ***out, size_t *n,
+                    struct af_client_error *err);
+void af_ds_entities_free(struct af_ds_entity **list, size_t n);
+
 #ifdef __cplusplus
 }
 #endif

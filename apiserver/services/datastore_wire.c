@@ -15,7 +15,16 @@
 #include <strings.h>
 
 #include "apiserver/services/datastore_wire.h"
-#include "common/xalloc.h"
+
+/* Out of memory aborts, appfront's one policy (common/xalloc.h), written
+ * out here because the client library shares this file (see the header). */
+static void *wire_xrealloc(void *p, size_t n)
+{
+    void *q = realloc(p, n ? n : 1);
+    if (!q)
+        abort();
+    return q;
+}
 
 enum {
     WT_VARINT = 0,
@@ -38,7 +47,7 @@ static void ob_reserve(struct obuf *b, size_t n)
     size_t cap = b->cap ? b->cap : 64;
     while (cap - b->len < n)
         cap *= 2;
-    b->p = af_xrealloc(b->p, cap);
+    b->p = wire_xrealloc(b->p, cap);
     b->cap = cap;
 }
 
@@ -140,7 +149,7 @@ static bool rd_skip_group(struct rd *r, uint32_t num, int depth)
     }
 }
 
-bool af_ds_wire_is_group(const ProtobufCMessageDescriptor *d, const ProtobufCFieldDescriptor *f)
+AF_DS_WIRE_API bool af_ds_wire_is_group(const ProtobufCMessageDescriptor *d, const ProtobufCFieldDescriptor *f)
 {
     if (f->type != PROTOBUF_C_TYPE_MESSAGE)
         return false;
@@ -240,24 +249,24 @@ static uint8_t *rewrite_all(const ProtobufCMessageDescriptor *d, const uint8_t *
         return NULL;
     }
     if (!out.p)
-        out.p = af_xmalloc(1); /* an empty message is a valid, empty buffer */
+        out.p = wire_xrealloc(NULL, 1); /* an empty message is a valid, empty buffer */
     *out_len = out.len;
     return out.p;
 }
 
-uint8_t *af_ds_wire_from_groups(const ProtobufCMessageDescriptor *d, const uint8_t *in,
+AF_DS_WIRE_API uint8_t *af_ds_wire_from_groups(const ProtobufCMessageDescriptor *d, const uint8_t *in,
                                 size_t len, size_t *out_len)
 {
     return rewrite_all(d, in, len, FROM_GROUPS, out_len);
 }
 
-uint8_t *af_ds_wire_to_groups(const ProtobufCMessageDescriptor *d, const uint8_t *in, size_t len,
+AF_DS_WIRE_API uint8_t *af_ds_wire_to_groups(const ProtobufCMessageDescriptor *d, const uint8_t *in, size_t len,
                               size_t *out_len)
 {
     return rewrite_all(d, in, len, TO_GROUPS, out_len);
 }
 
-ProtobufCMessage *af_ds_wire_unpack(const ProtobufCMessageDescriptor *d, const uint8_t *in,
+AF_DS_WIRE_API ProtobufCMessage *af_ds_wire_unpack(const ProtobufCMessageDescriptor *d, const uint8_t *in,
                                     size_t len)
 {
     size_t n;
@@ -269,10 +278,10 @@ ProtobufCMessage *af_ds_wire_unpack(const ProtobufCMessageDescriptor *d, const u
     return m;
 }
 
-uint8_t *af_ds_wire_pack(const ProtobufCMessage *msg, size_t *out_len)
+AF_DS_WIRE_API uint8_t *af_ds_wire_pack(const ProtobufCMessage *msg, size_t *out_len)
 {
     size_t n = protobuf_c_message_get_packed_size(msg);
-    uint8_t *flat = af_xmalloc(n ? n : 1);
+    uint8_t *flat = wire_xrealloc(NULL, n);
     protobuf_c_message_pack(msg, flat);
     uint8_t *out = af_ds_wire_to_groups(msg->descriptor, flat, n, out_len);
     free(flat);

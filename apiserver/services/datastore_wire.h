@@ -14,6 +14,11 @@
  * field's own message and the field is named like that type, ignoring case
  * (proto/datastore_v3.proto states the rule; it is how protoc names the
  * field of a group).
+ *
+ * The C client library (apiserver/client/datastore.c) compiles this same
+ * code into itself with AF_DS_WIRE_API defined as `static`, since it links
+ * nothing of the server; for that reason the .c allocates with its own
+ * abort-on-failure wrapper instead of common/xalloc (the same policy).
  */
 #ifndef AF_DATASTORE_WIRE_H
 #define AF_DATASTORE_WIRE_H
@@ -24,6 +29,11 @@
 
 #include <protobuf-c/protobuf-c.h>
 
+/* Linkage of the functions below: empty (external) in the server. */
+#ifndef AF_DS_WIRE_API
+#define AF_DS_WIRE_API
+#endif
+
 /* Nesting accepted in a request. The deepest legitimate datastore message
  * nests about 8 levels (Query > Filter > Property > PropertyValue >
  * ReferenceValue > PathElement); the bound keeps hostile input from
@@ -31,7 +41,7 @@
 #define AF_DS_WIRE_MAX_DEPTH 32
 
 /* True when field f of message d is a group on the wire. */
-bool af_ds_wire_is_group(const ProtobufCMessageDescriptor *d, const ProtobufCFieldDescriptor *f);
+AF_DS_WIRE_API bool af_ds_wire_is_group(const ProtobufCMessageDescriptor *d, const ProtobufCFieldDescriptor *f);
 
 /*
  * Rewrites official bytes (groups) into the length-delimited form protobuf-c
@@ -39,21 +49,21 @@ bool af_ds_wire_is_group(const ProtobufCMessageDescriptor *d, const ProtobufCFie
  * Returns a malloc'd buffer (caller frees) and its length, or NULL when the
  * input is not a valid encoding.
  */
-uint8_t *af_ds_wire_from_groups(const ProtobufCMessageDescriptor *d, const uint8_t *in,
+AF_DS_WIRE_API uint8_t *af_ds_wire_from_groups(const ProtobufCMessageDescriptor *d, const uint8_t *in,
                                 size_t len, size_t *out_len);
 
 /* The reverse: protobuf-c packed bytes to official bytes. Returns a malloc'd
  * buffer, or NULL if the input is malformed (never for protobuf-c output). */
-uint8_t *af_ds_wire_to_groups(const ProtobufCMessageDescriptor *d, const uint8_t *in, size_t len,
+AF_DS_WIRE_API uint8_t *af_ds_wire_to_groups(const ProtobufCMessageDescriptor *d, const uint8_t *in, size_t len,
                               size_t *out_len);
 
 /* Unpacks official bytes as message d. Returns a message to release with
  * protobuf_c_message_free_unpacked(m, NULL), or NULL when the bytes do not
  * decode (required fields missing included). */
-ProtobufCMessage *af_ds_wire_unpack(const ProtobufCMessageDescriptor *d, const uint8_t *in,
+AF_DS_WIRE_API ProtobufCMessage *af_ds_wire_unpack(const ProtobufCMessageDescriptor *d, const uint8_t *in,
                                     size_t len);
 
 /* Packs msg into official bytes: a malloc'd buffer the caller owns. */
-uint8_t *af_ds_wire_pack(const ProtobufCMessage *msg, size_t *out_len);
+AF_DS_WIRE_API uint8_t *af_ds_wire_pack(const ProtobufCMessage *msg, size_t *out_len);
 
 #endif
