@@ -1176,8 +1176,9 @@ static bool emit_row(void *arg, const struct af_ds_row *row)
     return true;
 }
 
-/* Runs one batch of cur and answers res with a QueryResult. */
-static void answer_batch(struct ds_state *s, struct ds_cursor *cur, struct af_ds_conn *c,
+/* Runs one batch of cur and answers res with a QueryResult. Returns
+ * whether results may remain (the client may call Next). */
+static bool answer_batch(struct ds_state *s, struct ds_cursor *cur, struct af_ds_conn *c,
                          int64_t offset, int64_t count, bool compile, struct af_result *res)
 {
     struct batch b = {.s = s, .c = c, .plan = cur->plan};
@@ -1187,7 +1188,7 @@ static void answer_batch(struct ds_state *s, struct ds_cursor *cur, struct af_ds
         b.failed) {
         af_ds_buf_release(&b.results);
         internal_error(res, "running a query");
-        return;
+        return false;
     }
     Af__Datastore__QueryResult qr = AF__DATASTORE__QUERY_RESULT__INIT;
     Af__Datastore__Cursor qc = AF__DATASTORE__CURSOR__INIT;
@@ -1223,6 +1224,7 @@ static void answer_batch(struct ds_state *s, struct ds_cursor *cur, struct af_ds
     af_ds_buf_put(&out, b.results.p, b.results.len);
     af_ds_buf_release(&b.results);
     result_buf(res, &out);
+    return more;
 }
 
 static bool position_from(struct af_ds_run *run, const Af__Datastore__CompiledCursor *cc,
@@ -1301,8 +1303,10 @@ static void ds_run_query(void *state, const struct af_call *call, struct af_resu
     int64_t count = q->has_count && q->count > 0 ? q->count : DS_DEFAULT_BATCH;
     if (count > DS_DEFAULT_BATCH)
         count = DS_DEFAULT_BATCH;
-    answer_batch(s, cur, c, offset, count, q->has_compile && q->compile, res);
-    if (res->kind == AF_RESULT_OK) {
+    /* The client libraries call Next only while more_results is set and
+     * never delete a finished cursor: keep only the ones that may go on. */
+    bool more = answer_batch(s, cur, c, offset, count, q->has_compile && q->compile, res);
+    if (more && res->kind == AF_RESULT_OK) {
         cur->next = s->cursors;
         s->cursors = cur;
         s->n_cursors++;
@@ -1344,7 +1348,7 @@ static void ds_next(void *state, const struct af_call *call, struct af_result *r
     if (!cur) {
         af_result_app_error(res, ERR_BAD_REQUEST,
                             "datastore: query cursor %" PRIu64
-                            " does not exist (deleted, or dropped after 10 idle minutes)",
+                            " does not exist (finished, deleted, or dropped after 10 idle minutes)",
                             (uint64_t)req->cursor->cursor);
         goto done;
     }
@@ -1365,7 +1369,10 @@ static void ds_next(void *state, const struct af_call *call, struct af_result *r
     int64_t count = req->has_count ? (req->count < 0 ? 0 : req->count) : DS_DEFAULT_BATCH;
     if (count > DS_DEFAULT_BATCH)
         count = DS_DEFAULT_BATCH;
-    answer_batch(s, cur, c, offset, count, req->has_compile && req->compile, res);
+    if (!answer_batch(s, cur, c, offset, count, req->has_compile && req->compile, res)) {
+        cursor_find(s, cur->handle, true);
+        cursor_free(cur);
+    }
 done:
     protobuf_c_message_free_unpacked(&req->base, NULL);
 }
