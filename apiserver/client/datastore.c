@@ -92,8 +92,7 @@ static ProtobufCMessage *ds_call(const char *method, const ProtobufCMessage *msg
     size_t n, resp_len;
     uint8_t *req = af_ds_wire_pack(msg, &n);
     uint8_t *resp = NULL;
-    int rc = af_client_call("datastore_v3", method, req, n, &resp, &resp_len, err,
-                            DS_DEADLINE_MS);
+    int rc = af_client_call("datastore_v3", method, req, n, &resp, &resp_len, err, DS_DEADLINE_MS);
     free(req);
     if (rc != 0)
         return NULL;
@@ -294,8 +293,7 @@ void af_ds_entity_add_bool(struct af_ds_entity *e, const char *name, int b, int 
     add_prop(e, name, v, indexed, 0);
 }
 
-void af_ds_entity_add_time(struct af_ds_entity *e, const char *name, int64_t unix_us,
-                           int indexed)
+void af_ds_entity_add_time(struct af_ds_entity *e, const char *name, int64_t unix_us, int indexed)
 {
     value_t *v = new_value();
     v->has_int64_value = true;
@@ -303,8 +301,7 @@ void af_ds_entity_add_time(struct af_ds_entity *e, const char *name, int64_t uni
     add_prop(e, name, v, indexed, AF__DATASTORE__PROPERTY__MEANING__GD_WHEN);
 }
 
-void af_ds_entity_add_bytes(struct af_ds_entity *e, const char *name, const void *data,
-                            size_t len)
+void af_ds_entity_add_bytes(struct af_ds_entity *e, const char *name, const void *data, size_t len)
 {
     add_prop(e, name, string_value(data, len), false, AF__DATASTORE__PROPERTY__MEANING__BLOB);
 }
@@ -414,8 +411,7 @@ int af_ds_put(struct af_ds_entity *e, struct af_client_error *err)
     return 0;
 }
 
-int af_ds_get(const struct af_ds_key *key, struct af_ds_entity **out,
-              struct af_client_error *err)
+int af_ds_get(const struct af_ds_key *key, struct af_ds_entity **out, struct af_client_error *err)
 {
     *out = NULL;
     Af__Datastore__GetRequest req = AF__DATASTORE__GET_REQUEST__INIT;
@@ -442,8 +438,8 @@ int af_ds_delete(const struct af_ds_key *key, struct af_client_error *err)
     ref_t *k = key->ref;
     req.key = &k;
     req.n_key = 1;
-    ProtobufCMessage *r = ds_call("Delete", &req.base, &af__datastore__delete_response__descriptor,
-                                  err);
+    ProtobufCMessage *r =
+        ds_call("Delete", &req.base, &af__datastore__delete_response__descriptor, err);
     if (!r)
         return -1;
     protobuf_c_message_free_unpacked(r, NULL);

@@ -48,9 +48,9 @@
 #define MEANING_INDEX_VALUE AF__DATASTORE__PROPERTY__MEANING__INDEX_VALUE
 
 /* App Engine's limits. */
-#define DS_MAX_ENTITY_BYTES (1u << 20) /* one encoded entity */
-#define DS_MAX_BATCH 1000              /* keys or entities in one Get, Put or Delete */
-#define DS_MAX_GROUPS 25               /* entity groups in one cross-group transaction */
+#define DS_MAX_ENTITY_BYTES (1u << 20)     /* one encoded entity */
+#define DS_MAX_BATCH 1000                  /* keys or entities in one Get, Put or Delete */
+#define DS_MAX_GROUPS 25                   /* entity groups in one cross-group transaction */
 #define DS_MAX_ID ((INT64_C(1) << 53) - 1) /* ids stay exact in JavaScript clients */
 
 /* Our bounds. Open transactions hold a SQLite connection each; a program
@@ -494,8 +494,9 @@ static void ds_get(void *state, const struct af_call *call, struct af_result *re
     if (!db_ready(s, res))
         goto done;
     if (req->n_key > DS_MAX_BATCH) {
-        af_result_app_error(res, ERR_BAD_REQUEST, "datastore: cannot get more than %d keys in "
-                                                  "one call (got %zu)",
+        af_result_app_error(res, ERR_BAD_REQUEST,
+                            "datastore: cannot get more than %d keys in "
+                            "one call (got %zu)",
                             DS_MAX_BATCH, req->n_key);
         goto done;
     }
@@ -828,9 +829,8 @@ done:
 static void ds_allocate_ids(void *state, const struct af_call *call, struct af_result *res)
 {
     struct ds_state *s = state;
-    Af__Datastore__AllocateIdsRequest *req = (Af__Datastore__AllocateIdsRequest *)
-        af_ds_wire_unpack(&af__datastore__allocate_ids_request__descriptor, call->request,
-                          call->request_len);
+    Af__Datastore__AllocateIdsRequest *req = (Af__Datastore__AllocateIdsRequest *)af_ds_wire_unpack(
+        &af__datastore__allocate_ids_request__descriptor, call->request, call->request_len);
     if (!req) {
         parse_error(res, "AllocateIds");
         return;
@@ -847,8 +847,7 @@ static void ds_allocate_ids(void *state, const struct af_call *call, struct af_r
     for (size_t i = 0; i < req->n_reserve; i++) {
         const char *bad = af_ds_key_check(req->reserve[i], false);
         if (bad) {
-            af_result_app_error(res, ERR_BAD_REQUEST, "datastore: invalid key to reserve: %s",
-                                bad);
+            af_result_app_error(res, ERR_BAD_REQUEST, "datastore: invalid key to reserve: %s", bad);
             goto done;
         }
         note_ids(req->reserve[i], &floor);
@@ -873,8 +872,8 @@ static void ds_allocate_ids(void *state, const struct af_call *call, struct af_r
          * that was still free (start > end when none was). */
         int64_t max = req->has_max ? req->max : 0;
         if (max < 0 || max > DS_MAX_ID) {
-            af_result_app_error(res, ERR_BAD_REQUEST, "datastore: AllocateIds max %" PRId64
-                                                      " is out of range",
+            af_result_app_error(res, ERR_BAD_REQUEST,
+                                "datastore: AllocateIds max %" PRId64 " is out of range",
                                 (int64_t)max);
             goto done;
         }
@@ -902,9 +901,10 @@ done:
 static void ds_begin_transaction(void *state, const struct af_call *call, struct af_result *res)
 {
     struct ds_state *s = state;
-    Af__Datastore__BeginTransactionRequest *req = (Af__Datastore__BeginTransactionRequest *)
-        af_ds_wire_unpack(&af__datastore__begin_transaction_request__descriptor, call->request,
-                          call->request_len);
+    Af__Datastore__BeginTransactionRequest *req =
+        (Af__Datastore__BeginTransactionRequest *)af_ds_wire_unpack(
+            &af__datastore__begin_transaction_request__descriptor, call->request,
+            call->request_len);
     if (!req) {
         parse_error(res, "BeginTransaction");
         return;
@@ -931,7 +931,8 @@ static void ds_begin_transaction(void *state, const struct af_call *call, struct
     t->app = af_xstrdup(req->app);
     t->xg = req->has_allow_multiple_eg && req->allow_multiple_eg;
     t->read_only =
-        req->has_mode && req->mode == AF__DATASTORE__BEGIN_TRANSACTION_REQUEST__TRANSACTION_MODE__READ_ONLY;
+        req->has_mode &&
+        req->mode == AF__DATASTORE__BEGIN_TRANSACTION_REQUEST__TRANSACTION_MODE__READ_ONLY;
     t->snap = snap;
     t->last_used = now;
     t->next = s->txns;
@@ -1484,8 +1485,7 @@ static void *ds_create(const struct af_api_options *opts)
     struct ds_state *s = af_xcalloc(1, sizeof(*s));
     /* Handles start at a random point so a handle from before a restart
      * is unknown, not someone else's. */
-    if (getrandom(&s->next_handle, sizeof(s->next_handle), GRND_NONBLOCK) !=
-        sizeof(s->next_handle))
+    if (getrandom(&s->next_handle, sizeof(s->next_handle), GRND_NONBLOCK) != sizeof(s->next_handle))
         s->next_handle = (uint64_t)time(NULL) << 20;
     s->next_handle = (s->next_handle >> 1) | 1;
 

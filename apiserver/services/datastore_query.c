@@ -318,8 +318,8 @@ struct af_ds_plan *af_ds_plan_compile(const ds_query_t *q, int64_t part, char **
         p->has_anc_hi = af_ds_prefix_successor(&p->anc_hi, p->anc_lo.p, p->anc_lo.len);
     }
     if (q->n_filter > AF_DS_MAX_FILTERS) {
-        *why = why_f("a query may have at most %d filters (got %zu)", AF_DS_MAX_FILTERS,
-                     q->n_filter);
+        *why =
+            why_f("a query may have at most %d filters (got %zu)", AF_DS_MAX_FILTERS, q->n_filter);
         goto fail;
     }
     for (size_t i = 0; i < q->n_filter; i++)
@@ -528,8 +528,7 @@ static void projection_expr(struct sqlb *b, const struct af_ds_plan *p, size_t i
 
 static void exists_prop(struct sqlb *b, const char *name)
 {
-    sq(b,
-       " AND EXISTS(SELECT 1 FROM prop x WHERE x.part=?1 AND x.key=o.key AND x.name=?%d)",
+    sq(b, " AND EXISTS(SELECT 1 FROM prop x WHERE x.part=?1 AND x.key=o.key AND x.name=?%d)",
        ptext(b, name));
 }
 
@@ -540,7 +539,7 @@ static bool build_sql(struct sqlb *b, const struct af_ds_run *run, struct af_ds_
 {
     const struct af_ds_plan *p = run->plan;
     size_t n_vals = p->n_orders + 1;
-    param(b, B_INT, NULL, 0, p->part); /* ?1 */
+    param(b, B_INT, NULL, 0, p->part);              /* ?1 */
     param(b, B_TEXT, p->kind ? p->kind : "", 0, 0); /* ?2 */
 
     sq(b, "SELECT o.key");
@@ -737,7 +736,8 @@ int af_ds_run_batch(struct af_ds_conn *c, struct af_ds_run *run, int64_t offset,
             /* Distinct: a row whose group equals the previous row's is a
              * duplicate. It moves the position but is neither skipped nor
              * returned. */
-            size_t a = tuple_prefix_len(&cur, group_len), z = tuple_prefix_len(&run->pos, group_len);
+            size_t a = tuple_prefix_len(&cur, group_len),
+                   z = tuple_prefix_len(&run->pos, group_len);
             if (a == z && memcmp(cur.p, run->pos.p, a) == 0) {
                 swap_bufs(&cur, &run->pos);
                 continue;
@@ -797,8 +797,8 @@ void af_ds_cursor_encode(const struct af_ds_run *run, uint8_t **out, size_t *len
 {
     struct af_ds_buf b = {0};
     uint32_t h = run->plan->shape;
-    uint8_t head[6] = {CURSOR_MAGIC, CURSOR_VERSION, (uint8_t)(h >> 24), (uint8_t)(h >> 16),
-                       (uint8_t)(h >> 8), (uint8_t)h};
+    uint8_t head[6] = {CURSOR_MAGIC,       CURSOR_VERSION,    (uint8_t)(h >> 24),
+                       (uint8_t)(h >> 16), (uint8_t)(h >> 8), (uint8_t)h};
     af_ds_buf_put(&b, head, sizeof(head));
     if (run->has_pos)
         af_ds_buf_put(&b, run->pos.p, run->pos.len);

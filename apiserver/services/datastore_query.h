@@ -52,9 +52,9 @@ struct ds_order {
 
 /* A compiled query. Owned by its creator; af_ds_plan_free releases it. */
 struct af_ds_plan {
-    int64_t part;   /* partition; 0 = it does not exist: no results */
-    char *app, *ns; /* for the keys of results */
-    char *kind;     /* NULL: kindless */
+    int64_t part;                    /* partition; 0 = it does not exist: no results */
+    char *app, *ns;                  /* for the keys of results */
+    char *kind;                      /* NULL: kindless */
     struct af_ds_buf anc_lo, anc_hi; /* ancestor key range; len 0 = none */
     bool has_anc_hi;
 
@@ -73,8 +73,8 @@ struct af_ds_plan {
     bool keys_only;
     char **projection;
     size_t n_projection;
-    size_t n_group;   /* distinct: the first n_group orders are the group */
-    uint32_t shape;   /* hash of the order terms, stamped on cursors */
+    size_t n_group; /* distinct: the first n_group orders are the group */
+    uint32_t shape; /* hash of the order terms, stamped on cursors */
 };
 
 /*

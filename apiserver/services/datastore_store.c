@@ -95,7 +95,8 @@ struct af_ds_conn *af_ds_conn_open(const char *path, bool create_schema, char *e
 {
     struct af_ds_conn *c = af_xcalloc(1, sizeof(*c));
     /* One thread uses a connection at a time (the backend): no mutexes. */
-    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (create_schema ? SQLITE_OPEN_CREATE : 0);
+    int flags =
+        SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (create_schema ? SQLITE_OPEN_CREATE : 0);
     if (sqlite3_open_v2(path, &c->db, flags, NULL) != SQLITE_OK) {
         snprintf(err, errlen, "cannot open the datastore file %s: %s", path,
                  c->db ? sqlite3_errmsg(c->db) : "out of memory");
@@ -243,8 +244,7 @@ static int step_done(struct af_ds_conn *c, sqlite3_stmt *st, const char *what)
     return 0;
 }
 
-int af_ds_partition(struct af_ds_conn *c, const char *app, const char *ns, bool create,
-                    int64_t *id)
+int af_ds_partition(struct af_ds_conn *c, const char *app, const char *ns, bool create, int64_t *id)
 {
     sqlite3_stmt *st = af_ds_prepare(c, "SELECT id FROM partition WHERE app=?1 AND ns=?2");
     if (!st)

@@ -31,8 +31,7 @@ struct af_ds_conn;
  * Opens (and with create_schema, creates or checks) the database at path.
  * Returns the connection, or NULL with a one-line message in err.
  */
-struct af_ds_conn *af_ds_conn_open(const char *path, bool create_schema, char *err,
-                                   size_t errlen);
+struct af_ds_conn *af_ds_conn_open(const char *path, bool create_schema, char *err, size_t errlen);
 /* Finalizes every statement and closes. NULL is a no-op. */
 void af_ds_conn_close(struct af_ds_conn *c);
 
@@ -102,7 +101,6 @@ int af_ds_index_add(struct af_ds_conn *c, const char *app, const uint8_t *data, 
                     int64_t *id);
 /* Calls fn for each definition of app, in id order. */
 int af_ds_index_list(struct af_ds_conn *c, const char *app,
-                     void (*fn)(void *arg, int64_t id, const uint8_t *data, size_t len),
-                     void *arg);
+                     void (*fn)(void *arg, int64_t id, const uint8_t *data, size_t len), void *arg);
 
 #endif

@@ -149,7 +149,8 @@ static bool rd_skip_group(struct rd *r, uint32_t num, int depth)
     }
 }
 
-AF_DS_WIRE_API bool af_ds_wire_is_group(const ProtobufCMessageDescriptor *d, const ProtobufCFieldDescriptor *f)
+AF_DS_WIRE_API bool af_ds_wire_is_group(const ProtobufCMessageDescriptor *d,
+                                        const ProtobufCFieldDescriptor *f)
 {
     if (f->type != PROTOBUF_C_TYPE_MESSAGE)
         return false;
@@ -254,20 +255,20 @@ static uint8_t *rewrite_all(const ProtobufCMessageDescriptor *d, const uint8_t *
     return out.p;
 }
 
-AF_DS_WIRE_API uint8_t *af_ds_wire_from_groups(const ProtobufCMessageDescriptor *d, const uint8_t *in,
-                                size_t len, size_t *out_len)
+AF_DS_WIRE_API uint8_t *af_ds_wire_from_groups(const ProtobufCMessageDescriptor *d,
+                                               const uint8_t *in, size_t len, size_t *out_len)
 {
     return rewrite_all(d, in, len, FROM_GROUPS, out_len);
 }
 
-AF_DS_WIRE_API uint8_t *af_ds_wire_to_groups(const ProtobufCMessageDescriptor *d, const uint8_t *in, size_t len,
-                              size_t *out_len)
+AF_DS_WIRE_API uint8_t *af_ds_wire_to_groups(const ProtobufCMessageDescriptor *d, const uint8_t *in,
+                                             size_t len, size_t *out_len)
 {
     return rewrite_all(d, in, len, TO_GROUPS, out_len);
 }
 
-AF_DS_WIRE_API ProtobufCMessage *af_ds_wire_unpack(const ProtobufCMessageDescriptor *d, const uint8_t *in,
-                                    size_t len)
+AF_DS_WIRE_API ProtobufCMessage *af_ds_wire_unpack(const ProtobufCMessageDescriptor *d,
+                                                   const uint8_t *in, size_t len)
 {
     size_t n;
     uint8_t *flat = af_ds_wire_from_groups(d, in, len, &n);

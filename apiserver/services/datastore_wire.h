@@ -41,7 +41,8 @@
 #define AF_DS_WIRE_MAX_DEPTH 32
 
 /* True when field f of message d is a group on the wire. */
-AF_DS_WIRE_API bool af_ds_wire_is_group(const ProtobufCMessageDescriptor *d, const ProtobufCFieldDescriptor *f);
+AF_DS_WIRE_API bool af_ds_wire_is_group(const ProtobufCMessageDescriptor *d,
+                                        const ProtobufCFieldDescriptor *f);
 
 /*
  * Rewrites official bytes (groups) into the length-delimited form protobuf-c
@@ -49,19 +50,19 @@ AF_DS_WIRE_API bool af_ds_wire_is_group(const ProtobufCMessageDescriptor *d, con
  * Returns a malloc'd buffer (caller frees) and its length, or NULL when the
  * input is not a valid encoding.
  */
-AF_DS_WIRE_API uint8_t *af_ds_wire_from_groups(const ProtobufCMessageDescriptor *d, const uint8_t *in,
-                                size_t len, size_t *out_len);
+AF_DS_WIRE_API uint8_t *af_ds_wire_from_groups(const ProtobufCMessageDescriptor *d,
+                                               const uint8_t *in, size_t len, size_t *out_len);
 
 /* The reverse: protobuf-c packed bytes to official bytes. Returns a malloc'd
  * buffer, or NULL if the input is malformed (never for protobuf-c output). */
-AF_DS_WIRE_API uint8_t *af_ds_wire_to_groups(const ProtobufCMessageDescriptor *d, const uint8_t *in, size_t len,
-                              size_t *out_len);
+AF_DS_WIRE_API uint8_t *af_ds_wire_to_groups(const ProtobufCMessageDescriptor *d, const uint8_t *in,
+                                             size_t len, size_t *out_len);
 
 /* Unpacks official bytes as message d. Returns a message to release with
  * protobuf_c_message_free_unpacked(m, NULL), or NULL when the bytes do not
  * decode (required fields missing included). */
-AF_DS_WIRE_API ProtobufCMessage *af_ds_wire_unpack(const ProtobufCMessageDescriptor *d, const uint8_t *in,
-                                    size_t len);
+AF_DS_WIRE_API ProtobufCMessage *af_ds_wire_unpack(const ProtobufCMessageDescriptor *d,
+                                                   const uint8_t *in, size_t len);
 
 /* Packs msg into official bytes: a malloc'd buffer the caller owns. */
 AF_DS_WIRE_API uint8_t *af_ds_wire_pack(const ProtobufCMessage *msg, size_t *out_len);

@@ -290,8 +290,8 @@ static void test_bad_requests(void **state)
 
     /* Garbage. */
     static const uint8_t garbage[] = {0x0b, 0x0b, 0x0b, 0xff};
-    const char *methods[] = {"Get", "Put", "Delete", "RunQuery", "Next", "Commit",
-                             "Rollback", "BeginTransaction", "AllocateIds"};
+    const char *methods[] = {"Get",    "Put",      "Delete",           "RunQuery",   "Next",
+                             "Commit", "Rollback", "BeginTransaction", "AllocateIds"};
     for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
         call_raw(f->ds, methods[i], garbage, sizeof(garbage), &res);
         assert_int_equal(res.kind, AF_RESULT_RPC_ERROR);
@@ -423,9 +423,8 @@ static void test_ids_survive_restart(void **state)
     call(f->ds, "AllocateIds", &req.base, &res);
     protobuf_c_message_free_unpacked(&req.model_key->base, NULL);
     assert_int_equal(res.kind, AF_RESULT_OK);
-    Af__Datastore__AllocateIdsResponse *r = (Af__Datastore__AllocateIdsResponse *)
-        af_ds_wire_unpack(&af__datastore__allocate_ids_response__descriptor, res.response,
-                          res.response_len);
+    Af__Datastore__AllocateIdsResponse *r = (Af__Datastore__AllocateIdsResponse *)af_ds_wire_unpack(
+        &af__datastore__allocate_ids_response__descriptor, res.response, res.response_len);
     result_release(&res);
     assert_true(r->start > a);
     assert_int_equal(r->end - r->start, 9);

@@ -126,10 +126,10 @@ static void test_ancestor_range(void **state)
 static void test_path_decode_rejects_garbage(void **state)
 {
     static const uint8_t bad[][6] = {
-        {'A', 0x00},             /* unterminated string */
-        {'A', 0x00, 0x01, 0x07}, /* unknown element tag */
+        {'A', 0x00},                   /* unterminated string */
+        {'A', 0x00, 0x01, 0x07},       /* unknown element tag */
         {'A', 0x00, 0x01, 0x01, 1, 2}, /* short id */
-        {'A', 0x00, 0x02, 0x00}, /* bad escape */
+        {'A', 0x00, 0x02, 0x00},       /* bad escape */
     };
     static const size_t lens[] = {2, 4, 6, 4};
     for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++)
@@ -356,8 +356,8 @@ static void test_value_order_and_round_trip(void **state)
     assert_int_equal(s->string_value.len, 3);
     assert_memory_equal(s->string_value.data, "x\0y", 3);
     protobuf_c_message_free_unpacked(&s->base, NULL);
-    assert_null(af_ds_value_decode((const uint8_t *)"\x20\x01", 2));  /* short int */
-    assert_null(af_ds_value_decode((const uint8_t *)"\x99", 1));      /* unknown tag */
+    assert_null(af_ds_value_decode((const uint8_t *)"\x20\x01", 2));     /* short int */
+    assert_null(af_ds_value_decode((const uint8_t *)"\x99", 1));         /* unknown tag */
     assert_null(af_ds_value_decode((const uint8_t *)"\x30\x01\x00", 3)); /* trailing byte */
     af_ds_buf_release(&b);
     protobuf_c_message_free_unpacked(&neg0->base, NULL);
@@ -452,13 +452,13 @@ static void test_wire_round_trip(void **state)
      * group Element{type "C", name "x"}}} as the official libraries write
      * it. */
     static const uint8_t ref[] = {
-        0x6a, 0x01, 'a',                              /* app = 13 */
-        0x72, 0x0f,                                   /* path = 14, 15 bytes */
-        0x0b, 0x12, 0x01, 'K', 0x18, 0x05, 0x0c,      /* group 1 {type, id} */
-        0x0b, 0x12, 0x01, 'C', 0x22, 0x01, 'x', 0x0c, /* group 1 {type, name} */
+        0x6a, 0x01, 'a',                               /* app = 13 */
+        0x72, 0x0f,                                    /* path = 14, 15 bytes */
+        0x0b, 0x12, 0x01, 'K', 0x18, 0x05, 0x0c,       /* group 1 {type, id} */
+        0x0b, 0x12, 0x01, 'C', 0x22, 0x01, 'x',  0x0c, /* group 1 {type, name} */
     };
     ds_reference_t *r = (ds_reference_t *)af_ds_wire_unpack(&af__datastore__reference__descriptor,
-                                                             ref, sizeof(ref));
+                                                            ref, sizeof(ref));
     assert_non_null(r);
     assert_string_equal(r->app, "a");
     assert_int_equal(r->path->n_element, 2);
@@ -476,19 +476,18 @@ static void test_wire_round_trip(void **state)
      * are refused; an unknown group is dropped. */
     assert_null(af_ds_wire_unpack(&af__datastore__reference__descriptor, ref, sizeof(ref) - 1));
     static const uint8_t bad_end[] = {0x6a, 0x01, 'a', 0x72, 0x05, 0x0b, 0x12, 0x01, 'K', 0x14};
-    assert_null(af_ds_wire_unpack(&af__datastore__reference__descriptor, bad_end,
-                                  sizeof(bad_end)));
+    assert_null(af_ds_wire_unpack(&af__datastore__reference__descriptor, bad_end, sizeof(bad_end)));
     uint8_t deep[2 * (AF_DS_WIRE_MAX_DEPTH + 2)];
     for (size_t i = 0; i < AF_DS_WIRE_MAX_DEPTH + 2; i++) {
         deep[i] = (15 << 3) | 3; /* unknown field 15: start group */
         deep[sizeof(deep) - 1 - i] = (15 << 3) | 4;
     }
-    assert_null(af_ds_wire_from_groups(&af__datastore__reference__descriptor, deep, sizeof(deep),
-                                       &n));
-    static const uint8_t unknown[] = {0x6a, 0x01, 'a', 0xfb, 0x01, 0x08, 0x01, 0xfc, 0x01,
-                                      0x72, 0x00};
-    uint8_t *flat = af_ds_wire_from_groups(&af__datastore__reference__descriptor, unknown,
-                                           sizeof(unknown), &n);
+    assert_null(
+        af_ds_wire_from_groups(&af__datastore__reference__descriptor, deep, sizeof(deep), &n));
+    static const uint8_t unknown[] = {0x6a, 0x01, 'a',  0xfb, 0x01, 0x08,
+                                      0x01, 0xfc, 0x01, 0x72, 0x00};
+    uint8_t *flat =
+        af_ds_wire_from_groups(&af__datastore__reference__descriptor, unknown, sizeof(unknown), &n);
     assert_non_null(flat);
     assert_int_equal(n, 5); /* app and the empty path only */
     free(flat);
