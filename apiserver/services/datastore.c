@@ -1241,6 +1241,111 @@ static bool position_from(struct af_ds_run *run, const Af__Datastore__CompiledCu
                                is_end);
 }
 
+/* The results of a metadata query being collected. */
+struct meta_batch {
+    const ds_query_t *q;
+    const char *kind;
+    int64_t skip, left; /* offset still to skip; results still allowed (-1: all) */
+    struct af_ds_buf results;
+};
+
+static void meta_emit(void *arg, const char *name)
+{
+    struct meta_batch *m = arg;
+    if (m->skip > 0) {
+        m->skip--;
+        return;
+    }
+    if (m->left == 0)
+        return;
+    if (m->left > 0)
+        m->left--;
+    /* Keys as App Engine names them: __namespace__ keys are named by the
+     * namespace, the default one has id 1; __kind__ keys by the kind. */
+    ds_element_t el = AF__DATASTORE__PATH__ELEMENT__INIT;
+    ds_element_t *elp = &el;
+    el.type = (char *)m->kind;
+    if (name[0]) {
+        el.name = (char *)name;
+    } else {
+        el.has_id = true;
+        el.id = 1;
+    }
+    ds_path_t path = AF__DATASTORE__PATH__INIT;
+    path.element = &elp;
+    path.n_element = 1;
+    ds_reference_t ref = AF__DATASTORE__REFERENCE__INIT;
+    ref.app = m->q->app;
+    if (strcmp(m->kind, "__kind__") == 0 && m->q->name_space && m->q->name_space[0])
+        ref.name_space = m->q->name_space;
+    ref.path = &path;
+    ds_entity_t e = AF__DATASTORE__ENTITY_PROTO__INIT;
+    e.key = &ref;
+    e.entity_group = &path;
+    size_t n;
+    uint8_t *data = af_ds_wire_pack(&e.base, &n);
+    put_len_field(&m->results, 2, data, n);
+    free(data);
+}
+
+/*
+ * __namespace__ and __kind__ queries (the Go library's Namespaces and
+ * Kinds): every result in one batch. Returns false when q is not one.
+ */
+static bool metadata_query(struct ds_state *s, struct af_ds_conn *c, const ds_query_t *q,
+                           struct af_result *res)
+{
+    bool ns_query = q->kind && strcmp(q->kind, "__namespace__") == 0;
+    if (!ns_query && !(q->kind && strcmp(q->kind, "__kind__") == 0))
+        return false;
+    if (q->n_filter || q->ancestor || q->n_property_name ||
+        (q->n_order && strcmp(q->order[0]->property, "__key__") != 0) ||
+        (q->n_order && q->order[0]->has_direction &&
+         q->order[0]->direction == AF__DATASTORE__QUERY__ORDER__DIRECTION__DESCENDING)) {
+        af_result_app_error(res, ERR_BAD_REQUEST,
+                            "datastore: %s queries support no filters, ancestors, projections "
+                            "or orders (other than __key__ ascending)",
+                            q->kind);
+        return true;
+    }
+    struct meta_batch m = {
+        .q = q,
+        .kind = q->kind,
+        .skip = q->has_offset && q->offset > 0 ? q->offset : 0,
+        .left = q->has_limit ? (q->limit < 0 ? 0 : q->limit) : -1,
+    };
+    int rc;
+    if (ns_query) {
+        rc = af_ds_list_namespaces(c, q->app, meta_emit, &m);
+    } else {
+        int64_t part;
+        rc = af_ds_partition(c, q->app, q->name_space, false, &part);
+        if (rc == 0 && part)
+            rc = af_ds_list_kinds(c, part, meta_emit, &m);
+    }
+    if (rc != 0) {
+        af_ds_buf_release(&m.results);
+        internal_error(res, "a metadata query");
+        return true;
+    }
+    Af__Datastore__QueryResult qr = AF__DATASTORE__QUERY_RESULT__INIT;
+    Af__Datastore__Cursor qc = AF__DATASTORE__CURSOR__INIT;
+    qc.cursor = new_handle(s);
+    qr.cursor = &qc;
+    qr.more_results = false;
+    qr.has_keys_only = true;
+    qr.keys_only = q->has_keys_only && q->keys_only;
+    size_t n;
+    uint8_t *head = af_ds_wire_pack(&qr.base, &n);
+    struct af_ds_buf out = {0};
+    af_ds_buf_put(&out, head, n);
+    free(head);
+    af_ds_buf_put(&out, m.results.p, m.results.len);
+    af_ds_buf_release(&m.results);
+    result_buf(res, &out);
+    return true;
+}
+
 static void ds_run_query(void *state, const struct af_call *call, struct af_result *res)
 {
     struct ds_state *s = state;
@@ -1262,6 +1367,8 @@ static void ds_run_query(void *state, const struct af_call *call, struct af_resu
         goto done;
     }
     struct af_ds_conn *c = t ? t->snap : s->db;
+    if (metadata_query(s, c, q, res))
+        goto done;
     int64_t part;
     if (af_ds_partition(c, q->app, q->name_space, false, &part) != 0) {
         internal_error(res, "RunQuery");

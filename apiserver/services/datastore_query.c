@@ -299,7 +299,9 @@ struct af_ds_plan *af_ds_plan_compile(const ds_query_t *q, int64_t part, char **
             goto fail;
         }
         if (n >= 4 && strncmp(q->kind, "__", 2) == 0 && strcmp(q->kind + n - 2, "__") == 0) {
-            *why = why_f("metadata queries (kind %s) are not supported", q->kind);
+            *why = why_f("metadata queries of kind %s are not supported (__namespace__ and "
+                         "__kind__ are, without filters)",
+                         q->kind);
             goto fail;
         }
         p->kind = af_xstrdup(q->kind);

@@ -467,3 +467,48 @@ int af_ds_index_list(struct af_ds_conn *c, const char *app,
     }
     return 0;
 }
+
+/* Runs st (bindings done) and calls fn with column 0 of each row. */
+static int list_names(struct af_ds_conn *c, sqlite3_stmt *st,
+                      void (*fn)(void *arg, const char *name), void *arg)
+{
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        fn(arg, (const char *)sqlite3_column_text(st, 0));
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        ds_log_sqlite(c, "listing metadata");
+        return -1;
+    }
+    return 0;
+}
+
+int af_ds_list_namespaces(struct af_ds_conn *c, const char *app,
+                          void (*fn)(void *arg, const char *name), void *arg)
+{
+    sqlite3_stmt *st = af_ds_prepare(c, "SELECT ns FROM partition p WHERE app=?1 AND"
+                                        " EXISTS(SELECT 1 FROM entity e WHERE e.part=p.id)"
+                                        " ORDER BY ns");
+    if (!st)
+        return -1;
+    sqlite3_bind_text(st, 1, app, -1, SQLITE_STATIC);
+    return list_names(c, st, fn, arg);
+}
+
+int af_ds_list_kinds(struct af_ds_conn *c, int64_t part, void (*fn)(void *arg, const char *name),
+                     void *arg)
+{
+    /* A skip scan of the kind index: one seek per kind, not one step per
+     * entity. */
+    sqlite3_stmt *st = af_ds_prepare(
+        c, "WITH RECURSIVE k(kind) AS ("
+           " SELECT min(kind) FROM entity WHERE part=?1"
+           " UNION ALL"
+           " SELECT (SELECT min(kind) FROM entity WHERE part=?1 AND kind > k.kind) FROM k"
+           " WHERE k.kind IS NOT NULL)"
+           " SELECT kind FROM k WHERE kind IS NOT NULL");
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, part);
+    return list_names(c, st, fn, arg);
+}

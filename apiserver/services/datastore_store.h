@@ -96,6 +96,13 @@ int af_ds_group_bump(struct af_ds_conn *c, int64_t part, const uint8_t *root, si
 int af_ds_counter_get(struct af_ds_conn *c, const char *app, int64_t *next);
 int af_ds_counter_set(struct af_ds_conn *c, const char *app, int64_t next);
 
+/* Metadata: calls fn with each namespace of app that holds an entity, and
+ * with each kind of partition part, in byte order. */
+int af_ds_list_namespaces(struct af_ds_conn *c, const char *app,
+                          void (*fn)(void *arg, const char *name), void *arg);
+int af_ds_list_kinds(struct af_ds_conn *c, int64_t part, void (*fn)(void *arg, const char *name),
+                     void *arg);
+
 /* Composite index definitions (CreateIndex / GetIndices). */
 int af_ds_index_add(struct af_ds_conn *c, const char *app, const uint8_t *data, size_t len,
                     int64_t *id);

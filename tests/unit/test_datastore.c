@@ -319,7 +319,7 @@ static void test_unsupported_queries(void **state)
     expect_app_error(&res, BAD_REQUEST);
 
     q.search_query = NULL;
-    q.kind = "__kind__";
+    q.kind = "__property__";
     call(f->ds, "RunQuery", &q.base, &res);
     assert_non_null(strstr(res.detail, "metadata"));
     expect_app_error(&res, BAD_REQUEST);

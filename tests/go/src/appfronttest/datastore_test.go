@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -48,6 +49,7 @@ func TestDatastore(t *testing.T) {
 		{"QueryUnsupported", dsQueryUnsupported},
 		{"Cursors", dsCursors},
 		{"Namespaces", dsNamespaces},
+		{"Metadata", dsMetadata},
 		{"TxnCommitRollback", dsTxnCommitRollback},
 		{"TxnConflict", dsTxnConflict},
 		{"TxnConcurrent", dsTxnConcurrent},
@@ -684,6 +686,29 @@ func dsNamespaces(t *testing.T, ctx context.Context) {
 		if _, err := datastore.NewQuery("NS").GetAll(c.ctx, &got); err != nil || len(got) != 1 || got[0].V != c.want {
 			t.Errorf("query in namespace %q: %+v, %v", c.key.Namespace(), got, err)
 		}
+	}
+}
+
+// Namespaces and Kinds (metadata queries); runs after dsNamespaces.
+func dsMetadata(t *testing.T, ctx context.Context) {
+	names, err := datastore.Namespaces(ctx)
+	if err != nil {
+		t.Fatalf("Namespaces: %v", err)
+	}
+	if strings.Join(names, ",") != ",ns1,ns2" {
+		t.Errorf("Namespaces = %q; want the default, ns1 and ns2", names)
+	}
+	ns1, _ := appengine.Namespace(ctx, "ns1")
+	kinds, err := datastore.Kinds(ns1)
+	if err != nil || strings.Join(kinds, ",") != "NS" {
+		t.Errorf("Kinds in ns1 = %q, %v", kinds, err)
+	}
+	kinds, err = datastore.Kinds(ctx)
+	if err != nil || len(kinds) < 10 || !sort.StringsAreSorted(kinds) {
+		t.Errorf("Kinds in the default namespace = %q, %v", kinds, err)
+	}
+	if _, err := datastore.KindProperties(ctx, "NS"); !isBadRequest(err) {
+		t.Errorf("KindProperties: %v; want BAD_REQUEST (__property__ is not supported)", err)
 	}
 }
 
