@@ -128,7 +128,7 @@ func main() {
 	}
 	timed("Query: order by When, read 1,000 entities", 20, func(i int) error {
 		var out []Score
-		_, err := datastore.NewQuery("Score").Order("When").Offset(i * 100 % (*n - 999)).Limit(1000).GetAll(ctx, &out)
+		_, err := datastore.NewQuery("Score").Order("When").Offset(i*100%(*n-999)).Limit(1000).GetAll(ctx, &out)
 		if err == nil && len(out) != 1000 {
 			err = fmt.Errorf("%d results", len(out))
 		}
