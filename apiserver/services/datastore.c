@@ -62,6 +62,9 @@
 #define DS_CURSOR_IDLE_NS (600ull * 1000000000ull)
 /* A query batch stops growing here, well under the 32 MiB API response. */
 #define DS_MAX_BATCH_BYTES (8u << 20)
+/* A Get answer must fit the API's 32 MiB response; past this, the call is
+ * refused rather than built (the Go library cannot take deferred keys). */
+#define DS_MAX_GET_BYTES (30u << 20)
 #define DS_DEFAULT_BATCH 1000
 
 static uint64_t now_ns(void)
@@ -528,6 +531,14 @@ static void ds_get(void *state, const struct af_call *call, struct af_result *re
             internal_error(res, "Get");
             goto done;
         }
+        if (out.len + len > DS_MAX_GET_BYTES) {
+            free(data);
+            af_result_app_error(res, ERR_BAD_REQUEST,
+                                "datastore: the %zu entities asked for exceed the 32 MiB answer "
+                                "limit; get fewer keys per call",
+                                req->n_key);
+            goto done;
+        }
         /* GetResponse.Entity is a group: entity = 2 when found, key = 4
          * when not (the stored bytes are already the official encoding). */
         put_varint(&out, (1 << 3) | 3);
@@ -951,6 +962,10 @@ done:
  * conflict, -1 on an SQLite failure; res is set for 1 and -1. */
 static int txn_apply(struct ds_state *s, struct ds_txn *t, struct af_result *res)
 {
+    /* Nothing to write: the reads came from one snapshot, so they were
+     * consistent whatever committed since; there is nothing to conflict. */
+    if (t->n_muts == 0)
+        return 0;
     if (af_ds_begin_write(s->db) != 0)
         goto fail;
     for (size_t i = 0; i < t->n_groups; i++) {
