@@ -621,8 +621,10 @@ static void put_in_txn(struct ds_state *s, struct ds_txn *t, Af__Datastore__PutR
             note_ids(e->key, &floor);
         }
     }
+    /* Named keys (the usual case in a transaction) need no id, and no
+     * write before the commit. */
     int64_t next = 0;
-    if (reserve_ids(s, n_new, floor, &next) != 0) {
+    if ((n_new > 0 || floor > 1) && reserve_ids(s, n_new, floor, &next) != 0) {
         internal_error(res, "allocating ids");
         return;
     }
