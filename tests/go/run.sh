@@ -14,8 +14,8 @@
 # Environment:
 #   APPFRONT_BUILD  build directory holding appfront (set by `make gotest`)
 #   AETEST_RUN      -run pattern for the official aetest tests; default
-#                   'TestContext|TestUsers'. TestBasicAPICalls needs the
-#                   datastore_v3 service: add it once that service exists.
+#                   'TestContext|TestUsers|TestBasicAPICalls' (the last one
+#                   drives the datastore).
 #   GOTEST_RUN      -run pattern for our tests (default: all)
 #
 # Exit status: 0 when every test passed, 1 otherwise; 2 when the harness
@@ -53,7 +53,7 @@ export APPENGINE_DEV_APPSERVER_BINARY="$build/appfront"
 # -p 1: one test binary at a time; each test starts its own appfront and
 # builds a small Go app, which is load enough on a small machine.
 status=0
-go test ${GOTEST_FLAGS:-} -count=1 -p 1 -timeout 300s -run "${AETEST_RUN:-TestContext|TestUsers}" \
+go test ${GOTEST_FLAGS:-} -count=1 -p 1 -timeout 300s -run "${AETEST_RUN:-TestContext|TestUsers|TestBasicAPICalls}" \
     google.golang.org/appengine/aetest || status=1
 go test ${GOTEST_FLAGS:-} -count=1 -p 1 -timeout 600s -run "${GOTEST_RUN:-.}" appfronttest/... || status=1
 exit $status
