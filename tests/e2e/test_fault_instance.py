@@ -195,6 +195,28 @@ def test_garbage_field_name_is_not_relayed(af):
     still_serving(af)
 
 
+@pytest.mark.parametrize("kind", ["304_body", "204_body", "100_body"])
+def test_bodies_of_bodiless_statuses_never_reach_the_client(af, kind):
+    # RFC 9112 §6.3: 1xx, 204 and 304 answers end with their head. Bytes an
+    # instance sends as their "body" must not reach the client, where they
+    # would be read as the start of the next response: the pipelined GET /
+    # after it must come back as a clean 200 (or the connection closes).
+    with RawConn(af, timeout=5) as c:
+        c.send(b"GET /garbage?kind=" + kind.encode() + b" HTTP/1.1\r\n" + H + b"\r\n"
+               b"GET / HTTP/1.1\r\n" + H + b"\r\n")
+        first = c.read_response()
+        assert first.status in (200, 204, 304, 502), first
+        if first.status != 502:  # a 502 carries appfront's own text
+            assert first.body in (b"", b"ok"), f"a body reached the client: {first!r}"
+        try:
+            second = c.read_response()
+        except (EOFError, ConnectionResetError):
+            second = None  # closed after the first answer: also clean
+        if second is not None:
+            assert second.status == 200 and b"Hello" in second.body, second
+    still_serving(af)
+
+
 def test_hang_then_client_vanishes_frees_the_slot(af):
     # The client gives up on a hung request before the deadline: the
     # exchange is abandoned, its slot given back.

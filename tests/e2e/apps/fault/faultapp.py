@@ -36,6 +36,11 @@ GARBAGE = {
     "nul": b"HTTP/1.1 200 OK\r\nX-A: a\x00b\r\nContent-Length: 0\r\n\r\n",
     "ws_colon": b"HTTP/1.1 200 OK\r\nContent-Length : 5\r\n\r\nhello",
     "binary": bytes(range(256)) * 4,
+    # Statuses that never have a body (RFC 9112 §6.3), sent with one.
+    "304_body": b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n0123456789",
+    "204_body": b"HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    "100_body": b"HTTP/1.1 100 Continue\r\nContent-Length: 5\r\n\r\nhello"
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
     "empty": b"",
 }
 
