@@ -35,6 +35,7 @@ GARBAGE = {
     "switch": b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: evil\r\nConnection: upgrade\r\n\r\n",
     "nul": b"HTTP/1.1 200 OK\r\nX-A: a\x00b\r\nContent-Length: 0\r\n\r\n",
     "ws_colon": b"HTTP/1.1 200 OK\r\nContent-Length : 5\r\n\r\nhello",
+    "100_ws_colon": b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length : 5\r\n\r\nhello",
     "binary": bytes(range(256)) * 4,
     # Statuses that never have a body (RFC 9112 §6.3), sent with one.
     "304_body": b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n0123456789",
