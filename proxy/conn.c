@@ -29,7 +29,6 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 
 #include "common/log.h"
@@ -157,9 +156,8 @@ static void conn_free(struct af_conn *c)
         ex_free(c->ex);
     LIST_REMOVE(c, link);
     srv->n_conns--;
-    if (c->timer)
-        event_free(c->timer);
-    bufferevent_free(c->bev);
+    event_del(&c->timer);
+    af_stream_release(&c->s);
     af_head_acc_release(&c->acc);
     free(c);
     af_server_maybe_done(srv);
@@ -176,7 +174,8 @@ void af_conn_close(struct af_conn *c)
     if (c->dead)
         return;
     c->dead = true;
-    bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+    af_stream_stop(&c->s);
+    event_del(&c->timer);
     if (c->busy == 0)
         conn_free(c);
 }
@@ -185,8 +184,8 @@ void af_conn_close(struct af_conn *c)
 static void conn_close_after_flush(struct af_conn *c)
 {
     c->state = AF_CONN_CLOSING;
-    bufferevent_disable(c->bev, EV_READ);
-    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+    af_stream_read(&c->s, false);
+    if (af_stream_flush(&c->s)) {
         af_conn_close(c);
         return;
     }
@@ -199,7 +198,7 @@ static void conn_close_after_flush(struct af_conn *c)
  * unknown and the connection cannot be reused safely. */
 static void conn_send_error(struct af_conn *c, int status, const char *msg)
 {
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct evbuffer *out = c->s.out;
     /* The answer to HEAD has the head only (RFC 9110 §9.3.2); the parser
      * knows the method as soon as the request line's first word is read. */
     bool head = c->parser.method == HTTP_HEAD;
@@ -239,7 +238,7 @@ static void conn_arm_timer(struct af_conn *c, enum af_conn_timer kind)
     struct timeval tv;
     c->timer_kind = kind;
     ms_to_tv(kind == AF_TIMER_HEAD ? c->srv->cfg->head_timeout_ms : KEEPALIVE_IDLE_MS, &tv);
-    event_add(c->timer, &tv);
+    event_add(&c->timer, &tv);
 }
 
 /* ---- request parser callbacks -------------------------------------------- */
@@ -336,7 +335,7 @@ static int on_headers_complete(http_parser *p)
     ex->chunked_in = (p->flags & F_CHUNKED) != 0;
     ex->keepalive = http_should_keep_alive(p);
     c->state = AF_CONN_EXCHANGE;
-    event_del(c->timer);
+    event_del(&c->timer);
     /* Stop here: the exchange routes the request before any body byte is
      * read, so a refused request never makes us read its body. */
     http_parser_pause(p, 1);
@@ -392,7 +391,7 @@ static const http_parser_settings request_settings = {
  */
 static int conn_feed(struct af_conn *c, bool (*more)(struct af_conn *))
 {
-    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer *in = c->s.in;
     while (evbuffer_get_length(in) > 0 && !c->dead) {
         if (more && !more(c))
             return 0;
@@ -416,6 +415,7 @@ static int conn_feed(struct af_conn *c, bool (*more)(struct af_conn *))
         }
         size_t n = http_parser_execute(&c->parser, &request_settings, v.iov_base, len);
         evbuffer_drain(in, n);
+        af_stream_consumed(&c->s);
         c->scanned = c->scanned > n ? c->scanned - n : 0;
         enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
         if (e == HPE_PAUSED)
@@ -508,20 +508,34 @@ static void conn_drive(struct af_conn *c)
     }
 }
 
-static void conn_read_cb(struct bufferevent *bev, void *arg)
+/* Writes what the exchange queued toward its instance. */
+static void ex_flush_upstream(struct af_exchange *ex)
+{
+    if (ex && ex->up)
+        af_stream_flush(&ex->up->s);
+}
+
+void af_conn_pump(struct af_conn *c)
+{
+    conn_drive(c);
+    if (!c->dead)
+        ex_flush_upstream(c->ex);
+}
+
+static void conn_on_read(struct af_stream *s, void *arg)
 {
     struct af_conn *c = arg;
     af_conn_enter(c);
-    conn_drive(c);
+    af_conn_pump(c);
     af_conn_leave(c);
 }
 
-static void conn_write_cb(struct bufferevent *bev, void *arg)
+static void conn_on_drain(struct af_stream *s, void *arg)
 {
     struct af_conn *c = arg;
     af_conn_enter(c);
     if (c->state == AF_CONN_CLOSING) {
-        if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+        if (evbuffer_get_length(c->s.out) == 0)
             af_conn_close(c);
     } else if (c->ex && c->ex->up && !c->ex->resp_done) {
         /* The client drained: let the response flow again. */
@@ -530,19 +544,23 @@ static void conn_write_cb(struct bufferevent *bev, void *arg)
     af_conn_leave(c);
 }
 
-static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
+static void conn_on_event(struct af_stream *s, enum af_stream_event what, void *arg)
 {
     struct af_conn *c = arg;
     af_conn_enter(c);
-    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
-        struct af_exchange *ex = c->ex;
-        if (ex && ex->state != AF_EX_DONE)
-            af_log(AF_LOG_INFO, "%s: client went away during %s %s", c->peer_ip,
-                   http_method_str(ex->method), ex->url ? ex->url : "");
-        af_conn_close(c);
-    }
+    struct af_exchange *ex = c->ex;
+    if (ex && ex->state != AF_EX_DONE)
+        af_log(AF_LOG_INFO, "%s: client went away during %s %s", c->peer_ip,
+               http_method_str(ex->method), ex->url ? ex->url : "");
+    af_conn_close(c);
     af_conn_leave(c);
 }
+
+static const struct af_stream_ops conn_ops = {
+    .on_read = conn_on_read,
+    .on_drain = conn_on_drain,
+    .on_event = conn_on_event,
+};
 
 void af_conn_accept(struct af_listener *lst, int fd, const struct sockaddr *addr, int addrlen)
 {
@@ -555,8 +573,7 @@ void af_conn_accept(struct af_listener *lst, int fd, const struct sockaddr *addr
     struct af_conn *c = af_xcalloc(1, sizeof(*c));
     c->srv = srv;
     c->lst = lst;
-    c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
-    if (!c->bev) {
+    if (af_stream_init(&c->s, srv->base, fd, &conn_ops, c) < 0) {
         close(fd);
         free(c);
         return;
@@ -573,15 +590,15 @@ void af_conn_accept(struct af_listener *lst, int fd, const struct sockaddr *addr
     c->parser.data = c;
     c->state = AF_CONN_HEAD;
     af_strict_head(&c->strict);
-    c->timer = evtimer_new(srv->base, conn_timer_cb, c);
+    evtimer_assign(&c->timer, srv->base, conn_timer_cb, c);
     LIST_INSERT_HEAD(&srv->conns, c, link);
     srv->n_conns++;
     /* Bounded buffering: stop reading from a client that sends faster than
-     * the instance takes; write callbacks fire when output is half drained. */
-    bufferevent_setwatermark(c->bev, EV_READ, 0, AF_HIGH_WATER);
-    bufferevent_setwatermark(c->bev, EV_WRITE, AF_HIGH_WATER / 2, 0);
-    bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
-    bufferevent_enable(c->bev, EV_READ);
+     * the instance takes; resume the response when the output is half
+     * drained. */
+    c->s.read_max = AF_HIGH_WATER;
+    c->s.low_water = AF_HIGH_WATER / 2;
+    af_stream_read(&c->s, true);
     conn_arm_timer(c, AF_TIMER_HEAD);
 }
 
@@ -820,16 +837,19 @@ static void ex_begin(struct af_exchange *ex)
 
 static void ex_connect(struct af_exchange *ex)
 {
-    bool reused = false;
+    bool ready = false;
     ex->state = AF_EX_CONNECTING;
-    ex->up = af_upstream_take(ex->inst, ex, &reused);
+    ex->up = af_upstream_take(ex->inst, ex, &ready);
     if (!ex->up) {
-        af_ex_fail(ex, 502, "Could not open a connection to instance %s: %s", ex->inst->name,
-                   strerror(errno));
+        /* Refused at once: most often an instance that just died, whose
+         * exit (and last stderr lines) the 502 waits for. */
+        af_log(AF_LOG_DEBUG, "connect to instance %s: %s", ex->inst->name, strerror(errno));
+        ex->upstream_reused = false;
+        af_ex_upstream_failed(ex, "refused the connection");
         return;
     }
-    ex->upstream_reused = reused;
-    if (reused)
+    ex->upstream_reused = ex->up->uses > 1;
+    if (ready)
         af_ex_upstream_ready(ex);
 }
 
@@ -930,7 +950,7 @@ void af_ex_upstream_ready(struct af_exchange *ex)
     /* The client waits for this before sending the body (RFC 9110
      * §10.1.1); the instance never sees Expect. */
     if (ex->expect_continue && request_has_body(ex))
-        evbuffer_add_printf(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n");
+        evbuffer_add(c->s.out, "HTTP/1.1 100 Continue\r\n\r\n", 25);
     if (ex->chunked_in && !ex->body_started) {
         /* The scanner stopped at the end of the head; the body's framing is
          * checked from here. */
@@ -939,7 +959,10 @@ void af_ex_upstream_ready(struct af_exchange *ex)
     }
     ex->body_flowing = true;
     http_parser_pause(&c->parser, 0);
+    af_stream_flush(&c->s); /* 100 Continue */
     conn_drive(c);
+    if (!c->dead && c->ex == ex)
+        ex_flush_upstream(ex);
     /* Last: a response already buffered may complete the exchange here. */
     if (!c->dead && c->ex == ex && ex->up)
         af_upstream_start_reading(ex->up);
@@ -950,6 +973,7 @@ void af_ex_upstream_ready(struct af_exchange *ex)
 static void ex_finish(struct af_exchange *ex, bool upstream_reusable)
 {
     struct af_conn *c = ex->conn;
+    af_stream_flush(&c->s);
     ex->state = AF_EX_DONE;
     ex_detach(ex, upstream_reusable);
     ex_log(ex);
@@ -989,7 +1013,7 @@ void af_ex_reply(struct af_exchange *ex, int status, const struct af_headers *he
     if (c->srv->stopping)
         ex->close_after = true;
     int64_t len = body ? (int64_t)evbuffer_get_length(body) : fd >= 0 ? length : 0;
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct evbuffer *out = c->s.out;
     evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", status, reason_phrase(status));
     if (headers)
         af_headers_write(headers, out);

@@ -24,12 +24,12 @@
 #include "proxy/headers.h"
 #include "proxy/module.h"
 #include "proxy/strict.h"
+#include "proxy/stream.h"
 
 struct af_server;
 struct af_listener;
 struct sockaddr;
 struct af_instance;
-struct bufferevent;
 struct event;
 
 /* Accumulates header fields that http-parser may hand over in pieces. */
@@ -56,12 +56,12 @@ struct af_conn {
     LIST_ENTRY(af_conn) link;
     struct af_server *srv;
     struct af_listener *lst;
-    struct bufferevent *bev;
+    struct af_stream s; /* the client socket and its buffers */
     http_parser parser;
     struct af_head_acc acc;
     enum af_conn_state state;
     struct af_exchange *ex;
-    struct event *timer;
+    struct event timer;
     enum af_conn_timer timer_kind;
     char peer_ip[48];
     size_t head_bytes;
@@ -137,6 +137,8 @@ struct af_exchange {
 /* Bracket every callback that may touch a connection. */
 void af_conn_enter(struct af_conn *c);
 void af_conn_leave(struct af_conn *c);
+/* The instance took the queued body: read more of it from the client. */
+void af_conn_pump(struct af_conn *c);
 
 /* Accepts a connection on a front-end listener (called by server.c). */
 void af_conn_accept(struct af_listener *lst, int fd, const struct sockaddr *addr, int addrlen);

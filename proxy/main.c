@@ -23,7 +23,6 @@
 #include <unistd.h>
 
 #include <event2/event.h>
-#include <event2/thread.h>
 
 #include "apiserver/apiserver.h"
 #include "common/log.h"
@@ -158,7 +157,6 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     if (af_watchdog_start() < 0)
         af_warn("Could not start the watchdog: instances may outlive a killed appfront");
-    evthread_use_pthreads();
 
     struct af_server srv = {0};
     srv.cfg = &cfg;

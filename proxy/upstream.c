@@ -21,7 +21,6 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 
 #include "common/log.h"
@@ -33,15 +32,13 @@
 #define MAX_RESPONSE_HEAD (64 * 1024)
 #define MAX_IDLE_PER_INSTANCE 64
 
-static void up_read_cb(struct bufferevent *bev, void *arg);
-static void up_write_cb(struct bufferevent *bev, void *arg);
-static void up_event_cb(struct bufferevent *bev, short what, void *arg);
+static const struct af_stream_ops up_ops;
 
 /* ---- the pool --------------------------------------------------------- */
 
 void af_upstream_free(struct af_upstream *up)
 {
-    bufferevent_free(up->bev);
+    af_stream_release(&up->s);
     af_instance_unref(up->inst);
     free(up);
 }
@@ -61,49 +58,50 @@ void af_upstream_drain_pool(struct af_instance *inst)
     }
 }
 
-static int connect_socket(struct af_instance *inst, struct bufferevent *bev)
-{
-    if (inst->sock_path) {
-        struct sockaddr_un sun = {.sun_family = AF_UNIX};
-        snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", inst->sock_path);
-        return bufferevent_socket_connect(bev, (struct sockaddr *)&sun, sizeof(sun));
-    }
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)inst->tcp_port)};
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    return bufferevent_socket_connect(bev, (struct sockaddr *)&sin, sizeof(sin));
-}
-
 struct af_upstream *af_upstream_take(struct af_instance *inst, struct af_exchange *ex,
-                                     bool *reused)
+                                     bool *ready)
 {
     struct af_upstream *up = TAILQ_FIRST(&inst->idle);
     if (up) {
         idle_remove(up);
         up->ex = ex;
         up->uses++;
-        *reused = true;
+        *ready = true;
         return up;
     }
-    struct event_base *base = inst->mod->srv->base;
-    struct bufferevent *bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
-    if (!bev)
-        return NULL;
+    struct sockaddr_storage ss;
+    socklen_t len;
+    if (inst->sock_path) {
+        struct sockaddr_un *sun = (struct sockaddr_un *)&ss;
+        memset(sun, 0, sizeof(*sun));
+        sun->sun_family = AF_UNIX;
+        snprintf(sun->sun_path, sizeof(sun->sun_path), "%s", inst->sock_path);
+        len = sizeof(*sun);
+    } else {
+        struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+        memset(sin, 0, sizeof(*sin));
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons((uint16_t)inst->tcp_port);
+        sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        len = sizeof(*sin);
+    }
     up = af_xcalloc(1, sizeof(*up));
-    up->inst = inst;
-    af_instance_ref(inst);
-    up->bev = bev;
-    up->ex = ex;
-    up->uses = 1;
-    bufferevent_setcb(bev, up_read_cb, up_write_cb, up_event_cb, up);
-    bufferevent_setwatermark(bev, EV_READ, 0, AF_HIGH_WATER);
-    bufferevent_setwatermark(bev, EV_WRITE, AF_HIGH_WATER / 2, 0);
-    *reused = false;
-    if (connect_socket(inst, bev) < 0) {
+    int rc = af_stream_connect(&up->s, inst->mod->srv->base, (struct sockaddr *)&ss, len, &up_ops,
+                               up);
+    if (rc < 0) {
         int e = errno;
-        af_upstream_free(up);
-        errno = e ? e : ECONNREFUSED;
+        free(up);
+        errno = e;
         return NULL;
     }
+    up->inst = inst;
+    af_instance_ref(inst);
+    up->ex = ex;
+    up->uses = 1;
+    up->connected = rc == 1;
+    up->s.read_max = AF_HIGH_WATER;
+    up->s.low_water = AF_HIGH_WATER / 2;
+    *ready = up->connected;
     return up;
 }
 
@@ -113,21 +111,19 @@ void af_upstream_put(struct af_upstream *up, bool reusable)
     up->ex = NULL;
     if (!reusable || !up->connected || inst->state != AF_INST_READY ||
         inst->n_idle >= MAX_IDLE_PER_INSTANCE ||
-        evbuffer_get_length(bufferevent_get_input(up->bev)) > 0 ||
-        evbuffer_get_length(bufferevent_get_output(up->bev)) > 0) {
+        evbuffer_get_length(up->s.in) > 0 || evbuffer_get_length(up->s.out) > 0) {
         af_upstream_free(up);
         return;
     }
     /* Idle: keep reading so a close by the instance is noticed at once. */
-    up->reading_paused = false;
-    bufferevent_enable(up->bev, EV_READ);
+    af_stream_read(&up->s, true);
     TAILQ_INSERT_HEAD(&inst->idle, up, link);
     inst->n_idle++;
 }
 
 struct evbuffer *af_upstream_output(struct af_upstream *up)
 {
-    return bufferevent_get_output(up->bev);
+    return up->s.out;
 }
 
 /* ---- the response ------------------------------------------------------ */
@@ -180,7 +176,7 @@ static int on_r_headers_complete(http_parser *p)
     ex->status = status;
     struct af_headers *h = &ex->resp_headers;
     af_headers_drop_hop_by_hop(h);
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct evbuffer *out = c->s.out;
     const char *reason = http_status_str((enum http_status)status);
     if (!reason || strcmp(reason, "<unknown>") == 0)
         reason = "Unknown";
@@ -224,7 +220,7 @@ static int on_r_headers_complete(http_parser *p)
 static int on_r_body(http_parser *p, const char *at, size_t n)
 {
     struct af_exchange *ex = ex_of(p);
-    struct evbuffer *out = bufferevent_get_output(ex->conn->bev);
+    struct evbuffer *out = ex->conn->s.out;
     if (ex->chunked_out) {
         evbuffer_add_printf(out, "%zx\r\n", n);
         evbuffer_add(out, at, n);
@@ -242,7 +238,7 @@ static int on_r_message_complete(http_parser *p)
     if (!ex->resp_head_sent)
         return 0; /* the end of an interim 1xx response */
     if (ex->chunked_out)
-        evbuffer_add(bufferevent_get_output(ex->conn->bev), "0\r\n\r\n", 5);
+        evbuffer_add(ex->conn->s.out, "0\r\n\r\n", 5);
     ex->resp_done = true;
     http_parser_pause(p, 1);
     return 0;
@@ -256,6 +252,8 @@ static const http_parser_settings response_settings = {
     .on_message_complete = on_r_message_complete,
 };
 
+static void up_on_read(struct af_stream *s, void *arg);
+
 void af_upstream_start_reading(struct af_upstream *up)
 {
     struct af_exchange *ex = up->ex;
@@ -266,21 +264,21 @@ void af_upstream_start_reading(struct af_upstream *up)
         ex->rscanned = 0;
     }
     up->reading_paused = false;
-    bufferevent_enable(up->bev, EV_READ);
+    af_stream_read(&up->s, true);
     /* Bytes may already wait in the input buffer from before the pause. */
-    if (ex && evbuffer_get_length(bufferevent_get_input(up->bev)) > 0)
-        up_read_cb(up->bev, up);
+    if (ex && evbuffer_get_length(up->s.in) > 0)
+        up_on_read(&up->s, up);
 }
 
 void af_upstream_pause_reading(struct af_upstream *up)
 {
     up->reading_paused = true;
-    bufferevent_disable(up->bev, EV_READ);
+    af_stream_read(&up->s, false);
 }
 
 static bool client_has_room(struct af_exchange *ex)
 {
-    return evbuffer_get_length(bufferevent_get_output(ex->conn->bev)) < AF_HIGH_WATER;
+    return evbuffer_get_length(ex->conn->s.out) < AF_HIGH_WATER;
 }
 
 /* Feeds the response parser. Returns 0, or -1 when the response is
@@ -288,7 +286,7 @@ static bool client_has_room(struct af_exchange *ex)
 static int up_feed(struct af_upstream *up)
 {
     struct af_exchange *ex = up->ex;
-    struct evbuffer *in = bufferevent_get_input(up->bev);
+    struct evbuffer *in = up->s.in;
     while (evbuffer_get_length(in) > 0 && !ex->resp_done) {
         if (!client_has_room(ex)) {
             af_upstream_pause_reading(up);
@@ -313,6 +311,7 @@ static int up_feed(struct af_upstream *up)
         }
         size_t n = http_parser_execute(&ex->rparser, &response_settings, v.iov_base, len);
         evbuffer_drain(in, n);
+        af_stream_consumed(&up->s);
         ex->rscanned = ex->rscanned > n ? ex->rscanned - n : 0;
         enum http_errno e = HTTP_PARSER_ERRNO(&ex->rparser);
         if (e == HPE_PAUSED && ex->rchunked_pause) {
@@ -329,7 +328,7 @@ static int up_feed(struct af_upstream *up)
     return 0;
 }
 
-static void up_read_cb(struct bufferevent *bev, void *arg)
+static void up_on_read(struct af_stream *s, void *arg)
 {
     struct af_upstream *up = arg;
     struct af_exchange *ex = up->ex;
@@ -351,11 +350,13 @@ static void up_read_cb(struct bufferevent *bev, void *arg)
         af_ex_fail(ex, 502, "Instance %s sent a malformed response: %s.", up->inst->name, why);
     } else if (ex->resp_done) {
         af_ex_response_done(ex);
+    } else if (!c->dead) {
+        af_stream_flush(&c->s); /* what this read relayed */
     }
     af_conn_leave(c);
 }
 
-static void up_write_cb(struct bufferevent *bev, void *arg)
+static void up_on_drain(struct af_stream *s, void *arg)
 {
     struct af_upstream *up = arg;
     struct af_exchange *ex = up->ex;
@@ -365,15 +366,15 @@ static void up_write_cb(struct bufferevent *bev, void *arg)
     struct af_conn *c = ex->conn;
     af_conn_enter(c);
     if (!ex->req_body_done && ex->body_flowing)
-        bufferevent_trigger(c->bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS);
+        af_conn_pump(c);
     af_conn_leave(c);
 }
 
-static void up_event_cb(struct bufferevent *bev, short what, void *arg)
+static void up_on_event(struct af_stream *s, enum af_stream_event what, void *arg)
 {
     struct af_upstream *up = arg;
     struct af_exchange *ex = up->ex;
-    if (what & BEV_EVENT_CONNECTED) {
+    if (what == AF_STREAM_CONNECTED) {
         up->connected = true;
         if (ex) {
             struct af_conn *c = ex->conn;
@@ -383,8 +384,6 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
         }
         return;
     }
-    if (!(what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)))
-        return;
     if (!ex) {
         idle_remove(up);
         af_upstream_free(up);
@@ -409,3 +408,9 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
     }
     af_conn_leave(c);
 }
+
+static const struct af_stream_ops up_ops = {
+    .on_read = up_on_read,
+    .on_drain = up_on_drain,
+    .on_event = up_on_event,
+};

@@ -10,15 +10,16 @@
 #include <stdbool.h>
 #include <sys/queue.h>
 
+#include "proxy/stream.h"
+
 struct af_instance;
 struct af_exchange;
-struct bufferevent;
 struct evbuffer;
 
 struct af_upstream {
     TAILQ_ENTRY(af_upstream) link; /* in inst->idle while idle */
     struct af_instance *inst;      /* one reference held */
-    struct bufferevent *bev;
+    struct af_stream s;
     struct af_exchange *ex; /* the exchange using it, or NULL while idle */
     bool connected;
     bool reading_paused; /* the client's output is full */
@@ -26,13 +27,14 @@ struct af_upstream {
 };
 
 /*
- * Binds an upstream connection to ex: an idle pooled one (*reused = true:
- * connected, the caller proceeds at once) or a new one that is connecting
- * (af_ex_upstream_ready() or af_ex_upstream_failed() follows from the event
- * loop). Returns NULL when no socket can be made (errno set).
+ * Binds an upstream connection to ex: an idle pooled one, or a new one.
+ * *ready = true when it is connected (pooled, or a Unix socket that
+ * connected at once): the caller proceeds now. Otherwise it is connecting
+ * and af_ex_upstream_ready() or af_ex_upstream_failed() follows from the
+ * event loop. Returns NULL when no connection can be made (errno set).
  */
 struct af_upstream *af_upstream_take(struct af_instance *inst, struct af_exchange *ex,
-                                     bool *reused);
+                                     bool *ready);
 /* Returns a connection to its instance's pool, or frees it if it cannot be
  * reused. */
 void af_upstream_put(struct af_upstream *up, bool reusable);

@@ -1,0 +1,243 @@
+#include "proxy/stream.h"
+
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+
+/* Bytes read per readable event at most: large enough for any head, small
+ * enough that one busy peer cannot starve the others for long. */
+#define READ_CHUNK 65536
+
+static void update_read(struct af_stream *s)
+{
+    bool want = s->reading && !s->failed && !s->connecting &&
+                evbuffer_get_length(s->in) < s->read_max;
+    if (want && !s->rd_added) {
+        event_add(&s->rd, NULL);
+        s->rd_added = true;
+    } else if (!want && s->rd_added) {
+        event_del(&s->rd);
+        s->rd_added = false;
+    }
+}
+
+static void want_write(struct af_stream *s, bool on)
+{
+    if (on && !s->wr_added) {
+        event_add(&s->wr, NULL);
+        s->wr_added = true;
+    } else if (!on && s->wr_added) {
+        event_del(&s->wr);
+        s->wr_added = false;
+    }
+}
+
+/* Queues a failure for on_event: reported from the loop, never inside the
+ * owner's own call. */
+static void fail_later(struct af_stream *s, int err)
+{
+    if (s->failed)
+        return;
+    s->failed = true;
+    s->error = err;
+    update_read(s);
+    want_write(s, false);
+    event_active(&s->wr, EV_WRITE, 0);
+}
+
+static void read_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct af_stream *s = arg;
+    size_t room = s->read_max - evbuffer_get_length(s->in);
+    if (room > READ_CHUNK)
+        room = READ_CHUNK;
+    int n = evbuffer_read(s->in, fd, (int)room);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+            return;
+        s->failed = true;
+        s->error = errno;
+        update_read(s);
+        s->ops->on_event(s, AF_STREAM_ERROR, s->arg);
+        return;
+    }
+    if (n == 0) {
+        /* Stop watching a socket that will stay readable forever. */
+        s->reading = false;
+        update_read(s);
+        s->ops->on_event(s, AF_STREAM_EOF, s->arg);
+        return;
+    }
+    update_read(s);
+    s->ops->on_read(s, s->arg);
+}
+
+static int write_now(struct af_stream *s)
+{
+    while (evbuffer_get_length(s->out) > 0) {
+        int n = evbuffer_write(s->out, s->fd);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return 0;
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        if (n == 0)
+            return 0;
+    }
+    return 0;
+}
+
+static void write_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct af_stream *s = arg;
+    if (s->failed) {
+        /* A failure queued by fail_later, or reported now. */
+        s->ops->on_event(s, AF_STREAM_ERROR, s->arg);
+        return;
+    }
+    if (s->connecting) {
+        int err = 0;
+        socklen_t len = sizeof(err);
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+            err = errno;
+        s->connecting = false;
+        if (err) {
+            s->failed = true;
+            s->error = err;
+            want_write(s, false);
+            s->ops->on_event(s, AF_STREAM_ERROR, s->arg);
+            return;
+        }
+        want_write(s, evbuffer_get_length(s->out) > 0);
+        update_read(s);
+        s->ops->on_event(s, AF_STREAM_CONNECTED, s->arg);
+        return;
+    }
+    if (write_now(s) < 0) {
+        s->failed = true;
+        s->error = errno;
+        want_write(s, false);
+        update_read(s);
+        s->ops->on_event(s, AF_STREAM_ERROR, s->arg);
+        return;
+    }
+    size_t left = evbuffer_get_length(s->out);
+    want_write(s, left > 0);
+    if (left <= s->low_water && s->ops->on_drain)
+        s->ops->on_drain(s, s->arg);
+}
+
+static int setup(struct af_stream *s, struct event_base *base, evutil_socket_t fd,
+                 const struct af_stream_ops *ops, void *arg)
+{
+    memset(s, 0, sizeof(*s));
+    s->fd = fd;
+    s->ops = ops;
+    s->arg = arg;
+    s->read_max = 256 * 1024;
+    s->in = evbuffer_new();
+    s->out = evbuffer_new();
+    if (!s->in || !s->out) {
+        if (s->in)
+            evbuffer_free(s->in);
+        if (s->out)
+            evbuffer_free(s->out);
+        s->in = s->out = NULL;
+        return -1;
+    }
+    /* Lets evbuffer_add_file() segments go out with sendfile(2) instead of
+     * being mapped into memory. */
+    evbuffer_set_flags(s->out, EVBUFFER_FLAG_DRAINS_TO_FD);
+    event_assign(&s->rd, base, fd, EV_READ | EV_PERSIST, read_cb, s);
+    event_assign(&s->wr, base, fd, EV_WRITE | EV_PERSIST, write_cb, s);
+    return 0;
+}
+
+int af_stream_init(struct af_stream *s, struct event_base *base, evutil_socket_t fd,
+                   const struct af_stream_ops *ops, void *arg)
+{
+    evutil_make_socket_nonblocking(fd);
+    if (setup(s, base, fd, ops, arg) < 0) {
+        s->fd = -1;
+        return -1;
+    }
+    return 0;
+}
+
+int af_stream_connect(struct af_stream *s, struct event_base *base, const struct sockaddr *addr,
+                      socklen_t len, const struct af_stream_ops *ops, void *arg)
+{
+    evutil_socket_t fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    if (setup(s, base, fd, ops, arg) < 0) {
+        close(fd);
+        s->fd = -1;
+        errno = ENOMEM;
+        return -1;
+    }
+    if (connect(fd, addr, len) == 0)
+        return 1;
+    if (errno == EINPROGRESS) {
+        s->connecting = true;
+        want_write(s, true);
+        return 0;
+    }
+    int e = errno;
+    af_stream_release(s);
+    errno = e;
+    return -1;
+}
+
+void af_stream_release(struct af_stream *s)
+{
+    if (s->fd < 0)
+        return;
+    event_del(&s->rd);
+    event_del(&s->wr);
+    evbuffer_free(s->in);
+    evbuffer_free(s->out);
+    close(s->fd);
+    s->fd = -1;
+    s->in = s->out = NULL;
+}
+
+void af_stream_stop(struct af_stream *s)
+{
+    s->reading = false;
+    s->failed = true; /* nothing more is reported */
+    event_del(&s->rd);
+    event_del(&s->wr);
+    s->rd_added = s->wr_added = false;
+}
+
+void af_stream_read(struct af_stream *s, bool on)
+{
+    s->reading = on;
+    update_read(s);
+}
+
+void af_stream_consumed(struct af_stream *s)
+{
+    if (s->reading && !s->rd_added)
+        update_read(s);
+}
+
+bool af_stream_flush(struct af_stream *s)
+{
+    if (s->failed || s->connecting)
+        return false;
+    if (s->wr_added)
+        return false; /* the socket was full: the write event takes it on */
+    if (write_now(s) < 0) {
+        fail_later(s, errno);
+        return false;
+    }
+    bool empty = evbuffer_get_length(s->out) == 0;
+    want_write(s, !empty);
+    return empty;
+}
