@@ -311,3 +311,16 @@ def test_refused_request_leaves_pooled_connection_clean(af):
     rs, closed = answers(af, raw)
     assert rs and rs[0].status == 400 and closed, rs
     assert_no_desync(af, probes=6)
+
+
+@pytest.mark.parametrize("name", [b"Transfer-Encodingx", b"Transfer-Encoding-Hint", b"Content-Lengths"])
+def test_field_named_like_a_framing_field_is_just_a_field(af, name):
+    # A field whose name merely starts like a framing field is an ordinary
+    # field (RFC 9110 §5.1: names are compared whole): forwarded as is,
+    # framing nothing. http-parser 2.9 flags names starting with
+    # "Transfer-Encoding" as that field, so they must not reach its check.
+    raw = b"GET /headers HTTP/1.1\r\n" + H + name + b": 1\r\n\r\n"
+    rs, _ = answers(af, raw, limit=1)
+    assert rs and rs[0].status == 200, rs
+    assert forwarded_headers(rs[0]).get(name.decode()) == "1", rs[0].body[:300]
+    assert_no_desync(af)
