@@ -38,6 +38,7 @@
 #include "proxy/router.h"
 #include "proxy/server.h"
 #include "proxy/upstream.h"
+#include "proxy/wire.h"
 
 /* Limits of a request head (issue: strict input limits). */
 #define MAX_HEAD_BYTES (64 * 1024)
@@ -126,7 +127,9 @@ static void make_request_id(char out[40])
     static uint64_t counter;
     if (!prefix && getrandom(&prefix, sizeof(prefix), 0) != sizeof(prefix))
         prefix = (uint64_t)getpid() << 32 ^ (uint64_t)time(NULL);
-    snprintf(out, 40, "%016" PRIx64 "%016" PRIx64, prefix, ++counter);
+    char *p = af_put_hex16(out, prefix);
+    p = af_put_hex16(p, ++counter);
+    *p = '\0';
 }
 
 static long elapsed_us(const struct timeval *start)
@@ -354,7 +357,10 @@ static int on_body(http_parser *p, const char *at, size_t n)
     }
     struct evbuffer *out = af_upstream_output(ex->up);
     if (ex->chunked_in) {
-        evbuffer_add_printf(out, "%zx\r\n", n);
+        char size[24];
+        char *e = af_put_hex(size, n);
+        e = AF_PUT_LIT(e, "\r\n");
+        evbuffer_add(out, size, (size_t)(e - size));
         evbuffer_add(out, at, n);
         evbuffer_add(out, "\r\n", 2);
     } else {
@@ -745,13 +751,13 @@ static void ex_waiter_ready(struct af_waiter *w, struct af_instance *inst, int s
 static int ex_validate(struct af_exchange *ex, char *msg, size_t len)
 {
     const struct af_config *cfg = ex->conn->srv->cfg;
-    if (af_headers_count(&ex->req_headers, "Transfer-Encoding") > 0) {
+    if (af_headers_count_id(&ex->req_headers, AF_H_TRANSFER_ENCODING) > 0) {
         /* Only "chunked", once, and only it: any other coding would reach the
          * app still encoded, and "chunked" not last is not HTTP/1.1 framing
          * (RFC 9112 §6.1). */
         for (size_t i = 0; i < ex->req_headers.n; i++) {
             const struct af_header *h = &ex->req_headers.v[i];
-            if (strcasecmp(h->name, "Transfer-Encoding") != 0)
+            if (h->id != AF_H_TRANSFER_ENCODING)
                 continue;
             if (strcasecmp(h->value, "chunked") != 0) {
                 snprintf(msg, len, "Transfer-Encoding '%s' is not supported; only chunked is.",
@@ -759,7 +765,7 @@ static int ex_validate(struct af_exchange *ex, char *msg, size_t len)
                 return 501;
             }
         }
-        if (af_headers_count(&ex->req_headers, "Transfer-Encoding") != 1 || !ex->chunked_in) {
+        if (af_headers_count_id(&ex->req_headers, AF_H_TRANSFER_ENCODING) != 1 || !ex->chunked_in) {
             snprintf(msg, len, "Transfer-Encoding must be sent once, as 'chunked'.");
             return 400;
         }
@@ -773,7 +779,7 @@ static int ex_validate(struct af_exchange *ex, char *msg, size_t len)
      * §2.5). */
     if (ex->http_minor > 1)
         ex->http_minor = 1;
-    size_t hosts = af_headers_count(&ex->req_headers, "Host");
+    size_t hosts = af_headers_count_id(&ex->req_headers, AF_H_HOST);
     if (hosts > 1 || (ex->http_minor == 1 && hosts == 0)) {
         /* RFC 9112 §3.2: exactly one Host in HTTP/1.1, never two in any
          * version — two hosts are two different routing answers. */
@@ -807,7 +813,7 @@ static void ex_begin(struct af_exchange *ex)
     make_request_id(ex->request_id);
     ex->waiter.direct = ex->direct;
     ex->waiter.ready = ex_waiter_ready;
-    struct af_header *expect = af_headers_find(&ex->req_headers, "Expect");
+    struct af_header *expect = af_headers_find_id(&ex->req_headers, AF_H_EXPECT);
     ex->expect_continue = expect && ex->http_minor >= 1 &&
                           strcasecmp(expect->value, "100-continue") == 0;
     int status = ex_validate(ex, msg, sizeof(msg));
@@ -877,64 +883,132 @@ static bool login_from_cookie(const struct af_headers *h, char *email, size_t el
     return true;
 }
 
-/* Writes the request head toward the instance (DESIGN.md header policy). */
+/* Writes the request head toward the instance (DESIGN.md header policy).
+ * Idempotent, for the retry on a fresh connection. */
 static void ex_write_request_head(struct af_exchange *ex)
 {
     struct af_conn *c = ex->conn;
     struct af_server *srv = c->srv;
-    struct evbuffer *out = af_upstream_output(ex->up);
     struct af_headers *h = &ex->req_headers;
+    bool direct = ex->direct;
 
+    /* The client's X-Forwarded-For (looked up whatever an earlier call
+     * marked), then the policy's marks. */
+    const struct af_header *xff = NULL;
+    bool has_host = false;
+    for (size_t i = 0; i < h->n; i++) {
+        if (h->v[i].id == AF_H_X_FORWARDED_FOR && !xff)
+            xff = &h->v[i];
+        else if (h->v[i].id == AF_H_HOST)
+            has_host = true;
+    }
     af_headers_drop_hop_by_hop(h);
-    af_headers_drop(h, "Expect"); /* answered here: 100-continue */
-    bool has_inbound = af_headers_find(h, "X-AppEngine-Inbound-AppId") != NULL;
-    if (!ex->direct)
-        af_headers_drop_appengine(h);
-    struct af_header *xff = af_headers_find(h, "X-Forwarded-For");
-    char *xff_value = xff ? af_xasprintf("%s, %s", xff->value, c->peer_ip) : NULL;
-    af_headers_drop(h, "X-Forwarded-For");
-    af_headers_drop(h, "X-Forwarded-Proto");
-
-    evbuffer_add_printf(out, "%s %s HTTP/1.1\r\n", http_method_str(ex->method), ex->url);
-    af_headers_write(h, out);
-    if (!af_headers_find(h, "Host"))
-        evbuffer_add_printf(out, "Host: %s:%d\r\n", srv->cfg->host, c->lst->port);
-    if (!ex->direct || !af_headers_find(h, "X-AppEngine-Request-Log-Id"))
-        evbuffer_add_printf(out,
-                            "X-AppEngine-Request-Log-Id: %s\r\nX-Appengine-Dev-Request-Id: %s\r\n"
-                            "X-AppEngine-API-Ticket: %s\r\n",
-                            ex->request_id, ex->request_id, ex->request_id);
-    if (!ex->direct || !af_headers_find(h, "X-AppEngine-Country"))
-        evbuffer_add_printf(out, "X-AppEngine-Country: ZZ\r\n");
-    /* The Go library's appengine.DefaultVersionHostname reads this. */
-    if (!ex->direct || !af_headers_find(h, "X-AppEngine-Default-Version-Hostname"))
-        evbuffer_add_printf(out, "X-AppEngine-Default-Version-Hostname: %s:%d\r\n",
-                            srv->cfg->host, srv->main_port.port);
-    if (!ex->direct || !af_headers_find(h, "X-AppEngine-User-IP"))
-        evbuffer_add_printf(out, "X-AppEngine-User-IP: %s\r\n", c->peer_ip);
-    evbuffer_add_printf(out, "X-Forwarded-For: %s\r\nX-Forwarded-Proto: http\r\n",
-                        xff_value ? xff_value : c->peer_ip);
-    free(xff_value);
-    if (ex->direct && !has_inbound)
-        evbuffer_add_printf(out, "X-AppEngine-Inbound-AppId: dev~%s\r\n", srv->app_id);
-    if (!ex->direct) {
-        char email[256], uid[128];
-        bool admin = false;
-        if (login_from_cookie(h, email, sizeof(email), &admin, uid, sizeof(uid))) {
-            const char *at = strchr(email, '@');
-            int nick_len = at ? (int)(at - email) : (int)strlen(email);
-            evbuffer_add_printf(out,
-                                "X-AppEngine-User-Email: %s\r\nX-AppEngine-User-Id: %s\r\n"
-                                "X-AppEngine-User-Nickname: %.*s\r\n"
-                                "X-AppEngine-User-Is-Admin: %d\r\n",
-                                email, uid, nick_len, email, admin ? 1 : 0);
+    for (size_t i = 0; i < h->n; i++) {
+        switch (h->v[i].id) {
+        case AF_H_EXPECT: /* answered here: 100-continue */
+        case AF_H_X_FORWARDED_FOR:
+        case AF_H_X_FORWARDED_PROTO:
+            h->v[i].drop = true;
+            break;
+        case AF_H_X_APPENGINE:
+            if (!direct)
+                h->v[i].drop = true; /* clients may not spoof them */
+            break;
+        default:
+            break;
         }
     }
-    if (ex->chunked_in)
-        evbuffer_add_printf(out, "Transfer-Encoding: chunked\r\n");
-    else if (ex->content_length >= 0)
-        evbuffer_add_printf(out, "Content-Length: %" PRId64 "\r\n", ex->content_length);
-    evbuffer_add(out, "\r\n", 2);
+    /* On the back door the client's own X-AppEngine-* stay and win. */
+    bool add_ids = !direct || !af_headers_find(h, "X-AppEngine-Request-Log-Id");
+    bool add_country = !direct || !af_headers_find(h, "X-AppEngine-Country");
+    bool add_dvh = !direct || !af_headers_find(h, "X-AppEngine-Default-Version-Hostname");
+    bool add_ip = !direct || !af_headers_find(h, "X-AppEngine-User-IP");
+    bool add_inbound = direct && !af_headers_find(h, "X-AppEngine-Inbound-AppId");
+    char email[256], uid[128];
+    bool admin = false;
+    bool user = !direct && login_from_cookie(h, email, sizeof(email), &admin, uid, sizeof(uid));
+
+    const char *method = http_method_str(ex->method);
+    size_t host_len = strlen(srv->cfg->host);
+    size_t ip_len = strlen(c->peer_ip);
+    size_t max = strlen(method) + strlen(ex->url) + 16 + af_headers_wire_size(h) +
+                 (host_len + 32) * 2 + (xff ? xff->value_len : 0) + ip_len * 3 +
+                 strlen(srv->app_id) + sizeof(email) * 2 + sizeof(uid) + 600;
+    struct evbuffer *out = af_upstream_output(ex->up);
+    struct evbuffer_iovec v;
+    if (evbuffer_reserve_space(out, (ev_ssize_t)max, &v, 1) < 1)
+        return;
+    char *p = v.iov_base;
+    p = af_put_str(p, method);
+    *p++ = ' ';
+    p = af_put_str(p, ex->url);
+    p = AF_PUT_LIT(p, " HTTP/1.1\r\n");
+    p = af_headers_copy(h, p);
+    if (!has_host) {
+        p = AF_PUT_LIT(p, "Host: ");
+        p = af_put(p, srv->cfg->host, host_len);
+        *p++ = ':';
+        p = af_put_u64(p, (uint64_t)c->lst->port);
+        p = AF_PUT_LIT(p, "\r\n");
+    }
+    if (add_ids) {
+        p = AF_PUT_LIT(p, "X-AppEngine-Request-Log-Id: ");
+        p = af_put_str(p, ex->request_id);
+        p = AF_PUT_LIT(p, "\r\nX-Appengine-Dev-Request-Id: ");
+        p = af_put_str(p, ex->request_id);
+        p = AF_PUT_LIT(p, "\r\nX-AppEngine-API-Ticket: ");
+        p = af_put_str(p, ex->request_id);
+        p = AF_PUT_LIT(p, "\r\n");
+    }
+    if (add_country)
+        p = AF_PUT_LIT(p, "X-AppEngine-Country: ZZ\r\n");
+    if (add_dvh) {
+        /* The Go library's appengine.DefaultVersionHostname reads this. */
+        p = AF_PUT_LIT(p, "X-AppEngine-Default-Version-Hostname: ");
+        p = af_put(p, srv->cfg->host, host_len);
+        *p++ = ':';
+        p = af_put_u64(p, (uint64_t)srv->main_port.port);
+        p = AF_PUT_LIT(p, "\r\n");
+    }
+    if (add_ip) {
+        p = AF_PUT_LIT(p, "X-AppEngine-User-IP: ");
+        p = af_put(p, c->peer_ip, ip_len);
+        p = AF_PUT_LIT(p, "\r\n");
+    }
+    p = AF_PUT_LIT(p, "X-Forwarded-For: ");
+    if (xff) {
+        p = af_put(p, xff->value, xff->value_len);
+        p = AF_PUT_LIT(p, ", ");
+    }
+    p = af_put(p, c->peer_ip, ip_len);
+    p = AF_PUT_LIT(p, "\r\nX-Forwarded-Proto: http\r\n");
+    if (add_inbound) {
+        p = AF_PUT_LIT(p, "X-AppEngine-Inbound-AppId: dev~");
+        p = af_put_str(p, srv->app_id);
+        p = AF_PUT_LIT(p, "\r\n");
+    }
+    if (user) {
+        const char *at = strchr(email, '@');
+        p = AF_PUT_LIT(p, "X-AppEngine-User-Email: ");
+        p = af_put_str(p, email);
+        p = AF_PUT_LIT(p, "\r\nX-AppEngine-User-Id: ");
+        p = af_put_str(p, uid);
+        p = AF_PUT_LIT(p, "\r\nX-AppEngine-User-Nickname: ");
+        p = af_put(p, email, at ? (size_t)(at - email) : strlen(email));
+        p = AF_PUT_LIT(p, "\r\nX-AppEngine-User-Is-Admin: ");
+        *p++ = admin ? '1' : '0';
+        p = AF_PUT_LIT(p, "\r\n");
+    }
+    if (ex->chunked_in) {
+        p = AF_PUT_LIT(p, "Transfer-Encoding: chunked\r\n");
+    } else if (ex->content_length >= 0) {
+        p = AF_PUT_LIT(p, "Content-Length: ");
+        p = af_put_u64(p, (uint64_t)ex->content_length);
+        p = AF_PUT_LIT(p, "\r\n");
+    }
+    p = AF_PUT_LIT(p, "\r\n");
+    v.iov_len = (size_t)(p - (char *)v.iov_base);
+    evbuffer_commit_space(out, &v, 1);
 }
 
 static bool request_has_body(const struct af_exchange *ex)

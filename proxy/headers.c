@@ -17,10 +17,8 @@ void af_headers_init(struct af_headers *h)
 
 void af_headers_clear(struct af_headers *h)
 {
-    for (size_t i = 0; i < h->n; i++) {
-        free(h->v[i].name);
-        free(h->v[i].value);
-    }
+    for (size_t i = 0; i < h->n; i++)
+        free(h->v[i].name); /* the value shares the allocation */
     h->n = 0;
 }
 
@@ -31,6 +29,47 @@ void af_headers_release(struct af_headers *h)
     af_headers_init(h);
 }
 
+struct known_field {
+    const char *name;
+    enum af_header_id id;
+};
+
+/* Grouped by length, so a name is compared with at most a few candidates. */
+static const struct known_field known_fields[] = {
+    {"TE", AF_H_TE},
+    {"Host", AF_H_HOST},
+    {"Cookie", AF_H_COOKIE},
+    {"Expect", AF_H_EXPECT},
+    {"Trailer", AF_H_TRAILER},
+    {"Upgrade", AF_H_UPGRADE},
+    {"Keep-Alive", AF_H_KEEP_ALIVE},
+    {"Connection", AF_H_CONNECTION},
+    {"Content-Length", AF_H_CONTENT_LENGTH},
+    {"X-Forwarded-For", AF_H_X_FORWARDED_FOR},
+    {"Proxy-Connection", AF_H_PROXY_CONNECTION},
+    {"Transfer-Encoding", AF_H_TRANSFER_ENCODING},
+    {"X-Forwarded-Proto", AF_H_X_FORWARDED_PROTO},
+    {"Proxy-Authenticate", AF_H_PROXY_AUTHENTICATE},
+    {"Proxy-Authorization", AF_H_PROXY_AUTHORIZATION},
+};
+
+static enum af_header_id classify(const char *name, size_t len)
+{
+    static const char appengine[] = "X-AppEngine-";
+    if (len >= sizeof(appengine) - 1 && (name[0] == 'X' || name[0] == 'x') &&
+        strncasecmp(name, appengine, sizeof(appengine) - 1) == 0)
+        return AF_H_X_APPENGINE;
+    for (size_t i = 0; i < sizeof(known_fields) / sizeof(known_fields[0]); i++) {
+        const char *k = known_fields[i].name;
+        size_t klen = strlen(k);
+        if (klen > len)
+            break; /* the table is sorted by length */
+        if (klen == len && strncasecmp(name, k, len) == 0)
+            return known_fields[i].id;
+    }
+    return AF_H_OTHER;
+}
+
 void af_headers_add(struct af_headers *h, const char *name, size_t name_len, const char *value,
                     size_t value_len)
 {
@@ -39,11 +78,34 @@ void af_headers_add(struct af_headers *h, const char *name, size_t name_len, con
         h->v = af_xrealloc(h->v, h->cap * sizeof(*h->v));
     }
     struct af_header *f = &h->v[h->n++];
-    f->name = af_xstrndup(name, name_len);
+    f->name = af_xmalloc(name_len + value_len + 2);
+    memcpy(f->name, name, name_len);
+    f->name[name_len] = '\0';
+    f->value = f->name + name_len + 1;
+    memcpy(f->value, value, value_len);
+    f->value[value_len] = '\0';
+    /* A NUL inside (never from the strict parser) ends the string. */
     f->name_len = strlen(f->name);
-    f->value = af_xstrndup(value, value_len);
     f->value_len = strlen(f->value);
+    f->id = (unsigned char)classify(f->name, f->name_len);
     f->drop = false;
+}
+
+struct af_header *af_headers_find_id(const struct af_headers *h, enum af_header_id id)
+{
+    for (size_t i = 0; i < h->n; i++)
+        if (!h->v[i].drop && h->v[i].id == id)
+            return &h->v[i];
+    return NULL;
+}
+
+size_t af_headers_count_id(const struct af_headers *h, enum af_header_id id)
+{
+    size_t c = 0;
+    for (size_t i = 0; i < h->n; i++)
+        if (!h->v[i].drop && h->v[i].id == id)
+            c++;
+    return c;
 }
 
 struct af_header *af_headers_find(const struct af_headers *h, const char *name)
@@ -70,15 +132,6 @@ void af_headers_drop(struct af_headers *h, const char *name)
             h->v[i].drop = true;
 }
 
-/* RFC 9110 §7.6.1 hop-by-hop fields, plus the non-standard Proxy-Connection
- * that old clients still send, plus Content-Length because both sides of the
- * proxy frame their bodies independently. */
-static const char *const hop_by_hop[] = {
-    "Connection", "Keep-Alive",          "Proxy-Connection",    "TE",
-    "Trailer",    "Transfer-Encoding",   "Upgrade",             "Proxy-Authenticate",
-    "Proxy-Authorization", "Content-Length",
-};
-
 /* Calls fn(token, len) for each comma-separated token of value, trimmed. */
 static void each_token(const char *value, void (*fn)(const char *, size_t, void *), void *arg)
 {
@@ -100,40 +153,92 @@ static void each_token(const char *value, void (*fn)(const char *, size_t, void 
 static void drop_named(const char *tok, size_t len, void *arg)
 {
     struct af_headers *h = arg;
+    /* The usual tokens (close, keep-alive) name no field: skip the scan. */
+    if ((len == 5 && strncasecmp(tok, "close", 5) == 0) ||
+        (len == 10 && strncasecmp(tok, "keep-alive", 10) == 0))
+        return;
     for (size_t i = 0; i < h->n; i++)
         if (h->v[i].name_len == len && strncasecmp(h->v[i].name, tok, len) == 0)
             h->v[i].drop = true;
+}
+
+/* RFC 9110 §7.6.1 hop-by-hop fields, plus the non-standard Proxy-Connection
+ * that old clients still send, plus Content-Length because both sides of the
+ * proxy frame their bodies independently. */
+static bool is_hop_by_hop(enum af_header_id id)
+{
+    switch (id) {
+    case AF_H_CONNECTION:
+    case AF_H_KEEP_ALIVE:
+    case AF_H_PROXY_CONNECTION:
+    case AF_H_TE:
+    case AF_H_TRAILER:
+    case AF_H_TRANSFER_ENCODING:
+    case AF_H_UPGRADE:
+    case AF_H_PROXY_AUTHENTICATE:
+    case AF_H_PROXY_AUTHORIZATION:
+    case AF_H_CONTENT_LENGTH:
+        return true;
+    default:
+        return false;
+    }
 }
 
 void af_headers_drop_hop_by_hop(struct af_headers *h)
 {
     /* Fields listed in Connection first, while Connection is still visible. */
     for (size_t i = 0; i < h->n; i++)
-        if (strcasecmp(h->v[i].name, "Connection") == 0)
+        if (h->v[i].id == AF_H_CONNECTION)
             each_token(h->v[i].value, drop_named, h);
-    for (size_t k = 0; k < sizeof(hop_by_hop) / sizeof(hop_by_hop[0]); k++)
-        af_headers_drop(h, hop_by_hop[k]);
+    for (size_t i = 0; i < h->n; i++)
+        if (is_hop_by_hop(h->v[i].id))
+            h->v[i].drop = true;
 }
 
 void af_headers_drop_appengine(struct af_headers *h)
 {
-    static const char prefix[] = "X-AppEngine-";
     for (size_t i = 0; i < h->n; i++)
-        if (strncasecmp(h->v[i].name, prefix, sizeof(prefix) - 1) == 0)
+        if (h->v[i].id == AF_H_X_APPENGINE)
             h->v[i].drop = true;
 }
 
-void af_headers_write(const struct af_headers *h, struct evbuffer *out)
+size_t af_headers_wire_size(const struct af_headers *h)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < h->n; i++)
+        if (!h->v[i].drop)
+            n += h->v[i].name_len + h->v[i].value_len + 4;
+    return n;
+}
+
+char *af_headers_copy(const struct af_headers *h, char *p)
 {
     for (size_t i = 0; i < h->n; i++) {
         const struct af_header *f = &h->v[i];
         if (f->drop)
             continue;
-        evbuffer_add(out, f->name, f->name_len);
-        evbuffer_add(out, ": ", 2);
-        evbuffer_add(out, f->value, f->value_len);
-        evbuffer_add(out, "\r\n", 2);
+        memcpy(p, f->name, f->name_len);
+        p += f->name_len;
+        *p++ = ':';
+        *p++ = ' ';
+        memcpy(p, f->value, f->value_len);
+        p += f->value_len;
+        *p++ = '\r';
+        *p++ = '\n';
     }
+    return p;
+}
+
+void af_headers_write(const struct af_headers *h, struct evbuffer *out)
+{
+    size_t n = af_headers_wire_size(h);
+    if (n == 0)
+        return;
+    struct evbuffer_iovec v;
+    if (evbuffer_reserve_space(out, (ev_ssize_t)n, &v, 1) < 1)
+        return;
+    v.iov_len = (size_t)(af_headers_copy(h, v.iov_base) - (char *)v.iov_base);
+    evbuffer_commit_space(out, &v, 1);
 }
 
 struct token_search {

@@ -13,12 +13,35 @@
 
 struct evbuffer;
 
+/* The fields the front end acts on, recognized once when a field is added
+ * so that the policy compares small integers, not strings. */
+enum af_header_id {
+    AF_H_OTHER,
+    AF_H_CONNECTION,
+    AF_H_KEEP_ALIVE,
+    AF_H_PROXY_CONNECTION,
+    AF_H_TE,
+    AF_H_TRAILER,
+    AF_H_TRANSFER_ENCODING,
+    AF_H_UPGRADE,
+    AF_H_PROXY_AUTHENTICATE,
+    AF_H_PROXY_AUTHORIZATION,
+    AF_H_CONTENT_LENGTH,
+    AF_H_HOST,
+    AF_H_EXPECT,
+    AF_H_COOKIE,
+    AF_H_X_FORWARDED_FOR,
+    AF_H_X_FORWARDED_PROTO,
+    AF_H_X_APPENGINE, /* any X-AppEngine-* field */
+};
+
 struct af_header {
-    char *name;
+    char *name;  /* one allocation holds the name, then the value */
     char *value;
     size_t name_len;
     size_t value_len;
-    bool drop; /* marked for removal by the policy; skipped when written */
+    unsigned char id; /* enum af_header_id */
+    bool drop;        /* marked for removal by the policy; skipped when written */
 };
 
 struct af_headers {
@@ -36,6 +59,10 @@ void af_headers_release(struct af_headers *h);
 /* Appends a copy of name and value. */
 void af_headers_add(struct af_headers *h, const char *name, size_t name_len, const char *value,
                     size_t value_len);
+/* The first field with this id (not AF_H_OTHER) that is not dropped. */
+struct af_header *af_headers_find_id(const struct af_headers *h, enum af_header_id id);
+/* Counts the fields with this id that are not dropped. */
+size_t af_headers_count_id(const struct af_headers *h, enum af_header_id id);
 /* The first field named `name`, or NULL. */
 struct af_header *af_headers_find(const struct af_headers *h, const char *name);
 /* Counts the fields named `name` that are not dropped. */
@@ -55,6 +82,10 @@ void af_headers_drop(struct af_headers *h, const char *name);
 
 /* Writes "Name: value\r\n" for every field not dropped. */
 void af_headers_write(const struct af_headers *h, struct evbuffer *out);
+/* The bytes af_headers_write() would write. */
+size_t af_headers_wire_size(const struct af_headers *h);
+/* Copies the wire form to p (af_headers_wire_size() bytes); returns the end. */
+char *af_headers_copy(const struct af_headers *h, char *p);
 
 /* True if the comma-separated list `value` holds `token` (case-insensitive). */
 bool af_header_has_token(const char *value, const char *token);

@@ -36,13 +36,14 @@ enum {
 /* tchar of RFC 9110 §5.6.2: the characters of a field name. */
 static bool is_tchar(unsigned char c)
 {
-    static const char extra[] = "!#$%&'*+-.^_`|~";
-    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
-        return true;
-    for (const char *e = extra; *e; e++)
-        if (c == (unsigned char)*e)
-            return true;
-    return false;
+    /* One bit per character, 0-127: digits, letters and !#$%&'*+-.^_`|~. */
+    static const uint32_t bits[4] = {
+        0x00000000,
+        0x03ff6cfa, /* '!' '#'-'\'' '*' '+' '-' '.' '0'-'9' */
+        0xc7fffffe, /* 'A'-'Z' '^' '_' */
+        0x57ffffff, /* '`' 'a'-'z' '|' '~' */
+    };
+    return c < 128 && (bits[c >> 5] >> (c & 31)) & 1;
 }
 
 /* A field value may hold VCHAR, obs-text, SP and HTAB (RFC 9110 §5.5). */
@@ -100,6 +101,16 @@ ssize_t af_strict_scan(struct af_strict *s, const char *p, size_t n, const char 
             s->st = H_RLINE;
             continue; /* the request line's first byte: look at it again */
         case H_RLINE:
+            /* Fast path: the common bytes of a request line. */
+            while (i < n && (unsigned char)p[i] > 0x20 && p[i] != 0x7f)
+                i++;
+            if (i < n && p[i] == ' ') {
+                i++;
+                continue;
+            }
+            if (i == n)
+                continue;
+            c = (unsigned char)p[i];
             if (c == '\r')
                 s->st = H_RLINE_LF;
             else if (c == '\n')
@@ -128,6 +139,11 @@ ssize_t af_strict_scan(struct af_strict *s, const char *p, size_t n, const char 
                 FAIL("an invalid character starts a field name");
             break;
         case H_NAME:
+            while (i < n && is_tchar((unsigned char)p[i]))
+                i++;
+            if (i == n)
+                continue;
+            c = (unsigned char)p[i];
             if (c == ':')
                 s->st = H_VALUE;
             else if (!is_tchar(c))
@@ -135,6 +151,12 @@ ssize_t af_strict_scan(struct af_strict *s, const char *p, size_t n, const char 
             break;
         case H_VALUE:
         case C_TVALUE:
+            /* Fast path: printable bytes and tabs, up to the line end. */
+            while (i < n && ((unsigned char)p[i] >= 0x20 || p[i] == '\t') && p[i] != 0x7f)
+                i++;
+            if (i == n)
+                continue;
+            c = (unsigned char)p[i];
             if (c == '\r')
                 s->st = s->st == H_VALUE ? H_VALUE_LF : C_TVALUE_LF;
             else if (!is_value_char(c))

@@ -28,6 +28,7 @@
 #include "proxy/exchange.h"
 #include "proxy/instance.h"
 #include "proxy/server.h"
+#include "proxy/wire.h"
 
 #define MAX_RESPONSE_HEAD (64 * 1024)
 #define MAX_IDLE_PER_INSTANCE 64
@@ -176,32 +177,49 @@ static int on_r_headers_complete(http_parser *p)
     ex->status = status;
     struct af_headers *h = &ex->resp_headers;
     af_headers_drop_hop_by_hop(h);
-    struct evbuffer *out = c->s.out;
-    const char *reason = http_status_str((enum http_status)status);
-    if (!reason || strcmp(reason, "<unknown>") == 0)
-        reason = "Unknown";
-    evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", status, reason);
-    af_headers_write(h, out);
     bool head = ex->method == HTTP_HEAD;
     bool has_length = (p->flags & F_CONTENTLENGTH) && !(p->flags & F_CHUNKED);
+    bool length_field = false;
     if (head || status_has_no_body(status)) {
-        if (has_length && status != 204 && status != 304)
-            evbuffer_add_printf(out, "Content-Length: %" PRIu64 "\r\n", p->content_length);
+        length_field = has_length && status != 204 && status != 304;
     } else if (has_length) {
-        evbuffer_add_printf(out, "Content-Length: %" PRIu64 "\r\n", p->content_length);
+        length_field = true;
     } else if (ex->http_major == 1 && ex->http_minor >= 1) {
-        evbuffer_add_printf(out, "Transfer-Encoding: chunked\r\n");
         ex->chunked_out = true;
     } else {
         ex->close_after = true; /* HTTP/1.0: the end of the body is the close */
     }
     if (c->srv->stopping)
         ex->close_after = true;
+
+    const char *reason = http_status_str((enum http_status)status);
+    if (!reason || strcmp(reason, "<unknown>") == 0)
+        reason = "Unknown";
+    size_t max = 64 + strlen(reason) + af_headers_wire_size(h) + 64;
+    struct evbuffer_iovec v;
+    if (evbuffer_reserve_space(c->s.out, (ev_ssize_t)max, &v, 1) < 1)
+        return -1;
+    char *w = v.iov_base;
+    w = AF_PUT_LIT(w, "HTTP/1.1 ");
+    w = af_put_u64(w, (uint64_t)status);
+    *w++ = ' ';
+    w = af_put_str(w, reason);
+    w = AF_PUT_LIT(w, "\r\n");
+    w = af_headers_copy(h, w);
+    if (length_field) {
+        w = AF_PUT_LIT(w, "Content-Length: ");
+        w = af_put_u64(w, p->content_length);
+        w = AF_PUT_LIT(w, "\r\n");
+    } else if (ex->chunked_out) {
+        w = AF_PUT_LIT(w, "Transfer-Encoding: chunked\r\n");
+    }
     if (!ex->keepalive || ex->close_after)
-        evbuffer_add_printf(out, "Connection: close\r\n");
+        w = AF_PUT_LIT(w, "Connection: close\r\n");
     else if (ex->http_minor == 0)
-        evbuffer_add_printf(out, "Connection: keep-alive\r\n");
-    evbuffer_add(out, "\r\n", 2);
+        w = AF_PUT_LIT(w, "Connection: keep-alive\r\n");
+    w = AF_PUT_LIT(w, "\r\n");
+    v.iov_len = (size_t)(w - (char *)v.iov_base);
+    evbuffer_commit_space(c->s.out, &v, 1);
     ex->resp_head_sent = true;
     /* 204 and 304 end with their head whatever their fields say (RFC 9112
      * §6.3); bytes an instance sends after one are never relayed, and the
@@ -222,7 +240,10 @@ static int on_r_body(http_parser *p, const char *at, size_t n)
     struct af_exchange *ex = ex_of(p);
     struct evbuffer *out = ex->conn->s.out;
     if (ex->chunked_out) {
-        evbuffer_add_printf(out, "%zx\r\n", n);
+        char size[24];
+        char *e = af_put_hex(size, n);
+        e = AF_PUT_LIT(e, "\r\n");
+        evbuffer_add(out, size, (size_t)(e - size));
         evbuffer_add(out, at, n);
         evbuffer_add(out, "\r\n", 2);
     } else {

@@ -103,6 +103,45 @@ static void test_find_skips_dropped_and_count(void **state)
     af_headers_release(&h);
 }
 
+static void test_fields_are_recognized_in_any_case(void **state)
+{
+    static const struct {
+        const char *name;
+        enum af_header_id id;
+    } cases[] = {
+        {"te", AF_H_TE},
+        {"HOST", AF_H_HOST},
+        {"cookie", AF_H_COOKIE},
+        {"Expect", AF_H_EXPECT},
+        {"trailer", AF_H_TRAILER},
+        {"upgrade", AF_H_UPGRADE},
+        {"keep-alive", AF_H_KEEP_ALIVE},
+        {"CONNECTION", AF_H_CONNECTION},
+        {"content-length", AF_H_CONTENT_LENGTH},
+        {"x-forwarded-for", AF_H_X_FORWARDED_FOR},
+        {"proxy-connection", AF_H_PROXY_CONNECTION},
+        {"transfer-encoding", AF_H_TRANSFER_ENCODING},
+        {"x-forwarded-proto", AF_H_X_FORWARDED_PROTO},
+        {"proxy-authenticate", AF_H_PROXY_AUTHENTICATE},
+        {"proxy-authorization", AF_H_PROXY_AUTHORIZATION},
+        {"x-appengine-user-email", AF_H_X_APPENGINE},
+        {"X-AppEngine-", AF_H_X_APPENGINE},
+        {"X-AppEngine", AF_H_OTHER},
+        {"Hos", AF_H_OTHER},
+        {"Content-Lengths", AF_H_OTHER},
+        {"Accept", AF_H_OTHER},
+    };
+    struct af_headers h;
+    af_headers_init(&h);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        add(&h, cases[i].name, "v");
+        if (h.v[i].id != cases[i].id)
+            fail_msg("%s: id %d, want %d", cases[i].name, h.v[i].id, cases[i].id);
+    }
+    assert_ptr_equal(af_headers_find_id(&h, AF_H_HOST), &h.v[1]);
+    af_headers_release(&h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -111,6 +150,7 @@ int main(void)
         cmocka_unit_test(test_tokens),
         cmocka_unit_test(test_value_safety),
         cmocka_unit_test(test_find_skips_dropped_and_count),
+        cmocka_unit_test(test_fields_are_recognized_in_any_case),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
