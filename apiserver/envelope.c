@@ -26,7 +26,9 @@ void af_envelope_call_from_request(const Af__RemoteApi__Request *req, struct af_
 {
     call->service = req->service_name;
     call->method = req->method;
-    call->request = req->request.data;
+    /* protobuf-c leaves an empty field's pointer NULL; services do pointer
+     * arithmetic on it, so an empty request is an empty string instead. */
+    call->request = req->request.data ? req->request.data : (const uint8_t *)"";
     call->request_len = req->request.len;
     call->request_id = req->request_id ? req->request_id : "";
 }

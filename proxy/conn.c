@@ -161,7 +161,6 @@ static void conn_free(struct af_conn *c)
     srv->n_conns--;
     event_del(&c->timer);
     af_stream_release(&c->s);
-    af_head_acc_release(&c->acc);
     free(c);
     af_server_maybe_done(srv);
 }
@@ -276,9 +275,6 @@ static int on_message_begin(http_parser *p)
     c->ex = ex;
     c->head_bytes = 0;
     c->n_headers = 0;
-    c->acc.len = 0;
-    c->acc.name_len = 0;
-    c->acc.in_value = false;
     if (c->timer_kind != AF_TIMER_HEAD)
         conn_arm_timer(c, AF_TIMER_HEAD);
     return 0;
@@ -306,11 +302,11 @@ static int on_header_field(http_parser *p, const char *at, size_t n)
         return 0;
     if (count_head(c, n))
         return -1;
-    if (c->acc.in_value && ++c->n_headers > MAX_HEADERS) {
+    if (c->ex->acc.in_value && ++c->n_headers > MAX_HEADERS) {
         c->head_error = 431;
         return -1;
     }
-    af_head_acc_field(&c->acc, &c->ex->req_headers, at, n);
+    af_head_acc_field(&c->ex->acc, &c->ex->req_headers, at, n);
     return 0;
 }
 
@@ -321,7 +317,7 @@ static int on_header_value(http_parser *p, const char *at, size_t n)
         return 0;
     if (count_head(c, n))
         return -1;
-    af_head_acc_value(&c->acc, at, n);
+    af_head_acc_value(&c->ex->acc, at, n);
     return 0;
 }
 
@@ -329,10 +325,19 @@ static int on_headers_complete(http_parser *p)
 {
     struct af_conn *c = conn_of(p);
     struct af_exchange *ex = c->ex;
-    af_head_acc_finish(&c->acc, &ex->req_headers);
+    af_head_acc_finish(&ex->acc, &ex->req_headers);
+    af_head_acc_release(&ex->acc);
     ex->method = p->method;
     ex->http_major = p->http_major;
     ex->http_minor = p->http_minor;
+    if (!af_headers_find_id(&ex->req_headers, AF_H_TRANSFER_ENCODING)) {
+        /* http-parser 2.9 takes any field whose name starts with
+         * "Transfer-Encoding" for it (say "Transfer-Encodingx: chunked"):
+         * names are compared whole (RFC 9110 §5.1), so framing comes from
+         * the real field only. */
+        p->flags &= (unsigned)~F_CHUNKED;
+        p->uses_transfer_encoding = 0;
+    }
     if (p->flags & F_CONTENTLENGTH)
         ex->content_length = (int64_t)p->content_length;
     ex->chunked_in = (p->flags & F_CHUNKED) != 0;
@@ -658,6 +663,7 @@ static void ex_free(struct af_exchange *ex)
         event_free(ex->timer);
     af_headers_release(&ex->req_headers);
     af_headers_release(&ex->resp_headers);
+    af_head_acc_release(&ex->acc);
     af_head_acc_release(&ex->racc);
     free(ex->url);
     if (ex->conn && ex->conn->ex == ex)
@@ -752,22 +758,43 @@ static int ex_validate(struct af_exchange *ex, char *msg, size_t len)
 {
     const struct af_config *cfg = ex->conn->srv->cfg;
     if (af_headers_count_id(&ex->req_headers, AF_H_TRANSFER_ENCODING) > 0) {
-        /* Only "chunked", once, and only it: any other coding would reach the
-         * app still encoded, and "chunked" not last is not HTTP/1.1 framing
-         * (RFC 9112 §6.1). */
+        /* The codings of every Transfer-Encoding field, in order (RFC 9112
+         * §6.1). Only a lone "chunked" is accepted: chunked anywhere but
+         * last, or twice, leaves the body's length unknown (400, §6.3); any
+         * other coding would reach the app still encoded (501). */
+        int n = 0, chunked = 0;
+        bool last_chunked = false;
+        const char *other = NULL;
         for (size_t i = 0; i < ex->req_headers.n; i++) {
             const struct af_header *h = &ex->req_headers.v[i];
             if (h->id != AF_H_TRANSFER_ENCODING)
                 continue;
-            if (strcasecmp(h->value, "chunked") != 0) {
-                snprintf(msg, len, "Transfer-Encoding '%s' is not supported; only chunked is.",
-                         h->value);
-                return 501;
+            const char *q = h->value;
+            while (*q) {
+                q += strspn(q, " \t,");
+                size_t tl = strcspn(q, ",");
+                size_t end = tl;
+                while (end > 0 && (q[end - 1] == ' ' || q[end - 1] == '\t'))
+                    end--;
+                if (end > 0) {
+                    n++;
+                    last_chunked = end == 7 && strncasecmp(q, "chunked", 7) == 0;
+                    if (last_chunked)
+                        chunked++;
+                    else if (!other)
+                        other = h->value;
+                }
+                q += tl;
             }
         }
-        if (af_headers_count_id(&ex->req_headers, AF_H_TRANSFER_ENCODING) != 1 || !ex->chunked_in) {
-            snprintf(msg, len, "Transfer-Encoding must be sent once, as 'chunked'.");
+        if (chunked > 1 || (chunked == 1 && !last_chunked) || n == 0) {
+            snprintf(msg, len, "Transfer-Encoding must end with 'chunked', once.");
             return 400;
+        }
+        if (other) {
+            snprintf(msg, len, "Transfer-Encoding '%.100s' is not supported; only chunked is.",
+                     other);
+            return 501;
         }
     }
     if (ex->http_major != 1) {
@@ -789,6 +816,26 @@ static int ex_validate(struct af_exchange *ex, char *msg, size_t len)
     if (ex->method == HTTP_CONNECT) {
         snprintf(msg, len, "CONNECT is not supported.");
         return 501;
+    }
+    /* absolute-form, which a server must accept (RFC 9112 §3.2.2): the app
+     * gets the origin-form path and query. */
+    if (ex->url && (strncasecmp(ex->url, "http://", 7) == 0 ||
+                    strncasecmp(ex->url, "https://", 8) == 0)) {
+        struct http_parser_url u;
+        http_parser_url_init(&u);
+        if (http_parser_parse_url(ex->url, strlen(ex->url), 0, &u) != 0) {
+            snprintf(msg, len, "The request target is not a valid absolute URL.");
+            return 400;
+        }
+        const char *path = (u.field_set & (1 << UF_PATH)) ? ex->url + u.field_data[UF_PATH].off
+                                                           : NULL;
+        const char *rest = path ? path
+                                : (u.field_set & (1 << UF_QUERY))
+                                      ? ex->url + u.field_data[UF_QUERY].off - 1
+                                      : "";
+        char *origin = af_xasprintf("%s%s", path ? "" : "/", rest);
+        free(ex->url);
+        ex->url = origin;
     }
     /* origin-form, or asterisk-form for OPTIONS only (RFC 9112 §3.2). */
     bool asterisk = ex->url && strcmp(ex->url, "*") == 0;

@@ -58,12 +58,11 @@ struct af_conn {
     struct af_listener *lst;
     struct af_stream s; /* the client socket and its buffers */
     http_parser parser;
-    struct af_head_acc acc;
     enum af_conn_state state;
     struct af_exchange *ex;
     struct event timer;
     enum af_conn_timer timer_kind;
-    char peer_ip[48];
+    char peer_ip[46]; /* INET6_ADDRSTRLEN */
     size_t head_bytes;
     unsigned n_headers;
     int head_error; /* status to answer when the parser stopped on a limit */
@@ -101,6 +100,7 @@ struct af_exchange {
     unsigned short http_major;
     unsigned short http_minor;
     char *url;
+    struct af_head_acc acc; /* the request's fields as they arrive */
     struct af_headers req_headers;
     int64_t content_length; /* -1 when absent */
     bool chunked_in;
@@ -122,6 +122,7 @@ struct af_exchange {
     size_t rscanned;
     const char *rstrict_why;
     bool rchunked_pause; /* the parser paused after a chunked head: scanner switches */
+    bool rinterim_pause; /* the parser paused after a 1xx: the next head is checked first */
     int status;
     bool resp_head_sent;
     bool chunked_out;

@@ -23,13 +23,22 @@ static void update_read(struct af_stream *s)
     }
 }
 
+static void write_cb(evutil_socket_t fd, short what, void *arg);
+
+static struct event *wr_event(struct af_stream *s)
+{
+    if (!s->wr)
+        s->wr = event_new(event_get_base(&s->rd), s->fd, EV_WRITE | EV_PERSIST, write_cb, s);
+    return s->wr;
+}
+
 static void want_write(struct af_stream *s, bool on)
 {
     if (on && !s->wr_added) {
-        event_add(&s->wr, NULL);
+        event_add(wr_event(s), NULL);
         s->wr_added = true;
     } else if (!on && s->wr_added) {
-        event_del(&s->wr);
+        event_del(s->wr);
         s->wr_added = false;
     }
 }
@@ -44,7 +53,7 @@ static void fail_later(struct af_stream *s, int err)
     s->error = err;
     update_read(s);
     want_write(s, false);
-    event_active(&s->wr, EV_WRITE, 0);
+    event_active(wr_event(s), EV_WRITE, 0);
 }
 
 static void read_cb(evutil_socket_t fd, short what, void *arg)
@@ -153,7 +162,6 @@ static int setup(struct af_stream *s, struct event_base *base, evutil_socket_t f
      * being mapped into memory. */
     evbuffer_set_flags(s->out, EVBUFFER_FLAG_DRAINS_TO_FD);
     event_assign(&s->rd, base, fd, EV_READ | EV_PERSIST, read_cb, s);
-    event_assign(&s->wr, base, fd, EV_WRITE | EV_PERSIST, write_cb, s);
     return 0;
 }
 
@@ -198,7 +206,9 @@ void af_stream_release(struct af_stream *s)
     if (s->fd < 0)
         return;
     event_del(&s->rd);
-    event_del(&s->wr);
+    if (s->wr)
+        event_free(s->wr);
+    s->wr = NULL;
     evbuffer_free(s->in);
     evbuffer_free(s->out);
     close(s->fd);
@@ -211,7 +221,8 @@ void af_stream_stop(struct af_stream *s)
     s->reading = false;
     s->failed = true; /* nothing more is reported */
     event_del(&s->rd);
-    event_del(&s->wr);
+    if (s->wr)
+        event_del(s->wr);
     s->rd_added = s->wr_added = false;
 }
 

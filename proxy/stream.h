@@ -45,8 +45,10 @@ struct af_stream {
     evutil_socket_t fd;
     struct evbuffer *in;
     struct evbuffer *out;
-    struct event rd; /* persistent while reading */
-    struct event wr; /* pending only while output waits for the socket */
+    struct event rd;  /* persistent while reading */
+    struct event *wr; /* made on first need (a full socket, a connect in
+                         progress, a failure to report): most connections
+                         never need it, and an idle one is smaller without */
     const struct af_stream_ops *ops;
     void *arg;
     size_t read_max;  /* reading pauses while `in` holds this much */

@@ -256,8 +256,13 @@ static int on_r_body(http_parser *p, const char *at, size_t n)
 static int on_r_message_complete(http_parser *p)
 {
     struct af_exchange *ex = ex_of(p);
-    if (!ex->resp_head_sent)
-        return 0; /* the end of an interim 1xx response */
+    if (!ex->resp_head_sent) {
+        /* The end of an interim 1xx response: stop, so the strict scanner
+         * checks the final head before the parser reads it. */
+        ex->rinterim_pause = true;
+        http_parser_pause(p, 1);
+        return 0;
+    }
     if (ex->chunked_out)
         evbuffer_add(ex->conn->s.out, "0\r\n\r\n", 5);
     ex->resp_done = true;
@@ -335,6 +340,11 @@ static int up_feed(struct af_upstream *up)
         af_stream_consumed(&up->s);
         ex->rscanned = ex->rscanned > n ? ex->rscanned - n : 0;
         enum http_errno e = HTTP_PARSER_ERRNO(&ex->rparser);
+        if (e == HPE_PAUSED && ex->rinterim_pause) {
+            ex->rinterim_pause = false;
+            http_parser_pause(&ex->rparser, 0);
+            continue;
+        }
         if (e == HPE_PAUSED && ex->rchunked_pause) {
             ex->rchunked_pause = false;
             af_strict_chunked(&ex->rstrict);
