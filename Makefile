@@ -5,6 +5,7 @@
 #   make test       unit tests (cmocka), end-to-end tests (pytest), Go tests
 #   make test SANITIZE=1   the same, everything built with ASan + UBSan
 #   make bench      benchmarks (see bench/)
+#   make fuzz       libFuzzer targets for FUZZ_SECONDS each (tests/fuzz/)
 #   make install    install build/appfront into $(PREFIX)/bin
 
 PREFIX  ?= /usr/local
@@ -109,6 +110,13 @@ test: all $(UNIT_BIN)
 
 bench: all
 	bench/run.sh
+
+# libFuzzer targets (clang, ASan + UBSan): each for FUZZ_SECONDS, then the
+# committed seeds and reproducers once (docs/reliability.md).
+FUZZ_SECONDS ?= 60
+fuzz:
+	tests/fuzz/run.sh all $(FUZZ_SECONDS)
+	tests/fuzz/run.sh regress
 
 install: $(BUILD)/appfront
 	install -D -m 0755 $(BUILD)/appfront $(DESTDIR)$(PREFIX)/bin/appfront

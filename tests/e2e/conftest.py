@@ -127,6 +127,14 @@ def rss_kib(pid):
 # --- appfront ---------------------------------------------------------------
 
 
+def asan_options(extra):
+    """ASAN_OPTIONS with EXTRA appended to whatever the caller set. Tests
+    that measure RSS pass "quarantine_size_mb=0": under ASan, freed memory
+    otherwise sits in a 256 MiB quarantine and reads as growth."""
+    base = os.environ.get("ASAN_OPTIONS", "")
+    return f"{base}:{extra}" if base else extra
+
+
 class Appfront:
     """One running appfront. Its stderr is drained into self.lines by a
     thread for the whole run, so the pipe never fills and tests can look at

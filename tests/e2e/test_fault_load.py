@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from conftest import rss_kib, still_serving
+from conftest import asan_options, rss_kib, still_serving
 
 IDLE = 10_000
 
@@ -123,7 +123,7 @@ def test_soak_rss_growth_under_one_percent(appfront):
         pytest.skip("wrk is not installed")
     full = os.environ.get("APPFRONT_SOAK") == "1"
     target = int(os.environ.get("APPFRONT_SOAK_REQUESTS", 1_000_000 if full else 100_000))
-    af = appfront("threadsafe")
+    af = appfront("threadsafe", env={"ASAN_OPTIONS": asan_options("quarantine_size_mb=0")})
     pid = af.proc.pid
     url = af.url("/")
     # Warm-up: a fifth of the requests, so that pools, instances and the

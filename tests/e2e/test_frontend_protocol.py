@@ -10,15 +10,9 @@ import time
 
 import pytest
 
-from conftest import RawConn, rss_kib, still_serving
+from conftest import RawConn, asan_options, rss_kib, still_serving
 
 MIB = 1024 * 1024
-
-
-def asan_options(extra):
-    """ASAN_OPTIONS with EXTRA appended to whatever the caller set."""
-    base = os.environ.get("ASAN_OPTIONS", "")
-    return f"{base}:{extra}" if base else extra
 
 
 @pytest.fixture(scope="module")
