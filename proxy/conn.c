@@ -409,25 +409,17 @@ static int conn_feed(struct af_conn *c, bool (*more)(struct af_conn *))
         struct evbuffer_iovec v;
         if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
             return 0;
-        size_t len = v.iov_len;
-        if (c->strict.mode != AF_STRICT_OFF) {
-            /* The parser only ever sees bytes the strict check passed. */
-            if (c->scanned < len) {
-                ssize_t r = af_strict_scan(&c->strict, (const char *)v.iov_base + c->scanned,
-                                           len - c->scanned, &c->strict_why);
-                if (r < 0) {
-                    c->head_error = 400;
-                    return -1;
-                }
-                c->scanned += (size_t)r;
-            }
-            if (c->strict.mode != AF_STRICT_OFF && len > c->scanned)
-                len = c->scanned;
+        /* The parser only ever sees bytes the strict check passed. */
+        ssize_t len = af_strict_admit(&c->strict, &c->scanned, v.iov_base, v.iov_len,
+                                      &c->strict_why);
+        if (len < 0) {
+            c->head_error = 400;
+            return -1;
         }
-        size_t n = http_parser_execute(&c->parser, &request_settings, v.iov_base, len);
+        size_t n = http_parser_execute(&c->parser, &request_settings, v.iov_base, (size_t)len);
         evbuffer_drain(in, n);
         af_stream_consumed(&c->s);
-        c->scanned = c->scanned > n ? c->scanned - n : 0;
+        af_strict_taken(&c->scanned, n);
         enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
         if (e == HPE_PAUSED)
             return 0;

@@ -265,3 +265,19 @@ ssize_t af_strict_scan(struct af_strict *s, const char *p, size_t n, const char 
     }
     return (ssize_t)i;
 }
+
+ssize_t af_strict_admit(struct af_strict *s, size_t *checked, const char *p, size_t len,
+                        const char **why)
+{
+    if (s->mode == AF_STRICT_OFF)
+        return (ssize_t)len;
+    if (*checked < len) {
+        ssize_t r = af_strict_scan(s, p + *checked, len - *checked, why);
+        if (r < 0)
+            return -1;
+        *checked += (size_t)r;
+    }
+    if (s->mode != AF_STRICT_OFF && len > *checked)
+        len = *checked;
+    return (ssize_t)len;
+}

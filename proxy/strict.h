@@ -44,4 +44,19 @@ void af_strict_chunked(struct af_strict *s);
  */
 ssize_t af_strict_scan(struct af_strict *s, const char *p, size_t n, const char **why);
 
+/*
+ * For a parser about to run over the len bytes at p, the front of its input
+ * buffer: checks those not checked yet (*checked counts the checked bytes at
+ * the front) and returns how many the parser may take — all of them once
+ * the mode is off — or -1 with *why set.
+ */
+ssize_t af_strict_admit(struct af_strict *s, size_t *checked, const char *p, size_t len,
+                        const char **why);
+
+/* The parser took n bytes from the front of the buffer. */
+static inline void af_strict_taken(size_t *checked, size_t n)
+{
+    *checked = *checked > n ? *checked - n : 0;
+}
+
 #endif

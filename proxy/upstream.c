@@ -321,24 +321,16 @@ static int up_feed(struct af_upstream *up)
         struct evbuffer_iovec v;
         if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
             break;
-        size_t len = v.iov_len;
-        if (ex->rstrict.mode != AF_STRICT_OFF) {
-            /* The same framing rules as for requests: an app whose response
-             * a client would read differently is answered 502. */
-            if (ex->rscanned < len) {
-                ssize_t r = af_strict_scan(&ex->rstrict, (const char *)v.iov_base + ex->rscanned,
-                                           len - ex->rscanned, &ex->rstrict_why);
-                if (r < 0)
-                    return -1;
-                ex->rscanned += (size_t)r;
-            }
-            if (ex->rstrict.mode != AF_STRICT_OFF && len > ex->rscanned)
-                len = ex->rscanned;
-        }
-        size_t n = http_parser_execute(&ex->rparser, &response_settings, v.iov_base, len);
+        /* The same framing rules as for requests: an app whose response a
+         * client would read differently is answered 502. */
+        ssize_t len = af_strict_admit(&ex->rstrict, &ex->rscanned, v.iov_base, v.iov_len,
+                                      &ex->rstrict_why);
+        if (len < 0)
+            return -1;
+        size_t n = http_parser_execute(&ex->rparser, &response_settings, v.iov_base, (size_t)len);
         evbuffer_drain(in, n);
         af_stream_consumed(&up->s);
-        ex->rscanned = ex->rscanned > n ? ex->rscanned - n : 0;
+        af_strict_taken(&ex->rscanned, n);
         enum http_errno e = HTTP_PARSER_ERRNO(&ex->rparser);
         if (e == HPE_PAUSED && ex->rinterim_pause) {
             ex->rinterim_pause = false;
