@@ -257,10 +257,16 @@ w(f"| placement | servers (and the upstream app) on core {meta.get('server_cpu',
 w(f"| runs | {meta.get('runs', '?')} runs × {meta.get('seconds_per_run', '?')} s per point, "
   "targets interleaved within each run; before each point the run waits (10 s at most, "
   f"{meta.get('quiet_waited_s', '?')} s in all this time) until other processes use less than "
-  f"{meta.get('quiet_pct', '?')}% of a core |")
+  f"{meta.get('quiet_pct', '?')}% of a core"
+  + (f"; the upstream app was killed from outside and restarted {meta['upstream_restarts']} time(s)"
+     if meta.get("upstream_restarts") else "") + " |")
 v = meta.get("versions", {})
 w(f"| versions | appfront {meta.get('appfront_commit', '?')}"
   + (" with uncommitted changes of the shared checkout" if meta.get("appfront_dirty") else "")
+  + (f" (binary {meta['appfront_sha256']}"
+     + ("; **rebuilt by someone during the run: later sections may measure a newer binary**"
+        if meta.get("appfront_rebuilt_during_run") else "") + ")"
+     if meta.get("appfront_sha256") else "")
   + f", nginx {v.get('nginx', '?')}, "
   f"haproxy {v.get('haproxy', '?')}, redis {v.get('redis', '?')}, wrk {v.get('wrk', '?')}, "
   f"{v.get('go', 'go ?')}, libevent {v.get('libevent', '?')} |")
@@ -551,7 +557,7 @@ if os.path.exists(notes):
     w("")
 
 
-def profile_excerpt(name, title, lines=22):
+def excerpt(name, title, intro, stop=None, lines=22, skip=0):
     path = os.path.join(RES, name)
     if not os.path.exists(path):
         return
@@ -559,14 +565,14 @@ def profile_excerpt(name, title, lines=22):
         text = f.read().splitlines()
     w(f"### {title}")
     w("")
-    w(f"From `bench/results/{name}` (this run; the full file has the inclusive view too):")
+    w(intro)
     w("")
     w("```")
     n = 0
-    for line in text:
-        if line.startswith("# inclusive"):
+    for line in text[skip:]:
+        if stop and line.startswith(stop):
             break
-        w(line.rstrip())
+        w(re.sub(r"\s+-\s+-\s*$", "", line.rstrip()))
         n += 1
         if n >= lines:
             break
@@ -574,18 +580,27 @@ def profile_excerpt(name, title, lines=22):
     w("")
 
 
-if os.path.exists(os.path.join(RES, "profile-proxy.txt")) or \
-        os.path.exists(os.path.join(RES, "profile-api.txt")):
+have_cg = any(os.path.exists(os.path.join(RES, f"callgrind-{t}.txt")) for t in ("appfront", "api"))
+have_perf = any(os.path.exists(os.path.join(RES, f"profile-{t}.txt")) for t in ("proxy", "api"))
+if have_cg or have_perf:
     w("## Profiles of this run")
     w("")
-    w("`perf record -g` on appfront while wrk (16 connections) or apibench (16 threads) "
-      "load it. The virtual machine exposes no hardware counters, so perf samples with "
-      "`cpu-clock`: kernel time is attributed to the points where interrupts are re-enabled "
-      "(`_raw_spin_unlock_irqrestore`, `finish_task_switch`), which stand for the scheduler "
-      "and wake-ups rather than for spinning.")
+    w("Regenerated with every run. callgrind counts user-space instructions exactly "
+      "(functions of libraries without symbols show as `???`); perf samples the whole "
+      "process, kernel included. The virtual machine exposes no hardware counters, so perf "
+      "samples with `cpu-clock`: kernel time lands on the points where interrupts are "
+      "re-enabled (`_raw_spin_unlock_irqrestore`, `finish_task_switch`), which stand for "
+      "system calls, the scheduler and wake-ups rather than for spinning.")
     w("")
-    profile_excerpt("profile-proxy.txt", "appfront proxying GET /, 16 connections")
-    profile_excerpt("profile-api.txt", "appfront API server, memcache Get, 16 connections")
+    excerpt("callgrind-appfront.txt", "appfront proxying GET /: instructions by function (callgrind)",
+            "Self instructions, then inclusive, from `bench/results/callgrind-appfront.txt`:",
+            lines=60)
+    excerpt("profile-proxy.txt", "appfront proxying GET /: CPU time by function (perf)",
+            "From `bench/results/profile-proxy.txt`:", stop="# inclusive")
+    excerpt("callgrind-api.txt", "API server, memcache Get: instructions by function (callgrind)",
+            "From `bench/results/callgrind-api.txt`:", lines=60)
+    excerpt("profile-api.txt", "API server, memcache Get: CPU time by function (perf)",
+            "From `bench/results/profile-api.txt`:", stop="# inclusive")
 
 w("## Running it")
 w("")

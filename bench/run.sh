@@ -83,6 +83,8 @@ install_missing wrk nginx-light haproxy redis-server redis-tools gnuplot-nox uti
 [ "$PROFILE" = 1 ] && { install_missing linux-perf || log "linux-perf unavailable: no profiles"; }
 
 [ -x "$AF" ] || die "$AF does not exist: run make first"
+# Others may rebuild the binary during the run (a shared checkout): noted.
+AF_SUM0=$(sha256sum "$AF" | cut -c1-16)
 make -s -C "$here" BUILD="$build" >&2
 B=$build/bench
 
@@ -203,7 +205,11 @@ measured() {
     s0=$(cpu_snapshot)
     p0=$(pid_ticks $pids)
     { TIMEFORMAT='%3U %3S'; time taskset -c "${MCPU:-$CCPU}" "$@" >"$T/out" 2>"$T/err"; } 2>"$T/time" ||
-        { cat "$T/err" >&2; die "failed: $*"; }
+        {
+            cat "$T/err" >&2
+            for p in $pids; do kill -0 "$p" 2>/dev/null || log "server process $p is gone"; done
+            die "failed: $*"
+        }
     s1=$(cpu_snapshot)
     p1=$(pid_ticks $pids)
     tm=$(tail -1 "$T/time")
@@ -240,6 +246,7 @@ wait_quiet() {
 # prints wrk-report.lua's JSON plus measured()'s fragment.
 wrk_json() {
     wait_quiet
+    check_upstream
     measured "$1" wrk -t1 -c"$3" -d"$4"s --timeout 5s -s "$here/wrk-report.lua" "$2"
     local out
     out=$(grep '^{' "$T/out")
@@ -306,9 +313,29 @@ start_appfront() { # start_appfront NAME APPDIR [FLAGS...]: sets $AF_PID, $AF_PO
 
 log "starting servers (tmp $T)"
 UP_TCP=$(free_port)
-start upstream "$B/upstream" --unix "$T/up.sock" --tcp "$UP_TCP"
-UP_PID=$LAST_PID
-wait_sock "$T/up.sock"
+start_upstream() {
+    rm -f "$T/up.sock"
+    start upstream "$B/upstream" --unix "$T/up.sock" --tcp "$UP_TCP"
+    UP_PID=$LAST_PID
+    wait_sock "$T/up.sock"
+}
+start_upstream
+# check_upstream: the upstream behind nginx, haproxy and the direct target
+# is started here; if something outside killed it (a shared machine), say
+# how it ended and start it again, so one stray signal does not end the run.
+UP_RESTARTS=0
+check_upstream() {
+    kill -0 "$UP_PID" 2>/dev/null && return 0
+    local st=0
+    wait "$UP_PID" 2>/dev/null || st=$?
+    log "the upstream app (pid $UP_PID) is gone, exit status $st; starting it again"
+    tail -3 "$T/upstream.log" >&2 || true
+    start_upstream
+    SPIDS[nginx]="$NG_PID $UP_PID"
+    SPIDS[haproxy]="$HA_PID $UP_PID"
+    SPIDS[direct]="$UP_PID"
+    UP_RESTARTS=$((UP_RESTARTS + 1))
+}
 
 start_appfront appfront "$T/app1" --dev_appserver_log_level=warning
 AF1_PID=$AF_PID AF1_PORT=$AF_PORT
@@ -496,7 +523,8 @@ cg_report() {
         echo "# inclusive instructions by function"
         callgrind_annotate --inclusive=yes "$f" 2>/dev/null | sed -n '/^Ir *file:function/,$p' |
             sed 1,2d | grep -v '^$' | grep -v '???:0x\|below main\|libc-start\|start_thread\|clone' |
-            head -40 | sed -E 's/ +\[[^]]*\]$//; s|\./[^:]*/||'
+            sed -E 's/ +\[[^]]*\]$//; s|\./[^:]*/||' | sed "s|$repo/||" |
+            awk '{ n = $NF; sub(/.*\//, "", n); if (!seen[$1 " " n]++) print }' | head -40
     ) >"$RES/callgrind-$1.txt"
 }
 if [ "${BENCH_CALLGRIND:-1}" = 1 ] && command -v callgrind_control >/dev/null; then
@@ -757,10 +785,13 @@ json.dump({
     "cpuidle": out("cat /sys/devices/system/cpu/cpuidle/current_driver 2>/dev/null"),
     "nofile": $NOFILE, "mem_max_conns": $MEM_MAX,
     "quiet_pct": $QUIET_PCT, "quiet_waited_s": $QUIET_WAITED / 2,
+    "upstream_restarts": $UP_RESTARTS,
     "steal_max": $STEAL_MAX, "other_max": $OTHER_MAX, "retried": $RETRIED,
     "retry_budget": $RETRY_BUDGET,
     "auto_instances": $INSTANCES_AUTO,
     "appfront_commit": out("git -C $repo rev-parse --short HEAD"),
+    "appfront_sha256": "$AF_SUM0",
+    "appfront_rebuilt_during_run": "$AF_SUM0" != "$(sha256sum "$AF" | cut -c1-16)",
     "appfront_dirty": out("git -C $repo status --porcelain -- proxy apiserver common proto Makefile | wc -l") not in ("", "0"),
     "versions": {
         "nginx": out("nginx -v 2>&1 | sed 's/.*nginx\\\\///'"),
