@@ -261,14 +261,24 @@ static int count_head(struct af_conn *c, size_t n)
     return 0;
 }
 
+/* A fresh exchange: from the server's pool when one is there. */
+static struct af_exchange *ex_alloc(struct af_server *srv)
+{
+    struct af_exchange *ex = srv->spare_ex;
+    if (!ex)
+        return af_xcalloc(1, sizeof(*ex));
+    srv->spare_ex = ex->next_spare;
+    srv->n_spare_ex--;
+    ex->next_spare = NULL;
+    return ex;
+}
+
 static int on_message_begin(http_parser *p)
 {
     struct af_conn *c = conn_of(p);
-    struct af_exchange *ex = af_xcalloc(1, sizeof(*ex));
+    struct af_exchange *ex = ex_alloc(c->srv);
     ex->conn = c;
     ex->content_length = -1;
-    af_headers_init(&ex->req_headers);
-    af_headers_init(&ex->resp_headers);
     ex->direct = c->lst->direct;
     ex->mod = c->srv->module;
     gettimeofday(&ex->start, NULL);
@@ -326,7 +336,6 @@ static int on_headers_complete(http_parser *p)
     struct af_conn *c = conn_of(p);
     struct af_exchange *ex = c->ex;
     af_head_acc_finish(&ex->acc, &ex->req_headers);
-    af_head_acc_release(&ex->acc);
     ex->method = p->method;
     ex->http_major = p->http_major;
     ex->http_minor = p->http_minor;
@@ -646,11 +655,12 @@ static void ex_detach(struct af_exchange *ex, bool upstream_reusable)
     }
 }
 
-static void ex_free(struct af_exchange *ex)
+/* Spare exchanges kept: enough for the connections busy at once under a
+ * heavy local load, bounded so an idle server gives the memory back. */
+#define MAX_SPARE_EXCHANGES 256
+
+static void ex_destroy(struct af_exchange *ex)
 {
-    if (ex->state != AF_EX_DONE && ex->status)
-        ex_log(ex);
-    ex_detach(ex, false);
     if (ex->timer)
         event_free(ex->timer);
     af_headers_release(&ex->req_headers);
@@ -658,9 +668,52 @@ static void ex_free(struct af_exchange *ex)
     af_head_acc_release(&ex->acc);
     af_head_acc_release(&ex->racc);
     free(ex->url);
-    if (ex->conn && ex->conn->ex == ex)
-        ex->conn->ex = NULL;
     free(ex);
+}
+
+static void ex_free(struct af_exchange *ex)
+{
+    if (ex->state != AF_EX_DONE && ex->status)
+        ex_log(ex);
+    ex_detach(ex, false);
+    struct af_conn *c = ex->conn;
+    if (c && c->ex == ex)
+        c->ex = NULL;
+    struct af_server *srv = c ? c->srv : NULL;
+    if (!srv || srv->n_spare_ex >= MAX_SPARE_EXCHANGES) {
+        ex_destroy(ex);
+        return;
+    }
+    /* Back to the pool: everything per request is reset; the allocations
+     * (field arrays and strings, accumulators, the timer) are kept. */
+    struct af_exchange keep = {
+        .req_headers = ex->req_headers,
+        .resp_headers = ex->resp_headers,
+        .acc = ex->acc,
+        .racc = ex->racc,
+        .timer = ex->timer,
+    };
+    af_headers_clear(&keep.req_headers);
+    af_headers_clear(&keep.resp_headers);
+    keep.acc.len = keep.acc.name_len = 0;
+    keep.acc.in_value = false;
+    keep.racc.len = keep.racc.name_len = 0;
+    keep.racc.in_value = false;
+    free(ex->url);
+    *ex = keep;
+    ex->next_spare = srv->spare_ex;
+    srv->spare_ex = ex;
+    srv->n_spare_ex++;
+}
+
+void af_exchanges_release(struct af_server *srv)
+{
+    struct af_exchange *ex;
+    while ((ex = srv->spare_ex) != NULL) {
+        srv->spare_ex = ex->next_spare;
+        ex_destroy(ex);
+    }
+    srv->n_spare_ex = 0;
 }
 
 void af_ex_fail(struct af_exchange *ex, int status, const char *fmt, ...)

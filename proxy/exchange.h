@@ -133,7 +133,11 @@ struct af_exchange {
     char request_id[40];
     struct timeval start;
     struct event *timer; /* queue wait, deadline, death wait */
+    struct af_exchange *next_spare; /* in the server's pool while unused */
 };
+
+/* Frees the server's pool of spare exchanges (at exit). */
+void af_exchanges_release(struct af_server *srv);
 
 /* Bracket every callback that may touch a connection. */
 void af_conn_enter(struct af_conn *c);

@@ -8,17 +8,27 @@
 
 #include "common/xalloc.h"
 
+struct af_headers_extra {
+    struct af_headers_extra *next;
+    char data[];
+};
+
+#define HEADERS_BLOCK 2048
+
 void af_headers_init(struct af_headers *h)
 {
-    h->v = NULL;
-    h->n = 0;
-    h->cap = 0;
+    memset(h, 0, sizeof(*h));
 }
 
 void af_headers_clear(struct af_headers *h)
 {
-    for (size_t i = 0; i < h->n; i++)
-        free(h->v[i].name); /* the value shares the allocation */
+    struct af_headers_extra *e = h->extra, *next;
+    for (; e; e = next) {
+        next = e->next;
+        free(e);
+    }
+    h->extra = NULL;
+    h->block_used = 0;
     h->n = 0;
 }
 
@@ -26,7 +36,26 @@ void af_headers_release(struct af_headers *h)
 {
     af_headers_clear(h);
     free(h->v);
+    free(h->block);
     af_headers_init(h);
+}
+
+/* Room for n bytes of field strings. */
+static char *strings_alloc(struct af_headers *h, size_t n)
+{
+    if (!h->block) {
+        h->block_size = n > HEADERS_BLOCK ? n : HEADERS_BLOCK;
+        h->block = af_xmalloc(h->block_size);
+    }
+    if (h->block_size - h->block_used >= n) {
+        char *p = h->block + h->block_used;
+        h->block_used += n;
+        return p;
+    }
+    struct af_headers_extra *e = af_xmalloc(sizeof(*e) + n);
+    e->next = h->extra;
+    h->extra = e;
+    return e->data;
 }
 
 struct known_field {
@@ -78,15 +107,14 @@ void af_headers_add(struct af_headers *h, const char *name, size_t name_len, con
         h->v = af_xrealloc(h->v, h->cap * sizeof(*h->v));
     }
     struct af_header *f = &h->v[h->n++];
-    f->name = af_xmalloc(name_len + value_len + 2);
+    f->name = strings_alloc(h, name_len + value_len + 2);
     memcpy(f->name, name, name_len);
     f->name[name_len] = '\0';
     f->value = f->name + name_len + 1;
     memcpy(f->value, value, value_len);
     f->value[value_len] = '\0';
-    /* A NUL inside (never from the strict parser) ends the string. */
-    f->name_len = strlen(f->name);
-    f->value_len = strlen(f->value);
+    f->name_len = name_len;
+    f->value_len = value_len;
     f->id = (unsigned char)classify(f->name, f->name_len);
     f->drop = false;
 }

@@ -36,7 +36,7 @@ enum af_header_id {
 };
 
 struct af_header {
-    char *name;  /* one allocation holds the name, then the value */
+    char *name;  /* in the list's string storage: the name, then the value */
     char *value;
     size_t name_len;
     size_t value_len;
@@ -44,14 +44,24 @@ struct af_header {
     bool drop;        /* marked for removal by the policy; skipped when written */
 };
 
+struct af_headers_extra;
+
 struct af_headers {
     struct af_header *v;
     size_t n;
     size_t cap;
+    /* Field strings live in one block kept across af_headers_clear(), so a
+     * reused list allocates nothing for a typical head; what does not fit
+     * gets an allocation of its own, freed by the next clear. */
+    char *block;
+    size_t block_used;
+    size_t block_size;
+    struct af_headers_extra *extra;
 };
 
 void af_headers_init(struct af_headers *h);
-/* Frees every field; the list is empty and reusable afterwards. */
+/* Forgets every field; the list is empty and reusable afterwards (its
+ * array and first block are kept). */
 void af_headers_clear(struct af_headers *h);
 /* Frees everything, including the array. */
 void af_headers_release(struct af_headers *h);

@@ -30,6 +30,7 @@
 #include "proxy/admin.h"
 #include "proxy/appyaml.h"
 #include "proxy/cli.h"
+#include "proxy/exchange.h"
 #include "proxy/instance.h"
 #include "proxy/module.h"
 #include "proxy/router.h"
@@ -248,6 +249,7 @@ int main(int argc, char **argv)
     event_free(sigchld);
     remove_run_dir(srv.run_dir);
     af_module_free(srv.module);
+    af_exchanges_release(&srv);
     af_router_release();
     if (srv.accept_resume)
         event_free(srv.accept_resume);

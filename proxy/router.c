@@ -641,15 +641,30 @@ static void reply_error(struct af_exchange *ex, int status, const char *why, con
 
 /* The host:port to name in redirects: the request's Host if it looks like
  * one (it is echoed into a Location field), else the main port's. */
-static char *redirect_host(struct af_exchange *ex)
+/* Letters, digits and . - : [ ] (an IPv6 literal): what a Host value used
+ * in a redirect may hold. */
+static bool host_char(unsigned char c)
 {
-    struct af_header *host = af_headers_find(&ex->req_headers, "Host");
-    if (host && !host->drop && host->value[0] && host->value_len < 256 &&
-        strspn(host->value, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:[]") ==
-            host->value_len)
-        return af_xstrdup(host->value);
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '.' || c == '-' || c == ':' || c == '[' || c == ']';
+}
+
+/* The host:port redirects name: the request's Host when it is a plain
+ * host, else the listener's own. Borrowed from the request, or written to
+ * buf. */
+static const char *redirect_host(struct af_exchange *ex, char *buf, size_t len)
+{
+    const struct af_header *host = af_headers_find_id(&ex->req_headers, AF_H_HOST);
+    if (host && host->value_len > 0 && host->value_len < 256) {
+        size_t i = 0;
+        while (i < host->value_len && host_char((unsigned char)host->value[i]))
+            i++;
+        if (i == host->value_len)
+            return host->value;
+    }
     struct af_conn *c = ex->conn;
-    return af_xasprintf("%s:%d", c->srv->cfg->host, c->lst->port);
+    snprintf(buf, len, "%s:%d", c->srv->cfg->host, c->lst->port);
+    return buf;
 }
 
 bool af_router_handle(struct af_exchange *ex)
@@ -658,10 +673,10 @@ bool af_router_handle(struct af_exchange *ex)
     af_router_init(srv);
     if (!the_router)
         return false;
-    char *host = redirect_host(ex);
+    char buf[300];
+    const char *host = redirect_host(ex, buf, sizeof(buf));
     struct af_route_result res;
     af_router_route(the_router, ex->method, ex->url, &ex->req_headers, host, &res);
-    free(host);
     bool answered = true;
     switch (res.kind) {
     case AF_ROUTE_FORWARD:

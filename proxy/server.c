@@ -188,10 +188,12 @@ void af_server_shutdown(struct af_server *srv)
             ls[i]->l = NULL;
         }
     }
-    af_conns_close_idle(srv);
+    /* The timer first: closing the last idle connection below may already
+     * move the shutdown on to stopping the instances, which re-arms it. */
     srv->stop_timer = evtimer_new(srv->base, stop_timer_cb, srv);
     struct timeval tv = {STOP_GRACE_MS / 1000, 0};
     event_add(srv->stop_timer, &tv);
+    af_conns_close_idle(srv);
     af_server_maybe_done(srv);
 }
 

@@ -45,6 +45,8 @@ struct af_server {
     struct event *accept_resume; /* re-enables listeners after descriptor exhaustion */
 
     LIST_HEAD(, af_conn) conns; /* every open client connection */
+    struct af_exchange *spare_ex; /* finished exchanges kept for reuse (conn.c) */
+    int n_spare_ex;
 
     bool stopping;      /* shutdown has begun: no new connections or requests */
     struct event *stop_timer;

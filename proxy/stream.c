@@ -6,9 +6,10 @@
 
 #include <event2/buffer.h>
 
-/* Bytes read per readable event at most: large enough for any head, small
- * enough that one busy peer cannot starve the others for long. */
-#define READ_CHUNK 65536
+/* Bytes read per readable event at most. Reading into reserved space
+ * allocates this much when the buffer is empty, so it stays moderate: a
+ * head or a small body in one read, a large body in several. */
+#define READ_CHUNK 16384
 
 static void update_read(struct af_stream *s)
 {
@@ -62,7 +63,18 @@ static void read_cb(evutil_socket_t fd, short what, void *arg)
     size_t room = s->read_max - evbuffer_get_length(s->in);
     if (room > READ_CHUNK)
         room = READ_CHUNK;
-    int n = evbuffer_read(s->in, fd, (int)room);
+    /* read(2) into reserved space: evbuffer_read() would first ask the
+     * kernel how much is there (an ioctl per read). */
+    struct evbuffer_iovec v;
+    ssize_t n = -1;
+    if (evbuffer_reserve_space(s->in, (ev_ssize_t)room, &v, 1) == 1) {
+        size_t want = v.iov_len < room ? v.iov_len : room;
+        n = read(fd, v.iov_base, want);
+        v.iov_len = n > 0 ? (size_t)n : 0;
+        evbuffer_commit_space(s->in, &v, 1);
+    } else {
+        errno = ENOMEM;
+    }
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
             return;

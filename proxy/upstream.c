@@ -31,7 +31,9 @@
 #include "proxy/wire.h"
 
 #define MAX_RESPONSE_HEAD (64 * 1024)
-#define MAX_IDLE_PER_INSTANCE 64
+/* Above App Engine's largest max_concurrent_requests (80), so a busy
+ * instance never has its connections closed and reopened. */
+#define MAX_IDLE_PER_INSTANCE 128
 
 static const struct af_stream_ops up_ops;
 
