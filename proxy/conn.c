@@ -656,8 +656,35 @@ static void ex_detach(struct af_exchange *ex, bool upstream_reusable)
 }
 
 /* Spare exchanges kept: enough for the connections busy at once under a
- * heavy local load, bounded so an idle server gives the memory back. */
+ * heavy local load. SPARE_TRIM_MS after the pool grew past SPARE_IDLE it
+ * shrinks back: under load it refills at once (a few hundred allocations
+ * every half second), and a quiet server holds little. */
 #define MAX_SPARE_EXCHANGES 256
+#define SPARE_IDLE 8
+#define SPARE_TRIM_MS 500
+
+static void ex_destroy(struct af_exchange *ex);
+
+static void spare_trim_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct af_server *srv = arg;
+    while (srv->n_spare_ex > SPARE_IDLE) {
+        struct af_exchange *ex = srv->spare_ex;
+        srv->spare_ex = ex->next_spare;
+        srv->n_spare_ex--;
+        ex_destroy(ex);
+    }
+}
+
+/* Arms the trim, unless it is pending already (no heap work per request). */
+static void spare_trim_later(struct af_server *srv)
+{
+    static const struct timeval tv = {0, SPARE_TRIM_MS * 1000};
+    if (!srv->spare_trim)
+        srv->spare_trim = evtimer_new(srv->base, spare_trim_cb, srv);
+    if (srv->n_spare_ex > SPARE_IDLE && !evtimer_pending(srv->spare_trim, NULL))
+        evtimer_add(srv->spare_trim, &tv);
+}
 
 static void ex_destroy(struct af_exchange *ex)
 {
@@ -704,6 +731,7 @@ static void ex_free(struct af_exchange *ex)
     ex->next_spare = srv->spare_ex;
     srv->spare_ex = ex;
     srv->n_spare_ex++;
+    spare_trim_later(srv);
 }
 
 void af_exchanges_release(struct af_server *srv)
@@ -714,6 +742,9 @@ void af_exchanges_release(struct af_server *srv)
         ex_destroy(ex);
     }
     srv->n_spare_ex = 0;
+    if (srv->spare_trim)
+        event_free(srv->spare_trim);
+    srv->spare_trim = NULL;
 }
 
 void af_ex_fail(struct af_exchange *ex, int status, const char *fmt, ...)

@@ -47,6 +47,7 @@ struct af_server {
     LIST_HEAD(, af_conn) conns; /* every open client connection */
     struct af_exchange *spare_ex; /* finished exchanges kept for reuse (conn.c) */
     int n_spare_ex;
+    struct event *spare_trim; /* gives the pool back once the server is quiet */
 
     bool stopping;      /* shutdown has begun: no new connections or requests */
     struct event *stop_timer;
