@@ -17,24 +17,11 @@ import (
 	"time"
 
 	"google.golang.org/appengine"
-	"google.golang.org/appengine/aetest"
 	"google.golang.org/appengine/datastore"
 )
 
 func TestDatastore(t *testing.T) {
-	inst, err := aetest.NewInstance(&aetest.Options{
-		SuppressDevAppServerLog: true,
-		StartupTimeout:          60 * time.Second,
-	})
-	if err != nil {
-		t.Fatalf("starting the development server: %v", err)
-	}
-	defer inst.Close()
-
-	cases := []struct {
-		name string
-		fn   func(t *testing.T, ctx context.Context)
-	}{
+	runCases(t, []testCase{
 		{"PropertyTypes", dsPropertyTypes},
 		{"Ids", dsIds},
 		{"GetMultiDelete", dsGetMultiDelete},
@@ -56,17 +43,7 @@ func TestDatastore(t *testing.T) {
 		{"TxnSnapshot", dsTxnSnapshot},
 		{"TxnCrossGroup", dsTxnCrossGroup},
 		{"TxnRetry", dsTxnRetry},
-	}
-	for _, c := range cases {
-		c := c
-		t.Run(c.name, func(t *testing.T) {
-			req, err := inst.NewRequest("GET", "/", nil)
-			if err != nil {
-				t.Fatalf("NewRequest: %v", err)
-			}
-			c.fn(t, appengine.NewContext(req))
-		})
-	}
+	})
 }
 
 // Every type the library can store.

@@ -2,8 +2,10 @@ package appfronttest
 
 import (
 	"testing"
+	"time"
 
 	"golang.org/x/net/context"
+	"google.golang.org/appengine"
 	"google.golang.org/appengine/aetest"
 )
 
@@ -30,3 +32,34 @@ type voidMsg struct {
 func (m *voidMsg) Reset()         { *m = voidMsg{} }
 func (m *voidMsg) String() string { return "voidMsg{}" }
 func (*voidMsg) ProtoMessage()    {}
+
+// testCase is one subtest of runCases: it gets a context whose API calls go
+// to the shared server.
+type testCase struct {
+	name string
+	fn   func(t *testing.T, ctx context.Context)
+}
+
+// runCases starts one appfront for all cases (one per case would dominate
+// the run time) and runs each as a subtest, in order.
+func runCases(t *testing.T, cases []testCase) {
+	t.Helper()
+	inst, err := aetest.NewInstance(&aetest.Options{
+		SuppressDevAppServerLog: true,
+		StartupTimeout:          60 * time.Second,
+	})
+	if err != nil {
+		t.Fatalf("starting the development server: %v", err)
+	}
+	defer inst.Close()
+	for _, c := range cases {
+		c := c
+		t.Run(c.name, func(t *testing.T) {
+			req, err := inst.NewRequest("GET", "/", nil)
+			if err != nil {
+				t.Fatalf("NewRequest: %v", err)
+			}
+			c.fn(t, appengine.NewContext(req))
+		})
+	}
+}

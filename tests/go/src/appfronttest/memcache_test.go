@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"google.golang.org/appengine"
-	"google.golang.org/appengine/aetest"
 	"google.golang.org/appengine/memcache"
 )
 
@@ -21,19 +20,7 @@ import (
 // case would dominate the run time. Cases use distinct keys or namespaces so
 // their order does not matter, except Flush, which runs last.
 func TestMemcache(t *testing.T) {
-	inst, err := aetest.NewInstance(&aetest.Options{
-		SuppressDevAppServerLog: true,
-		StartupTimeout:          60 * time.Second,
-	})
-	if err != nil {
-		t.Fatalf("starting the development server: %v", err)
-	}
-	defer inst.Close()
-
-	cases := []struct {
-		name string
-		fn   func(t *testing.T, ctx context.Context)
-	}{
+	runCases(t, []testCase{
 		{"SetGet", memcacheSetGet},
 		{"Add", memcacheAdd},
 		{"CompareAndSwap", memcacheCompareAndSwap},
@@ -45,17 +32,7 @@ func TestMemcache(t *testing.T) {
 		{"Limits", memcacheLimits},
 		{"Stats", memcacheStats},
 		{"Flush", memcacheFlush},
-	}
-	for _, c := range cases {
-		c := c
-		t.Run(c.name, func(t *testing.T) {
-			req, err := inst.NewRequest("GET", "/", nil)
-			if err != nil {
-				t.Fatalf("NewRequest: %v", err)
-			}
-			c.fn(t, appengine.NewContext(req))
-		})
-	}
+	})
 }
 
 func mustSet(t *testing.T, ctx context.Context, item *memcache.Item) {
