@@ -524,7 +524,7 @@ static void conn_drive(struct af_conn *c)
 static void ex_flush_upstream(struct af_exchange *ex)
 {
     if (ex && ex->up)
-        af_stream_flush(&ex->up->s);
+        af_stream_flush_deferred(&ex->up->s);
 }
 
 void af_conn_pump(struct af_conn *c)

@@ -35,6 +35,7 @@
 #include "proxy/module.h"
 #include "proxy/router.h"
 #include "proxy/server.h"
+#include "proxy/stream.h"
 #include "proxy/watchdog.h"
 
 static void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
@@ -238,7 +239,7 @@ int main(int argc, char **argv)
     if (srv.module)
         af_module_watch(srv.module);
 
-    event_base_dispatch(srv.base);
+    af_stream_loop(srv.base);
 
     /* Whatever is left of the instances goes with us. */
     af_instances_kill_all(SIGKILL);

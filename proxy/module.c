@@ -97,22 +97,34 @@ static void take_slot(struct af_instance *inst, bool direct)
         inst->active++;
 }
 
+static void queue_push(struct af_module *mod, struct af_waiter *w)
+{
+    TAILQ_INSERT_TAIL(&mod->queue, w, link);
+    mod->queue_len++;
+    mod->queue_direct += w->direct;
+    w->queued = true;
+}
+
+static void queue_remove(struct af_module *mod, struct af_waiter *w)
+{
+    TAILQ_REMOVE(&mod->queue, w, link);
+    mod->queue_len--;
+    mod->queue_direct -= w->direct;
+    w->queued = false;
+}
+
 /* More instances while requests wait, if the limit allows. */
 static void maybe_scale_up(struct af_module *mod)
 {
     if (mod->fixed || mod->stopping || mod->unavailable)
         return;
-    int routed_waiting = 0;
-    struct af_waiter *w;
-    TAILQ_FOREACH(w, &mod->queue, link)
-    {
-        if (!w->direct)
-            routed_waiting++;
-    }
+    if (live_count(mod) >= limit_instances(mod))
+        return;
+    int routed_waiting = mod->queue_len - mod->queue_direct;
     int coming = mod->n_starting * mod->max_concurrent;
     if (mod->n_ready == 0 && mod->n_starting == 0 && mod->queue_len > 0)
         routed_waiting = routed_waiting ? routed_waiting : 1; /* direct needs one too */
-    if (routed_waiting > coming && live_count(mod) < limit_instances(mod))
+    if (routed_waiting > coming)
         spawn_one(mod);
 }
 
@@ -170,9 +182,7 @@ static void dispatch_cb(evutil_socket_t fd, short what, void *arg)
                 break; /* FIFO among routed requests */
             continue;
         }
-        TAILQ_REMOVE(&mod->queue, w, link);
-        mod->queue_len--;
-        w->queued = false;
+        queue_remove(mod, w);
         take_slot(inst, w->direct);
         /* The callback may free other waiters' exchanges only through their
          * own connections, never this queue's order: `next` stays valid
@@ -419,9 +429,7 @@ struct af_instance *af_module_acquire(struct af_module *mod, struct af_waiter *w
         *why = "Too many requests are waiting for an instance.";
         return NULL;
     }
-    TAILQ_INSERT_TAIL(&mod->queue, w, link);
-    mod->queue_len++;
-    w->queued = true;
+    queue_push(mod, w);
     maybe_scale_up(mod);
     return NULL;
 }
@@ -430,9 +438,7 @@ void af_module_cancel(struct af_module *mod, struct af_waiter *w)
 {
     if (!w->queued)
         return;
-    TAILQ_REMOVE(&mod->queue, w, link);
-    mod->queue_len--;
-    w->queued = false;
+    queue_remove(mod, w);
 }
 
 void af_module_release(struct af_module *mod, struct af_instance *inst, bool direct)
@@ -473,9 +479,7 @@ static void fail_waiters(struct af_module *mod, int status, const char *why)
 {
     struct af_waiter *w;
     while ((w = TAILQ_FIRST(&mod->queue)) != NULL) {
-        TAILQ_REMOVE(&mod->queue, w, link);
-        mod->queue_len--;
-        w->queued = false;
+        queue_remove(mod, w);
         w->ready(w, NULL, status, why);
     }
 }

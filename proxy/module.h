@@ -51,6 +51,7 @@ struct af_module {
     int n_ready;
     TAILQ_HEAD(, af_waiter) queue;
     int queue_len;
+    int queue_direct; /* of queue_len, waiters for the direct port */
 
     struct event *dispatch_ev; /* deferred hand-out of freed slots */
     struct event *spawn_timer; /* backoff before the next spawn */

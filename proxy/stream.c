@@ -213,10 +213,57 @@ int af_stream_connect(struct af_stream *s, struct event_base *base, const struct
     return -1;
 }
 
+/* Streams with a deferred flush: the front end runs on one thread. */
+static struct af_stream *deferred_head;
+
+static void undefer(struct af_stream *s)
+{
+    if (!s->deferred)
+        return;
+    if (s->next_deferred)
+        s->next_deferred->prev_deferred = s->prev_deferred;
+    *s->prev_deferred = s->next_deferred;
+    s->deferred = false;
+    s->next_deferred = NULL;
+    s->prev_deferred = NULL;
+}
+
+void af_stream_flush_deferred(struct af_stream *s)
+{
+    if (s->deferred || s->fd < 0)
+        return;
+    s->deferred = true;
+    s->next_deferred = deferred_head;
+    if (deferred_head)
+        deferred_head->prev_deferred = &s->next_deferred;
+    s->prev_deferred = &deferred_head;
+    deferred_head = s;
+}
+
+void af_stream_flush_all(void)
+{
+    while (deferred_head) {
+        struct af_stream *s = deferred_head;
+        undefer(s);
+        af_stream_flush(s);
+    }
+}
+
+int af_stream_loop(struct event_base *base)
+{
+    for (;;) {
+        int r = event_base_loop(base, EVLOOP_ONCE);
+        af_stream_flush_all();
+        if (r != 0 || event_base_got_break(base) || event_base_got_exit(base))
+            return r < 0 ? -1 : 0;
+    }
+}
+
 void af_stream_release(struct af_stream *s)
 {
     if (s->fd < 0)
         return;
+    undefer(s);
     event_del(&s->rd);
     if (s->wr)
         event_free(s->wr);

@@ -59,6 +59,9 @@ struct af_stream {
     bool wr_added;
     bool connecting;
     bool failed; /* a failure is queued for on_event */
+    bool deferred; /* on the list af_stream_flush_deferred() keeps */
+    struct af_stream *next_deferred;
+    struct af_stream **prev_deferred;
 };
 
 /*
@@ -94,5 +97,21 @@ void af_stream_consumed(struct af_stream *s);
  * goes when the socket is writable. Returns true when the output is empty.
  */
 bool af_stream_flush(struct af_stream *s);
+
+/*
+ * Like af_stream_flush, but at the end of the current event-loop turn
+ * (af_stream_flush_all), so that the writes toward an instance that one
+ * turn produced go out together after every ready socket was read. An
+ * instance on the same core then finds several requests at once instead
+ * of being woken, and preempting the front end, once per request.
+ */
+void af_stream_flush_deferred(struct af_stream *s);
+
+/* Flushes every stream deferred so far; the event loop's turn is over. */
+void af_stream_flush_all(void);
+
+/* Runs base's loop until it is broken or has nothing left to wait for,
+ * calling af_stream_flush_all() after every turn. */
+int af_stream_loop(struct event_base *base);
 
 #endif

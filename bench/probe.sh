@@ -1,0 +1,118 @@
+#!/bin/bash
+# bench/probe.sh — a quick side-by-side of the proxy point only, for
+# iterating on a change between full `make bench` runs.
+#
+#   bench/probe.sh [CONNS [RUNS [SECONDS]]]      (defaults 16 5 3)
+#
+# With APPFRONT_B=/path/to/another/appfront, that binary runs too, as
+# target "appfront-b": an A/B comparison of two builds in the same run.
+#
+# Starts the bench upstream, appfront (no request log), nginx and haproxy as
+# bench/run.sh configures them, servers on core 0 and wrk on core 1, then
+# runs the targets interleaved RUNS times and prints each run and the
+# medians. Writes nothing into the tree; docs/benchmarks.md comes only from
+# `make bench`.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/.." && pwd)
+build=${APPFRONT_BUILD:-$repo/build}
+CONNS=${1:-16} RUNS=${2:-5} SECS=${3:-3}
+make -s -C "$here" BUILD="$build" >&2
+B=$build/bench
+T=$(mktemp -d /tmp/afprobe.XXXXXX)
+PIDS=()
+cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    sleep 0.5
+    for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+    rm -rf "$T"
+}
+trap cleanup EXIT
+start() {
+    local name=$1
+    shift
+    taskset -c 0 "$@" >"$T/$name.log" 2>&1 &
+    PIDS+=("$!")
+}
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+wait_http() {
+    for _ in $(seq 100); do
+        curl -sf -o /dev/null --max-time 1 "$1" && return 0
+        sleep 0.1
+    done
+    echo "$1 does not answer" >&2
+    exit 1
+}
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+start upstream "$B/upstream" --unix "$T/up.sock"
+for _ in $(seq 100); do [ -S "$T/up.sock" ] && break; sleep 0.1; done
+
+mkdir -p "$T/app"
+cat >"$T/app/app.yaml" <<EOF
+runtime: native
+entrypoint: exec $B/upstream
+threadsafe: true
+automatic_scaling:
+  max_concurrent_requests: 80
+  min_instances: 1
+  max_instances: 1
+EOF
+start_af() { # start_af NAME BINARY: prints the port
+    start "$1" "$2" --port=0 --admin_port=0 --api_port=0 --automatic_restart=false \
+        --dev_appserver_log_level=warning --storage_path="$T/storage-$1" "$T/app"
+    local p
+    for _ in $(seq 100); do
+        p=$(sed -n 's/^Starting module "default" running at: http:\/\/[^:]*:\([0-9]*\).*/\1/p' "$T/$1.log" | head -1)
+        [ -n "$p" ] && { echo "$p"; return 0; }
+        sleep 0.1
+    done
+    echo "$1 did not start: $(tail -3 "$T/$1.log")" >&2
+    exit 1
+}
+start_af appfront "$build/appfront" >"$T/port"
+AFP=$(cat "$T/port")
+TARGETS=(appfront nginx haproxy)
+if [ -n "${APPFRONT_B:-}" ]; then
+    start_af appfront-b "$APPFRONT_B" >"$T/port"
+    AFB=$(cat "$T/port")
+    TARGETS=(appfront appfront-b nginx haproxy)
+fi
+
+NGP=$(port)
+mkdir -p "$T/nginx"
+sed -e "s|@DIR@|$T/nginx|g; s|@SOCK@|$T/up.sock|g; s|@PORT@|$NGP|g; s|@NOFILE@|4096|g; s|@CONNS@|4000|g" \
+    "$here/nginx.conf.in" >"$T/nginx.conf"
+start nginx nginx -p "$T/nginx" -e "$T/nginx/error.log" -c "$T/nginx.conf"
+HAP=$(port)
+mkdir -p "$T/haproxy"
+sed -e "s|@DIR@|$T/haproxy|g; s|@SOCK@|$T/up.sock|g; s|@PORT@|$HAP|g; s|@MAXCONN@|2000|g" \
+    "$here/haproxy.cfg.in" >"$T/haproxy.cfg"
+start haproxy haproxy -db -f "$T/haproxy.cfg"
+
+declare -A URL=([appfront]="http://127.0.0.1:$AFP/" [nginx]="http://127.0.0.1:$NGP/"
+    [haproxy]="http://127.0.0.1:$HAP/" [appfront-b]="http://127.0.0.1:${AFB:-0}/")
+for t in "${TARGETS[@]}"; do
+    wait_http "${URL[$t]}"
+    taskset -c 1 wrk -t1 -c"$CONNS" -d1s "${URL[$t]}" >/dev/null
+done
+for r in $(seq "$RUNS"); do
+    for t in "${TARGETS[@]}"; do
+        j=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"$SECS"s -s "$here/wrk-report.lua" "${URL[$t]}" | grep '^{')
+        echo "$t $j" | tee -a "$T/runs"
+    done
+done
+python3 - "$T/runs" "$CONNS" <<'EOF'
+import json, statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    t, j = line.split(" ", 1)
+    rows.setdefault(t, []).append(json.loads(j))
+ng = statistics.median(d["rps"] for d in rows["nginx"])
+print(f"{sys.argv[2]} connections, medians:")
+for t, ds in rows.items():
+    rps = statistics.median(d["rps"] for d in ds)
+    print(f"  {t:10} {rps:9.0f} req/s  {rps / ng:4.2f}x nginx  p50 {statistics.median(d['p50_us'] for d in ds):6.0f} us"
+          f"  p99 {statistics.median(d['p99_us'] for d in ds):6.0f} us")
+EOF
