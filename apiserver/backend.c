@@ -23,6 +23,15 @@
  *    went away) until the job comes back, so a late reply is dropped safely.
  *  - Service state (what create() returned) is touched by the backend thread
  *    only, one call at a time: services need no locks.
+ *  - Deferred calls (slow external I/O such as urlfetch; service.h,
+ *    af_result_defer) take a third queue of the same kind: the backend
+ *    pushes the job, carrying the work's own state (never service state), on
+ *    the I/O thread's inbox (apiserver/iothread.c), whose libevent loop
+ *    watches its eventfd and runs many such calls at once. When the work is
+ *    done the I/O thread encodes the reply and pushes the job on the same
+ *    outbox as the backend: the outbox has two producers and one consumer,
+ *    under its mutex like any queue. A job still belongs to one thread at a
+ *    time, and the backend never waits on the I/O thread or the network.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -35,6 +44,7 @@
 
 #include "apiserver/backend.h"
 #include "apiserver/envelope.h"
+#include "apiserver/iothread.h"
 #include "apiserver/service.h"
 #include "common/log.h"
 #include "common/xalloc.h"
@@ -46,10 +56,19 @@ uint64_t af_api_now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+void af_api_job_free_work(struct af_api_job *job)
+{
+    if (job->defer_arg && job->defer_ops && job->defer_ops->cancel)
+        job->defer_ops->cancel(job->defer_arg);
+    job->defer_arg = NULL;
+    job->defer_ops = NULL;
+}
+
 void af_api_job_free(struct af_api_job *job)
 {
     if (!job)
         return;
+    af_api_job_free_work(job);
     af_envelope_request_free(job->req);
     free(job->stub);
     free(job->reply);
@@ -136,6 +155,7 @@ struct af_backend {
     size_t n_services;
     struct af_api_jobq *inbox, *outbox;
     void **states; /* n_services entries: what each create() returned */
+    struct af_io *io; /* deferred calls go there; NULL: none (fuzz driver) */
 
     pthread_mutex_t mu; /* guards ready, for af_backend_start() only */
     pthread_cond_t cv;
@@ -165,7 +185,9 @@ static void reply_rpc_error(struct af_api_job *job, int code, const char *detail
     job->reply_len = af_envelope_encode_rpc_error(code, detail, &job->reply);
 }
 
-static void run_call(struct af_backend *be, struct af_api_job *job)
+/* Runs one call. Returns true when the call was deferred: the job now
+ * belongs to the I/O thread and the caller must not touch it. */
+static bool run_call(struct af_backend *be, struct af_api_job *job)
 {
     struct af_call call;
     af_envelope_call_from_request(job->req, &call);
@@ -180,7 +202,7 @@ static void run_call(struct af_backend *be, struct af_api_job *job)
                  call.method);
         af_debug("api: %s", detail);
         reply_rpc_error(job, AF_RPC_DEADLINE_EXCEEDED, detail);
-        return;
+        return false;
     }
 
     int idx = find_service(be, call.service);
@@ -189,7 +211,7 @@ static void run_call(struct af_backend *be, struct af_api_job *job)
                  call.service);
         af_debug("api: %s", detail);
         reply_rpc_error(job, AF_RPC_CALL_NOT_FOUND, detail);
-        return;
+        return false;
     }
     const struct af_method *m = find_method(be->services[idx], call.method);
     if (!m || !m->fn) {
@@ -197,13 +219,26 @@ static void run_call(struct af_backend *be, struct af_api_job *job)
                  be->services[idx]->name, call.method);
         af_debug("api: %s", detail);
         reply_rpc_error(job, AF_RPC_CALL_NOT_FOUND, detail);
-        return;
+        return false;
     }
 
     /* Zeroed is an empty successful response: the natural outcome of a
      * method whose response is VoidProto. */
     struct af_result res = {0};
     m->fn(be->states[idx], &call, &res);
+    if (res.kind == AF_RESULT_DEFER) {
+        job->defer_ops = res.defer_ops;
+        job->defer_arg = res.defer_arg;
+        if (be->io) {
+            af_debug("api: %s.%s request_id=%.64s deferred to the I/O thread",
+                     be->services[idx]->name, m->name, call.request_id);
+            af_io_submit(be->io, job);
+            return true;
+        }
+        af_api_job_free_work(job);
+        reply_rpc_error(job, AF_RPC_FEATURE_DISABLED, "this server runs no external I/O");
+        return false;
+    }
     job->reply_len = af_envelope_encode_result(&res, &job->reply);
 
     if (af_log_enabled(AF_LOG_DEBUG)) {
@@ -217,6 +252,7 @@ static void run_call(struct af_backend *be, struct af_api_job *job)
     }
     free(res.response);
     free(res.detail);
+    return false;
 }
 
 static void run_clear(struct af_backend *be, struct af_api_job *job)
@@ -268,10 +304,12 @@ static void *backend_main(void *arg)
                 af_api_job_free(job);
                 continue;
             }
-            if (job->kind == AF_API_JOB_CALL)
-                run_call(be, job);
-            else
+            if (job->kind == AF_API_JOB_CALL) {
+                if (run_call(be, job))
+                    continue; /* the I/O thread answers it */
+            } else {
                 run_clear(be, job);
+            }
             af_api_jobq_push(be->outbox, job);
         }
         if (closed)
@@ -295,11 +333,18 @@ int af_backend_start(const struct af_api_options *opts, const struct af_service 
     be->inbox = inbox;
     be->outbox = outbox;
     be->states = af_xcalloc(n_services ? n_services : 1, sizeof(void *));
+    int rc = af_io_start(outbox, &be->io);
+    if (rc < 0) {
+        free(be->states);
+        free(be);
+        return rc;
+    }
     pthread_mutex_init(&be->mu, NULL);
     pthread_cond_init(&be->cv, NULL);
 
-    int rc = pthread_create(&be->thread, NULL, backend_main, be);
+    rc = pthread_create(&be->thread, NULL, backend_main, be);
     if (rc != 0) {
+        af_io_stop(be->io);
         pthread_cond_destroy(&be->cv);
         pthread_mutex_destroy(&be->mu);
         free(be->states);
@@ -320,6 +365,8 @@ void af_backend_stop(struct af_backend *be)
         return;
     af_api_jobq_close(be->inbox);
     pthread_join(be->thread, NULL);
+    /* After the backend: it was the one feeding the I/O thread. */
+    af_io_stop(be->io);
     pthread_cond_destroy(&be->cv);
     pthread_mutex_destroy(&be->mu);
     free(be->states);

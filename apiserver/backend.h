@@ -40,14 +40,23 @@ struct af_api_job {
     Af__RemoteApi__Request *req; /* CALL: owned, freed with the job */
     char *stub;                  /* CLEAR: owned service name, or NULL for all */
 
-    /* Filled by the backend. */
+    /* A deferred call (service.h, af_result_defer): how the I/O thread
+     * runs it, and the work's state, owned by the job until the work
+     * finishes (freed through defer_ops->cancel with the job). */
+    const struct af_defer_ops *defer_ops;
+    void *defer_arg;
+
+    /* Filled by the backend, or by the I/O thread for a deferred call. */
     uint8_t *reply; /* owned: CALL: encoded Response; CLEAR: text for a person */
     size_t reply_len;
     int status; /* CLEAR: HTTP status (200, 404) */
 };
 
-/* Frees job and everything it owns (not owner). NULL is a no-op. */
+/* Frees job and everything it owns (not owner), cancelling deferred work
+ * it still holds. NULL is a no-op. */
 void af_api_job_free(struct af_api_job *job);
+/* Cancels and forgets the deferred work job holds, if any. */
+void af_api_job_free_work(struct af_api_job *job);
 
 /* The current CLOCK_MONOTONIC time in nanoseconds. */
 uint64_t af_api_now_ns(void);
@@ -81,7 +90,8 @@ struct af_backend;
 /*
  * Starts the backend thread, which calls create() with opts for every
  * service of the table services[0..n_services) (NULL entries skipped) and
- * then serves inbox, pushing finished jobs on outbox. Returns once every
+ * then serves inbox, pushing finished jobs on outbox, and the I/O thread
+ * (iothread.h) that finishes deferred calls and pushes them on outbox too. Returns once every
  * create() has returned. opts and the table must stay valid until
  * af_backend_stop(); inbox and outbox are borrowed and must outlive the
  * backend. Returns 0 or -errno.
@@ -91,7 +101,8 @@ int af_backend_start(const struct af_api_options *opts, const struct af_service 
                      struct af_backend **out);
 
 /* Closes the inbox, lets the call in progress finish, drops the jobs still
- * queued, calls every service's destroy() and joins. NULL is a no-op. */
+ * queued, calls every service's destroy() and joins; then stops the I/O
+ * thread, cancelling the deferred calls in progress. NULL is a no-op. */
 void af_backend_stop(struct af_backend *be);
 
 #endif

@@ -51,3 +51,14 @@ void af_result_pack(struct af_result *res, const ProtobufCMessage *msg)
     protobuf_c_message_pack(msg, buf);
     af_result_ok(res, buf, len);
 }
+
+void af_result_defer(struct af_result *res, const struct af_defer_ops *ops, void *arg)
+{
+    res->kind = AF_RESULT_DEFER;
+    res->code = 0;
+    res->detail = NULL;
+    res->response = NULL;
+    res->response_len = 0;
+    res->defer_ops = ops;
+    res->defer_arg = arg;
+}

@@ -28,7 +28,10 @@ enum af_result_kind {
     AF_RESULT_OK,        /* response holds the encoded service response */
     AF_RESULT_APP_ERROR, /* Response.application_error {code, detail} */
     AF_RESULT_RPC_ERROR, /* Response.rpc_error {code, detail} (RpcError codes) */
+    AF_RESULT_DEFER,     /* finished later on the API I/O thread: af_result_defer() */
 };
+
+struct af_defer_ops;
 
 /* What a handler produces. The handler stores malloc'd buffers here and the
  * backend frees them after encoding the envelope. */
@@ -38,6 +41,10 @@ struct af_result {
     char *detail;      /* malloc'd message for a person, or NULL */
     uint8_t *response; /* malloc'd encoded service response (may be NULL for empty) */
     size_t response_len;
+    /* AF_RESULT_DEFER only: how the I/O thread runs the rest of the call,
+     * and the work's own state (owned by the deferred call). */
+    const struct af_defer_ops *defer_ops;
+    void *defer_arg;
 };
 
 /* remote_api RpcError codes (remote_api.proto, RpcError.ErrorCode). */
@@ -90,6 +97,52 @@ void af_result_rpc_error(struct af_result *res, int code, const char *fmt, ...)
  */
 struct ProtobufCMessage;
 void af_result_pack(struct af_result *res, const struct ProtobufCMessage *msg);
+
+/*
+ * Deferred calls. Slow external I/O (urlfetch, SMTP) must not stall the
+ * backend thread (DESIGN.md), so a handler that needs it validates the call
+ * on the backend thread, packs what the work needs into arg and calls
+ * af_result_defer(res, ops, arg). The backend then hands the call to the
+ * API I/O thread (apiserver/iothread.c): one libevent loop on which any
+ * number of such calls run at once, while the backend goes on with the next
+ * call. There ops->start() begins the work, which ends by calling
+ * af_io_finish() exactly once, from start() itself or from a later callback
+ * on the same loop; the reply then reaches the caller like any other.
+ *
+ * arg must not point into service state: the backend thread goes on
+ * touching that. Everything the work needs is copied into arg.
+ */
+struct event_base;
+struct evdns_base;
+struct af_io_call; /* opaque: one deferred call on the I/O thread */
+
+struct af_defer_ops {
+    const char *what; /* for log lines, e.g. "urlfetch.Fetch" */
+    /* On the I/O thread: begin the work. */
+    void (*start)(void *arg, struct af_io_call *call);
+    /* Frees arg and everything its work holds (sockets, timers) without
+     * finishing: the server is stopping, or the work never started. Called
+     * on the I/O thread, or after it was joined. */
+    void (*cancel)(void *arg);
+};
+
+/* Sets res to AF_RESULT_DEFER; arg's ownership passes to the deferred call
+ * (it is freed through ops->cancel unless the work finishes). */
+void af_result_defer(struct af_result *res, const struct af_defer_ops *ops, void *arg);
+
+/* For deferred work, on the I/O thread: the thread's event loop, and a DNS
+ * resolver on it (made on first use; NULL when it cannot be made). Both are
+ * borrowed and live as long as the I/O thread. */
+struct event_base *af_io_base(struct af_io_call *call);
+struct evdns_base *af_io_dns(struct af_io_call *call);
+
+/*
+ * On the I/O thread: the work is done and res is the call's result (its
+ * buffers are taken, as from a handler; kind is OK, APP_ERROR or
+ * RPC_ERROR). The reply goes to the caller. After this returns, call is
+ * gone and arg belongs to the work again, which frees it.
+ */
+void af_io_finish(struct af_io_call *call, struct af_result *res);
 
 /* The registry: every service the backend serves
  * (apiserver/services/registry.c). af_n_services entries; an entry may be
