@@ -21,6 +21,7 @@
 #include "apiserver/apiserver.h"
 #include "apiserver/apiserver-internal.h"
 #include "apiserver/backend.h"
+#include "apiserver/envelope.h"
 #include "apiserver/listener.h"
 #include "apiserver/service.h"
 #include "common/log.h"
@@ -36,6 +37,8 @@ struct af_api {
     int port;
     struct af_api_jobq inbox, outbox;
     bool inbox_ok, outbox_ok;
+    struct af_api_jobq mainq; /* internal replies and notices for the main thread */
+    bool mainq_ok;
     bool bound_socket; /* socket_path is ours to unlink */
     struct af_backend *backend;
     struct af_api_listener *listener;
@@ -298,6 +301,10 @@ int af_api_start_services(const struct af_api_options *opts,
         rc = af_api_jobq_init(&api->outbox, true);
         api->outbox_ok = rc == 0;
     }
+    if (rc == 0) {
+        rc = af_api_jobq_init(&api->mainq, true);
+        api->mainq_ok = rc == 0;
+    }
     if (rc < 0) {
         set_err(err, errlen, "API server: eventfd: %s", strerror(-rc));
         goto fail_close_framed;
@@ -306,7 +313,8 @@ int af_api_start_services(const struct af_api_options *opts,
     sigset_t old;
     block_signals(&old);
     rc = af_backend_start(&api->opts, services, n_services, &api->inbox, &api->outbox,
-                          &api->backend);
+                          &api->mainq, &api->backend);
+    api->opts.queues = NULL; /* borrowed until here; the service made its copy */
     if (rc < 0) {
         pthread_sigmask(SIG_SETMASK, &old, NULL);
         set_err(err, errlen, "API server: cannot start the backend thread: %s", strerror(-rc));
@@ -350,6 +358,62 @@ int af_api_port(const struct af_api *api)
     return api->port;
 }
 
+/* ---- internal calls from the main thread ------------------------------- */
+
+int af_api_internal_fd(const struct af_api *api)
+{
+    return api->mainq.efd;
+}
+
+void af_api_internal_call(struct af_api *api, const char *service, const char *method,
+                          const uint8_t *req, size_t len, uint64_t tag)
+{
+    /* Encoded and decoded like a client's call, so the job owns a Request
+     * exactly as the listener's jobs do. */
+    Af__RemoteApi__Request r = AF__REMOTE_API__REQUEST__INIT;
+    r.service_name = (char *)service;
+    r.method = (char *)method;
+    r.request.data = (uint8_t *)req;
+    r.request.len = len;
+    size_t n = af__remote_api__request__get_packed_size(&r);
+    uint8_t *buf = af_xmalloc(n ? n : 1);
+    af__remote_api__request__pack(&r, buf);
+    struct af_api_job *job = af_xcalloc(1, sizeof(*job));
+    job->kind = AF_API_JOB_INTERNAL;
+    job->req = af_envelope_request_decode(buf, n);
+    job->tag = tag;
+    job->deadline_ns = UINT64_MAX;
+    free(buf);
+    if (!job->req) {
+        af_api_job_free(job);
+        return;
+    }
+    af_api_jobq_push(&api->inbox, job);
+}
+
+void af_api_internal_take(struct af_api *api,
+                          void (*fn)(void *arg, const struct af_api_internal_reply *r), void *arg)
+{
+    bool closed;
+    struct af_api_job *list = af_api_jobq_take_all(&api->mainq, &closed);
+    while (list) {
+        struct af_api_job *job = list;
+        list = job->next;
+        struct af_api_internal_reply r = {.notice = job->kind == AF_API_JOB_NOTICE};
+        if (r.notice) {
+            r.service = job->stub;
+        } else {
+            r.service = job->req ? job->req->service_name : "";
+            r.tag = job->tag;
+            r.ok = job->status == 0;
+            r.data = job->reply;
+            r.len = job->reply_len;
+        }
+        fn(arg, &r);
+        af_api_job_free(job);
+    }
+}
+
 void af_api_stop(struct af_api *api)
 {
     if (!api)
@@ -363,6 +427,8 @@ void af_api_stop(struct af_api *api)
         af_api_jobq_release(&api->inbox);
     if (api->outbox_ok)
         af_api_jobq_release(&api->outbox);
+    if (api->mainq_ok)
+        af_api_jobq_release(&api->mainq);
     if (api->bound_socket)
         unlink(api->socket_path);
     free(api->host);

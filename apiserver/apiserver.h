@@ -12,6 +12,9 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
+
+struct af_queue_yaml; /* apiserver/services/taskqueue_yaml.h */
 
 /* What the API server needs to know. Strings are borrowed for the duration
  * of af_api_start() only (the server copies what it keeps). */
@@ -30,6 +33,9 @@ struct af_api_options {
     bool clear_datastore;
     long long memcache_max_bytes; /* LRU cap of memcache values + keys */
     int default_deadline_ms;      /* a call queued longer than this is not run; 60000 */
+    /* The app's queues (queue.yaml), or NULL for the queue "default" alone.
+     * Borrowed until af_api_start() returns: the taskqueue service copies it. */
+    const struct af_queue_yaml *queues;
 };
 
 /* Opaque: the running server. */
@@ -44,6 +50,38 @@ int af_api_start(const struct af_api_options *opts, struct af_api **out, char *e
 
 /* The TCP port actually bound (useful with port 0). */
 int af_api_port(const struct af_api *api);
+
+/*
+ * Internal calls: the main thread's way into a service (the task runner of
+ * proxy/taskrunner.c), through the same hand-off as every call
+ * (apiserver/backend.c). They run methods of the service's `internal`
+ * table, which no client can reach. Main thread only.
+ */
+
+/* A descriptor to watch for reading: replies or notices are waiting. */
+int af_api_internal_fd(const struct af_api *api);
+
+/* Queues a call of service.method (an internal method) with the encoded
+ * request req (copied). tag comes back with the reply. */
+void af_api_internal_call(struct af_api *api, const char *service, const char *method,
+                          const uint8_t *req, size_t len, uint64_t tag);
+
+/* A reply to an internal call, or a notice from a service
+ * (af_result.notify_main). Everything is borrowed for the callback only. */
+struct af_api_internal_reply {
+    bool notice;         /* a notice: only service is set */
+    const char *service; /* notice: the service that asked to be heard */
+    uint64_t tag;        /* reply: the tag given to af_api_internal_call */
+    bool ok;             /* reply: the method succeeded */
+    const uint8_t *data; /* reply: the encoded response */
+    size_t len;
+};
+
+/* Takes everything waiting for the main thread, oldest first, and calls
+ * fn(arg, reply) for each. */
+void af_api_internal_take(struct af_api *api,
+                          void (*fn)(void *arg, const struct af_api_internal_reply *r),
+                          void *arg);
 
 /* Stops accepting, answers or drops in-flight calls, joins both threads,
  * removes the Unix socket and frees everything. NULL is a no-op. */

@@ -32,6 +32,17 @@
  *    outbox as the backend: the outbox has two producers and one consumer,
  *    under its mutex like any queue. A job still belongs to one thread at a
  *    time, and the backend never waits on the I/O thread or the network.
+ *  - The main thread (the task runner, proxy/taskrunner.c) reaches services
+ *    through a fourth queue of the same kind, the main queue, whose
+ *    (non-blocking) eventfd the main event loop watches. The main thread
+ *    pushes AF_API_JOB_INTERNAL jobs on the backend's inbox, like the
+ *    listener; the backend runs them through the service's `internal`
+ *    table (unreachable from clients) and pushes them back on the main
+ *    queue instead of the outbox. When a handler sets
+ *    af_result.notify_main, the backend pushes an AF_API_JOB_NOTICE on the
+ *    main queue, at most one at a time: none is sent again until the main
+ *    thread's next internal call has run, which by then sees the change.
+ *    So the main queue never grows while nobody reads it.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -156,6 +167,8 @@ struct af_backend {
     struct af_api_jobq *inbox, *outbox;
     void **states; /* n_services entries: what each create() returned */
     struct af_io *io; /* deferred calls go there; NULL: none (fuzz driver) */
+    struct af_api_jobq *mainq; /* internal replies and notices; NULL: none */
+    bool notice_out; /* a notice is on mainq and no internal call ran since */
 
     pthread_mutex_t mu; /* guards ready, for af_backend_start() only */
     pthread_cond_t cv;
@@ -178,6 +191,19 @@ static const struct af_method *find_method(const struct af_service *svc, const c
         if (strcmp(m->name, name) == 0)
             return m;
     return NULL;
+}
+
+/* Tells the main thread that service `name` asked to be heard, unless a
+ * notice is already out (see the rules at the top). */
+static void notify_main(struct af_backend *be, const char *name)
+{
+    if (!be->mainq || be->notice_out)
+        return;
+    struct af_api_job *job = af_xcalloc(1, sizeof(*job));
+    job->kind = AF_API_JOB_NOTICE;
+    job->stub = af_xstrdup(name);
+    be->notice_out = true;
+    af_api_jobq_push(be->mainq, job);
 }
 
 static void reply_rpc_error(struct af_api_job *job, int code, const char *detail)
@@ -240,6 +266,8 @@ static bool run_call(struct af_backend *be, struct af_api_job *job)
         return false;
     }
     job->reply_len = af_envelope_encode_result(&res, &job->reply);
+    if (res.notify_main)
+        notify_main(be, be->services[idx]->name);
 
     if (af_log_enabled(AF_LOG_DEBUG)) {
         uint64_t us = (af_api_now_ns() - start) / 1000;
@@ -253,6 +281,44 @@ static bool run_call(struct af_backend *be, struct af_api_job *job)
     free(res.response);
     free(res.detail);
     return false;
+}
+
+/* Runs an internal call from the main thread: the service's `internal`
+ * table, no deadline, the bare service response as the reply. */
+static void run_internal(struct af_backend *be, struct af_api_job *job)
+{
+    struct af_call call;
+    af_envelope_call_from_request(job->req, &call);
+    be->notice_out = false; /* this call sees whatever the notice was about */
+    job->status = -1;
+    int idx = find_service(be, call.service);
+    const struct af_method *m = NULL;
+    if (idx >= 0)
+        for (m = be->services[idx]->internal; m && m->name; m++)
+            if (strcmp(m->name, call.method) == 0)
+                break;
+    if (!m || !m->name || !m->fn) {
+        af_error("api: internal call %.64s.%.64s: no such method", call.service, call.method);
+        return;
+    }
+    struct af_result res = {0};
+    m->fn(be->states[idx], &call, &res);
+    if (res.kind == AF_RESULT_OK) {
+        job->status = 0;
+        job->reply = res.response;
+        job->reply_len = res.response_len;
+        res.response = NULL;
+    } else {
+        af_error("api: internal call %s.%s failed: %s", be->services[idx]->name, m->name,
+                 res.detail ? res.detail : "no detail");
+        if (res.kind == AF_RESULT_DEFER) {
+            job->defer_ops = res.defer_ops;
+            job->defer_arg = res.defer_arg;
+            af_api_job_free_work(job);
+        }
+    }
+    free(res.response);
+    free(res.detail);
 }
 
 static void run_clear(struct af_backend *be, struct af_api_job *job)
@@ -307,6 +373,13 @@ static void *backend_main(void *arg)
             if (job->kind == AF_API_JOB_CALL) {
                 if (run_call(be, job))
                     continue; /* the I/O thread answers it */
+            } else if (job->kind == AF_API_JOB_INTERNAL) {
+                run_internal(be, job);
+                if (be->mainq)
+                    af_api_jobq_push(be->mainq, job);
+                else
+                    af_api_job_free(job);
+                continue;
             } else {
                 run_clear(be, job);
             }
@@ -324,7 +397,7 @@ static void *backend_main(void *arg)
 
 int af_backend_start(const struct af_api_options *opts, const struct af_service *const *services,
                      size_t n_services, struct af_api_jobq *inbox, struct af_api_jobq *outbox,
-                     struct af_backend **out)
+                     struct af_api_jobq *mainq, struct af_backend **out)
 {
     struct af_backend *be = af_xcalloc(1, sizeof(*be));
     be->opts = opts;
@@ -332,6 +405,7 @@ int af_backend_start(const struct af_api_options *opts, const struct af_service 
     be->n_services = n_services;
     be->inbox = inbox;
     be->outbox = outbox;
+    be->mainq = mainq;
     be->states = af_xcalloc(n_services ? n_services : 1, sizeof(void *));
     int rc = af_io_start(outbox, &be->io);
     if (rc < 0) {

@@ -23,6 +23,13 @@
 enum af_api_job_kind {
     AF_API_JOB_CALL,  /* run req, reply is an encoded Response */
     AF_API_JOB_CLEAR, /* POST /clear: reset one service (stub) or all (stub NULL) */
+    /* main thread -> backend -> main thread: run req through the service's
+     * `internal` table; reply is the service's own response, status 0 (ok)
+     * or -1 (failed, already logged). */
+    AF_API_JOB_INTERNAL,
+    /* backend -> main thread: the service named in stub asked to be heard
+     * (struct af_result.notify_main). */
+    AF_API_JOB_NOTICE,
 };
 
 /*
@@ -49,7 +56,8 @@ struct af_api_job {
     /* Filled by the backend, or by the I/O thread for a deferred call. */
     uint8_t *reply; /* owned: CALL: encoded Response; CLEAR: text for a person */
     size_t reply_len;
-    int status; /* CLEAR: HTTP status (200, 404) */
+    int status; /* CLEAR: HTTP status (200, 404); INTERNAL: 0 or -1 */
+    uint64_t tag; /* INTERNAL: the main thread's own id for the call */
 };
 
 /* Frees job and everything it owns (not owner), cancelling deferred work
@@ -94,11 +102,12 @@ struct af_backend;
  * (iothread.h) that finishes deferred calls and pushes them on outbox too. Returns once every
  * create() has returned. opts and the table must stay valid until
  * af_backend_stop(); inbox and outbox are borrowed and must outlive the
- * backend. Returns 0 or -errno.
+ * backend. mainq (may be NULL) receives the replies of internal calls and
+ * the notices for the main thread; borrowed likewise. Returns 0 or -errno.
  */
 int af_backend_start(const struct af_api_options *opts, const struct af_service *const *services,
                      size_t n_services, struct af_api_jobq *inbox, struct af_api_jobq *outbox,
-                     struct af_backend **out);
+                     struct af_api_jobq *mainq, struct af_backend **out);
 
 /* Closes the inbox, lets the call in progress finish, drops the jobs still
  * queued, calls every service's destroy() and joins; then stops the I/O

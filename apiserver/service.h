@@ -45,6 +45,11 @@ struct af_result {
      * and the work's own state (owned by the deferred call). */
     const struct af_defer_ops *defer_ops;
     void *defer_arg;
+    /* Set by a handler (the helpers below leave it alone) when the main
+     * thread should hear that this service's state changed, e.g. a task
+     * became due earlier than the task runner knows: the backend then sends
+     * the main thread a notice (af_api_internal_take, apiserver.h). */
+    bool notify_main;
 };
 
 /* remote_api RpcError codes (remote_api.proto, RpcError.ErrorCode). */
@@ -82,6 +87,11 @@ struct af_service {
     void (*clear)(void *state);
     /* At shutdown. May be NULL. */
     void (*destroy)(void *state);
+    /* Methods only appfront's main thread can call (af_api_internal_call,
+     * apiserver.h), never a client: the task runner's way in. The request
+     * and response are the service's own encoded messages. May be NULL;
+     * terminated like methods. */
+    const struct af_method *internal;
 };
 
 /* Helpers for handlers. Each sets every field of res. */
