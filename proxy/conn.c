@@ -17,6 +17,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <malloc.h>
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <stdarg.h>
@@ -51,7 +52,7 @@ static void ex_begin(struct af_exchange *ex);
 static void ex_assigned(struct af_exchange *ex, struct af_instance *inst);
 static void ex_free(struct af_exchange *ex);
 static void conn_drive(struct af_conn *c);
-static void conn_arm_timer(struct af_conn *c, enum af_conn_timer kind);
+static void conn_arm_timer(struct af_conn *c, struct af_timeout_queue *q);
 
 /* ---- header accumulation ------------------------------------------------ */
 
@@ -159,7 +160,7 @@ static void conn_free(struct af_conn *c)
         ex_free(c->ex);
     LIST_REMOVE(c, link);
     srv->n_conns--;
-    event_del(&c->timer);
+    af_timeout_cancel(&c->timeout);
     af_stream_release(&c->s);
     free(c);
     af_server_maybe_done(srv);
@@ -177,7 +178,7 @@ void af_conn_close(struct af_conn *c)
         return;
     c->dead = true;
     af_stream_stop(&c->s);
-    event_del(&c->timer);
+    af_timeout_cancel(&c->timeout);
     if (c->busy == 0)
         conn_free(c);
 }
@@ -192,7 +193,7 @@ static void conn_close_after_flush(struct af_conn *c)
         return;
     }
     /* Bound the flush: a client that stops reading is not waited for. */
-    conn_arm_timer(c, AF_TIMER_IDLE);
+    conn_arm_timer(c, &c->srv->idle_timeouts);
 }
 
 /* An answer from appfront itself, always followed by closing the
@@ -200,6 +201,10 @@ static void conn_close_after_flush(struct af_conn *c)
  * unknown and the connection cannot be reused safely. */
 static void conn_send_error(struct af_conn *c, int status, const char *msg)
 {
+    if (!af_stream_unpark(&c->s)) {
+        af_conn_close(c);
+        return;
+    }
     struct evbuffer *out = c->s.out;
     /* The answer to HEAD has the head only (RFC 9110 §9.3.2); the parser
      * knows the method as soon as the request line's first word is read. */
@@ -221,11 +226,10 @@ static void conn_send_error(struct af_conn *c, int status, const char *msg)
     conn_close_after_flush(c);
 }
 
-static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
+static void conn_expired(struct af_conn *c, bool head)
 {
-    struct af_conn *c = arg;
     af_conn_enter(c);
-    if (c->state == AF_CONN_HEAD && c->timer_kind == AF_TIMER_HEAD) {
+    if (c->state == AF_CONN_HEAD && head) {
         af_log(AF_LOG_INFO, "%s: request head not complete within %d ms: 408", c->peer_ip,
                c->srv->cfg->head_timeout_ms);
         conn_send_error(c, 408, "The request head was not received in time.");
@@ -235,12 +239,28 @@ static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
     af_conn_leave(c);
 }
 
-static void conn_arm_timer(struct af_conn *c, enum af_conn_timer kind)
+static void head_expired(struct af_timeout *t)
 {
-    struct timeval tv;
-    c->timer_kind = kind;
-    ms_to_tv(kind == AF_TIMER_HEAD ? c->srv->cfg->head_timeout_ms : KEEPALIVE_IDLE_MS, &tv);
-    event_add(&c->timer, &tv);
+    conn_expired((struct af_conn *)((char *)t - offsetof(struct af_conn, timeout)), true);
+}
+
+static void idle_expired(struct af_timeout *t)
+{
+    conn_expired((struct af_conn *)((char *)t - offsetof(struct af_conn, timeout)), false);
+}
+
+int af_conns_init(struct af_server *srv)
+{
+    if (af_timeout_queue_init(&srv->head_timeouts, srv->base, srv->cfg->head_timeout_ms,
+                              head_expired) < 0 ||
+        af_timeout_queue_init(&srv->idle_timeouts, srv->base, KEEPALIVE_IDLE_MS, idle_expired) < 0)
+        return -1;
+    return 0;
+}
+
+static void conn_arm_timer(struct af_conn *c, struct af_timeout_queue *q)
+{
+    af_timeout_arm(q, &c->timeout);
 }
 
 /* ---- request parser callbacks -------------------------------------------- */
@@ -285,8 +305,8 @@ static int on_message_begin(http_parser *p)
     c->ex = ex;
     c->head_bytes = 0;
     c->n_headers = 0;
-    if (c->timer_kind != AF_TIMER_HEAD)
-        conn_arm_timer(c, AF_TIMER_HEAD);
+    if (!af_timeout_armed_on(&c->timeout, &c->srv->head_timeouts))
+        conn_arm_timer(c, &c->srv->head_timeouts);
     return 0;
 }
 
@@ -352,7 +372,7 @@ static int on_headers_complete(http_parser *p)
     ex->chunked_in = (p->flags & F_CHUNKED) != 0;
     ex->keepalive = http_should_keep_alive(p);
     c->state = AF_CONN_EXCHANGE;
-    event_del(&c->timer);
+    af_timeout_cancel(&c->timeout);
     /* Stop here: the exchange routes the request before any body byte is
      * read, so a refused request never makes us read its body. */
     http_parser_pause(p, 1);
@@ -412,7 +432,7 @@ static const http_parser_settings request_settings = {
 static int conn_feed(struct af_conn *c, bool (*more)(struct af_conn *))
 {
     struct evbuffer *in = c->s.in;
-    while (evbuffer_get_length(in) > 0 && !c->dead) {
+    while (in && evbuffer_get_length(in) > 0 && !c->dead) {
         if (more && !more(c))
             return 0;
         struct evbuffer_iovec v;
@@ -602,7 +622,6 @@ void af_conn_accept(struct af_listener *lst, int fd, const struct sockaddr *addr
     c->parser.data = c;
     c->state = AF_CONN_HEAD;
     af_strict_head(&c->strict);
-    evtimer_assign(&c->timer, srv->base, conn_timer_cb, c);
     LIST_INSERT_HEAD(&srv->conns, c, link);
     srv->n_conns++;
     /* Bounded buffering: stop reading from a client that sends faster than
@@ -611,7 +630,7 @@ void af_conn_accept(struct af_listener *lst, int fd, const struct sockaddr *addr
     c->s.read_max = AF_HIGH_WATER;
     c->s.low_water = AF_HIGH_WATER / 2;
     af_stream_read(&c->s, true);
-    conn_arm_timer(c, AF_TIMER_HEAD);
+    conn_arm_timer(c, &srv->head_timeouts);
 }
 
 void af_conns_close_idle(struct af_server *srv)
@@ -674,6 +693,10 @@ static void spare_trim_cb(evutil_socket_t fd, short what, void *arg)
         srv->n_spare_ex--;
         ex_destroy(ex);
     }
+    /* The burst that grew the pool is over: the heap pages it left free
+     * (exchanges, buffer chains) go back to the system instead of staying
+     * resident for as long as appfront runs. */
+    malloc_trim(0);
 }
 
 /* Arms the trim, unless it is pending already (no heap work per request). */
@@ -745,6 +768,8 @@ void af_exchanges_release(struct af_server *srv)
     if (srv->spare_trim)
         event_free(srv->spare_trim);
     srv->spare_trim = NULL;
+    af_timeout_queue_release(&srv->head_timeouts);
+    af_timeout_queue_release(&srv->idle_timeouts);
 }
 
 void af_ex_fail(struct af_exchange *ex, int status, const char *fmt, ...)
@@ -1183,8 +1208,12 @@ static void ex_finish(struct af_exchange *ex, bool upstream_reusable)
     c->state = AF_CONN_HEAD;
     af_strict_head(&c->strict);
     http_parser_pause(&c->parser, 0);
-    conn_arm_timer(c, AF_TIMER_IDLE);
+    conn_arm_timer(c, &c->srv->idle_timeouts);
     conn_drive(c); /* a pipelined request may be waiting */
+    /* Idle with nothing buffered: the connection holds no buffers until its
+     * next request (stream.c). */
+    if (!c->dead && !c->ex && c->state == AF_CONN_HEAD)
+        af_stream_park(&c->s);
 }
 
 /* Called when the upstream side finished the response. */

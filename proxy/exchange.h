@@ -22,6 +22,7 @@
 #include <sys/time.h>
 
 #include "proxy/headers.h"
+#include "proxy/timeouts.h"
 #include "proxy/module.h"
 #include "proxy/strict.h"
 #include "proxy/stream.h"
@@ -47,11 +48,6 @@ enum af_conn_state {
     AF_CONN_CLOSING,  /* flushing the last response, then close */
 };
 
-enum af_conn_timer {
-    AF_TIMER_HEAD, /* the head must be complete in time: 408 */
-    AF_TIMER_IDLE, /* keep-alive idle: close silently */
-};
-
 struct af_conn {
     LIST_ENTRY(af_conn) link;
     struct af_server *srv;
@@ -60,8 +56,7 @@ struct af_conn {
     http_parser parser;
     enum af_conn_state state;
     struct af_exchange *ex;
-    struct event timer;
-    enum af_conn_timer timer_kind;
+    struct af_timeout timeout; /* on srv->head_timeouts or srv->idle_timeouts */
     char peer_ip[46]; /* INET6_ADDRSTRLEN */
     size_t head_bytes;
     unsigned n_headers;
@@ -138,6 +133,10 @@ struct af_exchange {
 
 /* Frees the server's pool of spare exchanges (at exit). */
 void af_exchanges_release(struct af_server *srv);
+
+/* Sets up what connections share (their timeout queues); before the first
+ * accept. Returns 0, or -1 when libevent cannot make a timer. */
+int af_conns_init(struct af_server *srv);
 
 /* Bracket every callback that may touch a connection. */
 void af_conn_enter(struct af_conn *c);

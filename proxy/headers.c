@@ -13,7 +13,11 @@ struct af_headers_extra {
     char data[];
 };
 
-#define HEADERS_BLOCK 2048
+/* The first block is small (most heads of a local load are); a list whose
+ * strings overflowed it gets a block that fits them at its next clear, so a
+ * reused list settles at what its traffic needs, up to HEADERS_BLOCK_MAX. */
+#define HEADERS_BLOCK 256
+#define HEADERS_BLOCK_MAX 16384
 
 void af_headers_init(struct af_headers *h)
 {
@@ -27,7 +31,16 @@ void af_headers_clear(struct af_headers *h)
         next = e->next;
         free(e);
     }
+    if (h->extra && h->block_size < HEADERS_BLOCK_MAX) {
+        size_t want = h->block_size;
+        while (want < h->block_used + h->overflow && want < HEADERS_BLOCK_MAX)
+            want *= 2;
+        free(h->block);
+        h->block = af_xmalloc(want);
+        h->block_size = want;
+    }
     h->extra = NULL;
+    h->overflow = 0;
     h->block_used = 0;
     h->n = 0;
 }
@@ -55,6 +68,7 @@ static char *strings_alloc(struct af_headers *h, size_t n)
     struct af_headers_extra *e = af_xmalloc(sizeof(*e) + n);
     e->next = h->extra;
     h->extra = e;
+    h->overflow += n;
     return e->data;
 }
 
@@ -103,7 +117,7 @@ void af_headers_add(struct af_headers *h, const char *name, size_t name_len, con
                     size_t value_len)
 {
     if (h->n == h->cap) {
-        h->cap = h->cap ? h->cap * 2 : 16;
+        h->cap = h->cap ? h->cap * 2 : 8;
         h->v = af_xrealloc(h->v, h->cap * sizeof(*h->v));
     }
     struct af_header *f = &h->v[h->n++];

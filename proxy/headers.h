@@ -52,11 +52,13 @@ struct af_headers {
     size_t cap;
     /* Field strings live in one block kept across af_headers_clear(), so a
      * reused list allocates nothing for a typical head; what does not fit
-     * gets an allocation of its own, freed by the next clear. */
+     * gets an allocation of its own, freed by the next clear (which then
+     * grows the block to fit). */
     char *block;
     size_t block_used;
     size_t block_size;
     struct af_headers_extra *extra;
+    size_t overflow; /* bytes in extra: the next clear grows the block */
 };
 
 void af_headers_init(struct af_headers *h);

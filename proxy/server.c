@@ -135,6 +135,10 @@ int af_server_listen(struct af_server *srv, char *err, size_t errlen)
     srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     srv->accept_resume = evtimer_new(srv->base, accept_resume_cb, srv);
     LIST_INIT(&srv->conns);
+    if (af_conns_init(srv) < 0) {
+        snprintf(err, errlen, "cannot make the connection timers");
+        return -1;
+    }
     if (listen_one(srv, &srv->main_port, cfg->host, cfg->port, err, errlen) < 0)
         return -1;
     if (cfg->direct_port >= 0) {

@@ -11,6 +11,7 @@
 
 #include "proxy/appyaml.h"
 #include "proxy/cli.h"
+#include "proxy/timeouts.h"
 
 struct event_base;
 struct evconnlistener;
@@ -45,6 +46,10 @@ struct af_server {
     struct event *accept_resume; /* re-enables listeners after descriptor exhaustion */
 
     LIST_HEAD(, af_conn) conns; /* every open client connection */
+    /* Connections waiting for a request head (--head_timeout: 408) and
+     * idle between requests (closed silently); see conn.c. */
+    struct af_timeout_queue head_timeouts;
+    struct af_timeout_queue idle_timeouts;
     struct af_exchange *spare_ex; /* finished exchanges kept for reuse (conn.c) */
     int n_spare_ex;
     struct event *spare_trim; /* gives the pool back once the server is quiet */

@@ -6,15 +6,95 @@
 
 #include <event2/buffer.h>
 
-/* Bytes read per readable event at most. Reading into reserved space
- * allocates this much when the buffer is empty, so it stays moderate: a
- * head or a small body in one read, a large body in several. */
-#define READ_CHUNK 16384
+/*
+ * Reading. A read goes into one scratch buffer shared by every stream
+ * (the front end is one thread) and only the bytes that came are appended
+ * to the stream's input: a 100-byte request costs its connection a 1 KiB
+ * buffer chain, not the 16 KiB an empty reservation would take, so a burst
+ * of many connections leaves little heap behind. When a read fills the
+ * whole scratch buffer, a large body is flowing: the stream switches to
+ * reading straight into reserved space (no copy) until a read comes back
+ * short. BULK_CHUNK keeps such a chain, header included, within 16 KiB
+ * (libevent rounds chain sizes up to a power of two).
+ */
+#define SCRATCH_SIZE 16384
+#define BULK_CHUNK (16384 - 256)
+static char scratch[SCRATCH_SIZE];
+
+/*
+ * Buffers of idle streams. A keep-alive connection between requests has
+ * nothing buffered; af_stream_park() gives its two evbuffers back here and
+ * the next read takes them again, so an idle connection holds none.
+ */
+#define SPARE_BUFFERS 64
+static struct evbuffer *spare[SPARE_BUFFERS];
+static int n_spare;
+
+static struct evbuffer *buffer_get(void)
+{
+    if (n_spare > 0)
+        return spare[--n_spare];
+    struct evbuffer *b = evbuffer_new();
+    /* Lets evbuffer_add_file() segments go out with sendfile(2) instead of
+     * being mapped into memory (harmless on an input buffer). */
+    if (b)
+        evbuffer_set_flags(b, EVBUFFER_FLAG_DRAINS_TO_FD);
+    return b;
+}
+
+static void buffer_put(struct evbuffer *b)
+{
+    if (!b)
+        return;
+    if (n_spare < SPARE_BUFFERS && evbuffer_get_length(b) == 0) {
+        spare[n_spare++] = b;
+        return;
+    }
+    evbuffer_free(b);
+}
+
+bool af_stream_unpark(struct af_stream *s)
+{
+    if (s->in)
+        return true;
+    s->in = buffer_get();
+    s->out = buffer_get();
+    if (s->in && s->out)
+        return true;
+    buffer_put(s->in);
+    buffer_put(s->out);
+    s->in = s->out = NULL;
+    return false;
+}
+
+static void put_in(struct af_stream *s)
+{
+    if (s->stale_in && s->in)
+        evbuffer_free(s->in);
+    else
+        buffer_put(s->in);
+    s->stale_in = false;
+    s->in = NULL;
+}
+
+void af_stream_park(struct af_stream *s)
+{
+    if (!s->in || s->fd < 0 || s->wr_added || s->failed || s->connecting ||
+        evbuffer_get_length(s->in) > 0 || evbuffer_get_length(s->out) > 0)
+        return;
+    put_in(s);
+    buffer_put(s->out);
+    s->out = NULL;
+}
+
+static size_t in_length(const struct af_stream *s)
+{
+    return s->in ? evbuffer_get_length(s->in) : 0;
+}
 
 static void update_read(struct af_stream *s)
 {
-    bool want = s->reading && !s->failed && !s->connecting &&
-                evbuffer_get_length(s->in) < s->read_max;
+    bool want = s->reading && !s->failed && !s->connecting && in_length(s) < s->read_max;
     if (want && !s->rd_added) {
         event_add(&s->rd, NULL);
         s->rd_added = true;
@@ -57,24 +137,53 @@ static void fail_later(struct af_stream *s, int err)
     event_active(wr_event(s), EV_WRITE, 0);
 }
 
+/* One read(2) into s->in, at most room bytes; returns what read returned. */
+static ssize_t read_some(struct af_stream *s, size_t room)
+{
+    ssize_t n;
+    if (!s->bulk) {
+        if (room > SCRATCH_SIZE)
+            room = SCRATCH_SIZE;
+        n = read(s->fd, scratch, room);
+        if (n > 0 && evbuffer_add(s->in, scratch, (size_t)n) < 0) {
+            errno = ENOMEM;
+            return -1;
+        }
+        s->bulk = (size_t)n == SCRATCH_SIZE;
+        return n;
+    }
+    /* read(2) straight into reserved space: evbuffer_read() would first ask
+     * the kernel how much is there (an ioctl per read). */
+    if (room > BULK_CHUNK)
+        room = BULK_CHUNK;
+    struct evbuffer_iovec v;
+    if (evbuffer_reserve_space(s->in, (ev_ssize_t)room, &v, 1) != 1) {
+        errno = ENOMEM;
+        return -1;
+    }
+    n = read(s->fd, v.iov_base, v.iov_len < room ? v.iov_len : room);
+    v.iov_len = n > 0 ? (size_t)n : 0;
+    evbuffer_commit_space(s->in, &v, 1);
+    s->bulk = (size_t)n == room;
+    /* Nothing read: an empty reserved chain may stay in the buffer, which
+     * then must not go back to the spare list. */
+    if (n <= 0)
+        s->stale_in = true;
+    return n;
+}
+
 static void read_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct af_stream *s = arg;
-    size_t room = s->read_max - evbuffer_get_length(s->in);
-    if (room > READ_CHUNK)
-        room = READ_CHUNK;
-    /* read(2) into reserved space: evbuffer_read() would first ask the
-     * kernel how much is there (an ioctl per read). */
-    struct evbuffer_iovec v;
-    ssize_t n = -1;
-    if (evbuffer_reserve_space(s->in, (ev_ssize_t)room, &v, 1) == 1) {
-        size_t want = v.iov_len < room ? v.iov_len : room;
-        n = read(fd, v.iov_base, want);
-        v.iov_len = n > 0 ? (size_t)n : 0;
-        evbuffer_commit_space(s->in, &v, 1);
-    } else {
+    if (!af_stream_unpark(s)) {
         errno = ENOMEM;
+        s->failed = true;
+        s->error = errno;
+        update_read(s);
+        s->ops->on_event(s, AF_STREAM_ERROR, s->arg);
+        return;
     }
+    ssize_t n = read_some(s, s->read_max - evbuffer_get_length(s->in));
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
             return;
@@ -97,7 +206,7 @@ static void read_cb(evutil_socket_t fd, short what, void *arg)
 
 static int write_now(struct af_stream *s)
 {
-    while (evbuffer_get_length(s->out) > 0) {
+    while (s->out && evbuffer_get_length(s->out) > 0) {
         int n = evbuffer_write(s->out, s->fd);
         if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK)
@@ -133,7 +242,7 @@ static void write_cb(evutil_socket_t fd, short what, void *arg)
             s->ops->on_event(s, AF_STREAM_ERROR, s->arg);
             return;
         }
-        want_write(s, evbuffer_get_length(s->out) > 0);
+        want_write(s, s->out && evbuffer_get_length(s->out) > 0);
         update_read(s);
         s->ops->on_event(s, AF_STREAM_CONNECTED, s->arg);
         return;
@@ -146,7 +255,7 @@ static void write_cb(evutil_socket_t fd, short what, void *arg)
         s->ops->on_event(s, AF_STREAM_ERROR, s->arg);
         return;
     }
-    size_t left = evbuffer_get_length(s->out);
+    size_t left = s->out ? evbuffer_get_length(s->out) : 0;
     want_write(s, left > 0);
     if (left <= s->low_water && s->ops->on_drain)
         s->ops->on_drain(s, s->arg);
@@ -160,19 +269,8 @@ static int setup(struct af_stream *s, struct event_base *base, evutil_socket_t f
     s->ops = ops;
     s->arg = arg;
     s->read_max = 256 * 1024;
-    s->in = evbuffer_new();
-    s->out = evbuffer_new();
-    if (!s->in || !s->out) {
-        if (s->in)
-            evbuffer_free(s->in);
-        if (s->out)
-            evbuffer_free(s->out);
-        s->in = s->out = NULL;
+    if (!af_stream_unpark(s))
         return -1;
-    }
-    /* Lets evbuffer_add_file() segments go out with sendfile(2) instead of
-     * being mapped into memory. */
-    evbuffer_set_flags(s->out, EVBUFFER_FLAG_DRAINS_TO_FD);
     event_assign(&s->rd, base, fd, EV_READ | EV_PERSIST, read_cb, s);
     return 0;
 }
@@ -268,8 +366,8 @@ void af_stream_release(struct af_stream *s)
     if (s->wr)
         event_free(s->wr);
     s->wr = NULL;
-    evbuffer_free(s->in);
-    evbuffer_free(s->out);
+    put_in(s);
+    buffer_put(s->out);
     close(s->fd);
     s->fd = -1;
     s->in = s->out = NULL;
@@ -307,7 +405,7 @@ bool af_stream_flush(struct af_stream *s)
         fail_later(s, errno);
         return false;
     }
-    bool empty = evbuffer_get_length(s->out) == 0;
+    bool empty = !s->out || evbuffer_get_length(s->out) == 0;
     want_write(s, !empty);
     return empty;
 }

@@ -43,8 +43,8 @@ struct af_stream_ops {
 
 struct af_stream {
     evutil_socket_t fd;
-    struct evbuffer *in;
-    struct evbuffer *out;
+    struct evbuffer *in;  /* NULL while parked (af_stream_park) */
+    struct evbuffer *out; /* NULL while parked */
     struct event rd;  /* persistent while reading */
     struct event *wr; /* made on first need (a full socket, a connect in
                          progress, a failure to report): most connections
@@ -59,6 +59,8 @@ struct af_stream {
     bool wr_added;
     bool connecting;
     bool failed; /* a failure is queued for on_event */
+    bool bulk;     /* the last read filled its buffer: read into reserved space */
+    bool stale_in; /* `in` may hold an empty reserved chain: not for reuse */
     bool deferred; /* on the list af_stream_flush_deferred() keeps */
     struct af_stream *next_deferred;
     struct af_stream **prev_deferred;
@@ -82,6 +84,17 @@ int af_stream_connect(struct af_stream *s, struct event_base *base, const struct
 
 /* Closes the socket, frees the buffers, removes the events. Idempotent. */
 void af_stream_release(struct af_stream *s);
+
+/*
+ * Gives the buffers back while nothing is buffered either way (a keep-alive
+ * connection between requests): in and out become NULL until the next read
+ * or af_stream_unpark(). Does nothing when something is buffered.
+ */
+void af_stream_park(struct af_stream *s);
+
+/* Makes sure in and out exist (after af_stream_park): call before writing
+ * to out outside a read callback. Returns false when they cannot be made. */
+bool af_stream_unpark(struct af_stream *s);
 
 /* Stops every callback (closing: the buffers stay until release). */
 void af_stream_stop(struct af_stream *s);

@@ -138,6 +138,99 @@ static void test_loop_flushes_each_turn(void **state)
     event_base_free(p.base);
 }
 
+struct got {
+    int reads;
+    size_t bytes;
+};
+
+static void count_read(struct af_stream *s, void *arg)
+{
+    struct got *g = arg;
+    g->reads++;
+    g->bytes = evbuffer_get_length(s->in);
+    event_base_loopbreak(event_get_base(&s->rd));
+}
+static const struct af_stream_ops count_ops = {count_read, NULL, on_event};
+
+/* A parked stream holds no buffers; the next read takes them again. */
+static void test_park_and_read_again(void **state)
+{
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    struct event_base *base = event_base_new();
+    struct af_stream s;
+    struct got g = {0};
+    assert_int_equal(af_stream_init(&s, base, sv[0], &count_ops, &g), 0);
+    af_stream_read(&s, true);
+
+    /* Not while something is buffered. */
+    evbuffer_add(s.out, "x", 1);
+    af_stream_park(&s);
+    assert_non_null(s.in);
+    assert_true(af_stream_flush(&s));
+    af_stream_park(&s);
+    assert_null(s.in);
+    assert_null(s.out);
+    assert_true(af_stream_flush(&s)); /* nothing to write is not an error */
+
+    assert_int_equal(write(sv[1], "hello", 5), 5);
+    event_base_dispatch(base);
+    assert_int_equal(g.reads, 1);
+    assert_int_equal(g.bytes, 5);
+    assert_non_null(s.out);
+
+    /* Writing after a park: unpark first. */
+    evbuffer_drain(s.in, 5);
+    af_stream_park(&s);
+    assert_true(af_stream_unpark(&s));
+    evbuffer_add(s.out, "ok", 2);
+    assert_true(af_stream_flush(&s));
+    char buf[8];
+    assert_int_equal(read(sv[1], buf, sizeof(buf)), 3); /* "x" and "ok" */
+    af_stream_release(&s);
+    close(sv[1]);
+    event_base_free(base);
+}
+
+/* A read larger than the scratch buffer arrives whole, over several reads
+ * (the bulk path), and nothing is lost at the switch. */
+static void test_large_input_arrives_whole(void **state)
+{
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    int big = 1 << 20;
+    setsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &big, sizeof(big));
+    struct event_base *base = event_base_new();
+    struct af_stream s;
+    struct got g = {0};
+    assert_int_equal(af_stream_init(&s, base, sv[0], &count_ops, &g), 0);
+    s.read_max = 1 << 20;
+    af_stream_read(&s, true);
+    static char data[100000];
+    for (size_t i = 0; i < sizeof(data); i++)
+        data[i] = (char)(i * 7);
+    size_t sent = 0;
+    size_t got = 0;
+    char *copy = test_malloc(sizeof(data));
+    while (got < sizeof(data)) {
+        if (sent < sizeof(data)) {
+            ssize_t n = send(sv[1], data + sent, sizeof(data) - sent, MSG_DONTWAIT);
+            if (n > 0)
+                sent += (size_t)n;
+        }
+        event_base_loop(base, EVLOOP_ONCE);
+        size_t n = evbuffer_get_length(s.in);
+        evbuffer_remove(s.in, copy + got, n);
+        got += n;
+        af_stream_consumed(&s);
+    }
+    assert_memory_equal(copy, data, sizeof(data));
+    test_free(copy);
+    af_stream_release(&s);
+    close(sv[1]);
+    event_base_free(base);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -145,6 +238,8 @@ int main(void)
         cmocka_unit_test(test_deferred_waits_for_flush_all),
         cmocka_unit_test(test_released_stream_leaves_the_list),
         cmocka_unit_test(test_loop_flushes_each_turn),
+        cmocka_unit_test(test_park_and_read_again),
+        cmocka_unit_test(test_large_input_arrives_whole),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
