@@ -74,26 +74,28 @@ static char *strings_alloc(struct af_headers *h, size_t n)
 
 struct known_field {
     const char *name;
+    unsigned char len;
     enum af_header_id id;
 };
 
-/* Grouped by length, so a name is compared with at most a few candidates. */
+#define KNOWN(s, id) {s, sizeof(s) - 1, id}
+/* Sorted by length, so a name is compared with at most a few candidates. */
 static const struct known_field known_fields[] = {
-    {"TE", AF_H_TE},
-    {"Host", AF_H_HOST},
-    {"Cookie", AF_H_COOKIE},
-    {"Expect", AF_H_EXPECT},
-    {"Trailer", AF_H_TRAILER},
-    {"Upgrade", AF_H_UPGRADE},
-    {"Keep-Alive", AF_H_KEEP_ALIVE},
-    {"Connection", AF_H_CONNECTION},
-    {"Content-Length", AF_H_CONTENT_LENGTH},
-    {"X-Forwarded-For", AF_H_X_FORWARDED_FOR},
-    {"Proxy-Connection", AF_H_PROXY_CONNECTION},
-    {"Transfer-Encoding", AF_H_TRANSFER_ENCODING},
-    {"X-Forwarded-Proto", AF_H_X_FORWARDED_PROTO},
-    {"Proxy-Authenticate", AF_H_PROXY_AUTHENTICATE},
-    {"Proxy-Authorization", AF_H_PROXY_AUTHORIZATION},
+    KNOWN("TE", AF_H_TE),
+    KNOWN("Host", AF_H_HOST),
+    KNOWN("Cookie", AF_H_COOKIE),
+    KNOWN("Expect", AF_H_EXPECT),
+    KNOWN("Trailer", AF_H_TRAILER),
+    KNOWN("Upgrade", AF_H_UPGRADE),
+    KNOWN("Keep-Alive", AF_H_KEEP_ALIVE),
+    KNOWN("Connection", AF_H_CONNECTION),
+    KNOWN("Content-Length", AF_H_CONTENT_LENGTH),
+    KNOWN("X-Forwarded-For", AF_H_X_FORWARDED_FOR),
+    KNOWN("Proxy-Connection", AF_H_PROXY_CONNECTION),
+    KNOWN("Transfer-Encoding", AF_H_TRANSFER_ENCODING),
+    KNOWN("X-Forwarded-Proto", AF_H_X_FORWARDED_PROTO),
+    KNOWN("Proxy-Authenticate", AF_H_PROXY_AUTHENTICATE),
+    KNOWN("Proxy-Authorization", AF_H_PROXY_AUTHORIZATION),
 };
 
 static enum af_header_id classify(const char *name, size_t len)
@@ -103,11 +105,11 @@ static enum af_header_id classify(const char *name, size_t len)
         strncasecmp(name, appengine, sizeof(appengine) - 1) == 0)
         return AF_H_X_APPENGINE;
     for (size_t i = 0; i < sizeof(known_fields) / sizeof(known_fields[0]); i++) {
-        const char *k = known_fields[i].name;
-        size_t klen = strlen(k);
+        size_t klen = known_fields[i].len;
         if (klen > len)
             break; /* the table is sorted by length */
-        if (klen == len && strncasecmp(name, k, len) == 0)
+        if (klen == len && (name[0] | 0x20) == (known_fields[i].name[0] | 0x20) &&
+            strncasecmp(name, known_fields[i].name, len) == 0)
             return known_fields[i].id;
     }
     return AF_H_OTHER;
