@@ -40,7 +40,7 @@ struct af_io {
     struct event_base *base;
     struct evdns_base *dns; /* made on first use */
     bool dns_failed;
-    struct af_api_jobq inbox;   /* backend -> this thread */
+    struct af_api_jobq inbox; /* backend -> this thread */
     bool inbox_ok;
     struct af_api_jobq *outbox; /* this thread -> listener */
     struct event *inbox_ev;
@@ -198,8 +198,7 @@ int af_io_start(struct af_api_jobq *outbox, struct af_io **out)
     if (rc == 0) {
         io->base = event_base_new();
         if (io->base)
-            io->inbox_ev =
-                event_new(io->base, io->inbox.efd, EV_READ | EV_PERSIST, on_inbox, io);
+            io->inbox_ev = event_new(io->base, io->inbox.efd, EV_READ | EV_PERSIST, on_inbox, io);
         if (!io->inbox_ev || event_add(io->inbox_ev, NULL) != 0)
             rc = -ENOMEM;
     }

@@ -1,0 +1,138 @@
+/*
+ * urlfetch — what the parts of the "urlfetch" service share (prefix uf_):
+ *
+ *   urlfetch.c       the service: decodes and checks a Fetch on the backend
+ *                    thread, then defers it to the API I/O thread
+ *   urlfetch_wire.c  URLFetchRequest / URLFetchResponse by hand (they use
+ *                    proto2 groups, see proto/urlfetch_service.proto)
+ *   urlfetch_url.c   absolute http(s) URLs: parsing, redirect targets
+ *   urlfetch_http.c  the HTTP/1.1 client that runs on the I/O thread
+ *
+ * Internal to apiserver/services/.
+ */
+#ifndef AF_URLFETCH_H
+#define AF_URLFETCH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "urlfetch_service.pb-c.h"
+
+#include "apiserver/service.h"
+
+#define UFERR(name) AF__URLFETCH__URLFETCH_SERVICE_ERROR__ERROR_CODE__##name
+
+/* URLFetchRequest.RequestMethod. */
+enum uf_method {
+    UF_GET = 1,
+    UF_POST = 2,
+    UF_HEAD = 3,
+    UF_PUT = 4,
+    UF_DELETE = 5,
+    UF_PATCH = 6,
+};
+
+/* App Engine's limits (the production service's and the stock development
+ * server's): a request body up to 10 MiB, a response body up to 32 MiB
+ * (more is cut and flagged), URLs up to 2048 bytes, five redirects, a
+ * deadline of 5 s unless the call says, at most 60 s. */
+#define UF_MAX_PAYLOAD (10u << 20)
+#define UF_MAX_CONTENT (32u << 20)
+#define UF_MAX_URL 2048
+#define UF_MAX_REDIRECTS 5
+#define UF_DEFAULT_DEADLINE_S 5.0
+#define UF_MAX_DEADLINE_S 60.0
+/* Ours: request headers at most this many, and this many bytes in all. */
+#define UF_MAX_HEADERS 256
+#define UF_MAX_HEADER_BYTES (64u << 10)
+
+/* One header field; both strings owned, NUL-free. */
+struct uf_header {
+    char *key;
+    char *value;
+};
+
+/* A decoded URLFetchRequest. Everything owned. */
+struct uf_request {
+    int method; /* enum uf_method, or whatever number was sent */
+    char *url;  /* NUL-free */
+    struct uf_header *headers;
+    size_t n_headers;
+    uint8_t *payload; /* NULL when absent */
+    size_t payload_len;
+    bool follow_redirects; /* default true */
+    bool has_deadline;
+    double deadline_s;
+    bool validate_certificate; /* MustValidateServerCertificate, default true */
+};
+
+/* A URLFetchResponse to encode. Borrowed pointers. */
+struct uf_response {
+    int status;
+    const struct uf_header *headers;
+    size_t n_headers;
+    const uint8_t *content;
+    size_t content_len;
+    bool truncated;
+    int64_t bytes_sent, bytes_received;
+    const char *final_url; /* NULL: not sent */
+};
+
+/* ---- urlfetch_wire.c ---- */
+
+/* Decodes buf into *out (zeroed first). Returns 0, or -1 with a message in
+ * err (buf is not a URLFetchRequest: bad wire format, a required field
+ * missing, a NUL inside a string); *out is then released. */
+int uf_request_decode(const uint8_t *buf, size_t len, struct uf_request *out, char *err,
+                      size_t errlen);
+void uf_request_release(struct uf_request *r);
+
+/* Encodes r into a malloc'd buffer (*out, owned by the caller) and returns
+ * its length. When the whole would not fit in max bytes, the content is cut
+ * so that it does and the truncated flag is set. */
+size_t uf_response_encode(const struct uf_response *r, size_t max, uint8_t **out);
+
+/* ---- urlfetch_url.c ---- */
+
+struct uf_url {
+    bool https;
+    char *host;      /* as written, without [] for IPv6; owned */
+    int port;        /* explicit or the scheme's */
+    char *authority; /* the Host header value: host[:port] as written; owned */
+    char *target;    /* path and query, at least "/"; fragment dropped; owned */
+};
+
+/* Parses an absolute http or https URL. Returns 0, or -1 with a message
+ * naming what is wrong in err (the INVALID_URL detail). */
+int uf_url_parse(const char *s, struct uf_url *u, char *err, size_t errlen);
+void uf_url_release(struct uf_url *u);
+/* The URL in canonical form (scheme://authority/target), malloc'd. */
+char *uf_url_string(const struct uf_url *u);
+/* Resolves a Location value against base (RFC 3986 section 5.2, without
+ * dot-segment removal), returning a malloc'd absolute URL, or NULL when
+ * location is empty or has control bytes. */
+char *uf_url_resolve(const struct uf_url *base, const char *location);
+
+/* ---- urlfetch_http.c ---- */
+
+/* One fetch: built on the backend thread, run on the I/O thread. */
+struct uf_fetch;
+
+/* What a fetch needs, checked by urlfetch.c. */
+struct uf_fetch_spec {
+    struct uf_request req;      /* taken */
+    struct uf_url url;          /* taken: req.url parsed */
+    double deadline_s;          /* clamped, > 0 */
+    struct ssl_ctx_st *ssl_ctx; /* a reference taken (SSL_CTX_up_ref) or NULL: no https */
+};
+
+/* Takes everything spec holds. */
+struct uf_fetch *uf_fetch_new(struct uf_fetch_spec *spec);
+extern const struct af_defer_ops uf_fetch_ops;
+
+/* Whether a request header is one the service sets itself or drops
+ * (Host, Content-Length, hop-by-hop fields, ...). */
+bool uf_header_is_dropped(const char *key);
+
+#endif

@@ -1,0 +1,872 @@
+/*
+ * urlfetch_http — the HTTP/1.1 client behind urlfetch.Fetch. It runs on the
+ * API I/O thread (apiserver/iothread.c) as deferred work: every fetch is a
+ * small state machine on that thread's libevent loop, so any number of them
+ * wait on slow servers at once and none holds the backend.
+ *
+ *   RESOLVING --addresses--> CONNECTING --connected--> EXCHANGING
+ *       (evdns, no blocking)    (one address     (request written, the response
+ *                               after another)    parsed with http-parser)
+ *   EXCHANGING --3xx, following--> RESOLVING (the next hop)
+ *   any state --answer, error, deadline--> DONE
+ *
+ * One connection per hop, closed after it ("Connection: close"): a
+ * development server gains nothing from pooling and avoids every question
+ * of reuse. The deadline covers the whole fetch, redirects included.
+ *
+ * DONE does not free the fetch at once: the answer is handed over from a
+ * zero-delay event (done_ev), so no callback ever frees the fetch while a
+ * caller further up the stack (http-parser, the resolver, libevent) still
+ * uses it.
+ *
+ * https goes through OpenSSL under libevent's bufferevent_openssl. With
+ * MustValidateServerCertificate the chain is checked against the system's
+ * CA store (SSL_CERT_FILE and SSL_CERT_DIR override it, as for any OpenSSL
+ * program) and the name against the URL's host; a failure is
+ * SSL_CERTIFICATE_ERROR.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <event2/util.h>
+#include <http_parser.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include "apiserver/envelope.h"
+#include "apiserver/services/urlfetch.h"
+#include "common/log.h"
+#include "common/xalloc.h"
+
+#define USER_AGENT_SUFFIX "AppEngine-Google; (+http://code.google.com/appengine)"
+
+enum fetch_state {
+    F_RESOLVING,
+    F_CONNECTING,
+    F_EXCHANGING,
+    F_DONE,
+};
+
+/* A pending lookup. Separate from the fetch because the resolver calls back
+ * even after a cancel: a cancelled wait (f == NULL) just frees itself. */
+struct dns_wait {
+    struct uf_fetch *f;
+    struct evdns_getaddrinfo_request *req;
+};
+
+struct uf_fetch {
+    enum fetch_state state;
+    struct af_io_call *call;
+    struct event_base *base;
+
+    struct uf_request req; /* method and payload change on some redirects */
+    struct uf_url url;     /* the current hop */
+    double deadline_s;
+    SSL_CTX *ssl_ctx;
+    int redirects;
+    char *original_url;
+
+    struct event *deadline_ev;
+    struct event *done_ev;
+    struct af_result result; /* what done_ev hands over */
+
+    /* RESOLVING / CONNECTING */
+    struct dns_wait *dns;
+    struct evutil_addrinfo *addrs, *next_addr;
+    int fd; /* connecting socket, until the bufferevent owns it */
+    struct event *connect_ev;
+    int connect_errno;
+    char last_addr[INET6_ADDRSTRLEN + 8];
+
+    /* EXCHANGING */
+    struct bufferevent *bev;
+    http_parser parser;
+    bool head_only; /* the response has no body (HEAD) */
+    bool got_bytes; /* some of this hop's response arrived */
+    bool complete;  /* the response message ended */
+    int status;
+    struct uf_header *hdrs;
+    size_t n_hdrs, cap_hdrs;
+    char *field, *value; /* the header being parsed */
+    size_t field_len, value_len;
+    bool in_value;
+    uint8_t *body;
+    size_t body_len, body_cap;
+    bool truncated;
+    int fail_code; /* set by a parser callback that stops it */
+    char fail_detail[256];
+
+    int64_t bytes_sent, bytes_received;
+};
+
+static void begin_hop(struct uf_fetch *f);
+static void try_connect(struct uf_fetch *f);
+
+/* ---- teardown and results ------------------------------------------------ */
+
+static void free_headers(struct uf_header *h, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(h[i].key);
+        free(h[i].value);
+    }
+    free(h);
+}
+
+/* Drops everything of the current hop: lookup, sockets, parsed response. */
+static void hop_release(struct uf_fetch *f)
+{
+    if (f->dns) {
+        struct dns_wait *w = f->dns;
+        f->dns = NULL;
+        w->f = NULL;
+        if (w->req)
+            evdns_getaddrinfo_cancel(w->req);
+    }
+    if (f->addrs)
+        evutil_freeaddrinfo(f->addrs);
+    f->addrs = f->next_addr = NULL;
+    if (f->connect_ev)
+        event_free(f->connect_ev);
+    f->connect_ev = NULL;
+    if (f->fd >= 0)
+        close(f->fd);
+    f->fd = -1;
+    if (f->bev)
+        bufferevent_free(f->bev); /* closes the socket, frees the SSL */
+    f->bev = NULL;
+    free_headers(f->hdrs, f->n_hdrs);
+    f->hdrs = NULL;
+    f->n_hdrs = f->cap_hdrs = 0;
+    free(f->field);
+    free(f->value);
+    f->field = f->value = NULL;
+    f->field_len = f->value_len = 0;
+    f->in_value = false;
+    free(f->body);
+    f->body = NULL;
+    f->body_len = f->body_cap = 0;
+    f->truncated = f->complete = f->got_bytes = false;
+    f->status = 0;
+    f->fail_code = 0;
+}
+
+static void fetch_free(struct uf_fetch *f)
+{
+    hop_release(f);
+    if (f->deadline_ev)
+        event_free(f->deadline_ev);
+    if (f->done_ev)
+        event_free(f->done_ev);
+    free(f->result.response);
+    free(f->result.detail);
+    if (f->ssl_ctx)
+        SSL_CTX_free(f->ssl_ctx);
+    uf_request_release(&f->req);
+    uf_url_release(&f->url);
+    free(f->original_url);
+    free(f);
+}
+
+static void on_done(evutil_socket_t fd, short what, void *arg)
+{
+    struct uf_fetch *f = arg;
+    af_io_finish(f->call, &f->result);
+    fetch_free(f);
+}
+
+/* Enters DONE: the sockets close now, the answer leaves from done_ev. */
+static void fetch_done(struct uf_fetch *f)
+{
+    f->state = F_DONE;
+    if (f->deadline_ev)
+        event_del(f->deadline_ev);
+    event_active(f->done_ev, EV_TIMEOUT, 1);
+}
+
+static void fetch_fail(struct uf_fetch *f, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void fetch_fail(struct uf_fetch *f, int code, const char *fmt, ...)
+{
+    if (f->state == F_DONE)
+        return;
+    char detail[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(detail, sizeof(detail), fmt, ap);
+    va_end(ap);
+    af_debug("urlfetch: %s %s: %s", f->req.url, "failed", detail);
+    af_result_app_error(&f->result, code, "%s", detail);
+    hop_release(f);
+    fetch_done(f);
+}
+
+/* Response fields that describe this hop's connection or framing, which
+ * the caller never sees (the content is already de-chunked). */
+static bool response_header_dropped(const char *key)
+{
+    static const char *const names[] = {
+        "Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding",
+        "Trailer",    "TE",         "Upgrade"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (strcasecmp(key, names[i]) == 0)
+            return true;
+    return false;
+}
+
+static void fetch_succeed(struct uf_fetch *f)
+{
+    struct uf_header *shown = af_xcalloc(f->n_hdrs ? f->n_hdrs : 1, sizeof(*shown));
+    size_t n = 0;
+    for (size_t i = 0; i < f->n_hdrs; i++)
+        if (!response_header_dropped(f->hdrs[i].key))
+            shown[n++] = f->hdrs[i];
+    char *final_url = f->redirects > 0 ? uf_url_string(&f->url) : NULL;
+    struct uf_response r = {
+        .status = f->status,
+        .headers = shown,
+        .n_headers = n,
+        .content = f->body,
+        .content_len = f->body_len,
+        .truncated = f->truncated,
+        .bytes_sent = f->bytes_sent,
+        .bytes_received = f->bytes_received,
+        .final_url = final_url,
+    };
+    uint8_t *buf;
+    /* The envelope around it must stay within the API's message limit. */
+    size_t len = uf_response_encode(&r, AF_API_MAX_MESSAGE - 16, &buf);
+    af_result_ok(&f->result, buf, len);
+    af_debug("urlfetch: %s: %d, %zu bytes%s", f->original_url, f->status, f->body_len,
+             f->truncated ? " (truncated)" : "");
+    free(final_url);
+    free(shown);
+    hop_release(f);
+    fetch_done(f);
+}
+
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    struct uf_fetch *f = arg;
+    static const char *const doing[] = {
+        [F_RESOLVING] = "resolving the host",
+        [F_CONNECTING] = "connecting",
+        [F_EXCHANGING] = "waiting for the response",
+        [F_DONE] = "finishing",
+    };
+    fetch_fail(f, UFERR(DEADLINE_EXCEEDED),
+               "no complete response from %s within the %.3g s deadline (still %s%s)",
+               f->original_url, f->deadline_s, doing[f->state],
+               f->state == F_EXCHANGING && f->got_bytes ? ", part of it arrived" : "");
+}
+
+/* ---- the request --------------------------------------------------------- */
+
+bool uf_header_is_dropped(const char *key)
+{
+    /* Set by the service (Host, Content-Length, Connection), framing the
+     * service owns (Transfer-Encoding, ...), or fields App Engine does not
+     * let apps set (Vary, Via, X-Forwarded-For, X-ProxyUser-IP). */
+    static const char *const names[] = {
+        "Host", "Content-Length",    "Connection",     "Keep-Alive", "Proxy-Connection",
+        "TE",   "Transfer-Encoding", "Trailer",        "Upgrade",    "Vary",
+        "Via",  "X-Forwarded-For",   "X-ProxyUser-IP", "Expect",
+    };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (strcasecmp(key, names[i]) == 0)
+            return true;
+    return false;
+}
+
+static const char *method_name(int m)
+{
+    static const char *const names[] = {
+        [UF_GET] = "GET", [UF_POST] = "POST",     [UF_HEAD] = "HEAD",
+        [UF_PUT] = "PUT", [UF_DELETE] = "DELETE", [UF_PATCH] = "PATCH",
+    };
+    return m >= UF_GET && m <= UF_PATCH ? names[m] : "GET";
+}
+
+static bool method_has_body(int m)
+{
+    return m == UF_POST || m == UF_PUT || m == UF_PATCH;
+}
+
+/* Writes the request of this hop to the bufferevent. */
+static void send_request(struct uf_fetch *f)
+{
+    struct evbuffer *out = evbuffer_new();
+    evbuffer_add_printf(out, "%s %s HTTP/1.1\r\nHost: %s\r\n", method_name(f->req.method),
+                        f->url.target, f->url.authority);
+    bool ua = false;
+    for (size_t i = 0; i < f->req.n_headers; i++) {
+        const struct uf_header *h = &f->req.headers[i];
+        if (uf_header_is_dropped(h->key))
+            continue;
+        if (strcasecmp(h->key, "User-Agent") == 0) {
+            /* Production appends its own product to the app's. */
+            evbuffer_add_printf(out, "%s: %s %s\r\n", h->key, h->value, USER_AGENT_SUFFIX);
+            ua = true;
+            continue;
+        }
+        evbuffer_add_printf(out, "%s: %s\r\n", h->key, h->value);
+    }
+    if (!ua)
+        evbuffer_add_printf(out, "User-Agent: %s\r\n", USER_AGENT_SUFFIX);
+    bool body = method_has_body(f->req.method);
+    if (body)
+        evbuffer_add_printf(out, "Content-Length: %zu\r\n", f->req.payload_len);
+    evbuffer_add(out, "Connection: close\r\n\r\n", 21);
+    if (body && f->req.payload_len)
+        evbuffer_add(out, f->req.payload, f->req.payload_len);
+    f->bytes_sent += (int64_t)evbuffer_get_length(out);
+    bufferevent_write_buffer(f->bev, out);
+    evbuffer_free(out);
+}
+
+/* ---- the response --------------------------------------------------------- */
+
+static void append(char **s, size_t *len, const char *at, size_t n)
+{
+    *s = af_xrealloc(*s, *len + n + 1);
+    memcpy(*s + *len, at, n);
+    *len += n;
+    (*s)[*len] = '\0';
+}
+
+static void push_header(struct uf_fetch *f)
+{
+    if (!f->field)
+        return;
+    if (f->n_hdrs == f->cap_hdrs) {
+        f->cap_hdrs = f->cap_hdrs ? f->cap_hdrs * 2 : 16;
+        f->hdrs = af_xrealloc(f->hdrs, f->cap_hdrs * sizeof(*f->hdrs));
+    }
+    /* A field value may hold bytes a header cannot pass on; the API's
+     * strings cannot hold a NUL. http-parser refuses NUL and CR/LF. */
+    f->hdrs[f->n_hdrs].key = f->field;
+    f->hdrs[f->n_hdrs].value = f->value ? f->value : af_xstrdup("");
+    f->n_hdrs++;
+    f->field = f->value = NULL;
+    f->field_len = f->value_len = 0;
+    f->in_value = false;
+}
+
+static int on_message_begin(http_parser *p)
+{
+    struct uf_fetch *f = p->data;
+    free_headers(f->hdrs, f->n_hdrs);
+    f->hdrs = NULL;
+    f->n_hdrs = f->cap_hdrs = 0;
+    return 0;
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t n)
+{
+    struct uf_fetch *f = p->data;
+    if (f->in_value)
+        push_header(f);
+    append(&f->field, &f->field_len, at, n);
+    return 0;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t n)
+{
+    struct uf_fetch *f = p->data;
+    f->in_value = true;
+    append(&f->value, &f->value_len, at, n);
+    return 0;
+}
+
+static int on_headers_complete(http_parser *p)
+{
+    struct uf_fetch *f = p->data;
+    push_header(f);
+    f->status = (int)p->status_code;
+    if (f->status >= 200 && p->content_length != ULLONG_MAX && p->content_length > 0) {
+        size_t want =
+            p->content_length > UF_MAX_CONTENT ? UF_MAX_CONTENT : (size_t)p->content_length;
+        if (!f->head_only && want > f->body_cap) {
+            f->body = af_xrealloc(f->body, want);
+            f->body_cap = want;
+        }
+    }
+    /* 1: no body follows, whatever the fields say (RFC 9112 section 6.3). */
+    return f->head_only && f->status >= 200 ? 1 : 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t n)
+{
+    struct uf_fetch *f = p->data;
+    size_t room = UF_MAX_CONTENT - f->body_len;
+    if (n > room) {
+        /* App Engine cuts a response body over 32 MiB and says so; the
+         * rest is not read. */
+        n = room;
+        f->truncated = true;
+    }
+    if (f->body_len + n > f->body_cap) {
+        size_t cap = f->body_cap ? f->body_cap : 16384;
+        while (cap < f->body_len + n)
+            cap *= 2;
+        if (cap > UF_MAX_CONTENT)
+            cap = UF_MAX_CONTENT;
+        f->body = af_xrealloc(f->body, cap);
+        f->body_cap = cap;
+    }
+    memcpy(f->body + f->body_len, at, n);
+    f->body_len += n;
+    if (f->truncated) {
+        f->complete = true;
+        http_parser_pause(p, 1);
+    }
+    return 0;
+}
+
+static int on_message_complete(http_parser *p)
+{
+    struct uf_fetch *f = p->data;
+    /* An interim 1xx answer (other than 101) is followed by the real one. */
+    if (f->status >= 100 && f->status < 200 && f->status != 101)
+        return 0;
+    f->complete = true;
+    http_parser_pause(p, 1);
+    return 0;
+}
+
+static const http_parser_settings parser_settings = {
+    .on_message_begin = on_message_begin,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+static const char *find_header(const struct uf_fetch *f, const char *key)
+{
+    for (size_t i = 0; i < f->n_hdrs; i++)
+        if (strcasecmp(f->hdrs[i].key, key) == 0)
+            return f->hdrs[i].value;
+    return NULL;
+}
+
+static bool is_redirect(int status)
+{
+    return status == 301 || status == 302 || status == 303 || status == 307 || status == 308;
+}
+
+/* The response of this hop is complete: answer, or follow a redirect. */
+static void response_complete(struct uf_fetch *f)
+{
+    const char *location = find_header(f, "Location");
+    if (!f->req.follow_redirects || !is_redirect(f->status) || !location || f->truncated) {
+        fetch_succeed(f);
+        return;
+    }
+    if (f->redirects >= UF_MAX_REDIRECTS) {
+        fetch_fail(f, UFERR(TOO_MANY_REDIRECTS),
+                   "%s redirected more than %d times; the last Location was \"%.200s\"",
+                   f->original_url, UF_MAX_REDIRECTS, location);
+        return;
+    }
+    char *next = uf_url_resolve(&f->url, location);
+    struct uf_url u;
+    char err[256];
+    if (!next || uf_url_parse(next, &u, err, sizeof(err)) != 0) {
+        fetch_fail(f, UFERR(FETCH_ERROR),
+                   "%s redirected to \"%.200s\", which cannot be fetched: %s", f->original_url,
+                   location, next ? err : "not a URL");
+        free(next);
+        return;
+    }
+    free(next);
+    /* RFC 9110 section 15.4: 303 turns any method but HEAD into GET; so do
+     * 301 and 302 for POST, as every browser does. 307 and 308 keep both
+     * method and body. */
+    int m = f->req.method;
+    if ((f->status == 303 && m != UF_HEAD) ||
+        ((f->status == 301 || f->status == 302) && m == UF_POST)) {
+        f->req.method = UF_GET;
+        free(f->req.payload);
+        f->req.payload = NULL;
+        f->req.payload_len = 0;
+    }
+    af_debug("urlfetch: %s: %d, following to %s://%s%s", f->original_url, f->status,
+             u.https ? "https" : "http", u.authority, u.target);
+    uf_url_release(&f->url);
+    f->url = u;
+    f->redirects++;
+    hop_release(f);
+    begin_hop(f);
+}
+
+static const char *parser_error(const http_parser *p)
+{
+    return http_errno_description(HTTP_PARSER_ERRNO(p));
+}
+
+/* Feeds what arrived to the parser; returns false once the fetch is DONE
+ * or moved to another hop. */
+static bool feed(struct uf_fetch *f, const char *data, size_t len)
+{
+    size_t used = http_parser_execute(&f->parser, &parser_settings, data, len);
+    enum http_errno e = HTTP_PARSER_ERRNO(&f->parser);
+    if (f->complete) {
+        response_complete(f);
+        return false;
+    }
+    if (e == HPE_HEADER_OVERFLOW) {
+        fetch_fail(f, UFERR(RESPONSE_TOO_LARGE),
+                   "the response head from %s is over %u KiB, more than urlfetch reads",
+                   f->original_url, 80);
+        return false;
+    }
+    if (e != HPE_OK) {
+        fetch_fail(f, UFERR(MALFORMED_REPLY),
+                   "%s answered something that is not HTTP/1.x (%s, at byte %zu of this read)",
+                   f->original_url, parser_error(&f->parser), used);
+        return false;
+    }
+    return true;
+}
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+    struct uf_fetch *f = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    size_t len = evbuffer_get_length(in);
+    if (len == 0)
+        return;
+    f->got_bytes = true;
+    f->bytes_received += (int64_t)len;
+    /* Feed piece by piece, without making the buffer contiguous. */
+    int n = evbuffer_peek(in, -1, NULL, NULL, 0);
+    struct evbuffer_iovec vec_small[8];
+    struct evbuffer_iovec *v = n <= 8 ? vec_small : af_xmalloc((size_t)n * sizeof(*v));
+    evbuffer_peek(in, -1, NULL, v, n);
+    bool more = true;
+    for (int i = 0; i < n && more; i++)
+        more = feed(f, v[i].iov_base, v[i].iov_len);
+    if (v != vec_small)
+        free(v);
+    if (more)
+        evbuffer_drain(in, len);
+}
+
+/* What went wrong on a TLS connection, as SSL_CERTIFICATE_ERROR when it is
+ * the certificate. Returns true when it reported. */
+static bool report_tls_error(struct uf_fetch *f)
+{
+    SSL *ssl = bufferevent_openssl_get_ssl(f->bev);
+    if (!ssl)
+        return false;
+    long vr = f->req.validate_certificate ? SSL_get_verify_result(ssl) : X509_V_OK;
+    if (vr != X509_V_OK) {
+        fetch_fail(f, UFERR(SSL_CERTIFICATE_ERROR),
+                   "the certificate of %s did not validate: %s (set "
+                   "MustValidateServerCertificate to false to skip the check)",
+                   f->url.authority, X509_verify_cert_error_string(vr));
+        return true;
+    }
+    unsigned long e, last = 0;
+    while ((e = bufferevent_get_openssl_error(f->bev)) != 0)
+        last = e;
+    if (last) {
+        char buf[200];
+        ERR_error_string_n(last, buf, sizeof(buf));
+        fetch_fail(f, UFERR(FETCH_ERROR), "TLS with %s (%s) failed: %s", f->url.authority,
+                   f->last_addr, buf);
+        return true;
+    }
+    return false;
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct uf_fetch *f = arg;
+    if (what & BEV_EVENT_CONNECTED)
+        return; /* the TLS handshake is done; the request is already queued */
+    if (what & BEV_EVENT_EOF) {
+        /* The end of the connection ends a body that has no length. */
+        on_read(bev, f);
+        if (f->state != F_EXCHANGING || f->bev != bev)
+            return;
+        http_parser_execute(&f->parser, &parser_settings, NULL, 0);
+        if (f->complete) {
+            response_complete(f);
+            return;
+        }
+        if (!f->got_bytes)
+            fetch_fail(f, UFERR(CONNECTION_ERROR),
+                       "%s (%s) closed the connection without answering", f->original_url,
+                       f->last_addr);
+        else
+            fetch_fail(f, UFERR(MALFORMED_REPLY),
+                       "%s closed the connection before its response was complete (%s)",
+                       f->original_url,
+                       f->status ? "the body was cut short" : "the head was cut short");
+        return;
+    }
+    if (what & (BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) {
+        int err = EVUTIL_SOCKET_ERROR();
+        if (f->url.https && report_tls_error(f))
+            return;
+        fetch_fail(f, UFERR(CONNECTION_ERROR), "the connection to %s (%s) failed%s: %s",
+                   f->url.authority, f->last_addr,
+                   f->got_bytes ? " in the middle of the response" : "",
+                   err ? strerror(err) : "unknown error");
+    }
+}
+
+/* ---- connecting ---------------------------------------------------------- */
+
+static SSL *make_ssl(struct uf_fetch *f, char *err, size_t errlen)
+{
+    if (!f->ssl_ctx) {
+        /* An http URL that redirected to https: this fetch gets a
+         * context of its own. */
+        f->ssl_ctx = SSL_CTX_new(TLS_client_method());
+        if (!f->ssl_ctx || SSL_CTX_set_default_verify_paths(f->ssl_ctx) != 1) {
+            snprintf(err, errlen, "OpenSSL cannot make a TLS context");
+            return NULL;
+        }
+    }
+    SSL *ssl = SSL_new(f->ssl_ctx);
+    if (!ssl) {
+        snprintf(err, errlen, "OpenSSL cannot make a TLS session");
+        return NULL;
+    }
+    unsigned char ip[16];
+    bool is_ip =
+        inet_pton(AF_INET, f->url.host, ip) == 1 || inet_pton(AF_INET6, f->url.host, ip) == 1;
+    if (!is_ip)
+        SSL_set_tlsext_host_name(ssl, f->url.host); /* SNI is for names only (RFC 6066) */
+    if (f->req.validate_certificate) {
+        SSL_set_verify(ssl, SSL_VERIFY_PEER, NULL);
+        if (is_ip)
+            X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), f->url.host);
+        else
+            SSL_set1_host(ssl, f->url.host);
+    } else {
+        SSL_set_verify(ssl, SSL_VERIFY_NONE, NULL);
+    }
+    return ssl;
+}
+
+/* The socket is connected: wrap it and send the request. */
+static void connected(struct uf_fetch *f)
+{
+    int fd = f->fd;
+    f->fd = -1;
+    if (f->url.https) {
+        char err[128];
+        SSL *ssl = make_ssl(f, err, sizeof(err));
+        if (!ssl) {
+            close(fd);
+            fetch_fail(f, UFERR(FETCH_ERROR), "cannot fetch %s: %s", f->original_url, err);
+            return;
+        }
+        f->bev = bufferevent_openssl_socket_new(f->base, fd, ssl, BUFFEREVENT_SSL_CONNECTING,
+                                                BEV_OPT_CLOSE_ON_FREE);
+        if (f->bev)
+            /* Many servers close without a TLS close_notify; the end of
+             * the connection still ends the response. */
+            bufferevent_openssl_set_allow_dirty_shutdown(f->bev, 1);
+        else
+            SSL_free(ssl);
+    } else {
+        f->bev = bufferevent_socket_new(f->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    }
+    if (!f->bev) {
+        close(fd);
+        fetch_fail(f, UFERR(INTERNAL_TRANSIENT_ERROR), "cannot set up a connection to %s",
+                   f->url.authority);
+        return;
+    }
+    f->state = F_EXCHANGING;
+    http_parser_init(&f->parser, HTTP_RESPONSE);
+    f->parser.data = f;
+    f->head_only = f->req.method == UF_HEAD;
+    bufferevent_setcb(f->bev, on_read, NULL, on_event, f);
+    send_request(f);
+    bufferevent_enable(f->bev, EV_READ | EV_WRITE);
+}
+
+static void on_connect(evutil_socket_t fd, short what, void *arg)
+{
+    struct uf_fetch *f = arg;
+    int err = 0;
+    socklen_t len = sizeof(err);
+    if (getsockopt(f->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+        err = errno;
+    event_free(f->connect_ev);
+    f->connect_ev = NULL;
+    if (err) {
+        close(f->fd);
+        f->fd = -1;
+        f->connect_errno = err;
+        try_connect(f);
+        return;
+    }
+    connected(f);
+}
+
+/* "1.2.3.4:80" or "[::1]:80", for messages. */
+static void format_addr(const struct sockaddr *sa, char *buf, size_t len)
+{
+    char host[INET6_ADDRSTRLEN] = "?";
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+        snprintf(buf, len, "%s:%d", host, ntohs(in->sin_port));
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+        snprintf(buf, len, "[%s]:%d", host, ntohs(in6->sin6_port));
+    } else {
+        snprintf(buf, len, "?");
+    }
+}
+
+/* Tries the next address of the lookup; when none is left, fails. */
+static void try_connect(struct uf_fetch *f)
+{
+    while (f->next_addr) {
+        struct evutil_addrinfo *ai = f->next_addr;
+        f->next_addr = ai->ai_next;
+        format_addr(ai->ai_addr, f->last_addr, sizeof(f->last_addr));
+        int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0) {
+            int e = errno;
+            fetch_fail(f, UFERR(INTERNAL_TRANSIENT_ERROR), "cannot open a socket to fetch %s: %s",
+                       f->original_url, strerror(e));
+            return;
+        }
+        if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
+            f->fd = fd;
+            connected(f);
+            return;
+        }
+        if (errno == EINPROGRESS) {
+            f->fd = fd;
+            f->connect_ev = event_new(f->base, fd, EV_WRITE, on_connect, f);
+            event_add(f->connect_ev, NULL);
+            return;
+        }
+        f->connect_errno = errno;
+        close(fd);
+    }
+    fetch_fail(f, UFERR(CONNECTION_ERROR), "cannot connect to %s (%s): %s", f->url.authority,
+               f->last_addr, strerror(f->connect_errno ? f->connect_errno : ECONNREFUSED));
+}
+
+static void on_resolved(int result, struct evutil_addrinfo *res, void *arg)
+{
+    struct dns_wait *w = arg;
+    struct uf_fetch *f = w->f;
+    free(w);
+    if (!f) { /* cancelled */
+        if (res)
+            evutil_freeaddrinfo(res);
+        return;
+    }
+    f->dns = NULL;
+    if (result != 0 || !res) {
+        if (res)
+            evutil_freeaddrinfo(res);
+        fetch_fail(f, UFERR(DNS_ERROR), "cannot resolve the host \"%s\": %s", f->url.host,
+                   evutil_gai_strerror(result));
+        return;
+    }
+    f->addrs = f->next_addr = res;
+    f->state = F_CONNECTING;
+    try_connect(f);
+}
+
+/* Starts this hop: resolve, then connect. */
+static void begin_hop(struct uf_fetch *f)
+{
+    f->state = F_RESOLVING;
+    f->last_addr[0] = '\0';
+    f->connect_errno = 0;
+    struct evutil_addrinfo hints = {
+        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_protocol = IPPROTO_TCP};
+    char port[8];
+    snprintf(port, sizeof(port), "%d", f->url.port);
+    struct evdns_base *dns = af_io_dns(f->call);
+    if (!dns) {
+        struct evutil_addrinfo *res = NULL;
+        int rc = evutil_getaddrinfo(f->url.host, port, &hints, &res);
+        struct dns_wait *w = af_xcalloc(1, sizeof(*w));
+        w->f = f;
+        on_resolved(rc, res, w);
+        return;
+    }
+    struct dns_wait *w = af_xcalloc(1, sizeof(*w));
+    w->f = f;
+    f->dns = w;
+    /* May call on_resolved before it returns (a literal address, a name in
+     * /etc/hosts); w is then freed and f->dns cleared, and f is still
+     * alive because DONE only frees from done_ev. */
+    struct evdns_getaddrinfo_request *req =
+        evdns_getaddrinfo(dns, f->url.host, port, &hints, on_resolved, w);
+    if (f->dns == w)
+        w->req = req;
+}
+
+/* ---- the deferred-call interface ----------------------------------------- */
+
+static void fetch_start(void *arg, struct af_io_call *call)
+{
+    struct uf_fetch *f = arg;
+    f->call = call;
+    f->base = af_io_base(call);
+    f->done_ev = evtimer_new(f->base, on_done, f);
+    f->deadline_ev = evtimer_new(f->base, on_deadline, f);
+    double whole;
+    double frac = modf(f->deadline_s, &whole);
+    struct timeval tv = {.tv_sec = (time_t)whole, .tv_usec = (suseconds_t)(frac * 1e6)};
+    evtimer_add(f->deadline_ev, &tv);
+    begin_hop(f);
+}
+
+static void fetch_cancel(void *arg)
+{
+    fetch_free(arg);
+}
+
+const struct af_defer_ops uf_fetch_ops = {
+    .what = "urlfetch.Fetch",
+    .start = fetch_start,
+    .cancel = fetch_cancel,
+};
+
+struct uf_fetch *uf_fetch_new(struct uf_fetch_spec *spec)
+{
+    struct uf_fetch *f = af_xcalloc(1, sizeof(*f));
+    f->fd = -1;
+    f->req = spec->req;
+    f->url = spec->url;
+    f->deadline_s = spec->deadline_s;
+    f->ssl_ctx = spec->ssl_ctx;
+    f->original_url = uf_url_string(&f->url);
+    memset(spec, 0, sizeof(*spec));
+    return f;
+}

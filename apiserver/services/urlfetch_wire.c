@@ -1,0 +1,389 @@
+/*
+ * urlfetch_wire — URLFetchRequest and URLFetchResponse on the wire, by hand.
+ *
+ * Both messages carry their headers as a proto2 group (field 3, opened by a
+ * start-group tag and closed by an end-group tag), which protoc-c cannot
+ * compile (proto/urlfetch_service.proto has the layout). The codec is small:
+ * varints, fixed64 for the deadline, length-delimited strings, and the one
+ * group. Unknown fields are skipped, groups among them, with nesting bounded
+ * so that a hostile message cannot recurse deeply.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "apiserver/services/urlfetch.h"
+#include "common/xalloc.h"
+
+enum wire_type {
+    WT_VARINT = 0,
+    WT_FIXED64 = 1,
+    WT_LEN = 2,
+    WT_SGROUP = 3,
+    WT_EGROUP = 4,
+    WT_FIXED32 = 5,
+};
+
+/* Field numbers (proto/urlfetch_service.proto). */
+enum {
+    REQ_METHOD = 1,
+    REQ_URL = 2,
+    REQ_HEADER = 3,
+    HDR_KEY = 4,
+    HDR_VALUE = 5,
+    REQ_PAYLOAD = 6,
+    REQ_FOLLOW_REDIRECTS = 7,
+    REQ_DEADLINE = 8,
+    REQ_VALIDATE_CERT = 9,
+
+    RESP_CONTENT = 1,
+    RESP_STATUS = 2,
+    RESP_HEADER = 3,
+    RESP_TRUNCATED = 6,
+    RESP_BYTES_SENT = 7,
+    RESP_BYTES_RECEIVED = 8,
+    RESP_FINAL_URL = 9,
+};
+
+#define MAX_SKIP_DEPTH 16
+
+/* ---- reading ------------------------------------------------------------ */
+
+struct reader {
+    const uint8_t *p, *end;
+};
+
+static bool read_varint(struct reader *r, uint64_t *v)
+{
+    uint64_t x = 0;
+    for (int shift = 0; shift < 64 && r->p < r->end; shift += 7) {
+        uint8_t b = *r->p++;
+        x |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) {
+            *v = x;
+            return true;
+        }
+    }
+    return false;
+}
+
+static bool read_tag(struct reader *r, uint32_t *field, int *wt)
+{
+    uint64_t t;
+    if (!read_varint(r, &t) || (t >> 3) == 0 || (t >> 3) > 0x1fffffff)
+        return false;
+    *field = (uint32_t)(t >> 3);
+    *wt = (int)(t & 7);
+    return true;
+}
+
+static bool read_len(struct reader *r, const uint8_t **data, size_t *len)
+{
+    uint64_t n;
+    if (!read_varint(r, &n) || n > (uint64_t)(r->end - r->p))
+        return false;
+    *data = r->p;
+    *len = (size_t)n;
+    r->p += n;
+    return true;
+}
+
+/* Skips one field's value; for a group, up to its matching end tag. */
+static bool skip_value(struct reader *r, uint32_t field, int wt, int depth)
+{
+    uint64_t v;
+    const uint8_t *d;
+    size_t n;
+    switch (wt) {
+    case WT_VARINT:
+        return read_varint(r, &v);
+    case WT_FIXED64:
+        if (r->end - r->p < 8)
+            return false;
+        r->p += 8;
+        return true;
+    case WT_FIXED32:
+        if (r->end - r->p < 4)
+            return false;
+        r->p += 4;
+        return true;
+    case WT_LEN:
+        return read_len(r, &d, &n);
+    case WT_SGROUP:
+        if (depth >= MAX_SKIP_DEPTH)
+            return false;
+        for (;;) {
+            uint32_t f;
+            int w;
+            if (!read_tag(r, &f, &w))
+                return false;
+            if (w == WT_EGROUP)
+                return f == field;
+            if (!skip_value(r, f, w, depth + 1))
+                return false;
+        }
+    default:
+        return false;
+    }
+}
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* A string field as an owned C string; refuses an embedded NUL, which no
+ * URL or header may hold and which C strings cannot carry. */
+static bool take_string(struct reader *r, char **out)
+{
+    const uint8_t *d;
+    size_t n;
+    if (!read_len(r, &d, &n) || memchr(d, 0, n))
+        return false;
+    free(*out);
+    *out = af_xstrndup((const char *)d, n);
+    return true;
+}
+
+static bool read_header_group(struct reader *r, struct uf_header *h, char *err, size_t errlen)
+{
+    for (;;) {
+        uint32_t f;
+        int wt;
+        if (!read_tag(r, &f, &wt)) {
+            set_err(err, errlen, "Header group is not closed");
+            return false;
+        }
+        if (wt == WT_EGROUP) {
+            if (f != REQ_HEADER) {
+                set_err(err, errlen, "Header group closed by the end tag of field %u", f);
+                return false;
+            }
+            break;
+        }
+        if ((f == HDR_KEY || f == HDR_VALUE) && wt == WT_LEN) {
+            if (!take_string(r, f == HDR_KEY ? &h->key : &h->value)) {
+                set_err(err, errlen, "Header.%s is truncated or holds a NUL byte",
+                        f == HDR_KEY ? "Key" : "Value");
+                return false;
+            }
+        } else if (!skip_value(r, f, wt, 1)) {
+            set_err(err, errlen, "Header holds a malformed field %u", f);
+            return false;
+        }
+    }
+    if (!h->key || !h->value) {
+        set_err(err, errlen, "a Header lacks its required %s", h->key ? "Value" : "Key");
+        return false;
+    }
+    return true;
+}
+
+int uf_request_decode(const uint8_t *buf, size_t len, struct uf_request *out, char *err,
+                      size_t errlen)
+{
+    memset(out, 0, sizeof(*out));
+    out->follow_redirects = true;
+    out->validate_certificate = true;
+    struct reader r = {buf, buf + len};
+    bool has_method = false;
+    size_t cap = 0;
+
+    while (r.p < r.end) {
+        uint32_t f;
+        int wt;
+        uint64_t v;
+        if (!read_tag(&r, &f, &wt)) {
+            set_err(err, errlen, "malformed field tag");
+            goto fail;
+        }
+        switch (f) {
+        case REQ_METHOD:
+            if (wt != WT_VARINT || !read_varint(&r, &v))
+                goto bad_field;
+            out->method = (int)(int32_t)v;
+            has_method = true;
+            break;
+        case REQ_URL:
+            if (wt != WT_LEN || !take_string(&r, &out->url))
+                goto bad_field;
+            break;
+        case REQ_HEADER:
+            if (wt != WT_SGROUP)
+                goto bad_field;
+            if (out->n_headers == cap) {
+                cap = cap ? cap * 2 : 8;
+                out->headers = af_xrealloc(out->headers, cap * sizeof(*out->headers));
+            }
+            out->headers[out->n_headers] = (struct uf_header){0};
+            out->n_headers++;
+            if (!read_header_group(&r, &out->headers[out->n_headers - 1], err, errlen))
+                goto fail;
+            break;
+        case REQ_PAYLOAD: {
+            const uint8_t *d;
+            size_t n;
+            if (wt != WT_LEN || !read_len(&r, &d, &n))
+                goto bad_field;
+            free(out->payload);
+            out->payload = af_xmalloc(n ? n : 1);
+            memcpy(out->payload, d, n);
+            out->payload_len = n;
+            break;
+        }
+        case REQ_FOLLOW_REDIRECTS:
+        case REQ_VALIDATE_CERT:
+            if (wt != WT_VARINT || !read_varint(&r, &v))
+                goto bad_field;
+            if (f == REQ_FOLLOW_REDIRECTS)
+                out->follow_redirects = v != 0;
+            else
+                out->validate_certificate = v != 0;
+            break;
+        case REQ_DEADLINE: {
+            if (wt != WT_FIXED64 || r.end - r.p < 8)
+                goto bad_field;
+            uint64_t bits = 0;
+            for (int i = 7; i >= 0; i--)
+                bits = bits << 8 | r.p[i];
+            r.p += 8;
+            memcpy(&out->deadline_s, &bits, sizeof(bits));
+            out->has_deadline = true;
+            break;
+        }
+        default:
+            if (!skip_value(&r, f, wt, 0)) {
+                set_err(err, errlen, "malformed unknown field %u", f);
+                goto fail;
+            }
+        }
+        continue;
+    bad_field:
+        set_err(err, errlen, "field %u has the wrong wire type, is truncated or holds a NUL byte",
+                f);
+        goto fail;
+    }
+    if (!has_method || !out->url) {
+        set_err(err, errlen, "the required field %s is missing", has_method ? "Url" : "Method");
+        goto fail;
+    }
+    return 0;
+
+fail:
+    uf_request_release(out);
+    return -1;
+}
+
+void uf_request_release(struct uf_request *r)
+{
+    for (size_t i = 0; i < r->n_headers; i++) {
+        free(r->headers[i].key);
+        free(r->headers[i].value);
+    }
+    free(r->headers);
+    free(r->url);
+    free(r->payload);
+    memset(r, 0, sizeof(*r));
+}
+
+/* ---- writing ------------------------------------------------------------ */
+
+static size_t varint_size(uint64_t v)
+{
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+static uint8_t *put_varint(uint8_t *p, uint64_t v)
+{
+    while (v >= 0x80) {
+        *p++ = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    *p++ = (uint8_t)v;
+    return p;
+}
+
+static uint8_t *put_tag(uint8_t *p, uint32_t field, int wt)
+{
+    return put_varint(p, (uint64_t)field << 3 | (uint64_t)wt);
+}
+
+static uint8_t *put_bytes(uint8_t *p, uint32_t field, const void *data, size_t len)
+{
+    p = put_tag(p, field, WT_LEN);
+    p = put_varint(p, len);
+    if (len)
+        memcpy(p, data, len);
+    return p + len;
+}
+
+/* Bytes of a length-delimited field with a one-byte tag. */
+static size_t len_field_size(size_t len)
+{
+    return 1 + varint_size(len) + len;
+}
+
+/* Everything but the content. */
+static size_t rest_size(const struct uf_response *r, bool truncated)
+{
+    size_t n = 1 + varint_size((uint64_t)(int64_t)r->status);
+    for (size_t i = 0; i < r->n_headers; i++)
+        n += 2 + len_field_size(strlen(r->headers[i].key)) +
+             len_field_size(strlen(r->headers[i].value));
+    if (truncated)
+        n += 2;
+    n += 1 + varint_size((uint64_t)r->bytes_sent);
+    n += 1 + varint_size((uint64_t)r->bytes_received);
+    if (r->final_url)
+        n += len_field_size(strlen(r->final_url));
+    return n;
+}
+
+size_t uf_response_encode(const struct uf_response *r, size_t max, uint8_t **out)
+{
+    bool truncated = r->truncated;
+    size_t content_len = r->content_len;
+    if (rest_size(r, truncated) + len_field_size(content_len) > max) {
+        truncated = true;
+        size_t rest = rest_size(r, true) + 1 + varint_size(max);
+        content_len = rest < max ? max - rest : 0;
+        if (content_len > r->content_len)
+            content_len = r->content_len;
+    }
+    size_t total = rest_size(r, truncated) + len_field_size(content_len);
+    uint8_t *buf = af_xmalloc(total);
+    uint8_t *p = buf;
+
+    p = put_bytes(p, RESP_CONTENT, r->content, content_len);
+    p = put_tag(p, RESP_STATUS, WT_VARINT);
+    p = put_varint(p, (uint64_t)(int64_t)r->status);
+    for (size_t i = 0; i < r->n_headers; i++) {
+        p = put_tag(p, RESP_HEADER, WT_SGROUP);
+        p = put_bytes(p, HDR_KEY, r->headers[i].key, strlen(r->headers[i].key));
+        p = put_bytes(p, HDR_VALUE, r->headers[i].value, strlen(r->headers[i].value));
+        p = put_tag(p, RESP_HEADER, WT_EGROUP);
+    }
+    if (truncated) {
+        p = put_tag(p, RESP_TRUNCATED, WT_VARINT);
+        *p++ = 1;
+    }
+    p = put_tag(p, RESP_BYTES_SENT, WT_VARINT);
+    p = put_varint(p, (uint64_t)r->bytes_sent);
+    p = put_tag(p, RESP_BYTES_RECEIVED, WT_VARINT);
+    p = put_varint(p, (uint64_t)r->bytes_received);
+    if (r->final_url)
+        p = put_bytes(p, RESP_FINAL_URL, r->final_url, strlen(r->final_url));
+    *out = buf;
+    return (size_t)(p - buf);
+}
