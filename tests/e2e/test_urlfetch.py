@@ -641,3 +641,55 @@ def test_https_validated_with_trusted_ca(tmp_path, tls_origin, monkeypatch):
 def test_https_to_plain_server(client, origin):
     port = origin.rsplit(":", 1)[1]
     fetch_error(client, f"https://127.0.0.1:{port}/echo", FETCH_ERROR, validate=False)
+
+
+# --- names, disconnects, shutdown --------------------------------------------------------
+
+
+def test_name_from_hosts_file(client, origin):
+    # "localhost" is resolved without blocking (evdns reads /etc/hosts).
+    port = origin.rsplit(":", 1)[1]
+    r = fetch_ok(client, f"http://localhost:{port}/echo")
+    assert r.status == 200
+    assert {k.lower(): v for k, v in json.loads(r.content)["headers"]}["host"] == \
+        f"localhost:{port}"
+
+
+def test_unresolvable_name_is_bounded(client):
+    # Nothing but loopback is reachable here: the lookup either fails
+    # (DNS_ERROR) or outlives the deadline (DEADLINE_EXCEEDED), never more.
+    t0 = time.monotonic()
+    r = fetch(client, "http://no-such-host.invalid/", deadline=1.0)
+    assert r.app_error and r.app_error[0] in (7, DEADLINE_EXCEEDED), r
+    assert time.monotonic() - t0 < 5
+
+
+def test_client_gone_mid_fetch_and_stop_with_fetches_in_flight(tmp_path, origin):
+    silent = RawServer(lambda c: read_head(c))
+    srv = ApiServer(tmp_path).start()
+    try:
+        import apiclient
+        # A client that goes away while its fetch waits: the reply is dropped.
+        gone = srv.framed()
+        gone.send_frame(apiclient.encode_request(
+            "urlfetch", "Fetch", fetch_request(origin + "/slow?ms=300")))
+        time.sleep(0.1)
+        gone.close()
+        time.sleep(0.4)
+        c = srv.framed()
+        assert fetch_ok(c, origin + "/echo").status == 200
+        # Fetches still waiting (on DNS, on a silent server) when the server
+        # stops are cancelled; the exit status (ASan's leak check included)
+        # stays 0.
+        for url in (f"http://127.0.0.1:{silent.port}/", "http://no-such-host.invalid/"):
+            w = srv.framed()
+            w.send_frame(apiclient.encode_request("urlfetch", "Fetch",
+                                                  fetch_request(url, deadline=30)))
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        assert srv.stop() == 0, "\n".join(srv.lines[-30:])
+        assert time.monotonic() - t0 < 5
+    finally:
+        if srv.alive():
+            srv.stop()
+        silent.close()
