@@ -1,0 +1,652 @@
+/*
+ * taskqueue_yaml — queue.yaml with libyaml (see taskqueue_yaml.h).
+ *
+ * The file is loaded as one libyaml document and walked with a table of
+ * keys per mapping (top level, queue, retry_parameters), so every message
+ * can say NAME:LINE:COLUMN. An unknown key is a warning, as in app.yaml; a
+ * value that is wrong is an error, because a queue that runs differently
+ * from what its file says is worse than a server that does not start.
+ */
+#include "apiserver/services/taskqueue_yaml.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <yaml.h>
+
+#include "common/log.h"
+#include "common/xalloc.h"
+
+#define N_OF(a) (sizeof(a) / sizeof((a)[0]))
+/* queue.yaml files are small; a megabyte is a mistake. */
+#define QY_MAX_FILE_BYTES (1024 * 1024)
+#define QY_MAX_QUEUES 1000
+#define QY_MAX_QUOTE 60
+
+struct qy_ctx {
+    const char *name;
+    yaml_document_t *doc;
+    char *err;
+    size_t errlen;
+};
+
+static int qy_failf(struct qy_ctx *c, const yaml_node_t *at, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int qy_failf(struct qy_ctx *c, const yaml_node_t *at, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (at)
+        snprintf(c->err, c->errlen, "%s:%d:%d: %s", c->name, (int)at->start_mark.line + 1,
+                 (int)at->start_mark.column + 1, msg);
+    else
+        snprintf(c->err, c->errlen, "%s: %s", c->name, msg);
+    return -1;
+}
+
+void af_queue_retry_defaults(struct af_queue_retry *r)
+{
+    r->retry_limit = -1;
+    r->age_limit_sec = -1;
+    r->min_backoff_sec = 0.1;
+    r->max_backoff_sec = 3600;
+    r->max_doublings = 16;
+}
+
+/* Production's defaults for a push queue: 5 tasks a second, a bucket of 5. */
+static void queue_defaults(struct af_queue_def *q, const char *name)
+{
+    memset(q, 0, sizeof(*q));
+    q->name = af_xstrdup(name);
+    q->rate = 5;
+    q->rate_text = af_xstrdup("5/s");
+    q->bucket_size = 5;
+    af_queue_retry_defaults(&q->retry);
+}
+
+bool af_queue_name_is_valid(const char *name, size_t len)
+{
+    if (len == 0 || len > AF_QUEUE_NAME_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char ch = name[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '-'))
+            return false;
+    }
+    return true;
+}
+
+/* ---- scalars ------------------------------------------------------------ */
+
+static const char *scalar(const yaml_node_t *n)
+{
+    return n && n->type == YAML_SCALAR_NODE ? (const char *)n->data.scalar.value : NULL;
+}
+
+static int want_scalar(struct qy_ctx *c, const yaml_node_t *n, const char *key, const char **out)
+{
+    *out = scalar(n);
+    if (!*out)
+        return qy_failf(c, n, "%s: expected a single value, not a list or mapping", key);
+    if (strlen(*out) != n->data.scalar.length)
+        return qy_failf(c, n, "%s: a NUL character is not allowed in a value", key);
+    return 0;
+}
+
+/* A decimal number >= 0 that fills the whole text. */
+static bool parse_nonneg(const char *s, double *out)
+{
+    if (!*s || *s == '-' || *s == '+' || *s == ' ')
+        return false;
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (*end || errno || !isfinite(v) || v < 0)
+        return false;
+    *out = v;
+    return true;
+}
+
+static int want_int(struct qy_ctx *c, const yaml_node_t *n, const char *key, long min, long max,
+                    long *out)
+{
+    const char *s;
+    if (want_scalar(c, n, key, &s) < 0)
+        return -1;
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (!*s || *end || errno || v < min || v > max)
+        return qy_failf(c, n, "%s: '%.*s' is not a whole number from %ld to %ld", key,
+                        QY_MAX_QUOTE, s, min, max);
+    *out = v;
+    return 0;
+}
+
+static int want_seconds(struct qy_ctx *c, const yaml_node_t *n, const char *key, double *out)
+{
+    const char *s;
+    if (want_scalar(c, n, key, &s) < 0)
+        return -1;
+    if (!parse_nonneg(s, out))
+        return qy_failf(c, n, "%s: '%.*s' is not a number of seconds (>= 0)", key, QY_MAX_QUOTE,
+                        s);
+    return 0;
+}
+
+/* Seconds in one unit letter of rates and age limits. */
+static double unit_seconds(char u)
+{
+    switch (u) {
+    case 's':
+        return 1;
+    case 'm':
+        return 60;
+    case 'h':
+        return 3600;
+    case 'd':
+        return 86400;
+    default:
+        return 0;
+    }
+}
+
+/* "5/s", "10/m", "1.5/h", "0/d": tasks per second. */
+static int parse_rate(struct qy_ctx *c, const yaml_node_t *n, struct af_queue_def *q)
+{
+    const char *s;
+    if (want_scalar(c, n, "rate", &s) < 0)
+        return -1;
+    const char *slash = strchr(s, '/');
+    double per = slash && slash[1] && !slash[2] ? unit_seconds(slash[1]) : 0;
+    char num[64];
+    double v;
+    if (!slash || per == 0 || (size_t)(slash - s) >= sizeof(num))
+        return qy_failf(c, n,
+                        "rate: '%.*s' is not a rate like 5/s (a number, '/', then s, m, h or d)",
+                        QY_MAX_QUOTE, s);
+    memcpy(num, s, (size_t)(slash - s));
+    num[slash - s] = '\0';
+    if (!parse_nonneg(num, &v))
+        return qy_failf(c, n, "rate: '%.*s' does not start with a number >= 0", QY_MAX_QUOTE, s);
+    q->rate = v / per;
+    free(q->rate_text);
+    q->rate_text = af_xstrdup(s);
+    return 0;
+}
+
+/* task_age_limit: "30s", "10m", "2h", "7d" (a number then a unit). */
+static int parse_age(struct qy_ctx *c, const yaml_node_t *n, struct af_queue_retry *r)
+{
+    const char *s;
+    if (want_scalar(c, n, "task_age_limit", &s) < 0)
+        return -1;
+    size_t len = strlen(s);
+    char num[64];
+    double v;
+    double per = len >= 2 ? unit_seconds(s[len - 1]) : 0;
+    if (per == 0 || len - 1 >= sizeof(num))
+        goto bad;
+    memcpy(num, s, len - 1);
+    num[len - 1] = '\0';
+    if (!parse_nonneg(num, &v) || v * per > 1e12)
+        goto bad;
+    r->age_limit_sec = (int64_t)(v * per);
+    return 0;
+bad:
+    return qy_failf(c, n, "task_age_limit: '%.*s' is not a duration like 2d (a number, then s, "
+                          "m, h or d)",
+                    QY_MAX_QUOTE, s);
+}
+
+/* ---- mappings ----------------------------------------------------------- */
+
+/* One key of a mapping: its parser gets the value node and the object. */
+struct qy_key {
+    const char *name;
+    int (*parse)(struct qy_ctx *c, const yaml_node_t *val, void *obj);
+};
+
+static int walk_map(struct qy_ctx *c, const yaml_node_t *map, const char *what,
+                    const struct qy_key *keys, size_t n_keys, void *obj)
+{
+    if (!map || map->type != YAML_MAPPING_NODE)
+        return qy_failf(c, map, "%s: expected a mapping of keys to values", what);
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
+         p++) {
+        const yaml_node_t *k = yaml_document_get_node(c->doc, p->key);
+        const yaml_node_t *v = yaml_document_get_node(c->doc, p->value);
+        const char *name = scalar(k);
+        if (!name)
+            return qy_failf(c, k, "%s: a key must be a plain name", what);
+        size_t i = 0;
+        while (i < n_keys && strcmp(keys[i].name, name) != 0)
+            i++;
+        if (i == n_keys) {
+            af_warn("%s:%d:%d: unknown key '%.*s' in %s is ignored", c->name,
+                    (int)k->start_mark.line + 1, (int)k->start_mark.column + 1, QY_MAX_QUOTE,
+                    name, what);
+            continue;
+        }
+        if (keys[i].parse && keys[i].parse(c, v, obj) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int p_retry_limit(struct qy_ctx *c, const yaml_node_t *v, void *obj)
+{
+    long n;
+    if (want_int(c, v, "task_retry_limit", 0, 1000000000, &n) < 0)
+        return -1;
+    ((struct af_queue_retry *)obj)->retry_limit = (int32_t)n;
+    return 0;
+}
+
+static int p_age_limit(struct qy_ctx *c, const yaml_node_t *v, void *obj)
+{
+    return parse_age(c, v, obj);
+}
+
+static int p_min_backoff(struct qy_ctx *c, const yaml_node_t *v, void *obj)
+{
+    return want_seconds(c, v, "min_backoff_seconds", &((struct af_queue_retry *)obj)->min_backoff_sec);
+}
+
+static int p_max_backoff(struct qy_ctx *c, const yaml_node_t *v, void *obj)
+{
+    return want_seconds(c, v, "max_backoff_seconds", &((struct af_queue_retry *)obj)->max_backoff_sec);
+}
+
+static int p_max_doublings(struct qy_ctx *c, const yaml_node_t *v, void *obj)
+{
+    long n;
+    if (want_int(c, v, "max_doublings", 0, 1000, &n) < 0)
+        return -1;
+    ((struct af_queue_retry *)obj)->max_doublings = (int32_t)n;
+    return 0;
+}
+
+static const struct qy_key retry_keys[] = {
+    {"task_retry_limit", p_retry_limit},       {"task_age_limit", p_age_limit},
+    {"min_backoff_seconds", p_min_backoff},    {"max_backoff_seconds", p_max_backoff},
+    {"max_doublings", p_max_doublings},
+};
+
+/* A queue being parsed, with what was given explicitly. */
+struct qy_queue {
+    struct af_queue_def def;
+    const yaml_node_t *node;
+    const yaml_node_t *name_node, *rate_node, *bucket_node, *conc_node, *retry_node;
+    const yaml_node_t *mode_node;
+};
+
+static int p_name(struct qy_ctx *c, const yaml_node_t *v, void *obj)
+{
+    struct qy_queue *q = obj;
+    const char *s;
+    if (want_scalar(c, v, "name", &s) < 0)
+        return -1;
+    if (!af_queue_name_is_valid(s, strlen(s)))
+        return qy_failf(c, v,
+                        "name: '%.*s' is not a queue name (1 to %d letters, digits and '-')",
+                        QY_MAX_QUOTE, s, AF_QUEUE_NAME_MAX);
+    free(q->def.name);
+    q->def.name = af_xstrdup(s);
+    q->name_node = v;
+    return 0;
+}
+
+static int p_rate(struct qy_ctx *c, const yaml_node_t *v, void *obj)
+{
+    struct qy_queue *q = obj;
+    q->rate_node = v;
+    return parse_rate(c, v, &q->def);
+}
+
+static int p_bucket(struct qy_ctx *c, const yaml_node_t *v, void *obj)
+{
+    struct qy_queue *q = obj;
+    long n;
+    if (want_int(c, v, "bucket_size", 1, 500, &n) < 0)
+        return -1;
+    q->def.bucket_size = (int)n;
+    q->bucket_node = v;
+    return 0;
+}
+
+static int p_concurrent(struct qy_ctx *c, const yaml_node_t *v, void *obj)
+{
+    struct qy_queue *q = obj;
+    long n;
+    if (want_int(c, v, "max_concurrent_requests", 1, 5000, &n) < 0)
+        return -1;
+    q->def.max_concurrent = (int)n;
+    q->conc_node = v;
+    return 0;
+}
+
+static int p_mode(struct qy_ctx *c, const yaml_node_t *v, void *obj)
+{
+    struct qy_queue *q = obj;
+    const char *s;
+    if (want_scalar(c, v, "mode", &s) < 0)
+        return -1;
+    if (strcmp(s, "push") == 0)
+        q->def.pull = false;
+    else if (strcmp(s, "pull") == 0)
+        q->def.pull = true;
+    else
+        return qy_failf(c, v, "mode: '%.*s' is neither push nor pull", QY_MAX_QUOTE, s);
+    q->mode_node = v;
+    return 0;
+}
+
+static int p_target(struct qy_ctx *c, const yaml_node_t *v, void *obj)
+{
+    struct qy_queue *q = obj;
+    const char *s;
+    if (want_scalar(c, v, "target", &s) < 0)
+        return -1;
+    free(q->def.target);
+    q->def.target = *s ? af_xstrdup(s) : NULL;
+    return 0;
+}
+
+static int p_retry(struct qy_ctx *c, const yaml_node_t *v, void *obj)
+{
+    struct qy_queue *q = obj;
+    q->retry_node = v;
+    if (v && v->type == YAML_SCALAR_NODE && v->data.scalar.length == 0)
+        return 0; /* "retry_parameters:" with nothing under it */
+    if (walk_map(c, v, "retry_parameters", retry_keys, N_OF(retry_keys), &q->def.retry) < 0)
+        return -1;
+    if (q->def.retry.min_backoff_sec > q->def.retry.max_backoff_sec)
+        return qy_failf(c, v,
+                        "retry_parameters: min_backoff_seconds (%g) is larger than "
+                        "max_backoff_seconds (%g)",
+                        q->def.retry.min_backoff_sec, q->def.retry.max_backoff_sec);
+    return 0;
+}
+
+static const struct qy_key queue_keys[] = {
+    {"name", p_name},
+    {"rate", p_rate},
+    {"bucket_size", p_bucket},
+    {"max_concurrent_requests", p_concurrent},
+    {"mode", p_mode},
+    {"target", p_target},
+    {"retry_parameters", p_retry},
+    {"acl", NULL}, /* pull-queue ACLs: everyone is allowed in development */
+};
+
+static void def_release(struct af_queue_def *d)
+{
+    free(d->name);
+    free(d->rate_text);
+    free(d->target);
+    memset(d, 0, sizeof(*d));
+}
+
+/* Checks one parsed queue against the rules that span several keys. */
+static int check_queue(struct qy_ctx *c, struct qy_queue *q)
+{
+    if (!q->def.name)
+        return qy_failf(c, q->node, "a queue needs a name");
+    bool is_default = strcmp(q->def.name, "default") == 0;
+    if (q->def.pull) {
+        if (is_default)
+            return qy_failf(c, q->mode_node, "mode: the queue 'default' is always a push queue");
+        const yaml_node_t *bad =
+            q->rate_node ? q->rate_node : q->bucket_node ? q->bucket_node : q->conc_node;
+        if (bad)
+            return qy_failf(c, bad,
+                            "queue '%s': a pull queue takes no rate, bucket_size or "
+                            "max_concurrent_requests (its tasks are leased, not run)",
+                            q->def.name);
+        free(q->def.rate_text);
+        q->def.rate_text = NULL;
+        q->def.rate = 0;
+        q->def.bucket_size = 0;
+    } else if (!q->rate_node && !is_default) {
+        return qy_failf(c, q->node, "queue '%s': a push queue needs a rate (for example 5/s)",
+                        q->def.name);
+    }
+    return 0;
+}
+
+static int parse_queues(struct qy_ctx *c, const yaml_node_t *seq, struct af_queue_yaml *out)
+{
+    if (!seq || seq->type != YAML_SEQUENCE_NODE)
+        return qy_failf(c, seq, "queue: expected a list of queues ('- name: ...')");
+    for (yaml_node_item_t *it = seq->data.sequence.items.start; it < seq->data.sequence.items.top;
+         it++) {
+        const yaml_node_t *item = yaml_document_get_node(c->doc, *it);
+        if (out->n >= QY_MAX_QUEUES)
+            return qy_failf(c, item, "more than %d queues", QY_MAX_QUEUES);
+        struct qy_queue q = {.node = item};
+        queue_defaults(&q.def, "");
+        free(q.def.name);
+        q.def.name = NULL;
+        int rc = walk_map(c, item, "a queue", queue_keys, N_OF(queue_keys), &q);
+        if (rc == 0)
+            rc = check_queue(c, &q);
+        if (rc == 0) {
+            for (size_t i = 0; i < out->n; i++) {
+                if (strcmp(out->queues[i].name, q.def.name) == 0) {
+                    rc = qy_failf(c, q.name_node, "queue '%s' is defined twice", q.def.name);
+                    break;
+                }
+            }
+        }
+        if (rc < 0) {
+            def_release(&q.def);
+            return -1;
+        }
+        out->queues = af_xrealloc(out->queues, (out->n + 1) * sizeof(*out->queues));
+        out->queues[out->n++] = q.def;
+    }
+    return 0;
+}
+
+static int p_top_queue(struct qy_ctx *c, const yaml_node_t *v, void *obj)
+{
+    return parse_queues(c, v, obj);
+}
+
+static const struct qy_key top_keys[] = {
+    {"queue", p_top_queue},
+    {"total_storage_limit", NULL}, /* a production quota; nothing to limit here */
+};
+
+/* Adds the queue "default" with production's settings unless the file
+ * defined it. */
+static void ensure_default(struct af_queue_yaml *q)
+{
+    if (af_queue_yaml_find(q, "default"))
+        return;
+    q->queues = af_xrealloc(q->queues, (q->n + 1) * sizeof(*q->queues));
+    memmove(q->queues + 1, q->queues, q->n * sizeof(*q->queues));
+    queue_defaults(&q->queues[0], "default");
+    q->n++;
+}
+
+static int yaml_error(struct qy_ctx *c, const yaml_parser_t *p)
+{
+    const char *problem = p->problem ? p->problem : "malformed YAML";
+    if (p->error == YAML_MEMORY_ERROR)
+        return qy_failf(c, NULL, "out of memory while parsing YAML");
+    if (p->error == YAML_READER_ERROR) {
+        snprintf(c->err, c->errlen, "%s: %s at byte %zu", c->name, problem, p->problem_offset);
+        return -1;
+    }
+    snprintf(c->err, c->errlen, "%s:%d:%d: %s", c->name, (int)p->problem_mark.line + 1,
+             (int)p->problem_mark.column + 1, problem);
+    return -1;
+}
+
+int af_queue_yaml_parse(const char *name, const char *text, size_t len,
+                        struct af_queue_yaml **out, char *err, size_t errlen)
+{
+    struct qy_ctx c = {.name = name, .err = err, .errlen = errlen};
+    struct af_queue_yaml *q = af_xcalloc(1, sizeof(*q));
+    yaml_parser_t parser;
+    yaml_document_t doc;
+    int rc = -1;
+    err[0] = '\0';
+    *out = NULL;
+
+    if (!yaml_parser_initialize(&parser)) {
+        qy_failf(&c, NULL, "out of memory while parsing YAML");
+        goto out;
+    }
+    yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
+    if (!yaml_parser_load(&parser, &doc)) {
+        yaml_error(&c, &parser);
+        goto out_parser;
+    }
+    c.doc = &doc;
+    const yaml_node_t *root = yaml_document_get_root_node(&doc);
+    bool empty = !root || (root->type == YAML_SCALAR_NODE && root->data.scalar.length == 0);
+    if (!empty && walk_map(&c, root, "queue.yaml", top_keys, N_OF(top_keys), q) < 0)
+        goto out_doc;
+    ensure_default(q);
+    rc = 0;
+out_doc:
+    yaml_document_delete(&doc);
+out_parser:
+    yaml_parser_delete(&parser);
+out:
+    if (rc == 0)
+        *out = q;
+    else
+        af_queue_yaml_free(q);
+    return rc;
+}
+
+struct af_queue_yaml *af_queue_yaml_default(void)
+{
+    struct af_queue_yaml *q = af_xcalloc(1, sizeof(*q));
+    ensure_default(q);
+    return q;
+}
+
+/* Reads at most QY_MAX_FILE_BYTES of fd; NULL with errno on failure. */
+static char *read_file(int fd, size_t *len)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        return NULL;
+    if (!S_ISREG(st.st_mode)) {
+        errno = EINVAL;
+        return NULL;
+    }
+    if (st.st_size > QY_MAX_FILE_BYTES) {
+        errno = EFBIG;
+        return NULL;
+    }
+    char *buf = af_xmalloc((size_t)st.st_size + 1);
+    size_t got = 0;
+    while (got < (size_t)st.st_size) {
+        ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
+    buf[got] = '\0';
+    *len = got;
+    return buf;
+}
+
+int af_queue_yaml_load_dir(const char *dir, struct af_queue_yaml **out, char *err,
+                           size_t errlen)
+{
+    static const char *const names[] = {"queue.yaml", "queue.yml"};
+    *out = NULL;
+    for (size_t i = 0; i < N_OF(names); i++) {
+        char *path = af_xasprintf("%s/%s", dir, names[i]);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            int e = errno;
+            if (e == ENOENT) {
+                free(path);
+                continue;
+            }
+            snprintf(err, errlen, "%s: %s", path, strerror(e));
+            free(path);
+            return -1;
+        }
+        size_t len = 0;
+        char *text = read_file(fd, &len);
+        int e = errno;
+        close(fd);
+        if (!text) {
+            snprintf(err, errlen, "%s: %s", path,
+                     e == EFBIG ? "larger than 1 MiB; is this really queue.yaml?" : strerror(e));
+            free(path);
+            return -1;
+        }
+        int rc = af_queue_yaml_parse(path, text, len, out, err, errlen);
+        free(text);
+        if (rc == 0)
+            (*out)->path = path;
+        else
+            free(path);
+        return rc;
+    }
+    *out = af_queue_yaml_default();
+    return 0;
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s ? af_xstrdup(s) : NULL;
+}
+
+struct af_queue_yaml *af_queue_yaml_copy(const struct af_queue_yaml *q)
+{
+    struct af_queue_yaml *c = af_xcalloc(1, sizeof(*c));
+    c->n = q->n;
+    c->queues = af_xcalloc(q->n ? q->n : 1, sizeof(*c->queues));
+    for (size_t i = 0; i < q->n; i++) {
+        c->queues[i] = q->queues[i];
+        c->queues[i].name = af_xstrdup(q->queues[i].name);
+        c->queues[i].rate_text = dup_or_null(q->queues[i].rate_text);
+        c->queues[i].target = dup_or_null(q->queues[i].target);
+    }
+    c->path = dup_or_null(q->path);
+    return c;
+}
+
+const struct af_queue_def *af_queue_yaml_find(const struct af_queue_yaml *q, const char *name)
+{
+    for (size_t i = 0; q && i < q->n; i++)
+        if (strcmp(q->queues[i].name, name) == 0)
+            return &q->queues[i];
+    return NULL;
+}
+
+void af_queue_yaml_free(struct af_queue_yaml *q)
+{
+    if (!q)
+        return;
+    for (size_t i = 0; i < q->n; i++)
+        def_release(&q->queues[i]);
+    free(q->queues);
+    free(q->path);
+    free(q);
+}
