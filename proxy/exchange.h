@@ -89,6 +89,7 @@ struct af_exchange {
     LIST_ENTRY(af_exchange) held_link; /* in inst->held while inst is set */
     enum af_ex_state state;
     bool direct;
+    bool trusted; /* sent by appfront's own task runner (taskrunner.h) */
 
     /* The request as the client sent it. */
     unsigned method;

@@ -92,6 +92,11 @@ struct af_route_result {
 void af_router_route(struct af_router *r, unsigned method, const char *target,
                      const struct af_headers *headers, const char *host,
                      struct af_route_result *out);
+/* The same; trusted: a request of appfront's own task runner
+ * (taskrunner.h), which passes every login check as an administrator. */
+void af_router_route_as(struct af_router *r, unsigned method, const char *target,
+                        const struct af_headers *headers, const char *host, bool trusted,
+                        struct af_route_result *out);
 void af_route_result_release(struct af_route_result *res);
 
 /* True if a decoded path has a "." or ".." segment (RFC 3986 §3.3). */

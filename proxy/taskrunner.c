@@ -1,0 +1,466 @@
+/*
+ * taskrunner — push tasks run through the front end (see taskrunner.h).
+ *
+ * The loop, all on the main thread:
+ *
+ *   poll:   one internal call taskqueue.RunnerPoll at a time, carrying the
+ *           outcomes gathered since the last one and how many more tasks
+ *           may run (AF_TASK_MAX_RUNNING minus those running);
+ *   answer: the tasks to run now, and when to poll again; each task is
+ *           sent as its own HTTP request on a connection of its own to the
+ *           main port (libevent's HTTP client), with the task headers;
+ *   done:   the status (0 when no answer came) goes into the next poll,
+ *           which is made at once.
+ *
+ * A poll is also made when the timer the last answer asked for fires, and
+ * when the service sends a notice (a task was added that is due before
+ * then). While one poll is out, further reasons to poll only set a flag,
+ * so calls never pile up. When appfront stops, nothing new is polled or
+ * sent.
+ */
+#include "proxy/taskrunner.h"
+
+#include <arpa/inet.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
+
+#include "taskqueue.pb-c.h"
+
+#include "apiserver/apiserver.h"
+#include "common/log.h"
+#include "common/xalloc.h"
+#include "proxy/headers.h"
+#include "proxy/server.h"
+
+/* Tasks running at once, over all queues (each holds a connection). */
+#define AF_TASK_MAX_RUNNING 32
+/* After a failed poll (the service answered an error), try again after
+ * this long rather than at once. */
+#define AF_TASK_POLL_RETRY_MS 1000
+
+/* The secret of this process: 32 hex digits, "" while no runner runs. */
+static char task_secret[33];
+
+struct run;
+
+struct af_taskrunner {
+    struct af_server *srv;
+    struct af_api *api;
+    struct event *reply_ev; /* the API server's internal replies */
+    struct event *timer;    /* the next poll the service asked for */
+    char addr[64];          /* the main port's address, numeric */
+    int port;
+    char host_header[300];
+
+    bool polling;     /* a RunnerPoll is out */
+    bool poll_again;  /* something happened while it was out */
+    uint64_t poll_tag;
+    int running;
+    struct run *runs; /* every task in flight */
+
+    Af__Taskqueue__RunnerResult **results; /* gathered for the next poll */
+    size_t n_results, cap_results;
+
+    /* Connections whose request finished, freed on the next loop turn:
+     * libevent does not allow freeing one from its own request's callback. */
+    struct evhttp_connection **dead;
+    size_t n_dead, cap_dead;
+    struct event *reap_ev;
+};
+
+/* One task being run. */
+struct run {
+    struct run *next, **prevp;
+    struct af_taskrunner *r;
+    struct evhttp_connection *conn;
+    char *queue;
+    char *name;
+    uint64_t lease;
+    struct timespec start;
+};
+
+static void poll_now(struct af_taskrunner *r);
+
+/* ---- trust ---------------------------------------------------------------- */
+
+bool af_taskrunner_trusted(struct af_headers *h)
+{
+    static const size_t name_len = sizeof(AF_TASK_SECRET_HEADER) - 1;
+    int seen = 0;
+    bool match = false;
+    for (size_t i = 0; i < h->n; i++) {
+        struct af_header *f = &h->v[i];
+        if (f->name_len != name_len || strncasecmp(f->name, AF_TASK_SECRET_HEADER, name_len) != 0)
+            continue;
+        f->drop = true; /* never forwarded, whoever sent it */
+        seen++;
+        if (task_secret[0] && f->value_len == 32) {
+            /* Compared in constant time: nothing to learn from timing. */
+            unsigned char diff = 0;
+            for (size_t k = 0; k < 32; k++)
+                diff |= (unsigned char)(f->value[k] ^ task_secret[k]);
+            match = diff == 0;
+        }
+    }
+    return seen == 1 && match;
+}
+
+static int make_secret(void)
+{
+    unsigned char raw[16];
+    if (getrandom(raw, sizeof(raw), 0) != (ssize_t)sizeof(raw))
+        return -1;
+    for (size_t i = 0; i < sizeof(raw); i++)
+        snprintf(task_secret + 2 * i, 3, "%02x", raw[i]);
+    return 0;
+}
+
+/* ---- results -------------------------------------------------------------- */
+
+static void result_add(struct af_taskrunner *r, const struct run *run, int status)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    Af__Taskqueue__RunnerResult *res = af_xcalloc(1, sizeof(*res));
+    af__taskqueue__runner_result__init(res);
+    res->queue_name = af_xstrdup(run->queue);
+    res->task_name = af_xstrdup(run->name);
+    res->lease = run->lease;
+    res->status = status;
+    res->has_elapsed_usec = true;
+    res->elapsed_usec = (int64_t)(now.tv_sec - run->start.tv_sec) * 1000000 +
+                        (now.tv_nsec - run->start.tv_nsec) / 1000;
+    if (r->n_results == r->cap_results) {
+        r->cap_results = r->cap_results ? r->cap_results * 2 : 16;
+        r->results = af_xrealloc(r->results, r->cap_results * sizeof(*r->results));
+    }
+    r->results[r->n_results++] = res;
+}
+
+static void results_free(Af__Taskqueue__RunnerResult **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(v[i]->queue_name);
+        free(v[i]->task_name);
+        free(v[i]);
+    }
+}
+
+/* ---- one task ---------------------------------------------------------------- */
+
+static void run_free(struct run *run)
+{
+    free(run->queue);
+    free(run->name);
+    free(run);
+}
+
+static void reap_dead(struct af_taskrunner *r)
+{
+    while (r->n_dead > 0)
+        evhttp_connection_free(r->dead[--r->n_dead]);
+}
+
+static void on_reap(evutil_socket_t fd, short what, void *arg)
+{
+    reap_dead(arg);
+}
+
+static void on_task_done(struct evhttp_request *req, void *arg)
+{
+    struct run *run = arg;
+    struct af_taskrunner *r = run->r;
+    int status = req ? evhttp_request_get_response_code(req) : 0;
+    af_debug("tasks: %s/%s answered %d", run->queue, run->name, status);
+    result_add(r, run, status);
+    *run->prevp = run->next;
+    if (run->next)
+        run->next->prevp = run->prevp;
+    if (r->n_dead == r->cap_dead) {
+        r->cap_dead = r->cap_dead ? r->cap_dead * 2 : AF_TASK_MAX_RUNNING;
+        r->dead = af_xrealloc(r->dead, r->cap_dead * sizeof(*r->dead));
+    }
+    r->dead[r->n_dead++] = run->conn;
+    struct timeval zero = {0, 0};
+    evtimer_add(r->reap_ev, &zero);
+    run_free(run);
+    r->running--;
+    poll_now(r);
+}
+
+/* The body of the answer is of no interest: drop it as it comes, so a
+ * large answer costs no memory. */
+static void on_task_chunk(struct evhttp_request *req, void *arg)
+{
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    evbuffer_drain(in, evbuffer_get_length(in));
+}
+
+static enum evhttp_cmd_type method_type(const char *m)
+{
+    if (strcmp(m, "GET") == 0)
+        return EVHTTP_REQ_GET;
+    if (strcmp(m, "HEAD") == 0)
+        return EVHTTP_REQ_HEAD;
+    if (strcmp(m, "PUT") == 0)
+        return EVHTTP_REQ_PUT;
+    if (strcmp(m, "DELETE") == 0)
+        return EVHTTP_REQ_DELETE;
+    return EVHTTP_REQ_POST;
+}
+
+static void start_task(struct af_taskrunner *r, const Af__Taskqueue__RunnerTask *t)
+{
+    struct run *run = af_xcalloc(1, sizeof(*run));
+    run->r = r;
+    run->queue = af_xstrdup(t->queue_name);
+    run->name = af_xstrdup(t->task_name);
+    run->lease = t->lease;
+    clock_gettime(CLOCK_MONOTONIC, &run->start);
+    run->conn = evhttp_connection_base_new(r->srv->base, NULL, r->addr, (unsigned short)r->port);
+    struct evhttp_request *req = run->conn ? evhttp_request_new(on_task_done, run) : NULL;
+    if (!req) {
+        af_warn("tasks: cannot open a connection to run %s/%s; it is retried", t->queue_name,
+                t->task_name);
+        if (run->conn)
+            evhttp_connection_free(run->conn);
+        result_add(r, run, 0);
+        run_free(run);
+        return;
+    }
+    /* The front end's own deadline comes first; this only bounds a hang. */
+    evhttp_connection_set_timeout(run->conn, r->srv->cfg->request_deadline_ms / 1000 + 10);
+    evhttp_request_set_chunked_cb(req, on_task_chunk);
+
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    char num[32];
+    evhttp_add_header(h, "Host", r->host_header);
+    evhttp_add_header(h, "Connection", "close");
+    evhttp_add_header(h, AF_TASK_SECRET_HEADER, task_secret);
+    evhttp_add_header(h, "X-AppEngine-QueueName", t->queue_name);
+    evhttp_add_header(h, "X-AppEngine-TaskName", t->task_name);
+    snprintf(num, sizeof(num), "%" PRId32, t->retry_count);
+    evhttp_add_header(h, "X-AppEngine-TaskRetryCount", num);
+    snprintf(num, sizeof(num), "%" PRId32, t->execution_count);
+    evhttp_add_header(h, "X-AppEngine-TaskExecutionCount", num);
+    /* Whole seconds since the epoch: the Go library parses an integer. */
+    snprintf(num, sizeof(num), "%" PRId64, t->eta_usec / 1000000);
+    evhttp_add_header(h, "X-AppEngine-TaskETA", num);
+    if (t->has_previous_status) {
+        snprintf(num, sizeof(num), "%" PRId32, t->previous_status);
+        evhttp_add_header(h, "X-AppEngine-TaskPreviousResponse", num);
+    }
+    bool has_ctype = false;
+    for (size_t i = 0; i < t->n_header; i++) {
+        if (evhttp_add_header(h, t->header[i]->key, t->header[i]->value) != 0)
+            af_warn("tasks: %s/%s: header %s not sent", t->queue_name, t->task_name,
+                    t->header[i]->key);
+        has_ctype = has_ctype || strcasecmp(t->header[i]->key, "Content-Type") == 0;
+    }
+    enum evhttp_cmd_type type = method_type(t->method);
+    if (t->has_body && (type == EVHTTP_REQ_POST || type == EVHTTP_REQ_PUT)) {
+        evbuffer_add(evhttp_request_get_output_buffer(req), t->body.data, t->body.len);
+        if (!has_ctype)
+            evhttp_add_header(h, "Content-Type", "application/octet-stream");
+    }
+    af_debug("tasks: running %s/%s: %s %s (retry %d)", t->queue_name, t->task_name, t->method,
+             t->url, t->retry_count);
+    if (evhttp_make_request(run->conn, req, type, t->url) != 0) {
+        /* libevent freed req. */
+        af_warn("tasks: cannot send %s/%s; it is retried", t->queue_name, t->task_name);
+        evhttp_connection_free(run->conn);
+        result_add(r, run, 0);
+        run_free(run);
+        return;
+    }
+    run->next = r->runs;
+    run->prevp = &r->runs;
+    if (r->runs)
+        r->runs->prevp = &run->next;
+    r->runs = run;
+    r->running++;
+}
+
+/* ---- polling ---------------------------------------------------------------- */
+
+static void poll_now(struct af_taskrunner *r)
+{
+    if (r->srv->stopping)
+        return;
+    if (r->polling) {
+        r->poll_again = true;
+        return;
+    }
+    Af__Taskqueue__RunnerPoll p = AF__TASKQUEUE__RUNNER_POLL__INIT;
+    p.n_result = r->n_results;
+    p.result = r->results;
+    p.capacity = AF_TASK_MAX_RUNNING - r->running;
+    size_t len = af__taskqueue__runner_poll__get_packed_size(&p);
+    uint8_t *buf = af_xmalloc(len ? len : 1);
+    af__taskqueue__runner_poll__pack(&p, buf);
+    af_api_internal_call(r->api, "taskqueue", "RunnerPoll", buf, len, ++r->poll_tag);
+    free(buf);
+    results_free(r->results, r->n_results);
+    r->n_results = 0;
+    r->polling = true;
+    r->poll_again = false;
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    poll_now(arg);
+}
+
+static void arm_timer_usec(struct af_taskrunner *r, int64_t delay_usec)
+{
+    if (delay_usec < 0)
+        delay_usec = 0;
+    /* Beyond a day, wake anyway: clocks may jump. */
+    if (delay_usec > 86400LL * 1000000)
+        delay_usec = 86400LL * 1000000;
+    struct timeval tv = {(time_t)(delay_usec / 1000000), (suseconds_t)(delay_usec % 1000000)};
+    evtimer_add(r->timer, &tv);
+}
+
+static int64_t wall_usec(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void on_poll_answer(struct af_taskrunner *r, const struct af_api_internal_reply *rep)
+{
+    r->polling = false;
+    Af__Taskqueue__RunnerPollResponse *resp =
+        rep->ok ? af__taskqueue__runner_poll_response__unpack(NULL, rep->len, rep->data) : NULL;
+    if (!resp) {
+        /* Logged by the API server; the outcomes sent are lost, so those
+         * tasks run again after the service's run lease. */
+        evtimer_del(r->timer);
+        arm_timer_usec(r, AF_TASK_POLL_RETRY_MS * 1000LL);
+        return;
+    }
+    if (!r->srv->stopping)
+        for (size_t i = 0; i < resp->n_task; i++)
+            start_task(r, resp->task[i]);
+    evtimer_del(r->timer);
+    if (resp->has_next_poll_usec)
+        arm_timer_usec(r, resp->next_poll_usec - wall_usec());
+    af__taskqueue__runner_poll_response__free_unpacked(resp, NULL);
+    /* Outcomes of tasks that could not even be sent are waiting. */
+    if (r->poll_again || r->n_results)
+        poll_now(r);
+}
+
+static void on_reply(void *arg, const struct af_api_internal_reply *rep)
+{
+    struct af_taskrunner *r = arg;
+    if (rep->notice) {
+        if (strcmp(rep->service, "taskqueue") == 0)
+            poll_now(r);
+        return;
+    }
+    if (rep->tag == r->poll_tag && r->polling)
+        on_poll_answer(r, rep);
+}
+
+static void on_internal(evutil_socket_t fd, short what, void *arg)
+{
+    struct af_taskrunner *r = arg;
+    af_api_internal_take(r->api, on_reply, r);
+}
+
+/* ---- start and stop ---------------------------------------------------------- */
+
+/* The numeric address of the main port, with a wildcard made loopback. */
+static int main_address(struct af_taskrunner *r)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    if (!r->srv->main_port.l ||
+        getsockname(evconnlistener_get_fd(r->srv->main_port.l), (struct sockaddr *)&ss, &len) != 0)
+        return -1;
+    if (ss.ss_family == AF_INET) {
+        struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+        if (in->sin_addr.s_addr == htonl(INADDR_ANY))
+            in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        inet_ntop(AF_INET, &in->sin_addr, r->addr, sizeof(r->addr));
+        r->port = ntohs(in->sin_port);
+    } else if (ss.ss_family == AF_INET6) {
+        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+        if (IN6_IS_ADDR_UNSPECIFIED(&in6->sin6_addr))
+            in6->sin6_addr = in6addr_loopback;
+        inet_ntop(AF_INET6, &in6->sin6_addr, r->addr, sizeof(r->addr));
+        r->port = ntohs(in6->sin6_port);
+    } else {
+        return -1;
+    }
+    snprintf(r->host_header, sizeof(r->host_header), "%s:%d", r->srv->cfg->host,
+             r->srv->main_port.port);
+    return 0;
+}
+
+struct af_taskrunner *af_taskrunner_start(struct af_server *srv, struct af_api *api)
+{
+    struct af_taskrunner *r = af_xcalloc(1, sizeof(*r));
+    r->srv = srv;
+    r->api = api;
+    if (main_address(r) < 0 || make_secret() < 0) {
+        af_warn("tasks: cannot start the task runner (no main port address or no random "
+                "bytes); push tasks will not run");
+        free(r);
+        return NULL;
+    }
+    r->timer = evtimer_new(srv->base, on_timer, r);
+    r->reap_ev = evtimer_new(srv->base, on_reap, r);
+    r->reply_ev =
+        event_new(srv->base, af_api_internal_fd(api), EV_READ | EV_PERSIST, on_internal, r);
+    if (!r->timer || !r->reap_ev || !r->reply_ev || event_add(r->reply_ev, NULL) != 0) {
+        af_warn("tasks: cannot start the task runner (event setup failed); push tasks will "
+                "not run");
+        af_taskrunner_free(r);
+        return NULL;
+    }
+    af_debug("tasks: running push tasks through %s:%d", r->addr, r->port);
+    poll_now(r);
+    return r;
+}
+
+void af_taskrunner_free(struct af_taskrunner *r)
+{
+    if (!r)
+        return;
+    memset(task_secret, 0, sizeof(task_secret));
+    while (r->runs) {
+        struct run *run = r->runs;
+        r->runs = run->next;
+        /* Frees the pending request without calling its callback. */
+        evhttp_connection_free(run->conn);
+        run_free(run);
+    }
+    reap_dead(r);
+    free(r->dead);
+    results_free(r->results, r->n_results);
+    free(r->results);
+    if (r->reap_ev)
+        event_free(r->reap_ev);
+    if (r->timer)
+        event_free(r->timer);
+    if (r->reply_ev)
+        event_free(r->reply_ev);
+    free(r);
+}
