@@ -36,6 +36,7 @@
 #include "common/xalloc.h"
 #include "proxy/instance.h"
 #include "proxy/login.h"
+#include "proxy/taskrunner.h"
 #include "proxy/router.h"
 #include "proxy/server.h"
 #include "proxy/upstream.h"
@@ -975,6 +976,7 @@ static void ex_begin(struct af_exchange *ex)
     }
     /* app.yaml handlers: static files, login, redirects are answered here;
      * script handlers fall through to the module's instances. */
+    ex->trusted = !ex->direct && af_taskrunner_trusted(&ex->req_headers);
     if (!ex->direct && af_router_handle(ex))
         return;
     const char *why = NULL;
@@ -1059,7 +1061,7 @@ static void ex_write_request_head(struct af_exchange *ex)
             h->v[i].drop = true;
             break;
         case AF_H_X_APPENGINE:
-            if (!direct)
+            if (!direct && !ex->trusted)
                 h->v[i].drop = true; /* clients may not spoof them */
             break;
         default:
