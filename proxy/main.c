@@ -25,6 +25,7 @@
 #include <event2/event.h>
 
 #include "apiserver/apiserver.h"
+#include "apiserver/services/taskqueue_yaml.h"
 #include "common/log.h"
 #include "common/xalloc.h"
 #include "proxy/admin.h"
@@ -36,6 +37,7 @@
 #include "proxy/router.h"
 #include "proxy/server.h"
 #include "proxy/stream.h"
+#include "proxy/taskrunner.h"
 #include "proxy/watchdog.h"
 
 static void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
@@ -154,6 +156,10 @@ int main(int argc, char **argv)
         for (size_t i = 1; i < cfg.n_app_paths; i++)
             af_warn("Only the first module is served for now; ignoring %s", cfg.app_paths[i]);
     }
+    /* queue.yaml next to app.yaml; a bad one stops us like a bad app.yaml. */
+    struct af_queue_yaml *queues = NULL;
+    if (app && app->dir && af_queue_yaml_load_dir(app->dir, &queues, err, sizeof(err)) < 0)
+        fatal("%s", err);
 
     /* A write to a closed peer is an error return, never a process kill. */
     signal(SIGPIPE, SIG_IGN);
@@ -214,6 +220,7 @@ int main(int argc, char **argv)
         .clear_datastore = cfg.clear_datastore,
         .memcache_max_bytes = cfg.memcache_max_bytes,
         .default_deadline_ms = 60000,
+        .queues = queues,
     };
     struct af_api *api = NULL;
     if (af_api_start(&api_opts, &api, err, sizeof(err)) < 0)
@@ -238,11 +245,14 @@ int main(int argc, char **argv)
      * app tree takes a while. */
     if (srv.module)
         af_module_watch(srv.module);
+    struct af_taskrunner *tasks =
+        srv.module && cfg.enable_task_running ? af_taskrunner_start(&srv, api) : NULL;
 
     af_stream_loop(srv.base);
 
     /* Whatever is left of the instances goes with us. */
     af_instances_kill_all(SIGKILL);
+    af_taskrunner_free(tasks);
     af_api_stop(api);
     af_admin_free(admin);
     event_free(sigint);
@@ -268,6 +278,7 @@ int main(int argc, char **argv)
     free(storage);
     free(datastore);
     af_appyaml_free(app);
+    af_queue_yaml_free(queues);
     af_config_release(&cfg);
     return code;
 }
