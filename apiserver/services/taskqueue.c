@@ -152,6 +152,12 @@ static void *tq_create(const struct af_api_options *opts)
     if (!st->store) {
         af_error("taskqueue: %s; every taskqueue call will fail", err);
         st->store_err = af_xstrdup(err);
+    } else if (opts->clear_datastore) {
+        /* Tasks are stored state like the datastore's, and often refer to
+         * entities: a fresh datastore starts with no tasks (aetest relies
+         * on it). */
+        af_tq_store_clear(st->store);
+        af_info("taskqueue: --clear_datastore: stored tasks removed");
     } else {
         af_tq_store_expire_tombstones(st->store, now_usec());
         af_tq_store_each_queue(st->store, log_stored_queue, st);
