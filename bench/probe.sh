@@ -6,6 +6,7 @@
 #
 # With APPFRONT_B=/path/to/another/appfront, that binary runs too, as
 # target "appfront-b": an A/B comparison of two builds in the same run.
+# With PROBE_LOG=1 appfront keeps its default request log (to a file).
 #
 # Starts the bench upstream, appfront (no request log), nginx and haproxy as
 # bench/run.sh configures them, servers on core 0 and wrk on core 1, then
@@ -60,8 +61,10 @@ automatic_scaling:
   max_instances: 1
 EOF
 start_af() { # start_af NAME BINARY: prints the port
+    local quiet=--dev_appserver_log_level=warning
+    [ "${PROBE_LOG:-0}" = 1 ] && quiet=
     start "$1" "$2" --port=0 --admin_port=0 --api_port=0 --automatic_restart=false \
-        --dev_appserver_log_level=warning --storage_path="$T/storage-$1" "$T/app"
+        $quiet --storage_path="$T/storage-$1" "$T/app"
     local p
     for _ in $(seq 100); do
         p=$(sed -n 's/^Starting module "default" running at: http:\/\/[^:]*:\([0-9]*\).*/\1/p' "$T/$1.log" | head -1)

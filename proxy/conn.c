@@ -646,12 +646,46 @@ void af_conns_close_idle(struct af_server *srv)
 
 /* ---- the exchange ---------------------------------------------------------- */
 
+/* One line per request, batched (common/log.h): formatting it with printf
+ * and writing it alone cost 10-25% of the proxy's throughput. */
 static void ex_log(struct af_exchange *ex)
 {
+    if (!af_log_enabled(AF_LOG_INFO))
+        return;
     long us = elapsed_us(&ex->start);
-    af_log(AF_LOG_INFO, "%s%s: %s %s %d %" PRIu64 "B %ld.%03ldms", ex->mod ? ex->mod->name : "-",
-           ex->direct ? " (direct)" : "", http_method_str(ex->method), ex->url ? ex->url : "-",
-           ex->status, ex->resp_bytes, us / 1000, us % 1000);
+    const char *mod = ex->mod ? ex->mod->name : "-";
+    const char *method = http_method_str(ex->method);
+    const char *url = ex->url ? ex->url : "-";
+    size_t mod_len = strlen(mod), method_len = strlen(method), url_len = strlen(url);
+    char *p = af_log_begin(AF_LOG_INFO, mod_len + method_len + url_len + 96);
+    if (!p) {
+        af_log(AF_LOG_INFO, "%s%s: %s %s %d %" PRIu64 "B %ld.%03ldms", mod,
+               ex->direct ? " (direct)" : "", method, url, ex->status, ex->resp_bytes, us / 1000,
+               us % 1000);
+        return;
+    }
+    p = af_put(p, mod, mod_len);
+    if (ex->direct)
+        p = AF_PUT_LIT(p, " (direct)");
+    p = AF_PUT_LIT(p, ": ");
+    p = af_put(p, method, method_len);
+    *p++ = ' ';
+    p = af_put(p, url, url_len);
+    *p++ = ' ';
+    p = af_put_u64(p, (uint64_t)(ex->status < 0 ? 0 : ex->status));
+    *p++ = ' ';
+    p = af_put_u64(p, ex->resp_bytes);
+    *p++ = 'B';
+    *p++ = ' ';
+    if (us < 0)
+        us = 0;
+    p = af_put_u64(p, (uint64_t)us / 1000);
+    *p++ = '.';
+    *p++ = (char)('0' + us / 100 % 10);
+    *p++ = (char)('0' + us / 10 % 10);
+    *p++ = (char)('0' + us % 10);
+    p = AF_PUT_LIT(p, "ms");
+    af_log_commit(p);
 }
 
 /* Gives back the instance slot, the upstream connection and the queue

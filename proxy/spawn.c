@@ -6,6 +6,7 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
+#include "common/log.h"
 #include "proxy/watchdog.h"
 
 extern char **environ;
@@ -49,6 +50,7 @@ pid_t af_spawn_shell(const char *dir, const char *command, const char *arg0, cha
 {
     char *argv[] = {"sh", "-c", (char *)command, (char *)arg0, NULL};
     pid_t parent = getpid();
+    af_log_flush(); /* a child must not inherit, and repeat, batched lines */
     pid_t pid = fork();
     if (pid == 0)
         child_exec(parent, out_fd, err_fd, dir, argv, envp ? envp : environ);

@@ -124,7 +124,7 @@ void af_stream_flush_deferred(struct af_stream *s);
 void af_stream_flush_all(void);
 
 /* Runs base's loop until it is broken or has nothing left to wait for,
- * calling af_stream_flush_all() after every turn. */
+ * calling af_stream_flush_all() and af_log_flush() after every turn. */
 int af_stream_loop(struct event_base *base);
 
 #endif

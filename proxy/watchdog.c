@@ -66,6 +66,7 @@ int af_watchdog_start(void)
     int p[2];
     if (pipe2(p, O_CLOEXEC) < 0)
         return -errno;
+    af_log_flush(); /* a child must not inherit, and repeat, batched lines */
     pid_t pid = fork();
     if (pid < 0) {
         int e = errno;
