@@ -57,6 +57,7 @@
 #include "proxy/instance.h"
 #include "proxy/module.h"
 #include "proxy/server.h"
+#include "proxy/stream.h"
 #include "proxy/upstream.h"
 
 /* Setup byte (input[0]). */
@@ -313,6 +314,8 @@ static void setup_once(void)
     srv.spare_fd = -1;
     srv.app_id = strdup("fuzz");
     LIST_INIT(&srv.conns);
+    if (af_conns_init(&srv) < 0)
+        abort();
     srv.main_port = (struct af_listener){.srv = &srv, .direct = false, .port = 8080};
     srv.direct_port = (struct af_listener){.srv = &srv, .direct = true, .port = 8081};
     srv.module = af_module_new(&srv, &app);
@@ -383,6 +386,8 @@ static void pump(int client_fd)
         unsigned before = progress;
         size_t out_before = evbuffer_get_length(client_in);
         event_base_loop(base, EVLOOP_NONBLOCK);
+        af_stream_flush_all(); /* the end of a turn, as af_stream_loop does */
+        af_log_flush();
         if (client_fd >= 0)
             client_read(client_fd);
         if (progress == before && evbuffer_get_length(client_in) == out_before)
