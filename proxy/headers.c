@@ -201,8 +201,11 @@ static void drop_named(const char *tok, size_t len, void *arg)
     if ((len == 5 && strncasecmp(tok, "close", 5) == 0) ||
         (len == 10 && strncasecmp(tok, "keep-alive", 10) == 0))
         return;
+    /* Host is meant for every recipient (RFC 9110 §7.6.1 forbids naming
+     * such a field); dropping it would leave the instance without one. */
     for (size_t i = 0; i < h->n; i++)
-        if (h->v[i].name_len == len && strncasecmp(h->v[i].name, tok, len) == 0)
+        if (h->v[i].name_len == len && h->v[i].id != AF_H_HOST &&
+            strncasecmp(h->v[i].name, tok, len) == 0)
             h->v[i].drop = true;
 }
 

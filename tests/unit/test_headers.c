@@ -52,6 +52,21 @@ static void test_hop_by_hop_and_connection_named(void **state)
     af_headers_release(&h);
 }
 
+/* Connection cannot take Host away: the instance would get none. */
+static void test_connection_cannot_name_host(void **state)
+{
+    struct af_headers h;
+    af_headers_init(&h);
+    add(&h, "Host", "a");
+    add(&h, "Connection", "close, host, X-F");
+    add(&h, "X-F", "1");
+    af_headers_drop_hop_by_hop(&h);
+    char *s = written(&h);
+    assert_string_equal(s, "Host: a\r\n");
+    test_free(s);
+    af_headers_release(&h);
+}
+
 static void test_appengine_headers_dropped_case_insensitively(void **state)
 {
     struct af_headers h;
@@ -146,6 +161,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hop_by_hop_and_connection_named),
+        cmocka_unit_test(test_connection_cannot_name_host),
         cmocka_unit_test(test_appengine_headers_dropped_case_insensitively),
         cmocka_unit_test(test_tokens),
         cmocka_unit_test(test_value_safety),
