@@ -101,6 +101,7 @@ def proxy_stats(target, conns):
         "p50": med([float(r["p50_us"]) for r in rs]),
         "p99": med([float(r["p99_us"]) for r in rs]),
         "p99_max": max(float(r["p99_us"]) for r in rs),
+        "p99_min": min(float(r["p99_us"]) for r in rs),
         "errors": sum(int(r["errors"]) for r in rs),
         "cpu": med([float(r["server_cpu_pct"]) for r in rs]),
         "steal": med([float(r.get("server_steal_pct") or 0) for r in rs]),
@@ -296,7 +297,8 @@ for c in (16, 256):
         if r < 1.1:
             detail += f", {(1.1 - r) / 1.1 * 100:.0f}% short"
         detail += f"; p99 {fmt_us(af['p99'])} vs {fmt_us(o['p99'])}" + (
-            "" if p99_ok else " (worse)")
+            "" if p99_ok else
+            f" (worse; {other}'s own runs spread {fmt_us(o['p99_min'])}–{fmt_us(o['p99_max'])})")
         w(f"| proxy ≥ 1.1× {other} at {c} connections, p99 no worse | "
           f"{fmt_int(af['med'])} vs {fmt_int(o['med'])} req/s | {status(ok, detail)} |")
 for r in memory:
