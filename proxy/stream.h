@@ -12,6 +12,9 @@
  *
  * Callbacks run from the event loop only, never from inside a call the
  * owner made (af_stream_flush reports a failure through the loop).
+ *
+ * Main thread only: the read scratch buffer, the spare buffers and the list
+ * of deferred flushes are shared by every stream of the process.
  */
 #ifndef AF_STREAM_H
 #define AF_STREAM_H
