@@ -15,6 +15,7 @@
 #include <strings.h>
 
 #include "apiserver/services/datastore_wire.h"
+#include "apiserver/services/pbwire.h"
 
 /* Out of memory aborts, appfront's one policy (common/xalloc.h), written
  * out here because the client library shares this file (see the header). */
@@ -71,43 +72,13 @@ static void ob_varint(struct obuf *b, uint64_t v)
     ob_put(b, tmp, n);
 }
 
-struct rd {
-    const uint8_t *p, *end;
-};
-
-static bool rd_varint(struct rd *r, uint64_t *out)
-{
-    uint64_t v = 0;
-    for (unsigned shift = 0; shift <= 63; shift += 7) {
-        if (r->p == r->end)
-            return false;
-        uint8_t c = *r->p++;
-        v |= (uint64_t)(c & 0x7f) << shift;
-        if (!(c & 0x80)) {
-            *out = v;
-            return true;
-        }
-    }
-    return false;
-}
-
-static bool rd_tag(struct rd *r, uint32_t *num, unsigned *wt)
-{
-    uint64_t v;
-    if (!rd_varint(r, &v) || (v >> 3) == 0 || (v >> 3) > 0x1fffffff)
-        return false;
-    *num = (uint32_t)(v >> 3);
-    *wt = (unsigned)(v & 7);
-    return true;
-}
-
 /* Reads past the value of a non-group field (the tag already read). */
-static bool rd_skip_value(struct rd *r, unsigned wt)
+static bool rd_skip_value(struct af_pb_reader *r, unsigned wt)
 {
     uint64_t v;
     switch (wt) {
     case WT_VARINT:
-        return rd_varint(r, &v);
+        return af_pb_read_varint(r, &v);
     case WT_FIXED64:
         if (r->end - r->p < 8)
             return false;
@@ -119,7 +90,7 @@ static bool rd_skip_value(struct rd *r, unsigned wt)
         r->p += 4;
         return true;
     case WT_LEN:
-        if (!rd_varint(r, &v) || v > (uint64_t)(r->end - r->p))
+        if (!af_pb_read_varint(r, &v) || v > (uint64_t)(r->end - r->p))
             return false;
         r->p += v;
         return true;
@@ -129,14 +100,14 @@ static bool rd_skip_value(struct rd *r, unsigned wt)
 }
 
 /* Reads past a group body up to and including its end tag. */
-static bool rd_skip_group(struct rd *r, uint32_t num, int depth)
+static bool rd_skip_group(struct af_pb_reader *r, uint32_t num, int depth)
 {
     if (depth > AF_DS_WIRE_MAX_DEPTH)
         return false;
     for (;;) {
         uint32_t inner;
         unsigned wt;
-        if (!rd_tag(r, &inner, &wt))
+        if (!af_pb_read_tag(r, &inner, &wt))
             return false;
         if (wt == WT_EGROUP)
             return inner == num;
@@ -167,12 +138,12 @@ enum dir {
     TO_GROUPS,
 };
 
-static bool rewrite(const ProtobufCMessageDescriptor *d, struct rd *r, uint32_t end_group,
+static bool rewrite(const ProtobufCMessageDescriptor *d, struct af_pb_reader *r, uint32_t end_group,
                     enum dir dir, int depth, struct obuf *out);
 
 /* Rewrites one nested message body and appends it to out as field num. */
 static bool emit_nested(const ProtobufCMessageDescriptor *d, const ProtobufCFieldDescriptor *f,
-                        struct rd *body, uint32_t end_group, enum dir dir, int depth,
+                        struct af_pb_reader *body, uint32_t end_group, enum dir dir, int depth,
                         struct obuf *out)
 {
     struct obuf sub = {0};
@@ -198,7 +169,7 @@ static bool emit_nested(const ProtobufCMessageDescriptor *d, const ProtobufCFiel
  * the field number of the group being read (its end tag stops the loop), or
  * 0 for a length-delimited body (which ends with r).
  */
-static bool rewrite(const ProtobufCMessageDescriptor *d, struct rd *r, uint32_t end_group,
+static bool rewrite(const ProtobufCMessageDescriptor *d, struct af_pb_reader *r, uint32_t end_group,
                     enum dir dir, int depth, struct obuf *out)
 {
     if (depth > AF_DS_WIRE_MAX_DEPTH)
@@ -209,7 +180,7 @@ static bool rewrite(const ProtobufCMessageDescriptor *d, struct rd *r, uint32_t 
         const uint8_t *field_start = r->p;
         uint32_t num;
         unsigned wt;
-        if (!rd_tag(r, &num, &wt))
+        if (!af_pb_read_tag(r, &num, &wt))
             return false;
         if (wt == WT_EGROUP)
             return end_group != 0 && num == end_group;
@@ -226,9 +197,9 @@ static bool rewrite(const ProtobufCMessageDescriptor *d, struct rd *r, uint32_t 
         }
         if (wt == WT_LEN && is_msg) {
             uint64_t n;
-            if (!rd_varint(r, &n) || n > (uint64_t)(r->end - r->p))
+            if (!af_pb_read_varint(r, &n) || n > (uint64_t)(r->end - r->p))
                 return false;
-            struct rd body = {r->p, r->p + n};
+            struct af_pb_reader body = {r->p, r->p + n};
             r->p += n;
             if (!emit_nested(d, f, &body, 0, dir, depth, out))
                 return false;
@@ -243,7 +214,7 @@ static bool rewrite(const ProtobufCMessageDescriptor *d, struct rd *r, uint32_t 
 static uint8_t *rewrite_all(const ProtobufCMessageDescriptor *d, const uint8_t *in, size_t len,
                             enum dir dir, size_t *out_len)
 {
-    struct rd r = {in, in + len};
+    struct af_pb_reader r = {in, in + len};
     struct obuf out = {0};
     if (!rewrite(d, &r, 0, dir, 0, &out)) {
         free(out.p);

@@ -41,6 +41,7 @@
 #include "memcache.pb-c.h"
 
 #include "apiserver/service.h"
+#include "apiserver/services/pbwire.h"
 #include "common/log.h"
 #include "common/xalloc.h"
 
@@ -220,27 +221,7 @@ static const struct wf_message wf_delete_request = {&delete_item_group, 4};
  * at all; the bound keeps a hostile request from recursing deep. */
 #define WF_MAX_DEPTH 16
 
-struct rd {
-    const uint8_t *p, *end;
-};
-
-static bool rd_varint(struct rd *r, uint64_t *out)
-{
-    uint64_t v = 0;
-    for (unsigned shift = 0; shift <= 63; shift += 7) {
-        if (r->p == r->end)
-            return false;
-        uint8_t b = *r->p++;
-        v |= (uint64_t)(b & 0x7f) << shift;
-        if (!(b & 0x80)) {
-            *out = v;
-            return true;
-        }
-    }
-    return false; /* more than 10 bytes */
-}
-
-static bool rd_fixed(struct rd *r, unsigned n, uint64_t *out)
+static bool rd_fixed(struct af_pb_reader *r, unsigned n, uint64_t *out)
 {
     if ((size_t)(r->end - r->p) < n)
         return false;
@@ -252,10 +233,10 @@ static bool rd_fixed(struct rd *r, unsigned n, uint64_t *out)
     return true;
 }
 
-static bool rd_len(struct rd *r, struct mc_bytes *out)
+static bool rd_len(struct af_pb_reader *r, struct mc_bytes *out)
 {
     uint64_t n;
-    if (!rd_varint(r, &n) || n > (uint64_t)(r->end - r->p))
+    if (!af_pb_read_varint(r, &n) || n > (uint64_t)(r->end - r->p))
         return false;
     out->data = r->p;
     out->len = (size_t)n;
@@ -263,27 +244,14 @@ static bool rd_len(struct rd *r, struct mc_bytes *out)
     return true;
 }
 
-static bool rd_tag(struct rd *r, uint32_t *num, enum wire_type *wt)
-{
-    uint64_t v;
-    if (!rd_varint(r, &v))
-        return false;
-    /* Field numbers are 1 .. 2^29-1 (protobuf encoding spec). */
-    if ((v >> 3) == 0 || (v >> 3) > 0x1fffffff)
-        return false;
-    *num = (uint32_t)(v >> 3);
-    *wt = (enum wire_type)(v & 7);
-    return true;
-}
-
 /* Reads past one field whose tag was already read. */
-static bool rd_skip(struct rd *r, uint32_t num, enum wire_type wt, int depth)
+static bool rd_skip(struct af_pb_reader *r, uint32_t num, unsigned wt, int depth)
 {
     uint64_t v;
     struct mc_bytes b;
     switch (wt) {
     case WT_VARINT:
-        return rd_varint(r, &v);
+        return af_pb_read_varint(r, &v);
     case WT_FIXED64:
         return rd_fixed(r, 8, &v);
     case WT_FIXED32:
@@ -295,8 +263,8 @@ static bool rd_skip(struct rd *r, uint32_t num, enum wire_type wt, int depth)
             return false;
         for (;;) {
             uint32_t inner;
-            enum wire_type iwt;
-            if (!rd_tag(r, &inner, &iwt))
+            unsigned iwt;
+            if (!af_pb_read_tag(r, &inner, &iwt))
                 return false;
             if (iwt == WT_EGROUP)
                 return inner == num;
@@ -318,13 +286,13 @@ static const struct wf_field *wf_find(const struct wf_group *g, uint32_t num)
 }
 
 /* Reads one group item after its start tag, through its end tag. */
-static bool wf_decode_item(struct rd *r, const struct wf_group *g, uint8_t *item)
+static bool wf_decode_item(struct af_pb_reader *r, const struct wf_group *g, uint8_t *item)
 {
     uint32_t *present = (uint32_t *)item;
     for (;;) {
         uint32_t num;
-        enum wire_type wt;
-        if (!rd_tag(r, &num, &wt))
+        unsigned wt;
+        if (!af_pb_read_tag(r, &num, &wt))
             return false;
         if (wt == WT_EGROUP) {
             if (num != g->num)
@@ -357,13 +325,13 @@ static bool wf_decode_item(struct rd *r, const struct wf_group *g, uint8_t *item
             *(uint64_t *)dst = v;
             break;
         case WF_INT32:
-            if (!rd_varint(r, &v))
+            if (!af_pb_read_varint(r, &v))
                 return false;
             /* int32 is sent sign-extended to 64 bits; the low half is it. */
             *(int32_t *)dst = (int32_t)(uint32_t)v;
             break;
         case WF_BOOL:
-            if (!rd_varint(r, &v))
+            if (!af_pb_read_varint(r, &v))
                 return false;
             *(bool *)dst = v != 0;
             break;
@@ -385,13 +353,13 @@ static bool wf_decode(const struct wf_message *m, const uint8_t *buf, size_t len
                       struct wf_msg *out)
 {
     const struct wf_group *g = m->group;
-    struct rd r = {buf, buf + len};
+    struct af_pb_reader r = {buf, buf + len};
     size_t cap = 0;
     memset(out, 0, sizeof(*out));
     while (r.p < r.end) {
         uint32_t num;
-        enum wire_type wt;
-        if (!rd_tag(&r, &num, &wt))
+        unsigned wt;
+        if (!af_pb_read_tag(&r, &num, &wt))
             goto fail;
         if (num == g->num && wt == WT_SGROUP) {
             /* The count is bounded by len: an item takes at least its two
@@ -427,26 +395,6 @@ static void wf_msg_release(struct wf_msg *msg)
     msg->n_items = 0;
 }
 
-static size_t varint_size(uint64_t v)
-{
-    size_t n = 1;
-    while (v >= 0x80) {
-        v >>= 7;
-        n++;
-    }
-    return n;
-}
-
-static uint8_t *put_varint(uint8_t *p, uint64_t v)
-{
-    while (v >= 0x80) {
-        *p++ = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    *p++ = (uint8_t)v;
-    return p;
-}
-
 static uint8_t *put_fixed(uint8_t *p, uint64_t v, unsigned n)
 {
     for (unsigned i = 0; i < n; i++)
@@ -463,18 +411,18 @@ static uint64_t tag_of(uint32_t num, enum wire_type wt)
 static size_t wf_field_size(const struct wf_field *f, const uint8_t *item)
 {
     const void *src = item + f->off;
-    size_t n = varint_size(tag_of(f->num, wf_wire_type[f->kind]));
+    size_t n = af_pb_varint_size(tag_of(f->num, wf_wire_type[f->kind]));
     switch (f->kind) {
     case WF_BYTES: {
         const struct mc_bytes *b = src;
-        return n + varint_size(b->len) + b->len;
+        return n + af_pb_varint_size(b->len) + b->len;
     }
     case WF_FIXED32:
         return n + 4;
     case WF_FIXED64:
         return n + 8;
     case WF_INT32:
-        return n + varint_size((uint64_t)(int64_t) * (const int32_t *)src);
+        return n + af_pb_varint_size((uint64_t)(int64_t) * (const int32_t *)src);
     case WF_BOOL:
         return n + 1;
     }
@@ -484,11 +432,11 @@ static size_t wf_field_size(const struct wf_field *f, const uint8_t *item)
 static uint8_t *wf_field_put(uint8_t *p, const struct wf_field *f, const uint8_t *item)
 {
     const void *src = item + f->off;
-    p = put_varint(p, tag_of(f->num, wf_wire_type[f->kind]));
+    p = af_pb_put_varint(p, tag_of(f->num, wf_wire_type[f->kind]));
     switch (f->kind) {
     case WF_BYTES: {
         const struct mc_bytes *b = src;
-        p = put_varint(p, b->len);
+        p = af_pb_put_varint(p, b->len);
         if (b->len)
             memcpy(p, b->data, b->len);
         return p + b->len;
@@ -498,7 +446,7 @@ static uint8_t *wf_field_put(uint8_t *p, const struct wf_field *f, const uint8_t
     case WF_FIXED64:
         return put_fixed(p, *(const uint64_t *)src, 8);
     case WF_INT32:
-        return put_varint(p, (uint64_t)(int64_t) * (const int32_t *)src);
+        return af_pb_put_varint(p, (uint64_t)(int64_t) * (const int32_t *)src);
     case WF_BOOL:
         *p++ = *(const bool *)src ? 1 : 0;
         return p;
@@ -509,7 +457,7 @@ static uint8_t *wf_field_put(uint8_t *p, const struct wf_field *f, const uint8_t
 static size_t wf_item_size(const struct wf_group *g, const uint8_t *item)
 {
     uint32_t present = *(const uint32_t *)item;
-    size_t n = 2 * varint_size(tag_of(g->num, WT_SGROUP));
+    size_t n = 2 * af_pb_varint_size(tag_of(g->num, WT_SGROUP));
     for (size_t i = 0; i < g->n_fields; i++)
         if (present & WF_BIT(g->fields[i].num))
             n += wf_field_size(&g->fields[i], item);
@@ -528,23 +476,23 @@ static uint8_t *wf_encode(const struct wf_message *m, const struct wf_msg *msg, 
     for (size_t i = 0; i < msg->n_items; i++)
         n += wf_item_size(g, (const uint8_t *)msg->items + i * g->item_size);
     if (m->ns_field && msg->has_name_space)
-        n += varint_size(tag_of(m->ns_field, WT_LEN)) + varint_size(msg->name_space.len) +
-             msg->name_space.len;
+        n += af_pb_varint_size(tag_of(m->ns_field, WT_LEN)) +
+             af_pb_varint_size(msg->name_space.len) + msg->name_space.len;
 
     uint8_t *buf = af_xmalloc(n);
     uint8_t *p = buf;
     for (size_t i = 0; i < msg->n_items; i++) {
         const uint8_t *item = (const uint8_t *)msg->items + i * g->item_size;
         uint32_t present = *(const uint32_t *)item;
-        p = put_varint(p, tag_of(g->num, WT_SGROUP));
+        p = af_pb_put_varint(p, tag_of(g->num, WT_SGROUP));
         for (size_t j = 0; j < g->n_fields; j++)
             if (present & WF_BIT(g->fields[j].num))
                 p = wf_field_put(p, &g->fields[j], item);
-        p = put_varint(p, tag_of(g->num, WT_EGROUP));
+        p = af_pb_put_varint(p, tag_of(g->num, WT_EGROUP));
     }
     if (m->ns_field && msg->has_name_space) {
-        p = put_varint(p, tag_of(m->ns_field, WT_LEN));
-        p = put_varint(p, msg->name_space.len);
+        p = af_pb_put_varint(p, tag_of(m->ns_field, WT_LEN));
+        p = af_pb_put_varint(p, msg->name_space.len);
         if (msg->name_space.len)
             memcpy(p, msg->name_space.data, msg->name_space.len);
         p += msg->name_space.len;

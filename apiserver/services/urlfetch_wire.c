@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "apiserver/services/pbwire.h"
 #include "apiserver/services/urlfetch.h"
 #include "common/xalloc.h"
 
@@ -50,38 +51,10 @@ enum {
 
 /* ---- reading ------------------------------------------------------------ */
 
-struct reader {
-    const uint8_t *p, *end;
-};
-
-static bool read_varint(struct reader *r, uint64_t *v)
-{
-    uint64_t x = 0;
-    for (int shift = 0; shift < 64 && r->p < r->end; shift += 7) {
-        uint8_t b = *r->p++;
-        x |= (uint64_t)(b & 0x7f) << shift;
-        if (!(b & 0x80)) {
-            *v = x;
-            return true;
-        }
-    }
-    return false;
-}
-
-static bool read_tag(struct reader *r, uint32_t *field, int *wt)
-{
-    uint64_t t;
-    if (!read_varint(r, &t) || (t >> 3) == 0 || (t >> 3) > 0x1fffffff)
-        return false;
-    *field = (uint32_t)(t >> 3);
-    *wt = (int)(t & 7);
-    return true;
-}
-
-static bool read_len(struct reader *r, const uint8_t **data, size_t *len)
+static bool read_len(struct af_pb_reader *r, const uint8_t **data, size_t *len)
 {
     uint64_t n;
-    if (!read_varint(r, &n) || n > (uint64_t)(r->end - r->p))
+    if (!af_pb_read_varint(r, &n) || n > (uint64_t)(r->end - r->p))
         return false;
     *data = r->p;
     *len = (size_t)n;
@@ -90,14 +63,14 @@ static bool read_len(struct reader *r, const uint8_t **data, size_t *len)
 }
 
 /* Skips one field's value; for a group, up to its matching end tag. */
-static bool skip_value(struct reader *r, uint32_t field, int wt, int depth)
+static bool skip_value(struct af_pb_reader *r, uint32_t field, unsigned wt, int depth)
 {
     uint64_t v;
     const uint8_t *d;
     size_t n;
     switch (wt) {
     case WT_VARINT:
-        return read_varint(r, &v);
+        return af_pb_read_varint(r, &v);
     case WT_FIXED64:
         if (r->end - r->p < 8)
             return false;
@@ -115,8 +88,8 @@ static bool skip_value(struct reader *r, uint32_t field, int wt, int depth)
             return false;
         for (;;) {
             uint32_t f;
-            int w;
-            if (!read_tag(r, &f, &w))
+            unsigned w;
+            if (!af_pb_read_tag(r, &f, &w))
                 return false;
             if (w == WT_EGROUP)
                 return f == field;
@@ -140,7 +113,7 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...)
 
 /* A string field as an owned C string; refuses an embedded NUL, which no
  * URL or header may hold and which C strings cannot carry. */
-static bool take_string(struct reader *r, char **out)
+static bool take_string(struct af_pb_reader *r, char **out)
 {
     const uint8_t *d;
     size_t n;
@@ -151,12 +124,12 @@ static bool take_string(struct reader *r, char **out)
     return true;
 }
 
-static bool read_header_group(struct reader *r, struct uf_header *h, char *err, size_t errlen)
+static bool read_header_group(struct af_pb_reader *r, struct uf_header *h, char *err, size_t errlen)
 {
     for (;;) {
         uint32_t f;
-        int wt;
-        if (!read_tag(r, &f, &wt)) {
+        unsigned wt;
+        if (!af_pb_read_tag(r, &f, &wt)) {
             set_err(err, errlen, "Header group is not closed");
             return false;
         }
@@ -191,21 +164,21 @@ int uf_request_decode(const uint8_t *buf, size_t len, struct uf_request *out, ch
     memset(out, 0, sizeof(*out));
     out->follow_redirects = true;
     out->validate_certificate = true;
-    struct reader r = {buf, buf + len};
+    struct af_pb_reader r = {buf, buf + len};
     bool has_method = false;
     size_t cap = 0;
 
     while (r.p < r.end) {
         uint32_t f;
-        int wt;
+        unsigned wt;
         uint64_t v;
-        if (!read_tag(&r, &f, &wt)) {
+        if (!af_pb_read_tag(&r, &f, &wt)) {
             set_err(err, errlen, "malformed field tag");
             goto fail;
         }
         switch (f) {
         case REQ_METHOD:
-            if (wt != WT_VARINT || !read_varint(&r, &v))
+            if (wt != WT_VARINT || !af_pb_read_varint(&r, &v))
                 goto bad_field;
             out->method = (int)(int32_t)v;
             has_method = true;
@@ -239,7 +212,7 @@ int uf_request_decode(const uint8_t *buf, size_t len, struct uf_request *out, ch
         }
         case REQ_FOLLOW_REDIRECTS:
         case REQ_VALIDATE_CERT:
-            if (wt != WT_VARINT || !read_varint(&r, &v))
+            if (wt != WT_VARINT || !af_pb_read_varint(&r, &v))
                 goto bad_field;
             if (f == REQ_FOLLOW_REDIRECTS)
                 out->follow_redirects = v != 0;
@@ -294,35 +267,10 @@ void uf_request_release(struct uf_request *r)
 
 /* ---- writing ------------------------------------------------------------ */
 
-static size_t varint_size(uint64_t v)
-{
-    size_t n = 1;
-    while (v >= 0x80) {
-        v >>= 7;
-        n++;
-    }
-    return n;
-}
-
-static uint8_t *put_varint(uint8_t *p, uint64_t v)
-{
-    while (v >= 0x80) {
-        *p++ = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    *p++ = (uint8_t)v;
-    return p;
-}
-
-static uint8_t *put_tag(uint8_t *p, uint32_t field, int wt)
-{
-    return put_varint(p, (uint64_t)field << 3 | (uint64_t)wt);
-}
-
 static uint8_t *put_bytes(uint8_t *p, uint32_t field, const void *data, size_t len)
 {
-    p = put_tag(p, field, WT_LEN);
-    p = put_varint(p, len);
+    p = af_pb_put_tag(p, field, WT_LEN);
+    p = af_pb_put_varint(p, len);
     if (len)
         memcpy(p, data, len);
     return p + len;
@@ -331,20 +279,20 @@ static uint8_t *put_bytes(uint8_t *p, uint32_t field, const void *data, size_t l
 /* Bytes of a length-delimited field with a one-byte tag. */
 static size_t len_field_size(size_t len)
 {
-    return 1 + varint_size(len) + len;
+    return 1 + af_pb_varint_size(len) + len;
 }
 
 /* Everything but the content. */
 static size_t rest_size(const struct uf_response *r, bool truncated)
 {
-    size_t n = 1 + varint_size((uint64_t)(int64_t)r->status);
+    size_t n = 1 + af_pb_varint_size((uint64_t)(int64_t)r->status);
     for (size_t i = 0; i < r->n_headers; i++)
         n += 2 + len_field_size(strlen(r->headers[i].key)) +
              len_field_size(strlen(r->headers[i].value));
     if (truncated)
         n += 2;
-    n += 1 + varint_size((uint64_t)r->bytes_sent);
-    n += 1 + varint_size((uint64_t)r->bytes_received);
+    n += 1 + af_pb_varint_size((uint64_t)r->bytes_sent);
+    n += 1 + af_pb_varint_size((uint64_t)r->bytes_received);
     if (r->final_url)
         n += len_field_size(strlen(r->final_url));
     return n;
@@ -356,7 +304,7 @@ size_t uf_response_encode(const struct uf_response *r, size_t max, uint8_t **out
     size_t content_len = r->content_len;
     if (rest_size(r, truncated) + len_field_size(content_len) > max) {
         truncated = true;
-        size_t rest = rest_size(r, true) + 1 + varint_size(max);
+        size_t rest = rest_size(r, true) + 1 + af_pb_varint_size(max);
         content_len = rest < max ? max - rest : 0;
         if (content_len > r->content_len)
             content_len = r->content_len;
@@ -366,22 +314,22 @@ size_t uf_response_encode(const struct uf_response *r, size_t max, uint8_t **out
     uint8_t *p = buf;
 
     p = put_bytes(p, RESP_CONTENT, r->content, content_len);
-    p = put_tag(p, RESP_STATUS, WT_VARINT);
-    p = put_varint(p, (uint64_t)(int64_t)r->status);
+    p = af_pb_put_tag(p, RESP_STATUS, WT_VARINT);
+    p = af_pb_put_varint(p, (uint64_t)(int64_t)r->status);
     for (size_t i = 0; i < r->n_headers; i++) {
-        p = put_tag(p, RESP_HEADER, WT_SGROUP);
+        p = af_pb_put_tag(p, RESP_HEADER, WT_SGROUP);
         p = put_bytes(p, HDR_KEY, r->headers[i].key, strlen(r->headers[i].key));
         p = put_bytes(p, HDR_VALUE, r->headers[i].value, strlen(r->headers[i].value));
-        p = put_tag(p, RESP_HEADER, WT_EGROUP);
+        p = af_pb_put_tag(p, RESP_HEADER, WT_EGROUP);
     }
     if (truncated) {
-        p = put_tag(p, RESP_TRUNCATED, WT_VARINT);
+        p = af_pb_put_tag(p, RESP_TRUNCATED, WT_VARINT);
         *p++ = 1;
     }
-    p = put_tag(p, RESP_BYTES_SENT, WT_VARINT);
-    p = put_varint(p, (uint64_t)r->bytes_sent);
-    p = put_tag(p, RESP_BYTES_RECEIVED, WT_VARINT);
-    p = put_varint(p, (uint64_t)r->bytes_received);
+    p = af_pb_put_tag(p, RESP_BYTES_SENT, WT_VARINT);
+    p = af_pb_put_varint(p, (uint64_t)r->bytes_sent);
+    p = af_pb_put_tag(p, RESP_BYTES_RECEIVED, WT_VARINT);
+    p = af_pb_put_varint(p, (uint64_t)r->bytes_received);
     if (r->final_url)
         p = put_bytes(p, RESP_FINAL_URL, r->final_url, strlen(r->final_url));
     *out = buf;
