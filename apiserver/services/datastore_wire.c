@@ -72,52 +72,11 @@ static void ob_varint(struct obuf *b, uint64_t v)
     ob_put(b, tmp, n);
 }
 
-/* Reads past the value of a non-group field (the tag already read). */
-static bool rd_skip_value(struct af_pb_reader *r, unsigned wt)
-{
-    uint64_t v;
-    switch (wt) {
-    case WT_VARINT:
-        return af_pb_read_varint(r, &v);
-    case WT_FIXED64:
-        if (r->end - r->p < 8)
-            return false;
-        r->p += 8;
-        return true;
-    case WT_FIXED32:
-        if (r->end - r->p < 4)
-            return false;
-        r->p += 4;
-        return true;
-    case WT_LEN:
-        if (!af_pb_read_varint(r, &v) || v > (uint64_t)(r->end - r->p))
-            return false;
-        r->p += v;
-        return true;
-    default:
-        return false;
-    }
-}
-
-/* Reads past a group body up to and including its end tag. */
+/* Reads past a group body up to and including its end tag; groups may
+ * nest until depth passes AF_DS_WIRE_MAX_DEPTH. */
 static bool rd_skip_group(struct af_pb_reader *r, uint32_t num, int depth)
 {
-    if (depth > AF_DS_WIRE_MAX_DEPTH)
-        return false;
-    for (;;) {
-        uint32_t inner;
-        unsigned wt;
-        if (!af_pb_read_tag(r, &inner, &wt))
-            return false;
-        if (wt == WT_EGROUP)
-            return inner == num;
-        if (wt == WT_SGROUP) {
-            if (!rd_skip_group(r, inner, depth + 1))
-                return false;
-        } else if (!rd_skip_value(r, wt)) {
-            return false;
-        }
-    }
+    return af_pb_skip(r, num, AF_PB_SGROUP, AF_DS_WIRE_MAX_DEPTH - depth + 1);
 }
 
 AF_DS_WIRE_API bool af_ds_wire_is_group(const ProtobufCMessageDescriptor *d,
@@ -205,7 +164,7 @@ static bool rewrite(const ProtobufCMessageDescriptor *d, struct af_pb_reader *r,
                 return false;
             continue;
         }
-        if (!rd_skip_value(r, wt))
+        if (!af_pb_skip(r, 0, wt, 0))
             return false;
         ob_put(out, field_start, (size_t)(r->p - field_start));
     }

@@ -247,34 +247,7 @@ static bool rd_len(struct af_pb_reader *r, struct mc_bytes *out)
 /* Reads past one field whose tag was already read. */
 static bool rd_skip(struct af_pb_reader *r, uint32_t num, unsigned wt, int depth)
 {
-    uint64_t v;
-    struct mc_bytes b;
-    switch (wt) {
-    case WT_VARINT:
-        return af_pb_read_varint(r, &v);
-    case WT_FIXED64:
-        return rd_fixed(r, 8, &v);
-    case WT_FIXED32:
-        return rd_fixed(r, 4, &v);
-    case WT_LEN:
-        return rd_len(r, &b);
-    case WT_SGROUP:
-        if (depth >= WF_MAX_DEPTH)
-            return false;
-        for (;;) {
-            uint32_t inner;
-            unsigned iwt;
-            if (!af_pb_read_tag(r, &inner, &iwt))
-                return false;
-            if (iwt == WT_EGROUP)
-                return inner == num;
-            if (!rd_skip(r, inner, iwt, depth + 1))
-                return false;
-        }
-    case WT_EGROUP:
-    default:
-        return false;
-    }
+    return af_pb_skip(r, num, wt, WF_MAX_DEPTH - depth);
 }
 
 static const struct wf_field *wf_find(const struct wf_group *g, uint32_t num)

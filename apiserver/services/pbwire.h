@@ -16,6 +16,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Wire types (protobuf encoding spec). */
+enum af_pb_wire_type {
+    AF_PB_VARINT = 0,
+    AF_PB_FIXED64 = 1,
+    AF_PB_LEN = 2,
+    AF_PB_SGROUP = 3,
+    AF_PB_EGROUP = 4,
+    AF_PB_FIXED32 = 5,
+};
+
 /* A cursor over borrowed bytes [p, end): the caller owns them and keeps
  * them alive while the reader is in use. Reads advance p. */
 struct af_pb_reader {
@@ -60,6 +70,50 @@ static inline bool af_pb_read_tag(struct af_pb_reader *r, uint32_t *num, unsigne
     *num = (uint32_t)(v >> 3);
     *wt = (unsigned)(v & 7);
     return true;
+}
+
+/*
+ * Reads past the value of field num whose tag (wire type wt) was just read;
+ * for a group, up to and including its matching end tag. Groups may nest
+ * depth_left deep at most (0: no group at all), so hostile input cannot
+ * recurse without bound. Returns false for truncated or malformed bytes, an
+ * unknown wire type, a stray end tag, or nesting past the bound.
+ */
+static inline bool af_pb_skip(struct af_pb_reader *r, uint32_t num, unsigned wt, int depth_left)
+{
+    uint64_t v;
+    switch (wt) {
+    case AF_PB_VARINT:
+        return af_pb_read_varint(r, &v);
+    case AF_PB_FIXED64:
+    case AF_PB_FIXED32: {
+        size_t n = wt == AF_PB_FIXED64 ? 8 : 4;
+        if ((size_t)(r->end - r->p) < n)
+            return false;
+        r->p += n;
+        return true;
+    }
+    case AF_PB_LEN:
+        if (!af_pb_read_varint(r, &v) || v > (uint64_t)(r->end - r->p))
+            return false;
+        r->p += v;
+        return true;
+    case AF_PB_SGROUP:
+        if (depth_left <= 0)
+            return false;
+        for (;;) {
+            uint32_t inner;
+            unsigned iwt;
+            if (!af_pb_read_tag(r, &inner, &iwt))
+                return false;
+            if (iwt == AF_PB_EGROUP)
+                return inner == num;
+            if (!af_pb_skip(r, inner, iwt, depth_left - 1))
+                return false;
+        }
+    default:
+        return false;
+    }
 }
 
 /* The number of bytes af_pb_put_varint() writes for v: 1 to 10. */

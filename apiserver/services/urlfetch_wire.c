@@ -65,40 +65,7 @@ static bool read_len(struct af_pb_reader *r, const uint8_t **data, size_t *len)
 /* Skips one field's value; for a group, up to its matching end tag. */
 static bool skip_value(struct af_pb_reader *r, uint32_t field, unsigned wt, int depth)
 {
-    uint64_t v;
-    const uint8_t *d;
-    size_t n;
-    switch (wt) {
-    case WT_VARINT:
-        return af_pb_read_varint(r, &v);
-    case WT_FIXED64:
-        if (r->end - r->p < 8)
-            return false;
-        r->p += 8;
-        return true;
-    case WT_FIXED32:
-        if (r->end - r->p < 4)
-            return false;
-        r->p += 4;
-        return true;
-    case WT_LEN:
-        return read_len(r, &d, &n);
-    case WT_SGROUP:
-        if (depth >= MAX_SKIP_DEPTH)
-            return false;
-        for (;;) {
-            uint32_t f;
-            unsigned w;
-            if (!af_pb_read_tag(r, &f, &w))
-                return false;
-            if (w == WT_EGROUP)
-                return f == field;
-            if (!skip_value(r, f, w, depth + 1))
-                return false;
-        }
-    default:
-        return false;
-    }
+    return af_pb_skip(r, field, wt, MAX_SKIP_DEPTH - depth);
 }
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
