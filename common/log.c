@@ -138,13 +138,8 @@ void af_log(enum af_log_level level, const char *fmt, ...)
 {
     if (level < min_level)
         return;
-    struct timeval tv;
-    struct tm tm;
-    char prefix[48];
-    gettimeofday(&tv, NULL);
-    localtime_r(&tv.tv_sec, &tm);
-    snprintf(prefix, sizeof(prefix), "%-8s %02d:%02d:%02d.%03d ", level_names[level], tm.tm_hour,
-             tm.tm_min, tm.tm_sec, (int)(tv.tv_usec / 1000));
+    char prefix[PREFIX_LEN + 1];
+    *put_prefix(prefix, level) = '\0';
     va_list ap;
     va_start(ap, fmt);
     emit(prefix, fmt, ap);

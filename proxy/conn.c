@@ -53,7 +53,6 @@ static void ex_begin(struct af_exchange *ex);
 static void ex_assigned(struct af_exchange *ex, struct af_instance *inst);
 static void ex_free(struct af_exchange *ex);
 static void conn_drive(struct af_conn *c);
-static void conn_arm_timer(struct af_conn *c, struct af_timeout_queue *q);
 
 /* ---- header accumulation ------------------------------------------------ */
 
@@ -194,7 +193,7 @@ static void conn_close_after_flush(struct af_conn *c)
         return;
     }
     /* Bound the flush: a client that stops reading is not waited for. */
-    conn_arm_timer(c, &c->srv->idle_timeouts);
+    af_timeout_arm(&c->srv->idle_timeouts, &c->timeout);
 }
 
 /* An answer from appfront itself, always followed by closing the
@@ -259,11 +258,6 @@ int af_conns_init(struct af_server *srv)
     return 0;
 }
 
-static void conn_arm_timer(struct af_conn *c, struct af_timeout_queue *q)
-{
-    af_timeout_arm(q, &c->timeout);
-}
-
 /* ---- request parser callbacks -------------------------------------------- */
 
 static struct af_conn *conn_of(http_parser *p)
@@ -307,7 +301,7 @@ static int on_message_begin(http_parser *p)
     c->head_bytes = 0;
     c->n_headers = 0;
     if (!af_timeout_armed_on(&c->timeout, &c->srv->head_timeouts))
-        conn_arm_timer(c, &c->srv->head_timeouts);
+        af_timeout_arm(&c->srv->head_timeouts, &c->timeout);
     return 0;
 }
 
@@ -631,7 +625,7 @@ void af_conn_accept(struct af_listener *lst, int fd, const struct sockaddr *addr
     c->s.read_max = AF_HIGH_WATER;
     c->s.low_water = AF_HIGH_WATER / 2;
     af_stream_read(&c->s, true);
-    conn_arm_timer(c, &srv->head_timeouts);
+    af_timeout_arm(&srv->head_timeouts, &c->timeout);
 }
 
 void af_conns_close_idle(struct af_server *srv)
@@ -646,6 +640,10 @@ void af_conns_close_idle(struct af_server *srv)
 
 /* ---- the exchange ---------------------------------------------------------- */
 
+/* Longest URL a request line shows; longer ones end in "..." (the line
+ * must fit one log batch, see common/log.h). */
+#define LOG_URL_MAX 8000
+
 /* One line per request, batched (common/log.h): formatting it with printf
  * and writing it alone cost 10-25% of the proxy's throughput. */
 static void ex_log(struct af_exchange *ex)
@@ -657,13 +655,12 @@ static void ex_log(struct af_exchange *ex)
     const char *method = http_method_str(ex->method);
     const char *url = ex->url ? ex->url : "-";
     size_t mod_len = strlen(mod), method_len = strlen(method), url_len = strlen(url);
+    bool cut = url_len > LOG_URL_MAX;
+    if (cut)
+        url_len = LOG_URL_MAX;
     char *p = af_log_begin(AF_LOG_INFO, mod_len + method_len + url_len + 96);
-    if (!p) {
-        af_log(AF_LOG_INFO, "%s%s: %s %s %d %" PRIu64 "B %ld.%03ldms", mod,
-               ex->direct ? " (direct)" : "", method, url, ex->status, ex->resp_bytes, us / 1000,
-               us % 1000);
+    if (!p)
         return;
-    }
     p = af_put(p, mod, mod_len);
     if (ex->direct)
         p = AF_PUT_LIT(p, " (direct)");
@@ -671,12 +668,13 @@ static void ex_log(struct af_exchange *ex)
     p = af_put(p, method, method_len);
     *p++ = ' ';
     p = af_put(p, url, url_len);
+    if (cut)
+        p = AF_PUT_LIT(p, "...");
     *p++ = ' ';
     p = af_put_u64(p, (uint64_t)(ex->status < 0 ? 0 : ex->status));
     *p++ = ' ';
     p = af_put_u64(p, ex->resp_bytes);
-    *p++ = 'B';
-    *p++ = ' ';
+    p = AF_PUT_LIT(p, "B ");
     if (us < 0)
         us = 0;
     p = af_put_u64(p, (uint64_t)us / 1000);
@@ -1244,7 +1242,7 @@ static void ex_finish(struct af_exchange *ex, bool upstream_reusable)
     c->state = AF_CONN_HEAD;
     af_strict_head(&c->strict);
     http_parser_pause(&c->parser, 0);
-    conn_arm_timer(c, &c->srv->idle_timeouts);
+    af_timeout_arm(&c->srv->idle_timeouts, &c->timeout);
     conn_drive(c); /* a pipelined request may be waiting */
     /* Idle with nothing buffered: the connection holds no buffers until its
      * next request (stream.c). */

@@ -248,7 +248,7 @@ int main(int argc, char **argv)
     struct af_taskrunner *tasks =
         srv.module && cfg.enable_task_running ? af_taskrunner_start(&srv, api) : NULL;
 
-    af_stream_loop(srv.base);
+    af_stream_loop(srv.base, af_log_flush); /* a turn's request lines in one write */
 
     /* Whatever is left of the instances goes with us. */
     af_instances_kill_all(SIGKILL);

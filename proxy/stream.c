@@ -6,8 +6,6 @@
 
 #include <event2/buffer.h>
 
-#include "common/log.h"
-
 /*
  * Reading. A read goes into one scratch buffer shared by every stream
  * (the front end is one thread) and only the bytes that came are appended
@@ -349,12 +347,13 @@ void af_stream_flush_all(void)
     }
 }
 
-int af_stream_loop(struct event_base *base)
+int af_stream_loop(struct event_base *base, void (*after_turn)(void))
 {
     for (;;) {
         int r = event_base_loop(base, EVLOOP_ONCE);
         af_stream_flush_all();
-        af_log_flush(); /* the turn's request lines, in one write */
+        if (after_turn)
+            after_turn();
         if (r != 0 || event_base_got_break(base) || event_base_got_exit(base))
             return r < 0 ? -1 : 0;
     }

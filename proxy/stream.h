@@ -127,7 +127,8 @@ void af_stream_flush_deferred(struct af_stream *s);
 void af_stream_flush_all(void);
 
 /* Runs base's loop until it is broken or has nothing left to wait for,
- * calling af_stream_flush_all() and af_log_flush() after every turn. */
-int af_stream_loop(struct event_base *base);
+ * calling af_stream_flush_all() and then after_turn (if not NULL) after
+ * every turn. */
+int af_stream_loop(struct event_base *base, void (*after_turn)(void));
 
 #endif

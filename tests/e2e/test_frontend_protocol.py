@@ -205,3 +205,17 @@ def test_64_mib_echo_streams_with_bounded_memory(appfront):
         f"appfront's RSS grew by {growth_mib:.1f} MiB while streaming 64 MiB each way "
         f"(in {elapsed:.1f} s)")
     still_serving(af)
+
+
+def test_request_log_lines_for_short_and_very_long_urls(af):
+    """One log line per request, written in batches: it shows module,
+    method, URL, status, size and time; a URL too long for a line is cut
+    with "...", and the server goes on serving."""
+    status, _, _ = af.get("/?short=1")
+    assert status == 200
+    assert af.wait_for_stderr(r"INFO +\d\d:\d\d:\d\d\.\d{3} default: GET /\?short=1 200 \d+B \d+\.\d{3}ms$", 5)
+    long_path = "/?q=" + "a" * 9000
+    status, _, _ = af.get(long_path)
+    assert status == 200
+    assert af.wait_for_stderr(r"default: GET /\?q=a{7996}\.\.\. 200 \d+B", 5)
+    still_serving(af)

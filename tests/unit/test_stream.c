@@ -129,7 +129,7 @@ static void test_loop_flushes_each_turn(void **state)
     struct event *ev = event_new(p.base, -1, 0, break_cb, &p);
     struct timeval tv = {0, 1000};
     event_add(ev, &tv);
-    assert_int_equal(af_stream_loop(p.base), 0);
+    assert_int_equal(af_stream_loop(p.base, NULL), 0);
     char buf[4];
     assert_int_equal(peer_read(&p, buf, sizeof(buf)), 1);
     event_free(ev);
