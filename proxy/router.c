@@ -362,15 +362,21 @@ static int open_static(struct af_router *r, const char *rel, struct stat *st)
     return fd;
 }
 
-/* The file a static handler names for a matched path, or NULL when the
- * handler cannot serve it (static_files outside upload). */
-static char *static_rel(struct af_router *r, const struct route *rt, const char *path)
+/* The file a static handler names for a path its pattern matched with
+ * result rc (pcre2_match: the highest group set, plus one; pairs past it
+ * hold whatever the match data held before), or NULL when the handler
+ * cannot serve it (static_files outside upload). */
+static char *static_rel(struct af_router *r, const struct route *rt, const char *path, int rc)
 {
     const size_t *ov = pcre2_get_ovector_pointer(r->md);
-    unsigned n = pcre2_get_ovector_count(r->md);
+    unsigned n = rc > 0 ? (unsigned)rc : pcre2_get_ovector_count(r->md);
     char *rel;
     if (rt->h->kind == AF_HANDLER_STATIC_DIR) {
-        size_t a = ov[2 * rt->file_group], b = ov[2 * rt->file_group + 1];
+        size_t a = PCRE2_UNSET, b = 0;
+        if ((unsigned)rt->file_group < n) {
+            a = ov[2 * rt->file_group];
+            b = ov[2 * rt->file_group + 1];
+        }
         if (a == PCRE2_UNSET)
             a = b = 0;
         rel = af_xasprintf("%s/%.*s", rt->h->static_dir, (int)(b - a), path + a);
@@ -481,15 +487,17 @@ void af_router_route_as(struct af_router *r, unsigned method, const char *target
 
     for (size_t i = 0; i < r->n_routes; i++) {
         const struct route *rt = &r->routes[i];
-        if (!rt->url_re ||
-            pcre2_match(rt->url_re, (PCRE2_SPTR)path, strlen(path), 0, 0, r->md, NULL) < 0)
+        int rc = rt->url_re ? pcre2_match(rt->url_re, (PCRE2_SPTR)path, strlen(path), 0, 0,
+                                          r->md, NULL)
+                            : -1;
+        if (rc < 0)
             continue;
         const struct af_handler *h = rt->h;
         bool is_static = h->kind != AF_HANDLER_SCRIPT;
         char *rel = NULL;
         int fd = -1;
         if (is_static && !has_encoded_separator(target, path_len)) {
-            rel = static_rel(r, rt, path);
+            rel = static_rel(r, rt, path, rc);
             if (rel)
                 fd = open_static(r, rel, &out->st);
         }
