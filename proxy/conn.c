@@ -1,17 +1,18 @@
 /*
- * conn — the client side of the front end: one HTTP/1.1 connection, parsed
- * with http-parser, as an explicit state machine (enum af_conn_state), and
- * the exchange that serves each request on it.
+ * conn — the client side of the front end: one HTTP/1.1 connection, as an
+ * explicit state machine (enum af_conn_state), and the exchange that serves
+ * each request on it.
  *
  *   HEAD ──head complete──▶ EXCHANGE ──response done, keep-alive──▶ HEAD
  *     │                        │
  *     └── bad input, timeout ──┴── error, close requested ──▶ CLOSING ──▶ freed
  *
- * The request parser is paused at two points so that it never runs ahead of
- * the exchange: when the head is complete (routing happens before any body
- * byte is read) and when the message is complete (pipelined requests stay in
- * the input buffer until the current response is done, which keeps answers
- * in order).
+ * A head stays in the input buffer until the strict scanner (strict.h) has
+ * checked all of it and found its end; then proxy/h1.h splits it and it is
+ * drained. Reading never runs ahead of the exchange: no body byte is read
+ * before the request is routed and its instance connected, and a pipelined
+ * request stays in the input buffer until the current response is done,
+ * which keeps answers in order.
  */
 #include "proxy/exchange.h"
 
@@ -34,6 +35,7 @@
 
 #include "common/log.h"
 #include "common/xalloc.h"
+#include "proxy/h1.h"
 #include "proxy/instance.h"
 #include "proxy/login.h"
 #include "proxy/taskrunner.h"
@@ -53,52 +55,6 @@ static void ex_begin(struct af_exchange *ex);
 static void ex_assigned(struct af_exchange *ex, struct af_instance *inst);
 static void ex_free(struct af_exchange *ex);
 static void conn_drive(struct af_conn *c);
-
-/* ---- header accumulation ------------------------------------------------ */
-
-static void acc_append(struct af_head_acc *a, const char *p, size_t n)
-{
-    if (a->len + n + 1 > a->cap) {
-        a->cap = (a->len + n + 1) * 2;
-        a->buf = af_xrealloc(a->buf, a->cap);
-    }
-    memcpy(a->buf + a->len, p, n);
-    a->len += n;
-}
-
-static void acc_commit(struct af_head_acc *a, struct af_headers *h)
-{
-    if (a->in_value)
-        af_headers_add(h, a->buf, a->name_len, a->buf + a->name_len, a->len - a->name_len);
-    a->len = 0;
-    a->name_len = 0;
-    a->in_value = false;
-}
-
-void af_head_acc_field(struct af_head_acc *a, struct af_headers *h, const char *p, size_t n)
-{
-    if (a->in_value)
-        acc_commit(a, h);
-    acc_append(a, p, n);
-    a->name_len = a->len;
-}
-
-void af_head_acc_value(struct af_head_acc *a, const char *p, size_t n)
-{
-    a->in_value = true;
-    acc_append(a, p, n);
-}
-
-void af_head_acc_finish(struct af_head_acc *a, struct af_headers *h)
-{
-    acc_commit(a, h);
-}
-
-void af_head_acc_release(struct af_head_acc *a)
-{
-    free(a->buf);
-    memset(a, 0, sizeof(*a));
-}
 
 /* ---- small helpers -------------------------------------------------------- */
 
@@ -199,16 +155,14 @@ static void conn_close_after_flush(struct af_conn *c)
 /* An answer from appfront itself, always followed by closing the
  * connection: the request body may be unread, so the stream position is
  * unknown and the connection cannot be reused safely. */
-static void conn_send_error(struct af_conn *c, int status, const char *msg)
+static void conn_send_error(struct af_conn *c, int status, const char *msg, bool head)
 {
     if (!af_stream_unpark(&c->s)) {
         af_conn_close(c);
         return;
     }
     struct evbuffer *out = c->s.out;
-    /* The answer to HEAD has the head only (RFC 9110 §9.3.2); the parser
-     * knows the method as soon as the request line's first word is read. */
-    bool head = c->parser.method == HTTP_HEAD;
+    /* The answer to HEAD has the head only (RFC 9110 §9.3.2). */
     /* The app's error_handlers page, where router.h says one applies. */
     const char *ctype = "text/plain; charset=utf-8";
     struct evbuffer *page = c->lst->direct ? NULL : af_router_error_page(status, &ctype);
@@ -226,13 +180,22 @@ static void conn_send_error(struct af_conn *c, int status, const char *msg)
     conn_close_after_flush(c);
 }
 
+/* Whether the request whose head is still in the input buffer (refused
+ * while reading it) is a HEAD. */
+static bool head_is_head(struct af_conn *c)
+{
+    char first[5];
+    return c->s.in && evbuffer_copyout(c->s.in, first, 5) == 5 && memcmp(first, "HEAD ", 5) == 0;
+}
+
 static void conn_expired(struct af_conn *c, bool head)
 {
     af_conn_enter(c);
     if (c->state == AF_CONN_HEAD && head) {
         af_log(AF_LOG_INFO, "%s: request head not complete within %d ms: 408", c->peer_ip,
                c->srv->cfg->head_timeout_ms);
-        conn_send_error(c, 408, "The request head was not received in time.");
+        conn_send_error(c, 408, "The request head was not received in time.",
+                        head_is_head(c));
     } else {
         af_conn_close(c);
     }
@@ -258,23 +221,7 @@ int af_conns_init(struct af_server *srv)
     return 0;
 }
 
-/* ---- request parser callbacks -------------------------------------------- */
-
-static struct af_conn *conn_of(http_parser *p)
-{
-    return p->data;
-}
-
-/* Counts head bytes; stops the parser (non-zero) past the limit. */
-static int count_head(struct af_conn *c, size_t n)
-{
-    c->head_bytes += n;
-    if (c->head_bytes > MAX_HEAD_BYTES) {
-        c->head_error = 431;
-        return -1;
-    }
-    return 0;
-}
+/* ---- reading requests ---------------------------------------------------- */
 
 /* A fresh exchange: from the server's pool when one is there. */
 static struct af_exchange *ex_alloc(struct af_server *srv)
@@ -288,9 +235,9 @@ static struct af_exchange *ex_alloc(struct af_server *srv)
     return ex;
 }
 
-static int on_message_begin(http_parser *p)
+/* The first byte of a request arrived: its exchange, and the head timeout. */
+static void message_begin(struct af_conn *c)
 {
-    struct af_conn *c = conn_of(p);
     struct af_exchange *ex = ex_alloc(c->srv);
     ex->conn = c;
     ex->content_length = -1;
@@ -298,210 +245,194 @@ static int on_message_begin(http_parser *p)
     ex->mod = c->srv->module;
     gettimeofday(&ex->start, NULL);
     c->ex = ex;
-    c->head_bytes = 0;
-    c->n_headers = 0;
+    c->scanned = 0;
+    af_strict_head(&c->strict);
     if (!af_timeout_armed_on(&c->timeout, &c->srv->head_timeouts))
         af_timeout_arm(&c->srv->head_timeouts, &c->timeout);
-    return 0;
 }
 
-static int on_url(http_parser *p, const char *at, size_t n)
+static int refuse(struct af_conn *c, int status, const char *why)
 {
-    struct af_conn *c = conn_of(p);
-    if (count_head(c, n))
-        return -1;
-    struct af_exchange *ex = c->ex;
-    size_t old = ex->url ? strlen(ex->url) : 0;
-    ex->url = af_xrealloc(ex->url, old + n + 1);
-    memcpy(ex->url + old, at, n);
-    ex->url[old + n] = '\0';
-    return 0;
+    c->head_error = status;
+    c->why = why;
+    return -1;
 }
 
-static int on_header_field(http_parser *p, const char *at, size_t n)
+/*
+ * The scanner checks the head's bytes as they arrive, at most
+ * MAX_HEAD_BYTES of them. Returns 1 once the whole head is checked (its
+ * length in c->scanned), 0 while more bytes are needed, -1 when refused.
+ */
+static int scan_head(struct af_conn *c, struct evbuffer *in, size_t len)
 {
-    struct af_conn *c = conn_of(p);
-    /* Trailer fields of a chunked body: checked by the strict scanner,
-     * never forwarded, and never allowed to frame anything. */
-    if (c->state != AF_CONN_HEAD)
-        return 0;
-    if (count_head(c, n))
-        return -1;
-    if (c->ex->acc.in_value && ++c->n_headers > MAX_HEADERS) {
-        c->head_error = 431;
-        return -1;
+    while (c->scanned < len && c->strict.mode != AF_STRICT_OFF) {
+        struct evbuffer_iovec v;
+        struct evbuffer_ptr at;
+        if (evbuffer_ptr_set(in, &at, c->scanned, EVBUFFER_PTR_SET) < 0 ||
+            evbuffer_peek(in, -1, &at, &v, 1) < 1)
+            break;
+        size_t n = v.iov_len;
+        if (n > MAX_HEAD_BYTES + 1 - c->scanned)
+            n = MAX_HEAD_BYTES + 1 - c->scanned;
+        ssize_t r = af_strict_scan(&c->strict, v.iov_base, n, &c->why);
+        if (r < 0)
+            return refuse(c, 400, c->why);
+        c->scanned += (size_t)r;
+        if (c->strict.mode != AF_STRICT_OFF && c->scanned > MAX_HEAD_BYTES)
+            return refuse(c, 431, NULL);
     }
-    af_head_acc_field(&c->ex->acc, &c->ex->req_headers, at, n);
-    return 0;
+    return c->strict.mode == AF_STRICT_OFF;
 }
 
-static int on_header_value(http_parser *p, const char *at, size_t n)
+/*
+ * HEAD state: reads a request head from the input buffer into a new
+ * exchange. Returns 1 when one was read (the state is then EXCHANGE), 0
+ * when more bytes are needed, -1 when the request is refused (head_error,
+ * why).
+ */
+static int conn_read_head(struct af_conn *c)
 {
-    struct af_conn *c = conn_of(p);
-    if (c->state != AF_CONN_HEAD)
-        return 0;
-    if (count_head(c, n))
-        return -1;
-    af_head_acc_value(&c->ex->acc, at, n);
-    return 0;
-}
-
-static int on_headers_complete(http_parser *p)
-{
-    struct af_conn *c = conn_of(p);
-    struct af_exchange *ex = c->ex;
-    af_head_acc_finish(&ex->acc, &ex->req_headers);
-    ex->method = p->method;
-    ex->http_major = p->http_major;
-    ex->http_minor = p->http_minor;
-    if (!af_headers_find_id(&ex->req_headers, AF_H_TRANSFER_ENCODING)) {
-        /* http-parser 2.9 takes any field whose name starts with
-         * "Transfer-Encoding" for it (say "Transfer-Encodingx: chunked"):
-         * names are compared whole (RFC 9110 §5.1), so framing comes from
-         * the real field only. */
-        p->flags &= (unsigned)~F_CHUNKED;
-        p->uses_transfer_encoding = 0;
+    struct evbuffer *in = c->s.in;
+    size_t len = in ? evbuffer_get_length(in) : 0;
+    if (!c->ex) {
+        /* Empty lines between requests (RFC 9112 §2.2) start nothing. */
+        struct evbuffer_iovec v;
+        if (len >= 2 && evbuffer_peek(in, -1, NULL, &v, 1) == 1) {
+            const char *b = v.iov_base;
+            size_t k = 0;
+            while (k + 1 < v.iov_len && b[k] == '\r' && b[k + 1] == '\n')
+                k += 2;
+            if (k) {
+                evbuffer_drain(in, k);
+                af_stream_consumed(&c->s);
+                len -= k;
+            }
+        }
+        if (len == 0)
+            return 0;
+        message_begin(c);
     }
-    if (p->flags & F_CONTENTLENGTH)
-        ex->content_length = (int64_t)p->content_length;
-    ex->chunked_in = (p->flags & F_CHUNKED) != 0;
-    ex->keepalive = http_should_keep_alive(p);
+    int r = scan_head(c, in, len);
+    if (r <= 0)
+        return r;
+    struct af_exchange *ex = c->ex;
+    size_t hlen = c->scanned;
+    const char *head = (const char *)evbuffer_pullup(in, (ev_ssize_t)hlen);
+    struct af_h1_request rq;
+    int status = af_h1_parse_request(head, hlen, MAX_HEADERS, &rq, &ex->req_headers, &c->why);
+    if (status)
+        return refuse(c, status, c->why);
+    ex->method = rq.method;
+    ex->http_major = rq.major;
+    ex->http_minor = rq.minor;
+    ex->url = af_xmalloc(rq.target_len + 1);
+    memcpy(ex->url, rq.target, rq.target_len);
+    ex->url[rq.target_len] = '\0';
+    evbuffer_drain(in, hlen);
+    af_stream_consumed(&c->s);
+    c->scanned = 0;
     c->state = AF_CONN_EXCHANGE;
     af_timeout_cancel(&c->timeout);
-    /* Stop here: the exchange routes the request before any body byte is
-     * read, so a refused request never makes us read its body. */
-    http_parser_pause(p, 1);
-    return 0;
+    return 1;
 }
 
-static int on_body(http_parser *p, const char *at, size_t n)
+/* A body's bytes so far against --max_body_bytes. */
+static int count_body(struct af_conn *c, size_t n)
 {
-    struct af_conn *c = conn_of(p);
     struct af_exchange *ex = c->ex;
     long long max = c->srv->cfg->max_body_bytes;
     ex->req_body_bytes += n;
-    if (max > 0 && ex->req_body_bytes > (uint64_t)max) {
-        c->head_error = 413;
-        return -1;
-    }
-    struct evbuffer *out = af_upstream_output(ex->up);
-    if (ex->chunked_in) {
-        char size[24];
-        char *e = af_put_hex(size, n);
-        e = AF_PUT_LIT(e, "\r\n");
-        evbuffer_add(out, size, (size_t)(e - size));
-        evbuffer_add(out, at, n);
-        evbuffer_add(out, "\r\n", 2);
-    } else {
-        evbuffer_add(out, at, n);
-    }
+    if (max > 0 && ex->req_body_bytes > (uint64_t)max)
+        return refuse(c, 413, NULL);
     return 0;
 }
-
-static int on_message_complete(http_parser *p)
-{
-    struct af_conn *c = conn_of(p);
-    struct af_exchange *ex = c->ex;
-    if (ex->chunked_in)
-        evbuffer_add(af_upstream_output(ex->up), "0\r\n\r\n", 5);
-    ex->req_body_done = true;
-    /* Keep any pipelined request in the buffer until this one is answered. */
-    http_parser_pause(p, 1);
-    return 0;
-}
-
-static const http_parser_settings request_settings = {
-    .on_message_begin = on_message_begin,
-    .on_url = on_url,
-    .on_header_field = on_header_field,
-    .on_header_value = on_header_value,
-    .on_headers_complete = on_headers_complete,
-    .on_body = on_body,
-    .on_message_complete = on_message_complete,
-};
 
 /*
- * Runs the parser over the input buffer until it is empty, the parser
- * pauses, or `more` says stop. Returns 0, or -1 on a parse error.
+ * EXCHANGE state: moves body bytes from the client to the instance while
+ * its output has room; a chunked body is decoded by the strict scanner and
+ * re-chunked (its extensions and trailers are never forwarded). Returns 0,
+ * or -1 when the body is refused. The next request stays in the buffer.
  */
-static int conn_feed(struct af_conn *c, bool (*more)(struct af_conn *))
+static int conn_read_body(struct af_conn *c)
 {
+    struct af_exchange *ex = c->ex;
     struct evbuffer *in = c->s.in;
-    while (in && evbuffer_get_length(in) > 0 && !c->dead) {
-        if (more && !more(c))
-            return 0;
-        struct evbuffer_iovec v;
-        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
-            return 0;
-        /* The parser only ever sees bytes the strict check passed. */
-        ssize_t len = af_strict_admit(&c->strict, &c->scanned, v.iov_base, v.iov_len,
-                                      &c->strict_why);
-        if (len < 0) {
-            c->head_error = 400;
-            return -1;
+    while (!ex->req_body_done && !c->dead && evbuffer_get_length(in) > 0) {
+        struct evbuffer *out = af_upstream_output(ex->up);
+        if (evbuffer_get_length(out) >= AF_HIGH_WATER)
+            break;
+        size_t avail = evbuffer_get_length(in);
+        if (!ex->chunked_in) {
+            size_t take = avail < ex->req_body_left ? avail : (size_t)ex->req_body_left;
+            if (count_body(c, take) < 0)
+                return -1;
+            evbuffer_remove_buffer(in, out, take);
+            ex->req_body_left -= take;
+            if (ex->req_body_left == 0)
+                ex->req_body_done = true;
+        } else if (af_strict_data_left(&c->strict) > 0) {
+            uint64_t left = af_strict_data_left(&c->strict);
+            size_t take = avail < left ? avail : (size_t)left;
+            if (count_body(c, take) < 0)
+                return -1;
+            char size[24];
+            char *e = af_put_hex(size, take);
+            e = AF_PUT_LIT(e, "\r\n");
+            evbuffer_add(out, size, (size_t)(e - size));
+            evbuffer_remove_buffer(in, out, take);
+            evbuffer_add(out, "\r\n", 2);
+            af_strict_data_taken(&c->strict, take);
+        } else {
+            /* Chunk sizes, extensions, CRLFs and trailers: checked, dropped. */
+            struct evbuffer_iovec v;
+            if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+                break;
+            ssize_t r = af_strict_scan(&c->strict, v.iov_base, v.iov_len, &c->why);
+            if (r < 0)
+                return refuse(c, 400, c->why);
+            evbuffer_drain(in, (size_t)r);
+            if (c->strict.mode == AF_STRICT_OFF) {
+                evbuffer_add(out, "0\r\n\r\n", 5);
+                ex->req_body_done = true;
+            }
         }
-        size_t n = http_parser_execute(&c->parser, &request_settings, v.iov_base, (size_t)len);
-        evbuffer_drain(in, n);
         af_stream_consumed(&c->s);
-        af_strict_taken(&c->scanned, n);
-        enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
-        if (e == HPE_PAUSED)
-            return 0;
-        if (e != HPE_OK)
-            return -1;
+        ex->body_read = true;
     }
     return 0;
 }
 
-static bool upstream_has_room(struct af_conn *c)
+/* Answers a request refused while reading it, and closes. */
+static void conn_refused(struct af_conn *c)
 {
-    struct af_exchange *ex = c->ex;
-    return ex && ex->up && evbuffer_get_length(af_upstream_output(ex->up)) < AF_HIGH_WATER;
-}
-
-/* The status and message for a request the parser refused. */
-static void conn_parse_error(struct af_conn *c)
-{
-    enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
-    int status = 400;
+    int status = c->head_error ? c->head_error : 400;
     char msg[256];
-    if (c->head_error == 400 && c->strict_why) {
-        snprintf(msg, sizeof(msg), "Malformed request: %s.", c->strict_why);
-    } else if (c->head_error == 431) {
-        status = 431;
+    if (status == 431)
         snprintf(msg, sizeof(msg),
                  "The request head is larger than %d bytes or has more than %d fields.",
                  MAX_HEAD_BYTES, MAX_HEADERS);
-    } else if (c->head_error == 413) {
-        status = 413;
+    else if (status == 413)
         snprintf(msg, sizeof(msg), "The request body is larger than %lld bytes.",
                  c->srv->cfg->max_body_bytes);
-    } else if (e == HPE_INVALID_TRANSFER_ENCODING) {
-        status = 501;
-        snprintf(msg, sizeof(msg), "Only the chunked transfer coding is supported.");
-    } else if (e == HPE_UNEXPECTED_CONTENT_LENGTH) {
-        snprintf(msg, sizeof(msg),
-                 "Conflicting message framing: Content-Length with Transfer-Encoding, or "
-                 "more than one Content-Length.");
-    } else if (e == HPE_HEADER_OVERFLOW) {
-        status = 431;
-        snprintf(msg, sizeof(msg), "The request head is too large.");
-    } else {
-        snprintf(msg, sizeof(msg), "Malformed request: %s.", http_errno_description(e));
-    }
+    else if (status == 400)
+        snprintf(msg, sizeof(msg), "Malformed request: %s.",
+                 c->why ? c->why : "it breaks the HTTP/1.1 grammar");
+    else
+        snprintf(msg, sizeof(msg), "Not supported: %s.", c->why ? c->why : "unknown");
     struct af_exchange *ex = c->ex;
     if (ex && ex->resp_head_sent) {
         /* Mid-body error with the response under way: nothing sane to send. */
         af_conn_close(c);
         return;
     }
+    bool head = ex && ex->url ? ex->method == HTTP_HEAD : head_is_head(c);
     af_log(AF_LOG_INFO, "%s: %d %s", c->peer_ip, status, msg);
     if (ex) {
         ex->status = status;
         ex_free(ex);
         c->ex = NULL;
     }
-    conn_send_error(c, status, msg);
+    conn_send_error(c, status, msg, head);
 }
 
 /* The state machine's one driver: called whenever input arrived or a
@@ -510,23 +441,23 @@ static void conn_drive(struct af_conn *c)
 {
     while (!c->dead) {
         switch (c->state) {
-        case AF_CONN_HEAD:
-            if (conn_feed(c, NULL) < 0) {
-                conn_parse_error(c);
+        case AF_CONN_HEAD: {
+            int r = conn_read_head(c);
+            if (r < 0) {
+                conn_refused(c);
                 return;
             }
-            if (c->state == AF_CONN_HEAD)
+            if (r == 0)
                 return; /* need more bytes */
             ex_begin(c->ex);
             break;
+        }
         case AF_CONN_EXCHANGE: {
             struct af_exchange *ex = c->ex;
-            if (!ex || !ex->body_flowing || ex->req_body_done)
+            if (!ex || !ex->body_flowing || ex->req_body_done || !ex->up)
                 return;
-            if (conn_feed(c, upstream_has_room) < 0) {
-                conn_parse_error(c);
-                return;
-            }
+            if (conn_read_body(c) < 0)
+                conn_refused(c);
             return;
         }
         case AF_CONN_CLOSING:
@@ -613,8 +544,6 @@ void af_conn_accept(struct af_listener *lst, int fd, const struct sockaddr *addr
                   sizeof(c->peer_ip));
     else
         snprintf(c->peer_ip, sizeof(c->peer_ip), "127.0.0.1");
-    http_parser_init(&c->parser, HTTP_REQUEST);
-    c->parser.data = c;
     c->state = AF_CONN_HEAD;
     af_strict_head(&c->strict);
     LIST_INSERT_HEAD(&srv->conns, c, link);
@@ -748,8 +677,6 @@ static void ex_destroy(struct af_exchange *ex)
         event_free(ex->timer);
     af_headers_release(&ex->req_headers);
     af_headers_release(&ex->resp_headers);
-    af_head_acc_release(&ex->acc);
-    af_head_acc_release(&ex->racc);
     free(ex->url);
     free(ex);
 }
@@ -768,20 +695,14 @@ static void ex_free(struct af_exchange *ex)
         return;
     }
     /* Back to the pool: everything per request is reset; the allocations
-     * (field arrays and strings, accumulators, the timer) are kept. */
+     * (field arrays and strings, the timer) are kept. */
     struct af_exchange keep = {
         .req_headers = ex->req_headers,
         .resp_headers = ex->resp_headers,
-        .acc = ex->acc,
-        .racc = ex->racc,
         .timer = ex->timer,
     };
     af_headers_clear(&keep.req_headers);
     af_headers_clear(&keep.resp_headers);
-    keep.acc.len = keep.acc.name_len = 0;
-    keep.acc.in_value = false;
-    keep.racc.len = keep.racc.name_len = 0;
-    keep.racc.in_value = false;
     free(ex->url);
     *ex = keep;
     ex->next_spare = srv->spare_ex;
@@ -815,6 +736,7 @@ void af_ex_fail(struct af_exchange *ex, int status, const char *fmt, ...)
         msg = NULL;
     va_end(ap);
     ex->status = status;
+    bool ex_is_head = ex->method == HTTP_HEAD;
     if (ex->resp_head_sent) {
         /* Part of a response is out: the only honest signal left is to cut
          * the connection so the client sees a truncated message. */
@@ -827,7 +749,7 @@ void af_ex_fail(struct af_exchange *ex, int status, const char *fmt, ...)
         ex_log(ex);
         ex->state = AF_EX_DONE;
         ex_free(ex);
-        conn_send_error(c, status, msg ? msg : "error");
+        conn_send_error(c, status, msg ? msg : "error", ex_is_head);
     }
     free(msg);
 }
@@ -886,51 +808,32 @@ static void ex_waiter_ready(struct af_waiter *w, struct af_instance *inst, int s
     af_conn_leave(c);
 }
 
-/* Checks the head for what http-parser lets through but the front end
- * refuses. Returns 0, or the status to answer with a message in msg. */
+/* Checks the request's framing and the rules of RFC 9112 the grammar alone
+ * does not catch. Returns 0, or the status to answer with a message in
+ * msg. */
 static int ex_validate(struct af_exchange *ex, char *msg, size_t len)
 {
     const struct af_config *cfg = ex->conn->srv->cfg;
-    if (af_headers_count_id(&ex->req_headers, AF_H_TRANSFER_ENCODING) > 0) {
-        /* The codings of every Transfer-Encoding field, in order (RFC 9112
-         * §6.1). Only a lone "chunked" is accepted: chunked anywhere but
-         * last, or twice, leaves the body's length unknown (400, §6.3); any
-         * other coding would reach the app still encoded (501). */
-        int n = 0, chunked = 0;
-        bool last_chunked = false;
-        const char *other = NULL;
-        for (size_t i = 0; i < ex->req_headers.n; i++) {
-            const struct af_header *h = &ex->req_headers.v[i];
-            if (h->id != AF_H_TRANSFER_ENCODING)
-                continue;
-            const char *q = h->value;
-            while (*q) {
-                q += strspn(q, " \t,");
-                size_t tl = strcspn(q, ",");
-                size_t end = tl;
-                while (end > 0 && (q[end - 1] == ' ' || q[end - 1] == '\t'))
-                    end--;
-                if (end > 0) {
-                    n++;
-                    last_chunked = end == 7 && strncasecmp(q, "chunked", 7) == 0;
-                    if (last_chunked)
-                        chunked++;
-                    else if (!other)
-                        other = h->value;
-                }
-                q += tl;
-            }
-        }
-        if (chunked > 1 || (chunked == 1 && !last_chunked) || n == 0) {
-            snprintf(msg, len, "Transfer-Encoding must end with 'chunked', once.");
-            return 400;
-        }
-        if (other) {
-            snprintf(msg, len, "Transfer-Encoding '%.100s' is not supported; only chunked is.",
-                     other);
-            return 501;
-        }
+    struct af_h1_framing f;
+    const char *why = NULL;
+    int status = af_h1_framing(&ex->req_headers, &f, &why);
+    if (status == 501 && f.unsupported) {
+        snprintf(msg, len, "Transfer-Encoding '%.100s' is not supported; only chunked is.",
+                 f.unsupported->value);
+        return 501;
     }
+    if (status) {
+        snprintf(msg, len, "Malformed request: %s.", why);
+        return status;
+    }
+    ex->content_length = f.length;
+    ex->chunked_in = f.chunked;
+    ex->req_body_left = f.length > 0 ? (uint64_t)f.length : 0;
+    ex->req_body_done = !f.chunked && f.length <= 0;
+    /* RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding is read as
+     * chunked, and the connection closes after it. */
+    ex->keepalive = af_h1_persists(ex->http_major, ex->http_minor, &f) &&
+                    !(f.chunked && ex->http_minor == 0);
     if (ex->http_major != 1) {
         snprintf(msg, len, "HTTP/%u.%u is not supported; use HTTP/1.1 or HTTP/1.0.",
                  ex->http_major, ex->http_minor);
@@ -1207,14 +1110,12 @@ void af_ex_upstream_ready(struct af_exchange *ex)
      * §10.1.1); the instance never sees Expect. */
     if (ex->expect_continue && request_has_body(ex))
         evbuffer_add(c->s.out, "HTTP/1.1 100 Continue\r\n\r\n", 25);
-    if (ex->chunked_in && !ex->body_started) {
-        /* The scanner stopped at the end of the head; the body's framing is
-         * checked from here. */
-        af_strict_chunked(&c->strict);
-        ex->body_started = true;
+    if (ex->chunked_in && !ex->req_body_done && c->strict.mode == AF_STRICT_OFF) {
+        /* The scanner stopped at the end of the head; the body is decoded
+         * and checked from here (once: a retry keeps its state). */
+        af_strict_chunked_decode(&c->strict);
     }
     ex->body_flowing = true;
-    http_parser_pause(&c->parser, 0);
     af_stream_flush(&c->s); /* 100 Continue */
     conn_drive(c);
     if (!c->dead && c->ex == ex)
@@ -1241,7 +1142,7 @@ static void ex_finish(struct af_exchange *ex, bool upstream_reusable)
     }
     c->state = AF_CONN_HEAD;
     af_strict_head(&c->strict);
-    http_parser_pause(&c->parser, 0);
+    c->scanned = 0;
     af_timeout_arm(&c->srv->idle_timeouts, &c->timeout);
     conn_drive(c); /* a pipelined request may be waiting */
     /* Idle with nothing buffered: the connection holds no buffers until its
@@ -1253,21 +1154,14 @@ static void ex_finish(struct af_exchange *ex, bool upstream_reusable)
 /* Called when the upstream side finished the response. */
 void af_ex_response_done(struct af_exchange *ex)
 {
-    ex_finish(ex, ex->req_body_done && http_should_keep_alive(&ex->rparser));
+    ex_finish(ex, ex->req_body_done && ex->rkeepalive);
 }
 
 void af_ex_reply(struct af_exchange *ex, int status, const struct af_headers *headers,
                  struct evbuffer *body, int fd, int64_t offset, int64_t length)
 {
     struct af_conn *c = ex->conn;
-    if (!request_has_body(ex)) {
-        /* Step the paused parser over the end of the head so the connection
-         * can carry the next request; a body, if any, is never read. */
-        ex->body_flowing = true;
-        http_parser_pause(&c->parser, 0);
-        if (conn_feed(c, NULL) < 0)
-            ex->close_after = true;
-    }
+    /* A body, if any, is never read: the connection cannot go on. */
     if (!ex->req_body_done)
         ex->close_after = true;
     if (c->srv->stopping)
@@ -1321,15 +1215,16 @@ void af_ex_upstream_failed(struct af_exchange *ex, const char *what)
         return;
     }
     /* A pooled connection the instance closed while idle: retry once on a
-     * fresh one, which is safe only while no body byte was consumed. */
-    if (ex->upstream_reused && !ex->retried && ex->req_body_bytes == 0 && ex->inst &&
+     * fresh one, which is safe only while nothing of the body was read
+     * (chunk framing included). */
+    if (ex->upstream_reused && !ex->retried && !ex->body_read && ex->inst &&
         ex->inst->state == AF_INST_READY) {
         ex->retried = true;
+        ex->rstarted = false; /* the new connection's response from its start */
         af_upstream_put(ex->up, false);
         ex->up = NULL;
         /* No body byte may reach the new connection before its head. */
         ex->body_flowing = false;
-        http_parser_pause(&ex->conn->parser, 1);
         ex_connect(ex);
         return;
     }

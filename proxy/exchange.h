@@ -33,15 +33,6 @@ struct sockaddr;
 struct af_instance;
 struct event;
 
-/* Accumulates header fields that http-parser may hand over in pieces. */
-struct af_head_acc {
-    char *buf;
-    size_t len;
-    size_t cap;
-    size_t name_len;
-    bool in_value;
-};
-
 enum af_conn_state {
     AF_CONN_HEAD,     /* reading a request head, or idle between requests */
     AF_CONN_EXCHANGE, /* one request being served */
@@ -53,17 +44,14 @@ struct af_conn {
     struct af_server *srv;
     struct af_listener *lst;
     struct af_stream s; /* the client socket and its buffers */
-    http_parser parser;
     enum af_conn_state state;
     struct af_exchange *ex;
     struct af_timeout timeout; /* on srv->head_timeouts or srv->idle_timeouts */
     char peer_ip[46]; /* INET6_ADDRSTRLEN */
-    size_t head_bytes;
-    unsigned n_headers;
-    int head_error; /* status to answer when the parser stopped on a limit */
-    struct af_strict strict; /* RFC 9112 framing, checked before the parser */
-    size_t scanned;          /* input bytes (from the front) already checked */
-    const char *strict_why;  /* what the strict check refused */
+    int head_error; /* the status to answer a request refused while reading it */
+    struct af_strict strict; /* RFC 9112 grammar of the head, then of a chunked body */
+    size_t scanned;          /* head bytes (from the front of the input) checked */
+    const char *why;         /* why the request was refused: a static sentence */
     unsigned requests;
     int busy;  /* callbacks in progress; see af_conn_enter() */
     bool dead; /* closed: free when busy drops to 0 */
@@ -79,6 +67,15 @@ enum af_ex_state {
 };
 
 struct af_upstream;
+
+/* Where the reading of an instance's response stands. */
+enum af_rbody {
+    AF_RB_HEAD,    /* a head (after any number of interim 1xx heads) */
+    AF_RB_LENGTH,  /* resp_left body bytes */
+    AF_RB_CHUNKED, /* a chunked body, decoded by rstrict */
+    AF_RB_EOF,     /* a body that ends when the instance closes */
+    AF_RB_DONE,
+};
 
 struct af_exchange {
     struct af_conn *conn;
@@ -96,29 +93,28 @@ struct af_exchange {
     unsigned short http_major;
     unsigned short http_minor;
     char *url;
-    struct af_head_acc acc; /* the request's fields as they arrive */
     struct af_headers req_headers;
     int64_t content_length; /* -1 when absent */
     bool chunked_in;
     bool expect_continue;
     bool keepalive;
-    bool body_flowing;  /* the client parser is unpaused, body goes upstream */
-    bool body_started;  /* the strict check moved on to the chunked body */
+    bool body_flowing;  /* body bytes are read from the client and go upstream */
+    bool body_read;     /* some of the body (or its chunk framing) was read */
     bool req_body_done; /* the whole request was read */
     uint64_t req_body_bytes;
+    uint64_t req_body_left; /* of a Content-Length body */
     bool upstream_reused;
     bool retried;
 
     /* The response. */
-    http_parser rparser;
-    struct af_head_acc racc;
+    enum af_rbody rbody; /* what the instance's bytes are now */
+    bool rstarted;       /* reading the response has begun */
     struct af_headers resp_headers;
-    size_t resp_head_bytes;
-    struct af_strict rstrict; /* the response's framing, checked before its parser */
-    size_t rscanned;
-    const char *rstrict_why;
-    bool rchunked_pause; /* the parser paused after a chunked head: scanner switches */
-    bool rinterim_pause; /* the parser paused after a 1xx: the next head is checked first */
+    struct af_strict rstrict; /* the response head's grammar, then a chunked body's */
+    size_t rscanned;          /* response head bytes checked */
+    const char *rwhy;         /* why the response is malformed */
+    uint64_t resp_left;       /* of a Content-Length body */
+    bool rkeepalive;          /* the instance keeps the connection open after it */
     int status;
     bool resp_head_sent;
     bool chunked_out;
@@ -174,12 +170,5 @@ void af_ex_fail(struct af_exchange *ex, int status, const char *fmt, ...)
 struct evbuffer;
 void af_ex_reply(struct af_exchange *ex, int status, const struct af_headers *headers,
                  struct evbuffer *body, int fd, int64_t offset, int64_t length);
-
-/* Header accumulator (headers of both directions). Returns the total bytes
- * accumulated so the caller can bound the head. */
-void af_head_acc_field(struct af_head_acc *a, struct af_headers *h, const char *p, size_t n);
-void af_head_acc_value(struct af_head_acc *a, const char *p, size_t n);
-void af_head_acc_finish(struct af_head_acc *a, struct af_headers *h);
-void af_head_acc_release(struct af_head_acc *a);
 
 #endif

@@ -76,6 +76,7 @@ void af_strict_head(struct af_strict *s)
     s->st = H_START;
     s->size = 0;
     s->digits = 0;
+    s->decode = false;
 }
 
 void af_strict_chunked(struct af_strict *s)
@@ -84,6 +85,25 @@ void af_strict_chunked(struct af_strict *s)
     s->st = C_SIZE_FIRST;
     s->size = 0;
     s->digits = 0;
+    s->decode = false;
+}
+
+void af_strict_chunked_decode(struct af_strict *s)
+{
+    af_strict_chunked(s);
+    s->decode = true;
+}
+
+uint64_t af_strict_data_left(const struct af_strict *s)
+{
+    return s->mode == AF_STRICT_CHUNKED && s->st == C_DATA ? s->size : 0;
+}
+
+void af_strict_data_taken(struct af_strict *s, uint64_t n)
+{
+    s->size -= n;
+    if (s->size == 0)
+        s->st = C_DATA_CR;
 }
 
 #define FAIL(msg)                                                                                  \
@@ -224,6 +244,8 @@ ssize_t af_strict_scan(struct af_strict *s, const char *p, size_t n, const char 
             s->digits = 0;
             break;
         case C_DATA: {
+            if (s->decode)
+                return (ssize_t)i; /* the caller takes the data */
             size_t take = n - i;
             if (take > s->size)
                 take = (size_t)s->size;

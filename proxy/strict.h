@@ -14,6 +14,7 @@
 #ifndef AF_STRICT_H
 #define AF_STRICT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -29,6 +30,7 @@ struct af_strict {
     int st;           /* state within the mode */
     uint64_t size;    /* the chunk size being read, then the data left */
     unsigned digits;  /* hex digits of the chunk size */
+    bool decode;      /* chunked: stop where chunk data starts (af_strict_data_left) */
 };
 
 /* Starts checking a request head (leading empty lines are allowed, RFC 9112
@@ -36,6 +38,19 @@ struct af_strict {
 void af_strict_head(struct af_strict *s);
 /* Starts checking a chunked body, from its first chunk-size line. */
 void af_strict_chunked(struct af_strict *s);
+
+/*
+ * Starts decoding a chunked body: the same checks, but af_strict_scan()
+ * stops (returning fewer bytes than given, mode still AF_STRICT_CHUNKED)
+ * where a chunk's data starts. The caller then takes up to
+ * af_strict_data_left() bytes of data itself and reports them with
+ * af_strict_data_taken() before scanning on.
+ */
+void af_strict_chunked_decode(struct af_strict *s);
+/* Data bytes of the current chunk still to take (0 outside chunk data). */
+uint64_t af_strict_data_left(const struct af_strict *s);
+/* The caller took n (at most af_strict_data_left()) data bytes. */
+void af_strict_data_taken(struct af_strict *s, uint64_t n);
 
 /*
  * Checks up to n bytes. Returns how many were checked (fewer than n only

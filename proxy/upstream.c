@@ -1,7 +1,8 @@
 /*
  * upstream — the instance side of an exchange. See upstream.h.
  *
- * The response is parsed with http-parser and relayed as it arrives. Its
+ * The response head is checked by the strict scanner and split by
+ * proxy/h1.h, as requests are; the body is relayed as it arrives. Its
  * framing toward the client is chosen here: the instance's Content-Length
  * when it gave one, else chunked for HTTP/1.1 clients, else the end of the
  * connection (HTTP/1.0). Reading from the instance pauses while the client's
@@ -26,11 +27,13 @@
 #include "common/log.h"
 #include "common/xalloc.h"
 #include "proxy/exchange.h"
+#include "proxy/h1.h"
 #include "proxy/instance.h"
 #include "proxy/server.h"
 #include "proxy/wire.h"
 
 #define MAX_RESPONSE_HEAD (64 * 1024)
+#define MAX_RESPONSE_FIELDS 1000
 /* Above App Engine's largest max_concurrent_requests (80), so a busy
  * instance never has its connections closed and reopened. */
 #define MAX_IDLE_PER_INSTANCE 128
@@ -131,65 +134,70 @@ struct evbuffer *af_upstream_output(struct af_upstream *up)
 
 /* ---- the response ------------------------------------------------------ */
 
-static struct af_exchange *ex_of(http_parser *p)
-{
-    return p->data;
-}
-
-static int on_r_header_field(http_parser *p, const char *at, size_t n)
-{
-    struct af_exchange *ex = ex_of(p);
-    ex->resp_head_bytes += n;
-    if (ex->resp_head_bytes > MAX_RESPONSE_HEAD)
-        return -1;
-    af_head_acc_field(&ex->racc, &ex->resp_headers, at, n);
-    return 0;
-}
-
-static int on_r_header_value(http_parser *p, const char *at, size_t n)
-{
-    struct af_exchange *ex = ex_of(p);
-    ex->resp_head_bytes += n;
-    if (ex->resp_head_bytes > MAX_RESPONSE_HEAD)
-        return -1;
-    af_head_acc_value(&ex->racc, at, n);
-    return 0;
-}
-
 static bool status_has_no_body(int status)
 {
     return (status >= 100 && status < 200) || status == 204 || status == 304;
 }
 
-static int on_r_headers_complete(http_parser *p)
+static int malformed(struct af_exchange *ex, const char *why)
 {
-    struct af_exchange *ex = ex_of(p);
+    ex->rwhy = why;
+    return -1;
+}
+
+/*
+ * A complete response head of hlen bytes at head: an interim 1xx is
+ * dropped (the final head follows); a final one chooses the body's framing
+ * in both directions and is written toward the client. Returns 0, or -1
+ * when the head is malformed.
+ */
+static int response_head(struct af_exchange *ex, const char *head, size_t hlen)
+{
     struct af_conn *c = ex->conn;
-    af_head_acc_finish(&ex->racc, &ex->resp_headers);
-    int status = p->status_code;
+    struct af_h1_response rs;
+    if (af_h1_parse_response(head, hlen, MAX_RESPONSE_FIELDS, &rs, &ex->resp_headers,
+                             &ex->rwhy) < 0)
+        return -1;
+    if (rs.major != 1)
+        return malformed(ex, "the HTTP version is not 1.x");
+    int status = rs.status;
     if (status >= 100 && status < 200) {
         /* Interim responses (the instance never saw Expect) are not relayed. */
         if (status == 101)
-            return -1; /* protocol switch was never offered: garbage */
+            return malformed(ex, "101 Switching Protocols was never offered");
         af_headers_clear(&ex->resp_headers);
-        ex->resp_head_bytes = 0;
-        af_strict_head(&ex->rstrict); /* the final response's head follows */
-        return 1; /* an interim response ends with its head (RFC 9112 §6.3) */
+        return 0; /* an interim response ends with its head (RFC 9112 §6.3) */
     }
+    struct af_h1_framing f;
+    const char *why;
+    if (af_h1_framing(&ex->resp_headers, &f, &why) != 0)
+        return malformed(ex, why);
     ex->status = status;
     struct af_headers *h = &ex->resp_headers;
     af_headers_drop_hop_by_hop(h);
-    bool head = ex->method == HTTP_HEAD;
-    bool has_length = (p->flags & F_CONTENTLENGTH) && !(p->flags & F_CHUNKED);
+    bool head_only = ex->method == HTTP_HEAD || status_has_no_body(status);
     bool length_field = false;
-    if (head || status_has_no_body(status)) {
-        length_field = has_length && status != 204 && status != 304;
-    } else if (has_length) {
+    if (head_only) {
+        length_field = f.length >= 0 && status != 204 && status != 304;
+        ex->rbody = AF_RB_DONE;
+    } else if (f.chunked) {
+        ex->rbody = AF_RB_CHUNKED;
+        af_strict_chunked_decode(&ex->rstrict);
+    } else if (f.length >= 0) {
         length_field = true;
-    } else if (ex->http_major == 1 && ex->http_minor >= 1) {
-        ex->chunked_out = true;
+        ex->resp_left = (uint64_t)f.length;
+        ex->rbody = f.length > 0 ? AF_RB_LENGTH : AF_RB_DONE;
     } else {
-        ex->close_after = true; /* HTTP/1.0: the end of the body is the close */
+        ex->rbody = AF_RB_EOF;
+    }
+    /* The instance's connection is reusable after a body with known bounds
+     * it did not ask to close. */
+    ex->rkeepalive = ex->rbody != AF_RB_EOF && af_h1_persists(rs.major, rs.minor, &f);
+    if (!head_only && !length_field) {
+        if (ex->http_major == 1 && ex->http_minor >= 1)
+            ex->chunked_out = true;
+        else
+            ex->close_after = true; /* HTTP/1.0: the end of the body is the close */
     }
     if (c->srv->stopping)
         ex->close_after = true;
@@ -200,7 +208,7 @@ static int on_r_headers_complete(http_parser *p)
     size_t max = 64 + strlen(reason) + af_headers_wire_size(h) + 64;
     struct evbuffer_iovec v;
     if (evbuffer_reserve_space(c->s.out, (ev_ssize_t)max, &v, 1) < 1)
-        return -1;
+        return malformed(ex, "out of memory");
     char *w = v.iov_base;
     w = AF_PUT_LIT(w, "HTTP/1.1 ");
     w = af_put_u64(w, (uint64_t)status);
@@ -210,7 +218,7 @@ static int on_r_headers_complete(http_parser *p)
     w = af_headers_copy(h, w);
     if (length_field) {
         w = AF_PUT_LIT(w, "Content-Length: ");
-        w = af_put_u64(w, p->content_length);
+        w = af_put_u64(w, (uint64_t)f.length);
         w = AF_PUT_LIT(w, "\r\n");
     } else if (ex->chunked_out) {
         w = AF_PUT_LIT(w, "Transfer-Encoding: chunked\r\n");
@@ -225,69 +233,46 @@ static int on_r_headers_complete(http_parser *p)
     ex->resp_head_sent = true;
     /* 204 and 304 end with their head whatever their fields say (RFC 9112
      * §6.3); bytes an instance sends after one are never relayed, and the
-     * connection, no longer in step, is not reused. */
-    if (head || status_has_no_body(status))
-        return 1;
-    if (p->flags & F_CHUNKED) {
-        /* Stop so the strict scanner can switch to the chunked body before
-         * the parser reads any of it. */
-        ex->rchunked_pause = true;
-        http_parser_pause(p, 1);
-    }
+     * connection, no longer in step, is not reused (af_upstream_put). */
+    if (ex->rbody == AF_RB_DONE)
+        ex->resp_done = true;
     return 0;
 }
 
-static int on_r_body(http_parser *p, const char *at, size_t n)
+/* Body bytes toward the client, as chunks when the client's framing is
+ * chunked. n bytes are moved from the front of in. */
+static void relay_body(struct af_exchange *ex, struct evbuffer *in, size_t n)
 {
-    struct af_exchange *ex = ex_of(p);
     struct evbuffer *out = ex->conn->s.out;
     if (ex->chunked_out) {
         char size[24];
         char *e = af_put_hex(size, n);
         e = AF_PUT_LIT(e, "\r\n");
         evbuffer_add(out, size, (size_t)(e - size));
-        evbuffer_add(out, at, n);
+        evbuffer_remove_buffer(in, out, n);
         evbuffer_add(out, "\r\n", 2);
     } else {
-        evbuffer_add(out, at, n);
+        evbuffer_remove_buffer(in, out, n);
     }
     ex->resp_bytes += n;
-    return 0;
 }
 
-static int on_r_message_complete(http_parser *p)
+static void body_done(struct af_exchange *ex)
 {
-    struct af_exchange *ex = ex_of(p);
-    if (!ex->resp_head_sent) {
-        /* The end of an interim 1xx response: stop, so the strict scanner
-         * checks the final head before the parser reads it. */
-        ex->rinterim_pause = true;
-        http_parser_pause(p, 1);
-        return 0;
-    }
     if (ex->chunked_out)
         evbuffer_add(ex->conn->s.out, "0\r\n\r\n", 5);
+    ex->rbody = AF_RB_DONE;
     ex->resp_done = true;
-    http_parser_pause(p, 1);
-    return 0;
 }
-
-static const http_parser_settings response_settings = {
-    .on_header_field = on_r_header_field,
-    .on_header_value = on_r_header_value,
-    .on_headers_complete = on_r_headers_complete,
-    .on_body = on_r_body,
-    .on_message_complete = on_r_message_complete,
-};
 
 static void up_on_read(struct af_stream *s, void *arg);
 
 void af_upstream_start_reading(struct af_upstream *up)
 {
     struct af_exchange *ex = up->ex;
-    if (ex && !ex->rparser.data) {
-        http_parser_init(&ex->rparser, HTTP_RESPONSE);
-        ex->rparser.data = ex;
+    if (ex && !ex->rstarted) {
+        ex->rstarted = true;
+        ex->rbody = AF_RB_HEAD;
         af_strict_head(&ex->rstrict);
         ex->rscanned = 0;
     }
@@ -309,46 +294,94 @@ static bool client_has_room(struct af_exchange *ex)
     return evbuffer_get_length(ex->conn->s.out) < AF_HIGH_WATER;
 }
 
-/* Feeds the response parser. Returns 0, or -1 when the response is
+/* Checks more of a response head. Returns 1 when it is complete (its
+ * length in ex->rscanned), 0 while more bytes are needed, -1 when it is
  * malformed. */
+static int scan_response_head(struct af_exchange *ex, struct evbuffer *in, size_t len)
+{
+    while (ex->rscanned < len && ex->rstrict.mode != AF_STRICT_OFF) {
+        struct evbuffer_iovec v;
+        struct evbuffer_ptr at;
+        if (evbuffer_ptr_set(in, &at, ex->rscanned, EVBUFFER_PTR_SET) < 0 ||
+            evbuffer_peek(in, -1, &at, &v, 1) < 1)
+            break;
+        size_t n = v.iov_len;
+        if (n > MAX_RESPONSE_HEAD + 1 - ex->rscanned)
+            n = MAX_RESPONSE_HEAD + 1 - ex->rscanned;
+        ssize_t r = af_strict_scan(&ex->rstrict, v.iov_base, n, &ex->rwhy);
+        if (r < 0)
+            return -1;
+        ex->rscanned += (size_t)r;
+        if (ex->rstrict.mode != AF_STRICT_OFF && ex->rscanned > MAX_RESPONSE_HEAD)
+            return malformed(ex, "the response head is larger than 64 KiB");
+    }
+    return ex->rstrict.mode == AF_STRICT_OFF;
+}
+
+/* Reads the response from the instance's bytes and relays it. Returns 0,
+ * or -1 when the response is malformed (ex->rwhy says how). */
 static int up_feed(struct af_upstream *up)
 {
     struct af_exchange *ex = up->ex;
     struct evbuffer *in = up->s.in;
-    while (evbuffer_get_length(in) > 0 && !ex->resp_done) {
+    size_t len;
+    while ((len = evbuffer_get_length(in)) > 0 && !ex->resp_done) {
         if (!client_has_room(ex)) {
             af_upstream_pause_reading(up);
             return 0;
         }
-        struct evbuffer_iovec v;
-        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+        switch (ex->rbody) {
+        case AF_RB_HEAD: {
+            /* The same grammar as for requests: an app whose response a
+             * client would read differently is answered 502. */
+            int r = scan_response_head(ex, in, len);
+            if (r <= 0)
+                return r;
+            size_t hlen = ex->rscanned;
+            const char *head = (const char *)evbuffer_pullup(in, (ev_ssize_t)hlen);
+            if (!head || response_head(ex, head, hlen) < 0)
+                return -1;
+            evbuffer_drain(in, hlen);
+            ex->rscanned = 0;
+            if (ex->rbody == AF_RB_HEAD)
+                af_strict_head(&ex->rstrict); /* after an interim 1xx */
             break;
-        /* The same framing rules as for requests: an app whose response a
-         * client would read differently is answered 502. */
-        ssize_t len = af_strict_admit(&ex->rstrict, &ex->rscanned, v.iov_base, v.iov_len,
-                                      &ex->rstrict_why);
-        if (len < 0)
-            return -1;
-        size_t n = http_parser_execute(&ex->rparser, &response_settings, v.iov_base, (size_t)len);
-        evbuffer_drain(in, n);
+        }
+        case AF_RB_LENGTH: {
+            size_t take = len < ex->resp_left ? len : (size_t)ex->resp_left;
+            relay_body(ex, in, take);
+            ex->resp_left -= take;
+            if (ex->resp_left == 0)
+                body_done(ex);
+            break;
+        }
+        case AF_RB_CHUNKED: {
+            uint64_t left = af_strict_data_left(&ex->rstrict);
+            if (left > 0) {
+                size_t take = len < left ? len : (size_t)left;
+                relay_body(ex, in, take);
+                af_strict_data_taken(&ex->rstrict, take);
+                break;
+            }
+            /* Chunk sizes, extensions, CRLFs and trailers: checked, dropped. */
+            struct evbuffer_iovec v;
+            if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+                return 0;
+            ssize_t r = af_strict_scan(&ex->rstrict, v.iov_base, v.iov_len, &ex->rwhy);
+            if (r < 0)
+                return -1;
+            evbuffer_drain(in, (size_t)r);
+            if (ex->rstrict.mode == AF_STRICT_OFF)
+                body_done(ex);
+            break;
+        }
+        case AF_RB_EOF:
+            relay_body(ex, in, len);
+            break;
+        case AF_RB_DONE:
+            return 0;
+        }
         af_stream_consumed(&up->s);
-        af_strict_taken(&ex->rscanned, n);
-        enum http_errno e = HTTP_PARSER_ERRNO(&ex->rparser);
-        if (e == HPE_PAUSED && ex->rinterim_pause) {
-            ex->rinterim_pause = false;
-            http_parser_pause(&ex->rparser, 0);
-            continue;
-        }
-        if (e == HPE_PAUSED && ex->rchunked_pause) {
-            ex->rchunked_pause = false;
-            af_strict_chunked(&ex->rstrict);
-            http_parser_pause(&ex->rparser, 0);
-            continue;
-        }
-        if (e == HPE_PAUSED)
-            break;
-        if (e != HPE_OK)
-            return -1;
     }
     return 0;
 }
@@ -368,11 +401,8 @@ static void up_on_read(struct af_stream *s, void *arg)
     struct af_conn *c = ex->conn;
     af_conn_enter(c);
     if (up_feed(up) < 0) {
-        enum http_errno e = HTTP_PARSER_ERRNO(&ex->rparser);
-        const char *why = ex->rstrict_why ? ex->rstrict_why
-                          : ex->resp_head_bytes > MAX_RESPONSE_HEAD ? "response head too large"
-                                                                    : http_errno_description(e);
-        af_ex_fail(ex, 502, "Instance %s sent a malformed response: %s.", up->inst->name, why);
+        af_ex_fail(ex, 502, "Instance %s sent a malformed response: %s.", up->inst->name,
+                   ex->rwhy ? ex->rwhy : "it breaks the HTTP/1.1 grammar");
     } else if (ex->resp_done) {
         af_ex_response_done(ex);
     } else if (!c->dead) {
@@ -419,11 +449,9 @@ static void up_on_event(struct af_stream *s, enum af_stream_event what, void *ar
     const char *what_s = !up->connected ? "refused the connection"
                                         : "closed the connection without answering";
     if (ex->resp_head_sent && !ex->resp_done) {
-        /* The end of a body delimited by the close (no length, no chunks):
-         * http-parser learns of it from a zero-length execute. */
-        if (up_feed(up) == 0 && !ex->resp_done) {
-            http_parser_execute(&ex->rparser, &response_settings, NULL, 0);
-        }
+        /* The end of a body delimited by the close (no length, no chunks). */
+        if (up_feed(up) == 0 && !ex->resp_done && ex->rbody == AF_RB_EOF)
+            body_done(ex);
         if (ex->resp_done)
             af_ex_response_done(ex);
         else

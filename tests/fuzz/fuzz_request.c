@@ -100,6 +100,7 @@ struct fake_conn {
     bool in_value;
     int n_host;
     int n_request_id;
+    bool te_seen; /* a field named exactly Transfer-Encoding */
     bool closing;
 };
 
@@ -149,6 +150,7 @@ static int fake_on_begin(http_parser *p)
     f->field_len = 0;
     f->in_value = false;
     f->n_host = f->n_request_id = 0;
+    f->te_seen = false;
     return 0;
 }
 
@@ -171,7 +173,13 @@ static int fake_on_field(http_parser *p, const char *at, size_t n)
 
 static int fake_on_value(http_parser *p, const char *at, size_t n)
 {
-    ((struct fake_conn *)p->data)->in_value = true;
+    struct fake_conn *f = p->data;
+    /* As in rc_on_value: only the name Transfer-Encoding, whole, frames. */
+    if (f->field_len == 17 && strncasecmp(f->field, "Transfer-Encoding", 17) == 0)
+        f->te_seen = true;
+    else if (!f->te_seen)
+        p->uses_transfer_encoding = 0;
+    f->in_value = true;
     return 0;
 }
 
@@ -181,6 +189,8 @@ static int fake_on_headers_complete(http_parser *p)
     if (f->in_value)
         fake_header_done(f);
     f->in_value = false;
+    if (!f->te_seen)
+        p->flags &= (unsigned)~F_CHUNKED; /* set by a name that only starts alike */
     if (f->n_host != 1 && !known_bugs) /* known: HTTP/1.0 with two Hosts */
         die("a forwarded request does not carry exactly one Host");
     if ((setup & SETUP_MODE_MASK) != MODE_DIRECT && f->n_request_id != 1)
@@ -431,6 +441,8 @@ struct resp_check {
     size_t field_len;
     bool in_value;
     bool field_is_connection;
+    bool field_is_te;  /* the name is exactly Transfer-Encoding */
+    bool te_seen;      /* a field named exactly Transfer-Encoding was seen */
     char value[32];
     size_t value_len;
 };
@@ -461,12 +473,21 @@ static int rc_on_field(http_parser *p, const char *at, size_t n)
     }
     r->field_is_connection = r->field_len < sizeof(r->field) &&
                              strcasecmp(r->field, "Connection") == 0;
+    r->field_is_te = r->field_len < sizeof(r->field) &&
+                     strcasecmp(r->field, "Transfer-Encoding") == 0;
     return 0;
 }
 
 static int rc_on_value(http_parser *p, const char *at, size_t n)
 {
     struct resp_check *r = p->data;
+    /* http-parser 2.9 takes any name starting with "Transfer-Encoding" for
+     * it; names are compared whole (RFC 9110 §5.1), as appfront does, so
+     * such a field frames nothing here either. */
+    if (r->field_is_te)
+        r->te_seen = true;
+    else if (!r->te_seen)
+        p->uses_transfer_encoding = 0;
     r->in_value = true;
     size_t room = sizeof(r->value) - 1 > r->value_len ? sizeof(r->value) - 1 - r->value_len : 0;
     memcpy(r->value + r->value_len, at, n < room ? n : room);
@@ -480,6 +501,8 @@ static int rc_on_headers_complete(http_parser *p)
     if (r->in_value)
         rc_header_done(r);
     r->in_value = false;
+    if (!r->te_seen)
+        p->flags &= (unsigned)~F_CHUNKED; /* set by a name that only starts alike */
     r->interim = p->status_code >= 100 && p->status_code < 200;
     if (r->interim)
         return 0;

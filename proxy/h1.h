@@ -1,0 +1,82 @@
+/*
+ * h1 — reading HTTP/1.x heads: the start line, the fields and the framing
+ * they give the message (RFC 9112 §§3-7).
+ *
+ * The strict scanner (proxy/strict.h) walks the bytes as they arrive,
+ * checks them against the grammar and finds where the head ends. The head is
+ * then split here in one pass over bytes already known good: lines end in
+ * CRLF, every field line has a colon after a non-empty token, no control
+ * characters. Bodies are the caller's: Content-Length bytes are moved as
+ * they are, chunked bodies are decoded by the strict scanner
+ * (af_strict_chunked_decode).
+ *
+ * The front end used http-parser for all of this once; walking every head
+ * twice (the scanner, then the parser and its per-field callbacks) was a
+ * third of the proxy's user-space work (docs/benchmarks.md).
+ */
+#ifndef AF_H1_H
+#define AF_H1_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct af_headers;
+struct af_header;
+
+struct af_h1_request {
+    unsigned method;    /* enum http_method of <http_parser.h> */
+    const char *target; /* in the head, not NUL-terminated */
+    size_t target_len;
+    unsigned short major, minor;
+};
+
+struct af_h1_response {
+    int status;
+    unsigned short major, minor;
+};
+
+/*
+ * Splits a request head of n bytes at p (what the strict scanner passed,
+ * from the first byte through the empty line; leading empty lines allowed)
+ * and appends its fields to h. Returns 0, or the status to answer (400 for
+ * a malformed request line, 505 for a major version other than 1, 501 for
+ * an unknown method, 431 for more than max_fields fields) with *why set to
+ * a static sentence.
+ */
+int af_h1_parse_request(const char *p, size_t n, size_t max_fields, struct af_h1_request *rq,
+                        struct af_headers *h, const char **why);
+
+/* The same for a response head: 0, or -1 with *why set. */
+int af_h1_parse_response(const char *p, size_t n, size_t max_fields, struct af_h1_response *rs,
+                         struct af_headers *h, const char **why);
+
+/* How a message's body is delimited, and what Connection said. */
+struct af_h1_framing {
+    int64_t length; /* Content-Length, or -1 when absent */
+    bool chunked;   /* Transfer-Encoding is exactly "chunked" */
+    bool close;      /* Connection has "close" */
+    bool keep_alive; /* Connection has "keep-alive" */
+    /* The first Transfer-Encoding field with a coding other than chunked,
+     * when that is why framing failed with 501. */
+    const struct af_header *unsupported;
+};
+
+/*
+ * Reads the framing fields of h (RFC 9112 §6). Returns 0, or 400 (a
+ * Content-Length that is not one plain number, two of them, Content-Length
+ * with Transfer-Encoding, chunked not last or twice) or 501 (a transfer
+ * coding other than chunked), with *why set to a static sentence.
+ */
+int af_h1_framing(const struct af_headers *h, struct af_h1_framing *f, const char **why);
+
+/* Whether the connection persists after this message (RFC 9112 §9.3):
+ * HTTP/1.1 unless "close", HTTP/1.0 only with "keep-alive". */
+static inline bool af_h1_persists(unsigned major, unsigned minor, const struct af_h1_framing *f)
+{
+    if (f->close || major != 1)
+        return false;
+    return minor >= 1 || f->keep_alive;
+}
+
+#endif
