@@ -12,7 +12,7 @@
  *
  * The front end used http-parser for all of this once; walking every head
  * twice (the scanner, then the parser and its per-field callbacks) was a
- * third of the proxy's user-space work (docs/benchmarks.md).
+ * quarter of the proxy's user-space work (docs/benchmarks.md).
  */
 #ifndef AF_H1_H
 #define AF_H1_H

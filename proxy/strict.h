@@ -1,12 +1,14 @@
 /*
- * strict — the framing grammar of RFC 9112, checked byte by byte before
- * http-parser sees the bytes.
+ * strict — the grammar of RFC 9112, checked byte by byte as a message
+ * arrives, before anything reads it (proxy/h1.h splits the heads it
+ * passed).
  *
- * Debian's http-parser is built lenient: it accepts whitespace between a
- * field name and its colon, bare CR or LF as line ends, chunk data not
- * followed by CRLF, and a few more shapes that other HTTP implementations
- * read differently. Each is a request-smuggling vector in front of an app
- * whose own parser disagrees, so the front end refuses them (400) here.
+ * Lenient parsers (Debian's http-parser among them) accept whitespace
+ * between a field name and its colon, bare CR or LF as line ends, chunk
+ * data not followed by CRLF, and a few more shapes that other HTTP
+ * implementations read differently. Each is a request-smuggling vector in
+ * front of an app whose own parser disagrees, so the front end refuses them
+ * (400) here.
  *
  * The scanner knows where a head (or a chunked body) ends and stops there
  * (mode AF_STRICT_OFF); the caller restarts it for the next message.
