@@ -378,9 +378,8 @@ void af_api_internal_call(struct af_api *api, const char *service, const char *m
     size_t n = af__remote_api__request__get_packed_size(&r);
     uint8_t *buf = af_xmalloc(n ? n : 1);
     af__remote_api__request__pack(&r, buf);
-    struct af_api_job *job = af_xcalloc(1, sizeof(*job));
-    job->kind = AF_API_JOB_INTERNAL;
-    job->req = af_envelope_request_decode(buf, n);
+    struct af_api_job *job = af_api_job_new(AF_API_JOB_INTERNAL);
+    job->req = af_envelope_request_decode(&job->arena, buf, n);
     job->tag = tag;
     job->deadline_ns = UINT64_MAX;
     free(buf);

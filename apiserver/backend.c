@@ -11,11 +11,32 @@
  *    work. No code path holds both mutexes.
  *  - A job is owned by one thread at a time: the pusher gives it up in
  *    af_api_jobq_push() and must not touch it afterwards; the thread that takes
- *    it in af_api_jobq_take_all() owns it from then on.
- *  - The producer links the job *then* writes the eventfd; the consumer reads
- *    the eventfd *then* unlinks everything. So every job is followed by a
- *    write the consumer has not consumed yet, and no job is stranded; the
- *    worst case is a wakeup that finds the list empty, which is harmless.
+ *    it in af_api_jobq_take_all() or af_api_jobq_wait_all() owns it from
+ *    then on.
+ *  - Wake-ups are written only when needed. Each queue has a flag,
+ *    _sleeping, set by the consumer under the mutex when it is about to wait
+ *    on the eventfd without looking at the list again: in
+ *    af_api_jobq_take_all(), after taking the list (an event-loop consumer
+ *    goes back to its loop), and in af_api_jobq_wait_all() only after
+ *    finding the list empty (the backend keeps taking jobs without a system
+ *    call while there are any). A producer links the job and, under the same
+ *    mutex, tests and clears the flag; it writes the eventfd (after
+ *    unlocking) only if the flag was set. So a burst of pushes costs one
+ *    write, and a busy backend costs none.
+ *    Why no job is stranded. A "look" is the consumer taking the list under
+ *    the mutex. The invariant: whenever _sleeping is clear, the consumer is
+ *    bound to look again without needing a new write — either it has not
+ *    waited since its last look (wait_all found jobs: it looks again before
+ *    it blocks), or the producer that cleared the flag owes a write, made
+ *    after that producer's unlock and hence not consumed by any read before
+ *    it (the eventfd counter keeps it until the consumer reads), and every
+ *    read is followed by a look. A producer links under the mutex: if the
+ *    flag is set, the consumer is waiting or about to, and the producer
+ *    clears the flag and writes, restoring the invariant; if it is clear,
+ *    the invariant promises a look, which comes after the link because both
+ *    take the mutex. So every job is taken by a later look. The cost of a
+ *    race is at worst one wakeup that finds the list empty (the write came
+ *    after a look that already took the job), which is harmless.
  *  - The backend blocks in read(2) on the inbox's eventfd. The listener
  *    watches the outbox's (non-blocking) eventfd from its event loop.
  *  - job->owner is the listener's connection. The backend never dereferences
@@ -28,7 +49,7 @@
  *    pushes the job, carrying the work's own state (never service state), on
  *    the I/O thread's inbox (apiserver/iothread.c), whose libevent loop
  *    watches its eventfd and runs many such calls at once. When the work is
- *    done the I/O thread encodes the reply and pushes the job on the same
+ *    done the I/O thread sets the job's result and pushes the job on the same
  *    outbox as the backend: the outbox has two producers and one consumer,
  *    under its mutex like any queue. A job still belongs to one thread at a
  *    time, and the backend never waits on the I/O thread or the network.
@@ -75,15 +96,47 @@ void af_api_job_free_work(struct af_api_job *job)
     job->defer_ops = NULL;
 }
 
+struct af_api_job *af_api_job_new(enum af_api_job_kind kind)
+{
+    /* malloc, not calloc: glibc's calloc bypasses the thread cache, and a
+     * job is allocated per call. */
+    struct af_api_job *job = af_xmalloc(sizeof(*job));
+    *job = (struct af_api_job){.kind = kind};
+    return job;
+}
+
 void af_api_job_free(struct af_api_job *job)
 {
     if (!job)
         return;
     af_api_job_free_work(job);
-    af_envelope_request_free(job->req);
+    af_envelope_arena_release(&job->arena);
+    free(job->res.response);
+    free(job->res.detail);
     free(job->stub);
     free(job->reply);
     free(job);
+}
+
+void af_api_job_set_result(struct af_api_job *job, struct af_result *res)
+{
+    free(job->res.response);
+    free(job->res.detail);
+    job->res = (struct af_result){.kind = res->kind,
+                                  .code = res->code,
+                                  .detail = res->detail,
+                                  .response = res->response,
+                                  .response_len = res->response_len};
+    res->detail = NULL;
+    res->response = NULL;
+    res->response_len = 0;
+}
+
+void af_api_job_set_rpc_error(struct af_api_job *job, int code, const char *detail)
+{
+    struct af_result res = {
+        .kind = AF_RESULT_RPC_ERROR, .code = code, .detail = detail ? af_xstrdup(detail) : NULL};
+    af_api_job_set_result(job, &res);
 }
 
 int af_api_jobq_init(struct af_api_jobq *q, bool nonblock)
@@ -92,6 +145,7 @@ int af_api_jobq_init(struct af_api_jobq *q, bool nonblock)
     q->efd = eventfd(0, EFD_CLOEXEC | (nonblock ? EFD_NONBLOCK : 0));
     if (q->efd < 0)
         return -errno;
+    q->_sleeping = true; /* the consumer starts out waiting */
     pthread_mutex_init(&q->_mu, NULL);
     return 0;
 }
@@ -129,27 +183,53 @@ void af_api_jobq_push(struct af_api_jobq *q, struct af_api_job *job)
     else
         q->_head = job;
     q->_tail = job;
+    bool wake = q->_sleeping;
+    q->_sleeping = false;
     pthread_mutex_unlock(&q->_mu);
-    jobq_wake(q);
+    if (wake)
+        jobq_wake(q);
 }
 
 void af_api_jobq_close(struct af_api_jobq *q)
 {
     pthread_mutex_lock(&q->_mu);
     q->_closed = true;
+    q->_sleeping = false;
     pthread_mutex_unlock(&q->_mu);
-    jobq_wake(q);
+    jobq_wake(q); /* unconditionally: closing is rare and must be seen */
 }
 
-struct af_api_job *af_api_jobq_take_all(struct af_api_jobq *q, bool *closed)
+static void jobq_read_wakeup(struct af_api_jobq *q)
 {
     uint64_t count;
     ssize_t n;
     do
         n = read(q->efd, &count, sizeof(count));
     while (n < 0 && errno == EINTR);
+}
 
+struct af_api_job *af_api_jobq_take_all(struct af_api_jobq *q, bool *closed)
+{
+    jobq_read_wakeup(q);
     pthread_mutex_lock(&q->_mu);
+    struct af_api_job *list = q->_head;
+    q->_head = q->_tail = NULL;
+    *closed = q->_closed;
+    /* The caller goes back to waiting on the eventfd. */
+    q->_sleeping = true;
+    pthread_mutex_unlock(&q->_mu);
+    return list;
+}
+
+struct af_api_job *af_api_jobq_wait_all(struct af_api_jobq *q, bool *closed)
+{
+    pthread_mutex_lock(&q->_mu);
+    while (!q->_head && !q->_closed) {
+        q->_sleeping = true;
+        pthread_mutex_unlock(&q->_mu);
+        jobq_read_wakeup(q);
+        pthread_mutex_lock(&q->_mu);
+    }
     struct af_api_job *list = q->_head;
     q->_head = q->_tail = NULL;
     *closed = q->_closed;
@@ -199,16 +279,10 @@ static void notify_main(struct af_backend *be, const char *name)
 {
     if (!be->mainq || be->notice_out)
         return;
-    struct af_api_job *job = af_xcalloc(1, sizeof(*job));
-    job->kind = AF_API_JOB_NOTICE;
+    struct af_api_job *job = af_api_job_new(AF_API_JOB_NOTICE);
     job->stub = af_xstrdup(name);
     be->notice_out = true;
     af_api_jobq_push(be->mainq, job);
-}
-
-static void reply_rpc_error(struct af_api_job *job, int code, const char *detail)
-{
-    job->reply_len = af_envelope_encode_rpc_error(code, detail, &job->reply);
 }
 
 /* Runs one call. Returns true when the call was deferred: the job now
@@ -227,7 +301,7 @@ static bool run_call(struct af_backend *be, struct af_api_job *job)
         snprintf(detail, sizeof(detail), "%.64s.%.64s: deadline passed while queued", call.service,
                  call.method);
         af_debug("api: %s", detail);
-        reply_rpc_error(job, AF_RPC_DEADLINE_EXCEEDED, detail);
+        af_api_job_set_rpc_error(job, AF_RPC_DEADLINE_EXCEEDED, detail);
         return false;
     }
 
@@ -236,7 +310,7 @@ static bool run_call(struct af_backend *be, struct af_api_job *job)
         snprintf(detail, sizeof(detail), "the API server has no service named \"%.64s\"",
                  call.service);
         af_debug("api: %s", detail);
-        reply_rpc_error(job, AF_RPC_CALL_NOT_FOUND, detail);
+        af_api_job_set_rpc_error(job, AF_RPC_CALL_NOT_FOUND, detail);
         return false;
     }
     const struct af_method *m = find_method(be->services[idx], call.method);
@@ -244,7 +318,7 @@ static bool run_call(struct af_backend *be, struct af_api_job *job)
         snprintf(detail, sizeof(detail), "service \"%s\" has no method \"%.64s\"",
                  be->services[idx]->name, call.method);
         af_debug("api: %s", detail);
-        reply_rpc_error(job, AF_RPC_CALL_NOT_FOUND, detail);
+        af_api_job_set_rpc_error(job, AF_RPC_CALL_NOT_FOUND, detail);
         return false;
     }
 
@@ -262,10 +336,12 @@ static bool run_call(struct af_backend *be, struct af_api_job *job)
             return true;
         }
         af_api_job_free_work(job);
-        reply_rpc_error(job, AF_RPC_FEATURE_DISABLED, "this server runs no external I/O");
+        af_api_job_set_rpc_error(job, AF_RPC_FEATURE_DISABLED, "this server runs no external I/O");
         return false;
     }
-    job->reply_len = af_envelope_encode_result(&res, &job->reply);
+    enum af_result_kind kind = res.kind;
+    int code = res.code;
+    af_api_job_set_result(job, &res);
     if (res.notify_main)
         notify_main(be, be->services[idx]->name);
 
@@ -273,13 +349,11 @@ static bool run_call(struct af_backend *be, struct af_api_job *job)
         uint64_t us = (af_api_now_ns() - start) / 1000;
         af_debug("api: %s.%s request_id=%.64s %s %d (%" PRIu64 " us)", be->services[idx]->name,
                  m->name, call.request_id,
-                 res.kind == AF_RESULT_OK          ? "ok"
-                 : res.kind == AF_RESULT_APP_ERROR ? "application_error"
-                                                   : "rpc_error",
-                 res.code, us);
+                 kind == AF_RESULT_OK          ? "ok"
+                 : kind == AF_RESULT_APP_ERROR ? "application_error"
+                                               : "rpc_error",
+                 code, us);
     }
-    free(res.response);
-    free(res.detail);
     return false;
 }
 
@@ -361,7 +435,7 @@ static void *backend_main(void *arg)
 
     for (;;) {
         bool closed;
-        struct af_api_job *list = af_api_jobq_take_all(be->inbox, &closed);
+        struct af_api_job *list = af_api_jobq_wait_all(be->inbox, &closed);
         while (list) {
             struct af_api_job *job = list;
             list = job->next;

@@ -5,8 +5,8 @@
  *
  * The listener thread turns each call into a struct af_api_job, pushes it on the
  * backend's inbox and forgets it; the backend thread runs jobs one at a time
- * and pushes each, now carrying its encoded reply, on the outbox, whose
- * eventfd the listener's event loop watches.
+ * and pushes each, now carrying its result (which the listener packs into
+ * the reply), on the outbox, whose eventfd the listener's event loop watches.
  */
 #ifndef AF_BACKEND_H
 #define AF_BACKEND_H
@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "apiserver/apiserver.h"
+#include "apiserver/envelope.h"
 #include "apiserver/service.h"
 #include "remote_api.pb-c.h"
 
@@ -44,7 +45,8 @@ struct af_api_job {
      * (which the listener keeps alive until the job returns). */
     void *owner;
     uint64_t deadline_ns;        /* CLOCK_MONOTONIC; a job not started by then is not run */
-    Af__RemoteApi__Request *req; /* CALL: owned, freed with the job */
+    Af__RemoteApi__Request *req; /* CALL, INTERNAL: decoded into arena, freed with the job */
+    struct af_envelope_arena arena;
     char *stub;                  /* CLEAR: owned service name, or NULL for all */
 
     /* A deferred call (service.h, af_result_defer): how the I/O thread
@@ -54,17 +56,28 @@ struct af_api_job {
     void *defer_arg;
 
     /* Filled by the backend, or by the I/O thread for a deferred call. */
-    uint8_t *reply; /* owned: CALL: encoded Response; CLEAR: text for a person */
+    /* CALL: what to answer, owned (response, detail); the listener packs
+     * the Response envelope straight into the connection's output. */
+    struct af_result res;
+    uint8_t *reply; /* owned: CLEAR: text for a person; INTERNAL: the bare response */
     size_t reply_len;
     int status; /* CLEAR: HTTP status (200, 404); INTERNAL: 0 or -1 */
     uint64_t tag; /* INTERNAL: the main thread's own id for the call */
 };
 
+/* Returns a new job of that kind, every other field zero (owned by the
+ * caller until pushed; released with af_api_job_free). */
+struct af_api_job *af_api_job_new(enum af_api_job_kind kind);
 /* Frees job and everything it owns (not owner), cancelling deferred work
  * it still holds. NULL is a no-op. */
 void af_api_job_free(struct af_api_job *job);
 /* Cancels and forgets the deferred work job holds, if any. */
 void af_api_job_free_work(struct af_api_job *job);
+/* Makes *res (not DEFER) job's answer: takes its response and detail,
+ * leaving res empty. */
+void af_api_job_set_result(struct af_api_job *job, struct af_result *res);
+/* Makes rpc_error {code, detail} job's answer; detail is copied. */
+void af_api_job_set_rpc_error(struct af_api_job *job, int code, const char *detail);
 
 /* The current CLOCK_MONOTONIC time in nanoseconds. */
 uint64_t af_api_now_ns(void);
@@ -74,6 +87,7 @@ struct af_api_jobq {
     pthread_mutex_t _mu;
     struct af_api_job *_head, *_tail;
     bool _closed;
+    bool _sleeping; /* the consumer waits on efd: a push must write it (backend.c) */
     int efd; /* readable while jobs may be waiting; watched by the consumer */
 };
 
@@ -86,11 +100,16 @@ void af_api_jobq_release(struct af_api_jobq *q);
 void af_api_jobq_push(struct af_api_jobq *q, struct af_api_job *job);
 /* Marks the queue closed and wakes the consumer. */
 void af_api_jobq_close(struct af_api_jobq *q);
-/* Takes every queued job, oldest first (ownership passes to the caller),
- * after consuming the eventfd's count. *closed tells whether af_api_jobq_close()
- * was called. Blocks only if the eventfd is blocking and nothing was
- * signalled yet. */
+/* For a consumer that waits on efd in an event loop, when efd is readable:
+ * takes every queued job, oldest first (ownership passes to the caller),
+ * after consuming the eventfd's count, and marks the consumer as waiting on
+ * efd again. *closed tells whether af_api_jobq_close() was called. Blocks
+ * only if the eventfd is blocking and nothing was signalled yet. */
 struct af_api_job *af_api_jobq_take_all(struct af_api_jobq *q, bool *closed);
+/* For a consumer thread that does nothing else (the backend): takes every
+ * queued job, oldest first, blocking on the (blocking) eventfd only while
+ * the queue is empty and not closed. */
+struct af_api_job *af_api_jobq_wait_all(struct af_api_jobq *q, bool *closed);
 
 /* The backend thread. */
 struct af_backend;

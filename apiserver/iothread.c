@@ -5,7 +5,7 @@
  *  - The backend pushes deferred jobs on io->inbox (an af_api_jobq whose
  *    non-blocking eventfd this thread's loop watches) and forgets them.
  *  - This thread owns a job from the moment it takes it off the inbox until
- *    it pushes it, reply encoded, on the listener's outbox. The outbox thus
+ *    it pushes it, result set, on the listener's outbox. The outbox thus
  *    has two producers (the backend and this thread); its mutex is what makes
  *    that safe, and the listener cannot tell who answered.
  *  - Everything else here (the event loop, the resolver, the list of calls
@@ -93,19 +93,17 @@ void af_io_finish(struct af_io_call *call, struct af_result *res)
         res->kind = AF_RESULT_RPC_ERROR;
         res->code = AF_RPC_UNKNOWN;
     }
-    job->reply_len = af_envelope_encode_result(res, &job->reply);
+    enum af_result_kind kind = res->kind;
+    int code = res->code;
+    af_api_job_set_result(job, res);
     if (af_log_enabled(AF_LOG_DEBUG)) {
         uint64_t us = (af_api_now_ns() - call->start_ns) / 1000;
         af_debug("api: %s finished: %s %d (%" PRIu64 " us on the I/O thread)", what,
-                 res->kind == AF_RESULT_OK          ? "ok"
-                 : res->kind == AF_RESULT_APP_ERROR ? "application_error"
-                                                    : "rpc_error",
-                 res->code, us);
+                 kind == AF_RESULT_OK          ? "ok"
+                 : kind == AF_RESULT_APP_ERROR ? "application_error"
+                                               : "rpc_error",
+                 code, us);
     }
-    free(res->response);
-    free(res->detail);
-    res->response = NULL;
-    res->detail = NULL;
     call_unlink(call);
     free(call);
     af_api_jobq_push(io->outbox, job);
@@ -115,7 +113,7 @@ void af_io_finish(struct af_io_call *call, struct af_result *res)
 static void refuse(struct af_io *io, struct af_api_job *job, int code, const char *detail)
 {
     af_api_job_free_work(job);
-    job->reply_len = af_envelope_encode_rpc_error(code, detail, &job->reply);
+    af_api_job_set_rpc_error(job, code, detail);
     af_api_jobq_push(io->outbox, job);
 }
 

@@ -39,6 +39,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -118,6 +119,8 @@ struct conn {
     struct bufferevent *bev; /* NULL once CLOSED */
     bool in_backend;         /* a job pointing here has not come back yet */
     bool close_after_write;  /* close once the reply is flushed */
+    bool read_paused;        /* reading stopped: WAIT_READ_HIGHWAT bytes ahead */
+    bool processing;         /* inside conn_process: parsing input */
     unsigned long id;        /* for log lines */
 
     /* CONN_HTTP only. */
@@ -180,33 +183,87 @@ static void conn_close(struct conn *c)
         conn_free(c);
 }
 
-static void conn_set_timeouts(struct conn *c, int read_s, int write_s)
-{
-    struct timeval rt = {.tv_sec = read_s}, wt = {.tv_sec = write_s};
-    bufferevent_set_timeouts(c->bev, read_s ? &rt : NULL, write_s ? &wt : NULL);
-}
-
+/*
+ * Timeouts and read-ahead are set up once per connection (accept_conn), not
+ * at every state change: re-arming them costs libevent an event_add per
+ * event, and most state changes would not change them.
+ *
+ *  - Write timeout (both transports): WRITE_TIMEOUT_S. libevent only arms it
+ *    while the output buffer holds bytes the socket did not take, which is
+ *    only ever the case in WRITING: so it is "a client that does not read
+ *    its reply" and nothing else.
+ *  - Read timeout (HTTP only): the idle limit, HTTP_IDLE_TIMEOUT_S. libevent
+ *    restarts it at every read; conn_enter_reading restarts it when the
+ *    connection becomes idle. It also runs while a call is out, where it
+ *    means nothing: on_event re-enables reading instead of closing when it
+ *    fires outside READING (at most once per HTTP_IDLE_TIMEOUT_S of a long
+ *    call). The framed socket has no read timeout.
+ *  - Read-ahead while a call is out: on_read stops reading once the input
+ *    holds WAIT_READ_HIGHWAT bytes (c->read_paused), conn_enter_reading
+ *    resumes. No watermark: one would add an evbuffer callback to every
+ *    read and drain, and an event_add to every change of the mark.
+ */
 static void conn_enter_reading(struct conn *c)
 {
     c->state = CONN_READING;
-    bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
-    conn_set_timeouts(c, c->kind == CONN_HTTP ? HTTP_IDLE_TIMEOUT_S : 0, 0);
-    bufferevent_enable(c->bev, EV_READ);
+    /* For HTTP, enabling an enabled read re-adds the event with its timeout:
+     * that is what restarts the idle timer. */
+    if (c->read_paused || c->kind == CONN_HTTP)
+        bufferevent_enable(c->bev, EV_READ);
+    c->read_paused = false;
 }
 
 static void conn_enter_waiting(struct conn *c)
 {
-    c->state = CONN_WAITING;
-    bufferevent_setwatermark(c->bev, EV_READ, 0, WAIT_READ_HIGHWAT);
     /* The call's own deadline bounds the wait, not an idle timer. */
-    conn_set_timeouts(c, 0, 0);
+    c->state = CONN_WAITING;
+}
+
+/*
+ * The reply is in c's output: write it at once. Most replies are small and
+ * the socket takes them whole, so the write event (two epoll_ctl calls per
+ * reply) is armed only when it does not — or when the connection closes
+ * after the reply, a rare path left to libevent, which calls on_write once
+ * everything is written. Finishing a reply inline (conn_reply_written) may
+ * parse the next pipelined request, so it is done only when c is not
+ * already parsing (a reply from the backend, in on_replies); a reply made
+ * while parsing (c->processing: an error answered by the listener itself)
+ * only moves c back to READING, and the parsing loop goes on with the next
+ * request.
+ */
+static void conn_reply_written(struct conn *c);
+
+/* Writes c's output at once. Returns true when all of it was written;
+ * otherwise (EAGAIN, a partial write, an error) libevent finishes the write
+ * under the write timeout, or reports the error to on_event, and calls
+ * on_write once the output is empty. */
+static bool conn_write_now(struct conn *c)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    /* A socket bufferevent freezes the front of its output so that only its
+     * own write callback drains it; write the way that callback does. */
+    evbuffer_unfreeze(out, 1);
+    int n = evbuffer_write(out, bufferevent_getfd(c->bev));
+    evbuffer_freeze(out, 1);
+    if (n >= 0 && evbuffer_get_length(out) == 0)
+        return true;
+    bufferevent_enable(c->bev, EV_WRITE);
+    return false;
 }
 
 static void conn_enter_writing(struct conn *c)
 {
     c->state = CONN_WRITING;
-    bufferevent_setwatermark(c->bev, EV_READ, 0, WAIT_READ_HIGHWAT);
-    conn_set_timeouts(c, 0, WRITE_TIMEOUT_S);
+    if (c->close_after_write) {
+        bufferevent_enable(c->bev, EV_WRITE);
+        return;
+    }
+    if (!conn_write_now(c))
+        return;
+    if (c->processing)
+        conn_enter_reading(c);
+    else
+        conn_reply_written(c);
 }
 
 static void free_cleanup(const void *data, size_t len, void *arg)
@@ -243,9 +300,9 @@ static const char *reason_phrase(int code)
     return "Unknown";
 }
 
-/* Sends an HTTP response with body (owned, malloc'd, may be NULL when len
- * is 0) and moves c to WRITING. */
-static void http_respond(struct conn *c, int status, const char *ctype, uint8_t *body, size_t len)
+/* Appends the head of an HTTP response with a body of len bytes to c's
+ * output. */
+static void http_respond_head(struct conn *c, int status, const char *ctype, size_t len)
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
     bool keep = c->req.keep_alive && !c->close_after_write;
@@ -259,9 +316,16 @@ static void http_respond(struct conn *c, int status, const char *ctype, uint8_t 
                         "%s%s\r\n",
                         status, reason_phrase(status), ctype, len, conn_hdr,
                         status == 405 ? "Allow: GET, POST\r\n" : "");
-    conn_add_owned(c, body, len);
     if (!keep)
         c->close_after_write = true;
+}
+
+/* Sends an HTTP response with body (owned, malloc'd, may be NULL when len
+ * is 0) and moves c to WRITING. */
+static void http_respond(struct conn *c, int status, const char *ctype, uint8_t *body, size_t len)
+{
+    http_respond_head(c, status, ctype, len);
+    conn_add_owned(c, body, len);
     conn_enter_writing(c);
 }
 
@@ -271,25 +335,42 @@ static void http_respond_text(struct conn *c, int status, const char *text)
     http_respond(c, status, "text/plain; charset=utf-8", (uint8_t *)body, strlen(body));
 }
 
-/* Sends an encoded Response (taken) on either transport. */
-static void conn_send_envelope(struct conn *c, uint8_t *resp, size_t len)
+/* Sends the Response envelope for res (borrowed) on either transport,
+ * packed straight into c's output: no buffer of its own. */
+static void conn_send_result(struct conn *c, const struct af_result *res)
 {
-    if (c->kind == CONN_HTTP) {
-        http_respond(c, 200, "application/octet-stream", resp, len);
-        return;
+    struct af_envelope_response r;
+    size_t len = af_envelope_response_init(&r, res);
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    size_t hdr = 0;
+    if (c->kind == CONN_HTTP)
+        http_respond_head(c, 200, "application/octet-stream", len);
+    else
+        hdr = 4; /* the frame's big-endian length */
+    /* One extent, so the envelope is packed in one piece. */
+    struct evbuffer_iovec v;
+    if (evbuffer_reserve_space(out, (ev_ssize_t)(hdr + len), &v, 1) != 1) {
+        /* Only fails when out of memory: the one OOM policy (xalloc.h). */
+        fprintf(stderr, "appfront: out of memory reserving %zu bytes\n", hdr + len);
+        abort();
     }
-    uint8_t hdr[4] = {(uint8_t)(len >> 24), (uint8_t)(len >> 16), (uint8_t)(len >> 8),
-                      (uint8_t)len};
-    bufferevent_write(c->bev, hdr, sizeof(hdr));
-    conn_add_owned(c, resp, len);
+    uint8_t *p = v.iov_base;
+    if (hdr) {
+        p[0] = (uint8_t)(len >> 24);
+        p[1] = (uint8_t)(len >> 16);
+        p[2] = (uint8_t)(len >> 8);
+        p[3] = (uint8_t)len;
+    }
+    af_envelope_response_pack(&r, p + hdr);
+    v.iov_len = hdr + len;
+    evbuffer_commit_space(out, &v, 1);
     conn_enter_writing(c);
 }
 
 static void conn_send_rpc_error(struct conn *c, int code, const char *detail)
 {
-    uint8_t *resp;
-    size_t len = af_envelope_encode_rpc_error(code, detail, &resp);
-    conn_send_envelope(c, resp, len);
+    struct af_result res = {.kind = AF_RESULT_RPC_ERROR, .code = code, .detail = (char *)detail};
+    conn_send_result(c, &res);
 }
 
 /* ---- calls -------------------------------------------------------------- */
@@ -308,8 +389,10 @@ static void conn_submit(struct conn *c, struct af_api_job *job)
 static void conn_call(struct conn *c, const uint8_t *buf, size_t len, bool has_deadline,
                       double deadline_s)
 {
-    Af__RemoteApi__Request *req = af_envelope_request_decode(buf, len);
-    if (!req) {
+    struct af_api_job *job = af_api_job_new(AF_API_JOB_CALL);
+    job->req = af_envelope_request_decode(&job->arena, buf, len);
+    if (!job->req) {
+        af_api_job_free(job);
         af_debug("api: connection %lu: undecodable envelope of %zu bytes", c->id, len);
         conn_send_rpc_error(c, AF_RPC_PARSE_ERROR,
                             "the request is not a valid remote_api.Request envelope");
@@ -322,9 +405,6 @@ static void conn_call(struct conn *c, const uint8_t *buf, size_t len, bool has_d
     else
         budget_ns = (uint64_t)c->l->default_deadline_ms * 1000000u;
 
-    struct af_api_job *job = af_xcalloc(1, sizeof(*job));
-    job->kind = AF_API_JOB_CALL;
-    job->req = req;
     job->deadline_ns = now + budget_ns;
     conn_submit(c, job);
 }
@@ -445,8 +525,10 @@ static int on_headers_complete(http_parser *p)
         http_parser_pause(p, 1);
         return 0;
     }
-    if (r->expect_continue && p->method == HTTP_POST)
+    if (r->expect_continue && p->method == HTTP_POST) {
         evbuffer_add_printf(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n");
+        conn_write_now(c);
+    }
     return 0;
 }
 
@@ -514,8 +596,7 @@ static const char *query_param(const char *q, size_t qlen, const char *name, siz
 
 static void http_clear(struct conn *c, const char *query, size_t qlen)
 {
-    struct af_api_job *job = af_xcalloc(1, sizeof(*job));
-    job->kind = AF_API_JOB_CLEAR;
+    struct af_api_job *job = af_api_job_new(AF_API_JOB_CLEAR);
     job->deadline_ns = UINT64_MAX;
     size_t vlen = 0;
     const char *stub = query ? query_param(query, qlen, "stub", &vlen) : NULL;
@@ -619,29 +700,20 @@ static void http_process(struct conn *c)
     }
 }
 
+/* Parses what c's input holds while c is READING. Never frees c. */
 static void conn_process(struct conn *c)
 {
+    c->processing = true;
     if (c->kind == CONN_HTTP)
         http_process(c);
     else
         framed_process(c);
+    c->processing = false;
 }
 
-/* ---- bufferevent callbacks ---------------------------------------------- */
-
-static void on_read(struct bufferevent *bev, void *arg)
+/* c's reply is all written: close, or go on with the next request. */
+static void conn_reply_written(struct conn *c)
 {
-    struct conn *c = arg;
-    if (c->state == CONN_READING)
-        conn_process(c);
-    /* Otherwise the bytes wait for the current call to finish. */
-}
-
-static void on_write(struct bufferevent *bev, void *arg)
-{
-    struct conn *c = arg;
-    if (c->state != CONN_WRITING)
-        return;
     if (c->close_after_write) {
         conn_close(c);
         return;
@@ -650,9 +722,40 @@ static void on_write(struct bufferevent *bev, void *arg)
     conn_process(c); /* a pipelined request may already be buffered */
 }
 
+/* ---- bufferevent callbacks ---------------------------------------------- */
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+    struct conn *c = arg;
+    if (c->state == CONN_READING) {
+        conn_process(c);
+    } else if (evbuffer_get_length(bufferevent_get_input(bev)) >= WAIT_READ_HIGHWAT) {
+        /* The bytes wait for the current call to finish; enough of them. */
+        bufferevent_disable(bev, EV_READ);
+        c->read_paused = true;
+    }
+}
+
+static void on_write(struct bufferevent *bev, void *arg)
+{
+    struct conn *c = arg;
+    /* Libevent wrote what conn_enter_writing could not; the next reply is
+     * written at once again. */
+    bufferevent_disable(bev, EV_WRITE);
+    if (c->state == CONN_WRITING)
+        conn_reply_written(c);
+}
+
 static void on_event(struct bufferevent *bev, short what, void *arg)
 {
     struct conn *c = arg;
+    if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) && c->state != CONN_READING) {
+        /* The idle timer ran out while a call was out or its reply was
+         * being written: the connection is not idle. libevent disabled
+         * reading; enabling it again restarts the timer. */
+        bufferevent_enable(bev, EV_READ);
+        return;
+    }
     if (what & BEV_EVENT_ERROR)
         af_debug("api: connection %lu: %s", c->id,
                  evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
@@ -692,7 +795,13 @@ static void accept_conn(struct af_api_listener *l, evutil_socket_t fd, enum conn
         c->parser.data = c;
     }
     bufferevent_setcb(bev, on_read, on_write, on_event, c);
-    conn_enter_reading(c);
+    /* Replies are written at once; see conn_enter_writing. */
+    bufferevent_disable(bev, EV_WRITE);
+    /* Once for the connection's life: see conn_enter_reading. */
+    struct timeval rt = {.tv_sec = HTTP_IDLE_TIMEOUT_S}, wt = {.tv_sec = WRITE_TIMEOUT_S};
+    bufferevent_set_timeouts(bev, kind == CONN_HTTP ? &rt : NULL, &wt);
+    c->state = CONN_READING;
+    bufferevent_enable(bev, EV_READ);
 }
 
 static void on_accept_http(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
@@ -750,8 +859,7 @@ static void on_replies(evutil_socket_t fd, short what, void *arg)
             af_debug("api: connection %lu went away before its reply; dropped", c->id);
             conn_free(c);
         } else if (job->kind == AF_API_JOB_CALL) {
-            conn_send_envelope(c, job->reply, job->reply_len);
-            job->reply = NULL;
+            conn_send_result(c, &job->res);
         } else {
             http_respond(c, job->status, "text/plain; charset=utf-8", job->reply, job->reply_len);
             job->reply = NULL;

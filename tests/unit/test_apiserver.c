@@ -861,6 +861,193 @@ static void test_http_info_and_clear(void **state)
     close(fd);
 }
 
+/* ---- hand-off under load --------------------------------------------------- */
+
+/* A framed reply of any size (recv_frame caps at 1 MiB); NULL on EOF. */
+static Af__RemoteApi__Response *recv_big_frame(int fd)
+{
+    uint8_t hdr[4];
+    if (!read_all(fd, hdr, 4))
+        return NULL;
+    uint32_t len = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 | (uint32_t)hdr[2] << 8 | hdr[3];
+    uint8_t *buf = malloc(len + 1);
+    assert_true(read_all(fd, buf, len));
+    Af__RemoteApi__Response *r = af__remote_api__response__unpack(NULL, len, buf);
+    free(buf);
+    assert_non_null(r);
+    return r;
+}
+
+struct load_worker {
+    const struct fx *f;
+    int id;
+    bool http;
+    int calls;
+    int failures; /* checked by the main thread: cmocka asserts are not thread-safe */
+};
+
+/* Echo calls with payloads of its own, each answer checked. */
+static void *load_echo(void *arg)
+{
+    struct load_worker *w = arg;
+    int fd = w->http ? connect_tcp(w->f) : connect_unix(w->f);
+    for (int i = 0; i < w->calls; i++) {
+        char payload[32], want[34];
+        snprintf(payload, sizeof(payload), "w%d-%d", w->id, i);
+        snprintf(want, sizeof(want), "|%s", payload);
+        size_t len;
+        uint8_t *req = make_request("test", "Echo", payload, NULL, &len);
+        Af__RemoteApi__Response *r = NULL;
+        if (w->http) {
+            http_send(fd, "POST", "/rpc_http", NULL, req, len);
+            struct http_resp hr;
+            if (http_read(fd, &hr) && hr.status == 200)
+                r = af__remote_api__response__unpack(NULL, hr.body_len, hr.body);
+            free(hr.body);
+        } else {
+            send_frame(fd, req, len);
+            r = recv_frame(fd);
+        }
+        free(req);
+        if (!r || !r->has_response || r->response.len != strlen(want) ||
+            memcmp(r->response.data, want, strlen(want)) != 0)
+            w->failures++;
+        if (r)
+            free_resp(r);
+    }
+    close(fd);
+    return NULL;
+}
+
+/* Slow calls that keep the backend busy while the others queue behind. */
+static void *load_sleep(void *arg)
+{
+    struct load_worker *w = arg;
+    int fd = connect_unix(w->f);
+    for (int i = 0; i < w->calls; i++) {
+        Af__RemoteApi__Response *r = framed_call(fd, "test", "Sleep", "5", NULL);
+        if (!r || !r->has_response)
+            w->failures++;
+        if (r)
+            free_resp(r);
+    }
+    close(fd);
+    return NULL;
+}
+
+/* Many clients on both transports at once, while another keeps the backend
+ * busy: calls pile up on the inbox while the backend runs (no wake-up
+ * written), replies pile up on the outbox while the listener is busy, and
+ * the backend goes to sleep and is woken again between bursts. Every call
+ * must be answered, with its own answer. */
+static void test_handoff_many_clients_busy_backend(void **state)
+{
+    struct fx *f = *state;
+    enum { FRAMED = 12, HTTP = 6, CALLS = 150 };
+    pthread_t t[FRAMED + HTTP + 1];
+    struct load_worker w[FRAMED + HTTP + 1];
+    for (int i = 0; i < FRAMED + HTTP; i++) {
+        w[i] = (struct load_worker){.f = f, .id = i, .http = i >= FRAMED, .calls = CALLS};
+        pthread_create(&t[i], NULL, load_echo, &w[i]);
+    }
+    w[FRAMED + HTTP] = (struct load_worker){.f = f, .calls = 40};
+    pthread_create(&t[FRAMED + HTTP], NULL, load_sleep, &w[FRAMED + HTTP]);
+    for (int i = 0; i < FRAMED + HTTP + 1; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(w[i].failures, 0);
+    }
+    assert_int_equal(atomic_load(&runs_sleep), 40);
+}
+
+/* Pipelined frames, undecodable ones among them: those are answered while
+ * the connection is still parsing, the others after a trip through the
+ * backend; the answers come back in order either way. */
+static void test_framed_pipelined_mixed(void **state)
+{
+    struct fx *f = *state;
+    int fd = connect_unix(f);
+    enum { N = 60 };
+    for (int i = 0; i < N; i++) {
+        if (i % 3 == 1) {
+            send_frame(fd, (const uint8_t *)"\xff\xff\xff", 3);
+            continue;
+        }
+        char payload[16];
+        snprintf(payload, sizeof(payload), "p%d", i);
+        size_t len;
+        uint8_t *req = make_request("test", "Echo", payload, NULL, &len);
+        send_frame(fd, req, len);
+        free(req);
+    }
+    for (int i = 0; i < N; i++) {
+        Af__RemoteApi__Response *r = recv_frame(fd);
+        assert_non_null(r);
+        if (i % 3 == 1) {
+            assert_rpc_error(r, AF_RPC_PARSE_ERROR);
+        } else {
+            char want[16];
+            snprintf(want, sizeof(want), "|p%d", i);
+            assert_ok_response(r, want);
+        }
+        free_resp(r);
+    }
+    close(fd);
+}
+
+/* A reply larger than the socket buffer, to a client that reads it late:
+ * the server's first write is partial and libevent finishes it; the next
+ * pipelined call is answered after it, on both transports. */
+static void test_large_reply_read_late(void **state)
+{
+    struct fx *f = *state;
+    size_t big = 4u << 20;
+    char *payload = malloc(big + 1);
+    memset(payload, 'x', big);
+    payload[big] = '\0';
+    size_t blen, slen;
+    uint8_t *breq = make_request("test", "Echo", payload, NULL, &blen);
+    uint8_t *sreq = make_request("test", "Echo", "after", NULL, &slen);
+
+    int fd = connect_unix(f);
+    set_timeout(fd, 10000);
+    send_frame(fd, breq, blen);
+    send_frame(fd, sreq, slen);
+    sleep_ms(200); /* the reply fills the socket buffer meanwhile */
+    Af__RemoteApi__Response *r = recv_big_frame(fd);
+    assert_true(r->has_response);
+    assert_int_equal(r->response.len, big + 1);
+    assert_int_equal(r->response.data[0], '|');
+    assert_int_equal(r->response.data[big], 'x');
+    free_resp(r);
+    r = recv_frame(fd);
+    assert_ok_response(r, "|after");
+    free_resp(r);
+    close(fd);
+
+    fd = connect_tcp(f);
+    set_timeout(fd, 10000);
+    http_send(fd, "POST", "/rpc_http", NULL, breq, blen);
+    http_send(fd, "POST", "/rpc_http", NULL, sreq, slen);
+    sleep_ms(200);
+    struct http_resp hr;
+    assert_true(http_read(fd, &hr));
+    assert_int_equal(hr.status, 200);
+    r = af__remote_api__response__unpack(NULL, hr.body_len, hr.body);
+    assert_non_null(r);
+    assert_int_equal(r->response.len, big + 1);
+    free_resp(r);
+    free(hr.body);
+    assert_true(http_read(fd, &hr));
+    r = af__remote_api__response__unpack(NULL, hr.body_len, hr.body);
+    assert_ok_response(r, "|after");
+    free_resp(r);
+    free(hr.body);
+    close(fd);
+    free(breq);
+    free(sreq);
+    free(payload);
+}
+
 /* ---- the C client library ------------------------------------------------- */
 
 struct worker {
@@ -1045,6 +1232,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_http_chunked_and_continue, setup, teardown),
         cmocka_unit_test_setup_teardown(test_http_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_http_info_and_clear, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_handoff_many_clients_busy_backend, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_framed_pipelined_mixed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_large_reply_read_late, setup, teardown),
         cmocka_unit_test_setup_teardown(test_client_threads, setup, teardown),
         cmocka_unit_test_setup_teardown(test_client_errors, setup, teardown),
         cmocka_unit_test(test_client_reconnects_after_restart),
