@@ -33,6 +33,7 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 
+#include "common/evmem.h"
 #include "common/log.h"
 #include "common/xalloc.h"
 #include "proxy/h1.h"
@@ -657,7 +658,9 @@ static void spare_trim_cb(evutil_socket_t fd, short what, void *arg)
     }
     /* The burst that grew the pool is over: the heap pages it left free
      * (exchanges, buffer chains) go back to the system instead of staying
-     * resident for as long as appfront runs. */
+     * resident for as long as appfront runs; the buffer chains cached for
+     * reuse (common/evmem.h) go with them. */
+    af_evmem_trim();
     malloc_trim(0);
 }
 

@@ -26,6 +26,7 @@
 
 #include "apiserver/apiserver.h"
 #include "apiserver/services/taskqueue_yaml.h"
+#include "common/evmem.h"
 #include "common/log.h"
 #include "common/xalloc.h"
 #include "proxy/admin.h"
@@ -130,6 +131,8 @@ static void remove_run_dir(const char *dir)
 
 int main(int argc, char **argv)
 {
+    /* Before libevent's first allocation (event_set_mem_functions). */
+    af_evmem_install();
     struct af_config cfg;
     char err[1024];
     af_config_init(&cfg);
