@@ -213,11 +213,19 @@ static void idle_expired(struct af_timeout *t)
     conn_expired((struct af_conn *)((char *)t - offsetof(struct af_conn, timeout)), false);
 }
 
+static void deadline_expired(struct af_timeout *t);
+static void pending_expired(struct af_timeout *t);
+
 int af_conns_init(struct af_server *srv)
 {
-    if (af_timeout_queue_init(&srv->head_timeouts, srv->base, srv->cfg->head_timeout_ms,
+    const struct af_config *cfg = srv->cfg;
+    if (af_timeout_queue_init(&srv->head_timeouts, srv->base, cfg->head_timeout_ms,
                               head_expired) < 0 ||
-        af_timeout_queue_init(&srv->idle_timeouts, srv->base, KEEPALIVE_IDLE_MS, idle_expired) < 0)
+        af_timeout_queue_init(&srv->idle_timeouts, srv->base, KEEPALIVE_IDLE_MS, idle_expired) < 0 ||
+        af_timeout_queue_init(&srv->deadlines, srv->base, cfg->request_deadline_ms,
+                              deadline_expired) < 0 ||
+        af_timeout_queue_init(&srv->pending_timeouts, srv->base, cfg->max_pending_ms,
+                              pending_expired) < 0)
         return -1;
     return 0;
 }
@@ -620,6 +628,8 @@ static void ex_log(struct af_exchange *ex)
  * place; the exchange itself stays. */
 static void ex_detach(struct af_exchange *ex, bool upstream_reusable)
 {
+    af_timeout_cancel(&ex->deadline);
+    af_timeout_cancel(&ex->pending);
     if (ex->timer)
         event_del(ex->timer);
     if (ex->waiter.queued)
@@ -727,6 +737,8 @@ void af_exchanges_release(struct af_server *srv)
     srv->spare_trim = NULL;
     af_timeout_queue_release(&srv->head_timeouts);
     af_timeout_queue_release(&srv->idle_timeouts);
+    af_timeout_queue_release(&srv->deadlines);
+    af_timeout_queue_release(&srv->pending_timeouts);
 }
 
 void af_ex_fail(struct af_exchange *ex, int status, const char *fmt, ...)
@@ -757,44 +769,56 @@ void af_ex_fail(struct af_exchange *ex, int status, const char *fmt, ...)
     free(msg);
 }
 
-static void ex_timer_cb(evutil_socket_t fd, short what, void *arg)
+/*
+ * An exchange's timeouts. The deadline (every exchange, from the end of its
+ * head) and the queue wait (while queued) last the same for every exchange,
+ * so each is an entry in a FIFO queue (proxy/timeouts.h), not a min-heap
+ * timer re-armed at every step; only the rare death wait has a timer of its
+ * own.
+ */
+static void ex_expired(struct af_exchange *ex, bool pending)
 {
-    struct af_exchange *ex = arg;
     struct af_conn *c = ex->conn;
     af_conn_enter(c);
-    switch (ex->state) {
-    case AF_EX_ROUTING:
+    if (ex->state == AF_EX_ROUTING)
         af_ex_fail(ex, 503,
                    "No instance of module \"%s\" became available in time; the request "
                    "waited %ld ms.",
                    ex->mod->name, elapsed_us(&ex->start) / 1000);
-        break;
-    case AF_EX_DEATHWAIT:
+    else if (ex->state == AF_EX_DEATHWAIT)
         af_ex_instance_died(ex);
-        break;
-    default:
+    else if (!pending)
         af_ex_fail(ex, 504, "The instance did not answer within the request deadline (%d ms).",
                    c->srv->cfg->request_deadline_ms);
-        break;
-    }
     af_conn_leave(c);
 }
 
-/* Arms the exchange timer for what it is waiting on now. */
-static void ex_arm_timer(struct af_exchange *ex)
+static void deadline_expired(struct af_timeout *t)
 {
-    long deadline_ms = ex->conn->srv->cfg->request_deadline_ms - elapsed_us(&ex->start) / 1000;
-    long ms = deadline_ms;
-    if (ex->state == AF_EX_ROUTING && ms > ex->conn->srv->cfg->max_pending_ms)
-        ms = ex->conn->srv->cfg->max_pending_ms;
-    if (ex->state == AF_EX_DEATHWAIT && ms > DEATH_WAIT_MS)
-        ms = DEATH_WAIT_MS;
-    if (ms < 0)
-        ms = 0;
+    ex_expired((struct af_exchange *)((char *)t - offsetof(struct af_exchange, deadline)), false);
+}
+
+static void pending_expired(struct af_timeout *t)
+{
+    ex_expired((struct af_exchange *)((char *)t - offsetof(struct af_exchange, pending)), true);
+}
+
+static void death_wait_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct af_exchange *ex = arg;
+    struct af_conn *c = ex->conn;
+    af_conn_enter(c);
+    af_ex_instance_died(ex);
+    af_conn_leave(c);
+}
+
+/* Waits briefly for the instance's exit (DEATHWAIT), within the deadline. */
+static void ex_arm_death_wait(struct af_exchange *ex)
+{
     struct timeval tv;
-    ms_to_tv((int)ms, &tv);
+    ms_to_tv(DEATH_WAIT_MS, &tv);
     if (!ex->timer)
-        ex->timer = evtimer_new(ex->conn->srv->base, ex_timer_cb, ex);
+        ex->timer = evtimer_new(ex->conn->srv->base, death_wait_cb, ex);
     event_add(ex->timer, &tv);
 }
 
@@ -919,13 +943,14 @@ static void ex_begin(struct af_exchange *ex)
         return;
     const char *why = NULL;
     ex->state = AF_EX_ROUTING;
+    af_timeout_arm(&c->srv->deadlines, &ex->deadline);
     struct af_instance *inst = af_module_acquire(ex->mod, &ex->waiter, &status, &why);
     if (inst) {
         ex_assigned(ex, inst);
     } else if (status) {
         af_ex_fail(ex, status, "%s", why);
     } else {
-        ex_arm_timer(ex); /* queued */
+        af_timeout_arm(&c->srv->pending_timeouts, &ex->pending); /* queued */
     }
 }
 
@@ -953,7 +978,7 @@ static void ex_assigned(struct af_exchange *ex, struct af_instance *inst)
     af_instance_ref(inst);
     LIST_INSERT_HEAD(&inst->held, ex, held_link);
     ex->state = AF_EX_CONNECTING;
-    ex_arm_timer(ex); /* now the request deadline */
+    af_timeout_cancel(&ex->pending);
     ex_connect(ex);
 }
 
@@ -1239,7 +1264,7 @@ void af_ex_upstream_failed(struct af_exchange *ex, const char *what)
         /* Most likely the instance is dying: wait a moment for its exit so
          * the 502 can carry the last lines it wrote. */
         ex->state = AF_EX_DEATHWAIT;
-        ex_arm_timer(ex);
+        ex_arm_death_wait(ex);
         return;
     }
     ex_send_502(ex, what);

@@ -124,7 +124,9 @@ struct af_exchange {
 
     char request_id[40];
     struct timeval start;
-    struct event *timer; /* queue wait, deadline, death wait */
+    struct af_timeout deadline; /* on srv->deadlines from the end of the head */
+    struct af_timeout pending;  /* on srv->pending_timeouts while queued */
+    struct event *timer;        /* the death wait (rare: a libevent timer) */
     struct af_exchange *next_spare; /* in the server's pool while unused */
 };
 

@@ -50,6 +50,8 @@ struct af_server {
      * idle between requests (closed silently); see conn.c. */
     struct af_timeout_queue head_timeouts;
     struct af_timeout_queue idle_timeouts;
+    struct af_timeout_queue deadlines;        /* exchanges: --request_deadline */
+    struct af_timeout_queue pending_timeouts; /* queued exchanges: --max_pending_latency */
     struct af_exchange *spare_ex; /* finished exchanges kept for reuse (conn.c) */
     int n_spare_ex;
     struct event *spare_trim; /* gives the pool back once the server is quiet */

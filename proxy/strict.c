@@ -33,17 +33,17 @@ enum {
  * small enough that the arithmetic can never overflow. */
 #define MAX_CHUNK_DIGITS 15
 
-/* tchar of RFC 9110 §5.6.2: the characters of a field name. */
+/* tchar of RFC 9110 §5.6.2, the characters of a field name: digits,
+ * letters and !#$%&'*+-.^_`|~ (a table: names are scanned byte by byte). */
+static const unsigned char tchar_ok[256] = {
+    ['0' ... '9'] = 1, ['a' ... 'z'] = 1, ['A' ... 'Z'] = 1, ['!'] = 1, ['#'] = 1, ['$'] = 1,
+    ['%'] = 1,         ['&'] = 1,         ['\''] = 1,       ['*'] = 1, ['+'] = 1, ['-'] = 1,
+    ['.'] = 1,         ['^'] = 1,         ['_'] = 1,         ['`'] = 1, ['|'] = 1, ['~'] = 1,
+};
+
 static bool is_tchar(unsigned char c)
 {
-    /* One bit per character, 0-127: digits, letters and !#$%&'*+-.^_`|~. */
-    static const uint32_t bits[4] = {
-        0x00000000,
-        0x03ff6cfa, /* '!' '#'-'\'' '*' '+' '-' '.' '0'-'9' */
-        0xc7fffffe, /* 'A'-'Z' '^' '_' */
-        0x57ffffff, /* '`' 'a'-'z' '|' '~' */
-    };
-    return c < 128 && (bits[c >> 5] >> (c & 31)) & 1;
+    return tchar_ok[c];
 }
 
 /* A field value may hold VCHAR, obs-text, SP and HTAB (RFC 9110 §5.5). */

@@ -63,10 +63,12 @@ void af_timeout_arm(struct af_timeout_queue *q, struct af_timeout *t)
     uint64_t now = now_ms();
     t->due_ms = now + (uint64_t)q->ms;
     t->q = q;
+    /* While the queue holds entries its timer is pending (arming and firing
+     * keep it so), due no later than this entry: it stays. When the head it
+     * was set for is gone, it fires early and reschedules. */
+    bool was_empty = TAILQ_EMPTY(&q->armed);
     TAILQ_INSERT_TAIL(&q->armed, t, link);
-    /* A pending timer is due no later than this entry: it stays. When the
-     * head it was set for is gone, it fires early and reschedules. */
-    if (!evtimer_pending(q->ev, NULL))
+    if (was_empty && !evtimer_pending(q->ev, NULL))
         schedule(q, now);
 }
 
