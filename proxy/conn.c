@@ -648,18 +648,32 @@ static void ex_detach(struct af_exchange *ex, bool upstream_reusable)
 }
 
 /* Spare exchanges kept: enough for the connections busy at once under a
- * heavy local load. SPARE_TRIM_MS after the pool grew past SPARE_IDLE it
- * shrinks back: under load it refills at once (a few hundred allocations
- * every half second), and a quiet server holds little. */
+ * heavy local load. Once the pool grew past SPARE_IDLE, a timer checks
+ * every SPARE_TRIM_MS whether a new exchange began since it last looked;
+ * when none did, the burst is over and the pool shrinks back with the heap.
+ * Under load the pool stays as it is (trimming it then only made the next
+ * few hundred requests allocate again and fault pages back in). */
 #define MAX_SPARE_EXCHANGES 256
 #define SPARE_IDLE 8
-#define SPARE_TRIM_MS 500
+#define SPARE_TRIM_MS 250
 
 static void ex_destroy(struct af_exchange *ex);
+
+static void spare_trim_arm(struct af_server *srv)
+{
+    static const struct timeval tv = {0, SPARE_TRIM_MS * 1000};
+    srv->ex_begun_seen = srv->ex_begun;
+    srv->spare_trim_armed = evtimer_add(srv->spare_trim, &tv) == 0;
+}
 
 static void spare_trim_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct af_server *srv = arg;
+    srv->spare_trim_armed = false;
+    if (srv->ex_begun != srv->ex_begun_seen) {
+        spare_trim_arm(srv); /* still busy */
+        return;
+    }
     while (srv->n_spare_ex > SPARE_IDLE) {
         struct af_exchange *ex = srv->spare_ex;
         srv->spare_ex = ex->next_spare;
@@ -677,11 +691,12 @@ static void spare_trim_cb(evutil_socket_t fd, short what, void *arg)
 /* Arms the trim, unless it is pending already (no heap work per request). */
 static void spare_trim_later(struct af_server *srv)
 {
-    static const struct timeval tv = {0, SPARE_TRIM_MS * 1000};
+    if (srv->spare_trim_armed || srv->n_spare_ex <= SPARE_IDLE)
+        return;
     if (!srv->spare_trim)
         srv->spare_trim = evtimer_new(srv->base, spare_trim_cb, srv);
-    if (srv->n_spare_ex > SPARE_IDLE && !evtimer_pending(srv->spare_trim, NULL))
-        evtimer_add(srv->spare_trim, &tv);
+    if (srv->spare_trim)
+        spare_trim_arm(srv);
 }
 
 static void ex_destroy(struct af_exchange *ex)
@@ -921,6 +936,7 @@ static void ex_begin(struct af_exchange *ex)
     struct af_conn *c = ex->conn;
     char msg[256];
     c->requests++;
+    c->srv->ex_begun++;
     make_request_id(ex->request_id);
     ex->waiter.direct = ex->direct;
     ex->waiter.ready = ex_waiter_ready;

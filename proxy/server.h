@@ -55,6 +55,9 @@ struct af_server {
     struct af_exchange *spare_ex; /* finished exchanges kept for reuse (conn.c) */
     int n_spare_ex;
     struct event *spare_trim; /* gives the pool back once the server is quiet */
+    bool spare_trim_armed;
+    unsigned long ex_begun;      /* exchanges begun so far */
+    unsigned long ex_begun_seen; /* ex_begun when the trim timer was last armed */
 
     bool stopping;      /* shutdown has begun: no new connections or requests */
     struct event *stop_timer;
