@@ -1,6 +1,7 @@
 #include "proxy/strict.h"
 
 #include <stdbool.h>
+#include <string.h>
 
 enum {
     /* head */
@@ -106,6 +107,44 @@ void af_strict_data_taken(struct af_strict *s, uint64_t n)
         s->st = C_DATA_CR;
 }
 
+/* Past the value bytes (value_ok) from i, eight at a time while a whole
+ * word qualifies: no byte below 0x20 (a tab ends the word too, and is then
+ * taken byte by byte) and none 0x7f. */
+static size_t skip_value(const char *p, size_t i, size_t n)
+{
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    while (n - i >= 8) {
+        uint64_t x;
+        memcpy(&x, p + i, 8);
+        uint64_t y = x ^ (ones * 0x7f);
+        if (((x - ones * 0x20) & ~x & highs) | ((y - ones) & ~y & highs))
+            break;
+        i += 8;
+    }
+    while (i < n && value_ok[(unsigned char)p[i]])
+        i++;
+    return i;
+}
+
+/*
+ * The common case of a field line, whole in p[i..n): a name, a colon, a
+ * value, CRLF. Returns the offset past it, or i when the line is not all
+ * there or not plain (the state machine then takes it byte by byte and
+ * says what is wrong).
+ */
+static size_t whole_field_line(const char *p, size_t i, size_t n)
+{
+    size_t j = i;
+    while (j < n && tchar_ok[(unsigned char)p[j]])
+        j++;
+    if (j == i || j == n || p[j] != ':')
+        return i;
+    j = skip_value(p, j + 1, n);
+    if (n - j < 2 || p[j] != '\r' || p[j + 1] != '\n')
+        return i;
+    return j + 2;
+}
+
 #define FAIL(msg)                                                                                  \
     do {                                                                                           \
         *why = (msg);                                                                              \
@@ -155,7 +194,14 @@ ssize_t af_strict_scan(struct af_strict *s, const char *p, size_t n, const char 
                 FAIL("a bare CR in the request line");
             s->st = H_LINE_START;
             break;
-        case H_LINE_START:
+        case H_LINE_START: {
+            /* Whole lines at once while they are plain and all there. */
+            size_t e;
+            while ((e = whole_field_line(p, i, n)) != i)
+                i = e;
+            if (i == n)
+                continue;
+            c = (unsigned char)p[i];
             if (c == '\r')
                 s->st = H_END_LF;
             else if (c == ' ' || c == '\t')
@@ -165,6 +211,7 @@ ssize_t af_strict_scan(struct af_strict *s, const char *p, size_t n, const char 
             else
                 FAIL("an invalid character starts a field name");
             break;
+        }
         case H_NAME:
             while (i < n && is_tchar((unsigned char)p[i]))
                 i++;
@@ -179,8 +226,7 @@ ssize_t af_strict_scan(struct af_strict *s, const char *p, size_t n, const char 
         case H_VALUE:
         case C_TVALUE:
             /* Fast path: printable bytes and tabs, up to the line end. */
-            while (i < n && value_ok[(unsigned char)p[i]])
-                i++;
+            i = skip_value(p, i, n);
             if (i == n)
                 continue;
             c = (unsigned char)p[i];

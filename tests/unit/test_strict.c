@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -128,6 +129,51 @@ static void test_off_passes_everything(void **state)
     assert_int_equal(af_strict_scan(&s, "\n\r\x01", 3, &why), 0);
 }
 
+/* Every byte value at every position of a field value, across the
+ * eight-byte words the value scan takes at once, whole and byte by byte. */
+static void test_value_bytes_at_every_offset(void **state)
+{
+    for (int c = 0; c < 256; c++) {
+        bool ok = c == '\t' || (c >= 0x20 && c != 0x7f);
+        for (int off = 0; off < 20; off++) {
+            char head[128];
+            char value[24];
+            memset(value, 'v', sizeof(value) - 1);
+            value[sizeof(value) - 1] = '\0';
+            int len = snprintf(head, sizeof(head), "GET / HTTP/1.1\r\nHost: a\r\nX-V: %s\r\n\r\n", value);
+            /* The value starts after "X-V: "; put the byte there. */
+            char *v = strstr(head, "X-V: ") + 5;
+            v[off] = (char)c;
+            if (c == '\r' && off < 22)
+                continue; /* a CR there is a line end, checked elsewhere */
+            for (int bytewise = 0; bytewise < 2; bytewise++) {
+                struct af_strict s;
+                af_strict_head(&s);
+                const char *why = NULL;
+                ssize_t r;
+                if (!bytewise) {
+                    r = af_strict_scan(&s, head, (size_t)len, &why);
+                } else {
+                    r = 0;
+                    for (int i = 0; i < len && s.mode != AF_STRICT_OFF; i++) {
+                        ssize_t k = af_strict_scan(&s, head + i, 1, &why);
+                        if (k < 0) {
+                            r = -1;
+                            break;
+                        }
+                        r += k;
+                    }
+                }
+                if (ok && r != len)
+                    fail_msg("byte 0x%02x at %d refused (bytewise %d): %s", c, off, bytewise,
+                             why ? why : "");
+                if (!ok && r != -1)
+                    fail_msg("byte 0x%02x at %d accepted (bytewise %d)", c, off, bytewise);
+            }
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -135,6 +181,7 @@ int main(void)
         cmocka_unit_test(test_bad_heads_are_refused),
         cmocka_unit_test(test_chunked_bodies),
         cmocka_unit_test(test_off_passes_everything),
+        cmocka_unit_test(test_value_bytes_at_every_offset),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
