@@ -1,5 +1,6 @@
 #include "proxy/headers.h"
 
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -72,48 +73,61 @@ static char *strings_alloc(struct af_headers *h, size_t n)
     return e->data;
 }
 
-struct known_field {
-    const char *name;
-    unsigned char len;
-    enum af_header_id id;
-};
+/* Whether name (n bytes) is `lower` ignoring ASCII case; `lower` is all
+ * lower case. */
+static bool same_name(const char *name, const char *lower, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)name[i];
+        if (c >= 'A' && c <= 'Z')
+            c = (unsigned char)(c + ('a' - 'A'));
+        if (c != (unsigned char)lower[i])
+            return false;
+    }
+    return true;
+}
 
-#define KNOWN(s, id) {s, sizeof(s) - 1, id}
-/* Sorted by length, so a name is compared with at most a few candidates. */
-static const struct known_field known_fields[] = {
-    KNOWN("TE", AF_H_TE),
-    KNOWN("Host", AF_H_HOST),
-    KNOWN("Cookie", AF_H_COOKIE),
-    KNOWN("Expect", AF_H_EXPECT),
-    KNOWN("Trailer", AF_H_TRAILER),
-    KNOWN("Upgrade", AF_H_UPGRADE),
-    KNOWN("Keep-Alive", AF_H_KEEP_ALIVE),
-    KNOWN("Connection", AF_H_CONNECTION),
-    KNOWN("Content-Length", AF_H_CONTENT_LENGTH),
-    KNOWN("X-Forwarded-For", AF_H_X_FORWARDED_FOR),
-    KNOWN("Proxy-Connection", AF_H_PROXY_CONNECTION),
-    KNOWN("Transfer-Encoding", AF_H_TRANSFER_ENCODING),
-    KNOWN("X-Forwarded-Proto", AF_H_X_FORWARDED_PROTO),
-    KNOWN("Proxy-Authenticate", AF_H_PROXY_AUTHENTICATE),
-    KNOWN("Proxy-Authorization", AF_H_PROXY_AUTHORIZATION),
-};
+#define IS(lit) same_name(name, lit, sizeof(lit) - 1)
 
+/* The id of a field name: by its length first, so a name is compared with
+ * at most two candidates (every field of every head goes through here). */
 static enum af_header_id classify(const char *name, size_t len)
 {
-    static const char appengine[] = "X-AppEngine-";
-    if (len >= sizeof(appengine) - 1 && (name[0] == 'X' || name[0] == 'x') &&
-        strncasecmp(name, appengine, sizeof(appengine) - 1) == 0)
+    if (len >= 12 && IS("x-appengine-"))
         return AF_H_X_APPENGINE;
-    for (size_t i = 0; i < sizeof(known_fields) / sizeof(known_fields[0]); i++) {
-        size_t klen = known_fields[i].len;
-        if (klen > len)
-            break; /* the table is sorted by length */
-        if (klen == len && (name[0] | 0x20) == (known_fields[i].name[0] | 0x20) &&
-            strncasecmp(name, known_fields[i].name, len) == 0)
-            return known_fields[i].id;
+    switch (len) {
+    case 2:
+        return IS("te") ? AF_H_TE : AF_H_OTHER;
+    case 4:
+        return IS("host") ? AF_H_HOST : AF_H_OTHER;
+    case 6:
+        return IS("cookie") ? AF_H_COOKIE : IS("expect") ? AF_H_EXPECT : AF_H_OTHER;
+    case 7:
+        return IS("trailer") ? AF_H_TRAILER : IS("upgrade") ? AF_H_UPGRADE : AF_H_OTHER;
+    case 10:
+        return IS("connection")   ? AF_H_CONNECTION
+               : IS("keep-alive") ? AF_H_KEEP_ALIVE
+                                  : AF_H_OTHER;
+    case 14:
+        return IS("content-length") ? AF_H_CONTENT_LENGTH : AF_H_OTHER;
+    case 15:
+        return IS("x-forwarded-for") ? AF_H_X_FORWARDED_FOR : AF_H_OTHER;
+    case 16:
+        return IS("proxy-connection") ? AF_H_PROXY_CONNECTION : AF_H_OTHER;
+    case 17:
+        return IS("transfer-encoding")   ? AF_H_TRANSFER_ENCODING
+               : IS("x-forwarded-proto") ? AF_H_X_FORWARDED_PROTO
+                                         : AF_H_OTHER;
+    case 18:
+        return IS("proxy-authenticate") ? AF_H_PROXY_AUTHENTICATE : AF_H_OTHER;
+    case 19:
+        return IS("proxy-authorization") ? AF_H_PROXY_AUTHORIZATION : AF_H_OTHER;
+    default:
+        return AF_H_OTHER;
     }
-    return AF_H_OTHER;
 }
+
+#undef IS
 
 void af_headers_add(struct af_headers *h, const char *name, size_t name_len, const char *value,
                     size_t value_len)

@@ -145,6 +145,12 @@ static void test_fields_are_recognized_in_any_case(void **state)
         {"Hos", AF_H_OTHER},
         {"Content-Lengths", AF_H_OTHER},
         {"Accept", AF_H_OTHER},
+        /* The same length as a known name, one letter off. */
+        {"Transfer-Encodinx", AF_H_OTHER},
+        {"X-Forwarded-Protp", AF_H_OTHER},
+        {"Keep-Alivf", AF_H_OTHER},
+        {"Cookif", AF_H_OTHER},
+        {"T_", AF_H_OTHER},
     };
     struct af_headers h;
     af_headers_init(&h);
