@@ -343,7 +343,7 @@ static bool run_call(struct af_backend *be, struct af_api_job *job)
     int code = res.code;
     af_api_job_set_result(job, &res);
     if (res.notify_main)
-        notify_main(be, be->services[idx]->name);
+        notify_main(be, res.notify_service ? res.notify_service : be->services[idx]->name);
 
     if (af_log_enabled(AF_LOG_DEBUG)) {
         uint64_t us = (af_api_now_ns() - start) / 1000;

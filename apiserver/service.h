@@ -50,6 +50,10 @@ struct af_result {
      * became due earlier than the task runner knows: the backend then sends
      * the main thread a notice (af_api_internal_take, apiserver.h). */
     bool notify_main;
+    /* The service the notice names; NULL: the service called. Set when a
+     * call changes another service's state: a datastore Commit that adds
+     * transactional tasks (apiserver/services/txn_hooks.h). Static string. */
+    const char *notify_service;
 };
 
 /* remote_api RpcError codes (remote_api.proto, RpcError.ErrorCode). */

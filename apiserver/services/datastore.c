@@ -22,6 +22,11 @@
  * This is snapshot isolation with first-committer-wins per group, which for
  * the groups a transaction touched is serializable.
  *
+ * Other services' work can wait for a transaction (tasks added in it): the
+ * datastore owns the handles and tells them how each transaction ends
+ * through txn_hooks.h. Commit prepares their work before applying the
+ * writes and commits it after, so a Commit answered OK has both.
+ *
  * Runs on the backend thread only (apiserver/service.h): no locks.
  */
 #include <inttypes.h>
@@ -36,6 +41,7 @@
 #include "apiserver/services/datastore_query.h"
 #include "apiserver/services/datastore_store.h"
 #include "apiserver/services/datastore_wire.h"
+#include "apiserver/services/txn_hooks.h"
 #include "common/log.h"
 #include "common/xalloc.h"
 
@@ -273,6 +279,7 @@ static void txn_expire(struct ds_state *s, uint64_t now)
             *pp = t->next;
             s->n_txns--;
             af_info("datastore: transaction %" PRIu64 " idle for 60 s, rolled back", t->handle);
+            af_txn_abort(t->handle);
             txn_free(s, t);
         } else {
             pp = &t->next;
@@ -296,6 +303,19 @@ static struct ds_txn *txn_find(struct ds_state *s, const Af__Datastore__Transact
                         " does not exist (already committed or rolled back, or expired)",
                         (uint64_t)tx->handle);
     return NULL;
+}
+
+/* af_txn_touch for other services: whether handle is open, and it is used. */
+static bool txn_touch_handle(void *arg, uint64_t handle)
+{
+    struct ds_state *s = arg;
+    for (struct ds_txn *t = s->txns; t; t = t->next) {
+        if (t->handle == handle) {
+            t->last_used = now_ns();
+            return true;
+        }
+    }
+    return false;
 }
 
 /*
@@ -1037,12 +1057,39 @@ static void ds_commit(void *state, const struct af_call *call, struct af_result 
     if (!t)
         goto done;
     txn_unlink(s, t);
+    uint64_t handle = t->handle;
+    char why[512];
+    /* Other services' work first, uncommitted: when it cannot even be
+     * written, nothing is applied and the caller may simply retry. */
+    if (af_txn_prepare(handle, why, sizeof(why)) != 0) {
+        txn_free(s, t);
+        af_result_app_error(res, ERR_INTERNAL,
+                            "datastore: transaction %" PRIu64 " was not committed: %s", handle,
+                            why);
+        goto done;
+    }
     int rc = txn_apply(s, t, res);
     txn_free(s, t);
-    if (rc != 0)
+    if (rc != 0) {
+        af_txn_abort(handle);
         goto done;
+    }
+    /* The writes are in. Committing the prepared work can then fail only
+     * on an I/O error; the caller hears of it, not OK (docs/taskqueue.md,
+     * "Transactional adds"). */
+    const char *notify;
+    if (af_txn_commit(handle, &notify, why, sizeof(why)) != 0) {
+        af_result_app_error(res, ERR_INTERNAL,
+                            "datastore: transaction %" PRIu64 " committed its writes, but %s",
+                            handle, why);
+        goto done;
+    }
     Af__Datastore__CommitResponse resp = AF__DATASTORE__COMMIT_RESPONSE__INIT;
     result_msg(res, &resp.base);
+    if (notify) {
+        res->notify_main = true;
+        res->notify_service = notify;
+    }
 done:
     protobuf_c_message_free_unpacked(&req->base, NULL);
 }
@@ -1059,6 +1106,7 @@ static void ds_rollback(void *state, const struct af_call *call, struct af_resul
     struct ds_txn *t = txn_find(s, req, res);
     if (t) {
         txn_unlink(s, t);
+        af_txn_abort(t->handle);
         txn_free(s, t);
         Af__Datastore__VoidProto resp = AF__DATASTORE__VOID_PROTO__INIT;
         result_msg(res, &resp.base);
@@ -1593,6 +1641,7 @@ static void drop_all(struct ds_state *s)
     while (s->txns) {
         struct ds_txn *t = s->txns;
         s->txns = t->next;
+        af_txn_abort(t->handle);
         txn_free(s, t);
     }
     s->n_txns = 0;
@@ -1626,6 +1675,7 @@ static void *ds_create(const struct af_api_options *opts)
     s->db = af_ds_conn_open(s->path, true, s->open_error, sizeof(s->open_error));
     if (!s->db)
         af_error("datastore: %s", s->open_error);
+    af_txn_set_owner(txn_touch_handle, s);
     return s;
 }
 
@@ -1642,6 +1692,7 @@ static void ds_destroy(void *state)
     struct ds_state *s = state;
     if (!s)
         return;
+    af_txn_clear_owner(s);
     drop_all(s);
     for (size_t i = 0; i < s->n_pool; i++)
         af_ds_conn_close(s->pool[i]);

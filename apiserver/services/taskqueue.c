@@ -24,6 +24,13 @@
  * When an Add makes a task due before the time the runner was told to poll
  * again, the handler sets notify_main, and the runner polls at once.
  *
+ * A task added with a datastore transaction waits in memory (struct
+ * tq_pending, keyed by the transaction handle) and becomes a task only when
+ * the datastore commits that transaction: the datastore calls this service
+ * through txn_hooks.h, prepare (insert the tasks in an open SQLite
+ * transaction) before it applies its writes, commit (COMMIT) after, abort
+ * when the transaction ends any other way.
+ *
  * Requests and responses use the official wire format, proto2 groups
  * included, through datastore_wire.c's translation (proto/taskqueue.proto).
  */
@@ -39,12 +46,14 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "datastore_v3.pb-c.h"
 #include "taskqueue.pb-c.h"
 
 #include "apiserver/service.h"
 #include "apiserver/services/datastore_wire.h"
 #include "apiserver/services/taskqueue_store.h"
 #include "apiserver/services/taskqueue_yaml.h"
+#include "apiserver/services/txn_hooks.h"
 #include "common/log.h"
 #include "common/xalloc.h"
 
@@ -62,6 +71,17 @@
 #define TQ_MAX_LEASE_SEC 604800.0              /* a lease of at most a week */
 #define TQ_MAX_LEASE_TASKS 1000
 #define TQ_MAX_QUERY_ROWS 1000
+#define TQ_MAX_TXN_TASKS 5 /* tasks added in one datastore transaction */
+/* Our bound: transactional tasks wait in memory until their transaction
+ * ends; without it, 256 open transactions (datastore.c) of 5 pull tasks of
+ * 1 MiB could hold 1.25 GiB. */
+#define TQ_MAX_PENDING_BYTES (64u << 20)
+/* What production answers when the datastore refuses a transactional add
+ * (an unknown transaction, more than 5 tasks): DATASTORE_ERROR plus the
+ * datastore's code, here BAD_REQUEST (dev_appserver's taskqueue stub does
+ * the same around datastore_v3.AddActions). */
+#define TQ_DATASTORE_BAD_REQUEST                                                                   \
+    (TQERR(DATASTORE_ERROR) + AF__DATASTORE__ERROR__ERROR_CODE__BAD_REQUEST)
 /* A task handed to the runner that never came back (it cannot happen
  * unless the runner loses one) is eligible again after this. */
 #define TQ_RUN_LEASE (15LL * 60 * USEC)
@@ -85,6 +105,16 @@ struct tq_queue {
     struct tq_ring done;
 };
 
+/* The tasks added in one open datastore transaction, as the rows they
+ * become when it commits (created is set then). */
+struct tq_pending {
+    struct tq_pending *next;
+    uint64_t handle;
+    struct af_tq_task tasks[TQ_MAX_TXN_TASKS];
+    size_t n;
+    size_t bytes; /* counted in tq_state.pending_bytes */
+};
+
 /* A push task handed to the runner and not reported back yet. */
 struct tq_running {
     char *queue;
@@ -104,6 +134,11 @@ struct tq_state {
     /* When the runner will poll on its own (wall clock, usec): INT64_MAX
      * when it waits for a notice. An Add due earlier sends one. */
     int64_t runner_wake_at;
+    struct tq_pending *pending; /* transactional tasks, by transaction */
+    size_t pending_bytes;
+    /* Set between the hooks' prepare and commit or abort: its tasks are
+     * inserted in the store's open SQLite transaction. */
+    struct tq_pending *prepared;
 };
 
 static int64_t now_usec(void)
@@ -138,6 +173,8 @@ static void reset_queues(struct tq_state *st)
     }
 }
 
+static const struct af_txn_listener tq_txn_listener;
+
 static void *tq_create(const struct af_api_options *opts)
 {
     struct tq_state *st = af_xcalloc(1, sizeof(*st));
@@ -163,6 +200,7 @@ static void *tq_create(const struct af_api_options *opts)
         af_tq_store_each_queue(st->store, log_stored_queue, st);
     }
     free(path);
+    af_txn_listen(&tq_txn_listener, st);
     return st;
 }
 
@@ -175,9 +213,13 @@ static void running_clear(struct tq_state *st)
     st->n_running = 0;
 }
 
+static void pending_drop_all(struct tq_state *st);
+
 static void tq_clear(void *state)
 {
     struct tq_state *st = state;
+    /* Back to the empty state: tasks waiting for a transaction go too. */
+    pending_drop_all(st);
     if (st->store)
         af_tq_store_clear(st->store);
     running_clear(st);
@@ -189,6 +231,8 @@ static void tq_destroy(void *state)
     struct tq_state *st = state;
     if (!st)
         return;
+    af_txn_unlisten(&tq_txn_listener, st);
+    pending_drop_all(st);
     running_clear(st);
     free(st->running);
     af_tq_store_close(st->store);
@@ -437,6 +481,15 @@ static int check_add(struct tq_state *st, const Af__Taskqueue__TaskQueueAddReque
         code = TQERR(UNKNOWN_QUEUE);
         goto out;
     }
+    if (a->transaction && a->task_name.len) {
+        /* Production's rule (and the SDKs' own check): the name is chosen
+         * here, so that a retried transaction cannot collide with itself. */
+        snprintf(why, whylen, "a task bound to a transaction cannot be named (\"%.*s\")",
+                 (int)(a->task_name.len > 100 ? 100 : a->task_name.len),
+                 (const char *)a->task_name.data);
+        code = TQERR(INVALID_TASK_NAME);
+        goto out;
+    }
     if (a->task_name.len &&
         !valid_task_name((const char *)a->task_name.data, a->task_name.len)) {
         snprintf(why, whylen, "\"%.*s\" is not a task name (1 to %d letters, digits, '-' and '_')",
@@ -512,13 +565,40 @@ out:
     return code;
 }
 
+/* The row of one checked add request, without its name (t->name NULL). */
+static void task_row(Af__Taskqueue__TaskQueueAddRequest *a, int64_t now, struct af_tq_task *t)
+{
+    memset(t, 0, sizeof(*t));
+    t->queue = bytes_str(&a->queue_name);
+    t->pull = a->has_mode && a->mode == AF__TASKQUEUE__TASK_QUEUE_MODE__MODE__PULL;
+    t->eta = a->eta_usec;
+    t->created = now;
+    if (a->has_tag) {
+        t->tag = af_xmalloc(a->tag.len ? a->tag.len : 1);
+        memcpy(t->tag, a->tag.data, a->tag.len);
+        t->tag_len = a->tag.len;
+    }
+    /* Stored in protobuf-c's own encoding, without what the row holds
+     * already or what is not kept. */
+    Af__Taskqueue__Transaction *txn = a->transaction;
+    ProtobufCBinaryData qn = a->queue_name, tn = a->task_name;
+    a->transaction = NULL;
+    a->queue_name.len = a->task_name.len = 0;
+    t->request_len = protobuf_c_message_get_packed_size(&a->base);
+    t->request = af_xmalloc(t->request_len ? t->request_len : 1);
+    protobuf_c_message_pack(&a->base, t->request);
+    a->transaction = txn;
+    a->queue_name = qn;
+    a->task_name = tn;
+}
+
 /* Stores one checked add request under its name (chosen when empty).
  * Returns OK, TASK_ALREADY_EXISTS, TOMBSTONED_TASK or INTERNAL_ERROR. */
 static int store_add(struct tq_state *st, Af__Taskqueue__TaskQueueAddRequest *a, int64_t now,
                      char **chosen)
 {
-    struct af_tq_task t = {0};
-    t.queue = bytes_str(&a->queue_name);
+    struct af_tq_task t;
+    task_row(a, now, &t);
     bool generated = a->task_name.len == 0;
     int code = TQERR(OK);
     enum af_tq_name_state ns = AF_TQ_NAME_FREE;
@@ -540,26 +620,6 @@ static int store_add(struct tq_state *st, Af__Taskqueue__TaskQueueAddRequest *a,
         code = TQERR(TOMBSTONED_TASK);
         goto out;
     }
-    t.pull = a->has_mode && a->mode == AF__TASKQUEUE__TASK_QUEUE_MODE__MODE__PULL;
-    t.eta = a->eta_usec;
-    t.created = now;
-    if (a->has_tag) {
-        t.tag = af_xmalloc(a->tag.len ? a->tag.len : 1);
-        memcpy(t.tag, a->tag.data, a->tag.len);
-        t.tag_len = a->tag.len;
-    }
-    /* Stored in protobuf-c's own encoding, without what the row holds
-     * already or what is not kept. */
-    Af__Taskqueue__Transaction *txn = a->transaction;
-    ProtobufCBinaryData qn = a->queue_name, tn = a->task_name;
-    a->transaction = NULL;
-    a->queue_name.len = a->task_name.len = 0;
-    t.request_len = protobuf_c_message_get_packed_size(&a->base);
-    t.request = af_xmalloc(t.request_len ? t.request_len : 1);
-    protobuf_c_message_pack(&a->base, t.request);
-    a->transaction = txn;
-    a->queue_name = qn;
-    a->task_name = tn;
     if (af_tq_store_insert(st->store, &t) < 0) {
         code = TQERR(INTERNAL_ERROR);
         goto out;
@@ -570,6 +630,216 @@ out:
     af_tq_task_release(&t);
     return code;
 }
+
+/* ---- transactional adds ---------------------------------------------------- */
+
+static struct tq_pending *pending_find(struct tq_state *st, uint64_t handle)
+{
+    for (struct tq_pending *p = st->pending; p; p = p->next)
+        if (p->handle == handle)
+            return p;
+    return NULL;
+}
+
+static void pending_free(struct tq_state *st, struct tq_pending *p)
+{
+    for (size_t i = 0; i < p->n; i++)
+        af_tq_task_release(&p->tasks[i]);
+    st->pending_bytes -= p->bytes;
+    free(p);
+}
+
+/* Unlinks and frees p. */
+static void pending_drop(struct tq_state *st, struct tq_pending *p)
+{
+    for (struct tq_pending **pp = &st->pending; *pp; pp = &(*pp)->next) {
+        if (*pp == p) {
+            *pp = p->next;
+            break;
+        }
+    }
+    if (st->prepared == p) {
+        af_tq_store_rollback(st->store);
+        st->prepared = NULL;
+    }
+    pending_free(st, p);
+}
+
+static void pending_drop_all(struct tq_state *st)
+{
+    while (st->pending)
+        pending_drop(st, st->pending);
+}
+
+/* Which transaction the tasks of one call belong to: 0 none, 1 all to
+ * *handle, -1 a mix (a client bug: the libraries set one for all). */
+static int bulk_txn(Af__Taskqueue__TaskQueueAddRequest **adds, size_t n, uint64_t *handle)
+{
+    size_t with = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!adds[i]->transaction)
+            continue;
+        if (with && adds[i]->transaction->handle != *handle)
+            return -1;
+        *handle = adds[i]->transaction->handle;
+        with++;
+    }
+    return with == 0 ? 0 : with == n ? 1 : -1;
+}
+
+/*
+ * Keeps checked add requests until transaction handle ends. Each gets a
+ * name now, sent back as production does. Fills results and names as
+ * bulk_add; returns false with res set when the whole call fails.
+ */
+static bool pending_add(struct tq_state *st, uint64_t handle,
+                        Af__Taskqueue__TaskQueueAddRequest **adds, size_t n, int *results,
+                        char **names, struct af_result *res)
+{
+    if (!af_txn_touch(handle)) {
+        af_result_app_error(res, TQ_DATASTORE_BAD_REQUEST,
+                            "taskqueue: datastore transaction %" PRIu64
+                            " does not exist (already committed or rolled back, or expired)",
+                            handle);
+        return false;
+    }
+    struct tq_pending *p = pending_find(st, handle);
+    size_t have = p ? p->n : 0;
+    if (have + n > TQ_MAX_TXN_TASKS) {
+        af_result_app_error(res, TQ_DATASTORE_BAD_REQUEST,
+                            "taskqueue: too many transactional tasks: a transaction may add at "
+                            "most %d (transaction %" PRIu64 " has %zu, this call adds %zu)",
+                            TQ_MAX_TXN_TASKS, handle, have, n);
+        return false;
+    }
+    struct af_tq_task rows[TQ_MAX_TXN_TASKS];
+    size_t bytes = 0;
+    for (size_t i = 0; i < n; i++) {
+        task_row(adds[i], 0, &rows[i]);
+        bytes += rows[i].request_len + rows[i].tag_len;
+    }
+    if (st->pending_bytes + bytes > TQ_MAX_PENDING_BYTES) {
+        for (size_t i = 0; i < n; i++)
+            af_tq_task_release(&rows[i]);
+        af_result_app_error(res, TQERR(TRANSACTIONAL_REQUEST_TOO_LARGE),
+                            "taskqueue: transactional tasks of open transactions hold %zu bytes; "
+                            "at most %u wait at once: commit or roll back some",
+                            st->pending_bytes, TQ_MAX_PENDING_BYTES);
+        return false;
+    }
+    if (!p) {
+        p = af_xcalloc(1, sizeof(*p));
+        p->handle = handle;
+        p->next = st->pending;
+        st->pending = p;
+    }
+    for (size_t i = 0; i < n; i++) {
+        /* Checked against the store when the transaction commits. */
+        rows[i].name = generate_name();
+        names[i] = af_xstrdup(rows[i].name);
+        results[i] = TQERR(OK);
+        p->tasks[p->n++] = rows[i];
+    }
+    p->bytes += bytes;
+    st->pending_bytes += bytes;
+    return true;
+}
+
+/* txn_hooks: inserts the transaction's tasks in an open SQLite transaction
+ * of the store, which commit or abort ends. */
+static int tq_txn_prepare(void *arg, uint64_t handle, char *why, size_t whylen)
+{
+    struct tq_state *st = arg;
+    struct tq_pending *p = pending_find(st, handle);
+    if (!p)
+        return 0;
+    if (!st->store) {
+        snprintf(why, whylen, "the task queue has no storage for its transactional tasks: %s",
+                 st->store_err);
+        return -1;
+    }
+    if (af_tq_store_begin(st->store) < 0)
+        goto fail;
+    int64_t now = now_usec();
+    for (size_t i = 0; i < p->n; i++) {
+        struct af_tq_task *t = &p->tasks[i];
+        enum af_tq_name_state ns;
+        if (af_tq_store_name_state(st->store, t->queue, t->name, now, &ns) < 0)
+            goto fail;
+        /* 19 random digits: a clash is next to impossible, but a task
+         * must never replace another one. */
+        if (ns != AF_TQ_NAME_FREE) {
+            af_tq_store_rollback(st->store);
+            snprintf(why, whylen,
+                     "the name chosen for a transactional task, \"%s\" in queue \"%s\", "
+                     "was taken meanwhile",
+                     t->name, t->queue);
+            return -1;
+        }
+        t->created = now;
+        if (af_tq_store_insert(st->store, t) < 0)
+            goto fail;
+    }
+    st->prepared = p;
+    return 0;
+fail:
+    af_tq_store_rollback(st->store);
+    snprintf(why, whylen, "the task queue could not store its transactional tasks (see "
+                          "appfront's log)");
+    return -1;
+}
+
+static int tq_txn_commit(void *arg, uint64_t handle, bool *notify, char *why, size_t whylen)
+{
+    struct tq_state *st = arg;
+    struct tq_pending *p = pending_find(st, handle);
+    if (!p)
+        return 0;
+    int rc = -1;
+    /* Prepared is always p here (the datastore prepares, applies, then
+     * commits within one call); anything else stores nothing. */
+    if (st->prepared == p) {
+        st->prepared = NULL;
+        rc = af_tq_store_commit(st->store);
+    }
+    if (rc < 0) {
+        for (size_t i = 0; i < p->n; i++)
+            af_error("taskqueue: transaction %" PRIu64 " committed, but its task '%s' of "
+                     "queue '%s' could not be stored: it is lost",
+                     handle, p->tasks[i].name, p->tasks[i].queue);
+        snprintf(why, whylen, "its %zu transactional task(s) could not be stored and are lost "
+                              "(see appfront's log)",
+                 p->n);
+    } else {
+        int64_t earliest = INT64_MAX;
+        for (size_t i = 0; i < p->n; i++)
+            if (!p->tasks[i].pull && p->tasks[i].eta < earliest)
+                earliest = p->tasks[i].eta;
+        /* As for an Add: the runner hears of a task due before its next
+         * poll. */
+        if (earliest < st->runner_wake_at) {
+            *notify = true;
+            st->runner_wake_at = earliest;
+        }
+    }
+    pending_drop(st, p);
+    return rc;
+}
+
+static void tq_txn_abort(void *arg, uint64_t handle)
+{
+    struct tq_state *st = arg;
+    struct tq_pending *p = pending_find(st, handle);
+    if (p)
+        pending_drop(st, p);
+}
+
+static const struct af_txn_listener tq_txn_listener = {
+    .service = "taskqueue",
+    .prepare = tq_txn_prepare,
+    .commit = tq_txn_commit,
+    .abort = tq_txn_abort,
+};
 
 /*
  * Adds the tasks of a bulk request, production's way: when any task is
@@ -584,6 +854,14 @@ static bool bulk_add(struct tq_state *st, Af__Taskqueue__TaskQueueAddRequest **a
     int64_t now = now_usec();
     bool bad = false;
     why[0] = '\0';
+    uint64_t handle = 0;
+    int txn = bulk_txn(adds, n, &handle);
+    if (txn < 0) {
+        af_result_app_error(res, TQERR(INVALID_REQUEST),
+                            "taskqueue: the tasks of one call must all belong to the same "
+                            "datastore transaction, or none");
+        return false;
+    }
     for (size_t i = 0; i < n; i++) {
         char one[300];
         results[i] = check_add(st, adds[i], now, one, sizeof(one));
@@ -611,6 +889,8 @@ static bool bulk_add(struct tq_state *st, Af__Taskqueue__TaskQueueAddRequest **a
                 results[i] = TQERR(SKIPPED);
         return true;
     }
+    if (txn)
+        return pending_add(st, handle, adds, n, results, names, res);
     if (af_tq_store_begin(st->store) < 0) {
         internal_error(res);
         return false;
@@ -654,16 +934,6 @@ static bool bulk_add(struct tq_state *st, Af__Taskqueue__TaskQueueAddRequest **a
     return true;
 }
 
-static void log_transactional(const Af__Taskqueue__TaskQueueAddRequest *a)
-{
-    static bool said;
-    if (a->transaction && !said) {
-        said = true;
-        af_warn("taskqueue: a transactional task is added at once, not when its datastore "
-                "transaction commits (not supported yet; see docs/taskqueue.md)");
-    }
-}
-
 static void tq_add(void *state, const struct af_call *call, struct af_result *res)
 {
     struct tq_state *st = state;
@@ -676,7 +946,6 @@ static void tq_add(void *state, const struct af_call *call, struct af_result *re
     }
     if (!store_ready(st, res))
         goto done;
-    log_transactional(a);
     int code;
     char *name = NULL;
     char why[400];
@@ -721,8 +990,6 @@ static void tq_bulk_add(void *state, const struct af_call *call, struct af_resul
                             "taskqueue: %zu tasks in one call; at most %d", n, TQ_MAX_BULK);
         goto done;
     }
-    for (size_t i = 0; i < n; i++)
-        log_transactional(b->add_request[i]);
     int *codes = af_xcalloc(n ? n : 1, sizeof(*codes));
     char **names = af_xcalloc(n ? n : 1, sizeof(*names));
     char why[400];

@@ -23,6 +23,10 @@ func TestTaskqueue(t *testing.T) {
 		{"add multi", taskqueueAddMulti},
 		{"stats, delete and purge", taskqueueStatsDeletePurge},
 		{"errors", taskqueueErrors},
+		{"transactional add commits", taskqueueTxnCommit},
+		{"transactional add rolled back", taskqueueTxnRollback},
+		{"transactional add of a lost commit", taskqueueTxnLostCommit},
+		{"transactional limits", taskqueueTxnLimits},
 	})
 }
 
