@@ -33,6 +33,7 @@ struct af_api {
     struct af_api_options opts;
     char *host, *socket_path, *app_id, *module, *version, *server_host, *storage_path,
         *datastore_path;
+    struct af_api_module *modules; /* the copy opts.modules points at; strings owned */
     char *info_json;
     int port;
     struct af_api_jobq inbox, outbox;
@@ -60,6 +61,31 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...)
 static char *dup_or_null(const char *s)
 {
     return s ? af_xstrdup(s) : NULL;
+}
+
+/* A deep copy of the module table (NULL for none). */
+static struct af_api_module *copy_modules(const struct af_api_module *m, size_t n)
+{
+    if (!m || n == 0)
+        return NULL;
+    struct af_api_module *out = af_xcalloc(n, sizeof(*out));
+    for (size_t i = 0; i < n; i++) {
+        out[i].name = af_xstrdup(m[i].name ? m[i].name : "default");
+        out[i].version = af_xstrdup(m[i].version ? m[i].version : "1");
+        out[i].hostname = af_xstrdup(m[i].hostname ? m[i].hostname : "localhost");
+        out[i].instances = m[i].instances;
+    }
+    return out;
+}
+
+static void free_modules(struct af_api_module *m, size_t n)
+{
+    for (size_t i = 0; m && i < n; i++) {
+        free((char *)m[i].name);
+        free((char *)m[i].version);
+        free((char *)m[i].hostname);
+    }
+    free(m);
 }
 
 /* ---- sockets ------------------------------------------------------------ */
@@ -283,6 +309,8 @@ int af_api_start_services(const struct af_api_options *opts,
     api->opts.server_host = api->server_host = dup_or_null(opts->server_host);
     api->opts.storage_path = api->storage_path = dup_or_null(opts->storage_path);
     api->opts.datastore_path = api->datastore_path = dup_or_null(opts->datastore_path);
+    api->opts.modules = api->modules = copy_modules(opts->modules, opts->n_modules);
+    api->opts.n_modules = api->modules ? opts->n_modules : 0;
     if (api->opts.default_deadline_ms <= 0)
         api->opts.default_deadline_ms = 60000;
     api->info_json = build_info_json(&api->opts, services, n_services);
@@ -436,6 +464,7 @@ void af_api_stop(struct af_api *api)
     free(api->module);
     free(api->version);
     free(api->server_host);
+    free_modules(api->modules, api->opts.n_modules);
     free(api->storage_path);
     free(api->datastore_path);
     free(api->info_json);

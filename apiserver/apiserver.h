@@ -16,6 +16,14 @@
 
 struct af_queue_yaml; /* apiserver/services/taskqueue_yaml.h */
 
+/* One module the front end serves, as the modules service reports it. */
+struct af_api_module {
+    const char *name;     /* "default", "worker" */
+    const char *version;  /* its one version, "1" */
+    const char *hostname; /* host:port of its main front-end port, "localhost:8081" */
+    int instances;        /* what modules.GetNumInstances reports */
+};
+
 /* What the API server needs to know. Strings are borrowed for the duration
  * of af_api_start() only (the server copies what it keeps). */
 struct af_api_options {
@@ -27,7 +35,13 @@ struct af_api_options {
     const char *module;         /* default module name, "default" */
     const char *version;        /* default version, "1" */
     int module_instances;       /* instance count reported by modules.GetNumInstances */
-    const char *server_host;    /* host:port of the main front-end port, "localhost:8080" */
+    const char *server_host;    /* host:port of the default module's port, "localhost:8080" */
+    /* Every module, in the front end's order, the default one (named by
+     * `module`) among them; NULL with n_modules 0 means the default module
+     * alone, described by the four fields above. Borrowed like the strings:
+     * the server keeps its own copy, which no thread changes. */
+    const struct af_api_module *modules;
+    size_t n_modules;
     const char *storage_path;   /* private directory for service state (exists, 0700) */
     const char *datastore_path; /* SQLite file of the datastore */
     bool clear_datastore;

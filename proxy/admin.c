@@ -1,3 +1,7 @@
+/*
+ * admin — the admin server: GET /quit and GET / (the status JSON), on
+ * evhttp, on the main thread.
+ */
 #include "proxy/admin.h"
 
 #include <netinet/in.h>
@@ -12,6 +16,7 @@
 
 #include "common/log.h"
 #include "common/xalloc.h"
+#include "proxy/dispatch.h"
 #include "proxy/instance.h"
 #include "proxy/module.h"
 #include "proxy/server.h"
@@ -34,34 +39,81 @@ static const char *state_name(enum af_instance_state s)
     return names[s];
 }
 
+/* s as a JSON string literal (names come from app.yaml files). */
+static void json_string(struct evbuffer *b, const char *s)
+{
+    evbuffer_add(b, "\"", 1);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            evbuffer_add_printf(b, "\\%c", *p);
+        else if (*p < 0x20)
+            evbuffer_add_printf(b, "\\u%04x", *p);
+        else
+            evbuffer_add(b, p, 1);
+    }
+    evbuffer_add(b, "\"", 1);
+}
+
+/* One module: its configuration, ports, queue and instances. */
+static void module_json(struct evbuffer *b, const struct af_server *srv, size_t i)
+{
+    const struct af_module *m = srv->modules[i];
+    evbuffer_add_printf(b, "{\"name\": ");
+    json_string(b, m->name);
+    evbuffer_add_printf(b, ", \"version\": ");
+    json_string(b, m->version);
+    evbuffer_add_printf(b, ", \"default\": %s, \"port\": %d, \"direct_port\": ",
+                        m == srv->module ? "true" : "false", srv->main_ports[i]->port);
+    if (srv->direct_ports[i])
+        evbuffer_add_printf(b, "%d", srv->direct_ports[i]->port);
+    else
+        evbuffer_add_printf(b, "null");
+    evbuffer_add_printf(b,
+                        ", \"max_concurrent_requests\": %d, \"max_instances\": %d, "
+                        "\"queued\": %d, \"instances\": [",
+                        m->max_concurrent, m->max_instances, m->queue_len);
+    const struct af_instance *inst;
+    bool first = true;
+    TAILQ_FOREACH(inst, &m->instances, link)
+    {
+        evbuffer_add_printf(b,
+                            "%s{\"name\": \"%s\", \"pid\": %d, \"state\": \"%s\", "
+                            "\"active\": %d, \"idle_connections\": %d}",
+                            first ? "" : ", ", inst->name, (int)inst->pid, state_name(inst->state),
+                            inst->active + inst->active_direct, inst->n_idle);
+        first = false;
+    }
+    evbuffer_add_printf(b, "]}");
+}
+
+/*
+ * GET /: the application, its default module's port ("port") and that
+ * module ("module", as before several modules were served), then every
+ * module in command-line order ("modules") and the dispatch.yaml in force
+ * ("dispatch": its path, or null).
+ */
 static void status_page(struct af_admin *a, struct evhttp_request *req)
 {
     struct af_server *srv = a->srv;
     struct evbuffer *b = evbuffer_new();
-    evbuffer_add_printf(b, "{\"application\": \"%s\", \"port\": %d, \"api_port\": %d",
-                        srv->app_id, srv->main_port.port, srv->api_port);
+    evbuffer_add_printf(b, "{\"application\": ");
+    json_string(b, srv->app_id);
+    evbuffer_add_printf(b, ", \"port\": %d, \"api_port\": %d", srv->main_port.port, srv->api_port);
     if (srv->module) {
-        struct af_module *m = srv->module;
-        evbuffer_add_printf(b,
-                            ", \"module\": {\"name\": \"%s\", \"version\": \"%s\", "
-                            "\"max_concurrent_requests\": %d, \"max_instances\": %d, "
-                            "\"queued\": %d, \"instances\": [",
-                            m->name, m->version, m->max_concurrent, m->max_instances,
-                            m->queue_len);
-        struct af_instance *inst;
-        bool first = true;
-        TAILQ_FOREACH(inst, &m->instances, link)
-        {
-            evbuffer_add_printf(b,
-                                "%s{\"name\": \"%s\", \"pid\": %d, \"state\": \"%s\", "
-                                "\"active\": %d, \"idle_connections\": %d}",
-                                first ? "" : ", ", inst->name, (int)inst->pid,
-                                state_name(inst->state), inst->active + inst->active_direct,
-                                inst->n_idle);
-            first = false;
-        }
-        evbuffer_add_printf(b, "]}");
+        evbuffer_add_printf(b, ", \"module\": ");
+        module_json(b, srv, srv->default_index);
     }
+    evbuffer_add_printf(b, ", \"modules\": [");
+    for (size_t i = 0; i < srv->n_modules; i++) {
+        if (i)
+            evbuffer_add_printf(b, ", ");
+        module_json(b, srv, i);
+    }
+    evbuffer_add_printf(b, "], \"dispatch\": ");
+    if (srv->main_port.dispatch)
+        json_string(b, srv->dispatch->path);
+    else
+        evbuffer_add_printf(b, "null");
     evbuffer_add_printf(b, "}\n");
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
                       "application/json");

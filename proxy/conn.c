@@ -251,7 +251,7 @@ static void message_begin(struct af_conn *c)
     ex->conn = c;
     ex->content_length = -1;
     ex->direct = c->lst->direct;
-    ex->mod = c->srv->module;
+    ex->mod = c->lst->module;
     gettimeofday(&ex->start, NULL);
     c->ex = ex;
     c->scanned = 0;
@@ -955,6 +955,8 @@ static void ex_begin(struct af_exchange *ex)
     /* app.yaml handlers: static files, login, redirects are answered here;
      * script handlers fall through to the module's instances. */
     ex->trusted = !ex->direct && af_taskrunner_trusted(&ex->req_headers);
+    if (c->lst->dispatch) /* dispatch.yaml, on the default module's main port */
+        ex->mod = af_server_dispatch(c->lst, ex);
     if (!ex->direct && af_router_handle(ex))
         return;
     const char *why = NULL;

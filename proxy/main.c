@@ -2,14 +2,16 @@
  * appfront — a local App Engine development server for native app
  * instances. main() wires the parts together in the order DESIGN.md fixes:
  *
- *   1. command line, app.yaml (errors: one line, exit 2);
+ *   1. command line, every module's app.yaml, dispatch.yaml (errors: one
+ *      line, exit 2);
  *   2. the watchdog process, forked before any thread exists;
- *   3. the front-end listeners (their ports are known before anything
- *      starts, so the API server can report the app's hostname);
+ *   3. the front-end listeners, a main port (and direct port) per module
+ *      (their ports are known before anything starts, so the API server can
+ *      report each module's hostname);
  *   4. the API server's two threads, and its startup line;
- *   5. the module and its instances (or the build before them, which runs
- *      in the background), the direct port, the admin server;
- *   6. the file watcher (--automatic_restart), once the lines are out;
+ *   5. the modules and their instances (or the builds before them, which run
+ *      in the background), their startup lines, the admin server;
+ *   6. the file watchers (--automatic_restart), once the lines are out;
  *   7. the main event loop until SIGINT, SIGTERM or GET /quit.
  */
 #include <dirent.h>
@@ -32,6 +34,7 @@
 #include "proxy/admin.h"
 #include "proxy/appyaml.h"
 #include "proxy/cli.h"
+#include "proxy/dispatch.h"
 #include "proxy/exchange.h"
 #include "proxy/instance.h"
 #include "proxy/module.h"
@@ -129,6 +132,167 @@ static void remove_run_dir(const char *dir)
     rmdir(dir);
 }
 
+/* ---- the modules (docs/modules.md) ------------------------------------- */
+
+/* What the command line names: the modules' app.yaml files, in order, and
+ * dispatch.yaml when one is among the arguments. */
+struct modules_given {
+    struct af_app_yaml **apps;
+    size_t n;
+    size_t dflt;              /* the default module */
+    const char *dispatch_arg; /* a dispatch.yaml argument, or NULL */
+};
+
+/*
+ * Loads every app.yaml of the command line; an argument whose file name is
+ * dispatch.yaml (or .yml) is that file, as dev_appserver takes it. Two
+ * modules with one name, or two application ids, stop us. The default
+ * module is the one called "default", else the first one given, as
+ * dev_appserver falls back to any module when none is called "default".
+ */
+static void load_modules(const struct af_config *cfg, struct modules_given *m)
+{
+    char err[1024];
+    for (size_t i = 0; i < cfg->n_app_paths; i++) {
+        const char *path = cfg->app_paths[i];
+        struct stat st;
+        if (af_dispatch_is_file_name(path) && !(stat(path, &st) == 0 && S_ISDIR(st.st_mode))) {
+            if (m->dispatch_arg)
+                fatal("more than one dispatch.yaml given: %s and %s (an app has one)",
+                      m->dispatch_arg, path);
+            m->dispatch_arg = path;
+            continue;
+        }
+        struct af_app_yaml *app = NULL;
+        if (af_appyaml_load(path, &app, err, sizeof(err)) < 0)
+            fatal("%s", err);
+        for (size_t k = 0; k < m->n; k++) {
+            if (strcmp(m->apps[k]->service, app->service) == 0)
+                fatal("two modules are called \"%s\": %s and %s; give each app.yaml its own "
+                      "service: name",
+                      app->service, m->apps[k]->path, app->path);
+            const char *a = m->apps[k]->application, *b = app->application;
+            if (a && b && strcmp(a, b) != 0)
+                fatal("the modules belong to different applications: \"%s\" (%s) and \"%s\" "
+                      "(%s); one appfront serves one application",
+                      a, m->apps[k]->path, b, app->path);
+        }
+        m->apps = af_xrealloc(m->apps, (m->n + 1) * sizeof(*m->apps));
+        m->apps[m->n++] = app;
+    }
+    if (m->n == 0)
+        fatal("%s is not an app: give the modules' app.yaml files or directories too",
+              m->dispatch_arg);
+    m->dflt = 0;
+    for (size_t i = 0; i < m->n; i++)
+        if (strcmp(m->apps[i]->service, "default") == 0)
+            m->dflt = i;
+    if (m->n > 1 && strcmp(m->apps[m->dflt]->service, "default") != 0)
+        af_log(AF_LOG_INFO,
+               "No module is called \"default\": module \"%s\", the first one given, "
+               "serves as the default module",
+               m->apps[m->dflt]->service);
+}
+
+/* "\"default\", \"worker\"": the modules' names, for messages. */
+static char *module_names(const struct modules_given *m)
+{
+    char *out = af_xstrdup("");
+    for (size_t i = 0; i < m->n; i++) {
+        char *next = af_xasprintf("%s%s\"%s\"", out, i ? ", " : "", m->apps[i]->service);
+        free(out);
+        out = next;
+    }
+    return out;
+}
+
+/*
+ * dispatch.yaml: the one given on the command line, else the one next to
+ * the app.yaml of the module called "default" (production reads it from the
+ * default service's directory or the project's root). A rule naming a module
+ * that is not being served stops us when the file was given (as in
+ * dev_appserver), and is dropped with a warning when it was found: one can
+ * run some of an app's modules without editing the file. NULL when there
+ * are no rules.
+ */
+static struct af_dispatch *load_dispatch(const struct modules_given *m)
+{
+    char err[1024];
+    struct af_dispatch *d = NULL;
+    const struct af_app_yaml *dflt = m->apps[m->dflt];
+    bool given = m->dispatch_arg != NULL;
+    if (given) {
+        if (af_dispatch_load(m->dispatch_arg, &d, err, sizeof(err)) < 0)
+            fatal("%s", err);
+    } else if (strcmp(dflt->service, "default") == 0 && dflt->dir) {
+        if (af_dispatch_load_dir(dflt->dir, &d, err, sizeof(err)) < 0)
+            fatal("%s", err);
+    }
+    if (!d)
+        return NULL;
+    if (given && d->n_rules > 0 && strcmp(dflt->service, "default") != 0)
+        fatal("%s: dispatch.yaml needs a module called \"default\" among the modules given: it "
+              "serves every request no rule matches",
+              d->path);
+    char *names = module_names(m);
+    for (size_t i = 0; i < d->n_rules;) {
+        const struct af_dispatch_rule *r = &d->rules[i];
+        bool known = false;
+        for (size_t k = 0; k < m->n && !known; k++)
+            known = strcmp(m->apps[k]->service, r->service) == 0;
+        if (known) {
+            i++;
+            continue;
+        }
+        if (given)
+            fatal("%s:%d:%d: service \"%s\" is not one of the modules given (%s)", d->path, r->line,
+                  r->col, r->service, names);
+        af_warn("%s:%d:%d: service \"%s\" is not one of the modules given (%s); the rule for "
+                "'%s' is ignored",
+                d->path, r->line, r->col, r->service, names, r->url);
+        af_dispatch_drop_rule(d, i);
+    }
+    free(names);
+    if (d->n_rules == 0) {
+        af_dispatch_free(d);
+        return NULL;
+    }
+    af_log(AF_LOG_INFO, "Dispatching requests on module \"%s\"'s port by %s (%zu rule%s)",
+           dflt->service, d->path, d->n_rules, d->n_rules == 1 ? "" : "s");
+    return d;
+}
+
+/* True when an app.yaml's handlers only send requests to the app: no
+ * static files, login, secure redirects or error pages. */
+static bool handlers_plain(const struct af_app_yaml *app)
+{
+    for (size_t i = 0; i < app->n_handlers; i++) {
+        const struct af_handler *h = &app->handlers[i];
+        if (h->kind != AF_HANDLER_SCRIPT || h->login != AF_LOGIN_OPTIONAL ||
+            h->secure == AF_SECURE_ALWAYS)
+            return false;
+    }
+    return app->n_error_handlers == 0;
+}
+
+/* proxy/router.c holds one router, built from the default module's
+ * app.yaml, for every port: say so when that routes a module's requests
+ * differently from its own app.yaml. */
+static void warn_shared_router(const struct modules_given *m)
+{
+    if (m->n < 2)
+        return;
+    for (size_t i = 0; i < m->n; i++) {
+        if (i == m->dflt || (handlers_plain(m->apps[i]) && handlers_plain(m->apps[m->dflt])))
+            continue;
+        af_warn("Module \"%s\": appfront routes every port by the default module's handlers "
+                "(%s) for now: their static files, login and error pages apply on this "
+                "module's port too, and its own app.yaml handlers are not applied "
+                "(docs/modules.md#limits)",
+                m->apps[i]->service, m->apps[m->dflt]->path);
+    }
+}
+
 int main(int argc, char **argv)
 {
     /* Before libevent's first allocation (event_set_mem_functions). */
@@ -152,14 +316,17 @@ int main(int argc, char **argv)
     if (af_log_parse_level(cfg.dev_appserver_log_level, &level) == 0)
         af_log_set_level(level);
 
-    struct af_app_yaml *app = NULL;
+    struct modules_given given = {0};
+    struct af_app_yaml *app = NULL; /* the default module's */
+    struct af_dispatch *dispatch = NULL;
     if (!cfg.api_only) {
-        if (af_appyaml_load(cfg.app_paths[0], &app, err, sizeof(err)) < 0)
-            fatal("%s", err);
-        for (size_t i = 1; i < cfg.n_app_paths; i++)
-            af_warn("Only the first module is served for now; ignoring %s", cfg.app_paths[i]);
+        load_modules(&cfg, &given);
+        app = given.apps[given.dflt];
+        dispatch = load_dispatch(&given);
+        warn_shared_router(&given);
     }
-    /* queue.yaml next to app.yaml; a bad one stops us like a bad app.yaml. */
+    /* queue.yaml next to the default module's app.yaml; a bad one stops us
+     * like a bad app.yaml. */
     struct af_queue_yaml *queues = NULL;
     if (app && app->dir && af_queue_yaml_load_dir(app->dir, &queues, err, sizeof(err)) < 0)
         fatal("%s", err);
@@ -173,7 +340,18 @@ int main(int argc, char **argv)
     srv.cfg = &cfg;
     srv.app = app;
     srv.spare_fd = -1;
-    srv.app_id = af_xstrdup(app && app->application ? app->application : "app");
+    /* The modules' application ids agree (load_modules); any one that is
+     * given names the app. */
+    const char *app_id = app && app->application ? app->application : NULL;
+    for (size_t i = 0; !app_id && i < given.n; i++)
+        app_id = given.apps[i]->application;
+    srv.app_id = af_xstrdup(app_id ? app_id : "app");
+    srv.apps = af_xcalloc(given.n ? given.n : 1, sizeof(*srv.apps));
+    for (size_t i = 0; i < given.n; i++)
+        srv.apps[i] = given.apps[i];
+    srv.n_modules = given.n;
+    srv.default_index = given.dflt;
+    srv.dispatch = dispatch;
     srv.base = event_base_new();
     if (!srv.base)
         fatal("cannot create the event loop");
@@ -209,6 +387,22 @@ int main(int argc, char **argv)
     event_add(sigchld, NULL);
 
     char *server_host = af_xasprintf("%s:%d", cfg.host, srv.main_port.port);
+    /* The modules service answers for every module: name, version, and the
+     * host:port of its own port (as dev_appserver's GetHostname does). */
+    struct af_api_module *api_mods = af_xcalloc(given.n ? given.n : 1, sizeof(*api_mods));
+    char **hostnames = af_xcalloc(given.n ? given.n : 1, sizeof(*hostnames));
+    for (size_t i = 0; i < given.n; i++) {
+        const struct af_app_yaml *a = given.apps[i];
+        hostnames[i] = af_xasprintf("%s:%d", cfg.host, srv.main_ports[i]->port);
+        api_mods[i] = (struct af_api_module){
+            .name = a->service,
+            .version = a->version,
+            .hostname = hostnames[i],
+            .instances = a->scaling == AF_SCALING_MANUAL && a->manual_instances > 0
+                             ? a->manual_instances
+                             : 1,
+        };
+    }
     struct af_api_options api_opts = {
         .host = cfg.api_host,
         .port = cfg.api_port,
@@ -224,6 +418,8 @@ int main(int argc, char **argv)
         .memcache_max_bytes = cfg.memcache_max_bytes,
         .default_deadline_ms = 60000,
         .queues = queues,
+        .modules = given.n ? api_mods : NULL,
+        .n_modules = given.n,
     };
     struct af_api *api = NULL;
     if (af_api_start(&api_opts, &api, err, sizeof(err)) < 0)
@@ -231,14 +427,23 @@ int main(int argc, char **argv)
     srv.api_port = af_api_port(api);
     af_log_raw("Starting API server at: http://%s:%d", cfg.api_host, srv.api_port);
 
+    for (size_t i = 0; i < given.n; i++)
+        free(hostnames[i]);
+    free(hostnames);
+    free(api_mods);
+
     if (!cfg.api_only) {
-        srv.module = af_module_new(&srv, app);
+        for (size_t i = 0; i < srv.n_modules; i++)
+            srv.modules[i] = af_module_new(&srv, srv.apps[i]);
+        af_server_attach_modules(&srv);
         af_router_init(&srv); /* compile app.yaml's handlers once; warnings now */
-        af_log_raw("Starting module \"%s\" running at: http://%s:%d", srv.module->name, cfg.host,
-                   srv.main_port.port);
-        if (srv.direct_port.l)
-            af_log_raw("Starting direct port for module \"%s\" at: http://%s:%d",
-                       srv.module->name, cfg.host, srv.direct_port.port);
+        for (size_t i = 0; i < srv.n_modules; i++) {
+            af_log_raw("Starting module \"%s\" running at: http://%s:%d", srv.modules[i]->name,
+                       cfg.host, srv.main_ports[i]->port);
+            if (srv.direct_ports[i])
+                af_log_raw("Starting direct port for module \"%s\" at: http://%s:%d",
+                           srv.modules[i]->name, cfg.host, srv.direct_ports[i]->port);
+        }
     }
     struct af_admin *admin = af_admin_start(&srv, cfg.admin_host, cfg.admin_port, err, sizeof(err));
     if (!admin)
@@ -246,8 +451,8 @@ int main(int argc, char **argv)
     af_log_raw("Starting admin server at: http://%s:%d", cfg.admin_host, af_admin_port(admin));
     /* After the startup lines: harnesses wait for them, and walking a big
      * app tree takes a while. */
-    if (srv.module)
-        af_module_watch(srv.module);
+    for (size_t i = 0; i < srv.n_modules; i++)
+        af_module_watch(srv.modules[i]);
     struct af_taskrunner *tasks =
         srv.module && cfg.enable_task_running ? af_taskrunner_start(&srv, api) : NULL;
 
@@ -262,7 +467,7 @@ int main(int argc, char **argv)
     event_free(sigterm);
     event_free(sigchld);
     remove_run_dir(srv.run_dir);
-    af_module_free(srv.module);
+    af_server_release(&srv);
     af_exchanges_release(&srv);
     af_router_release();
     if (srv.accept_resume)
@@ -280,7 +485,10 @@ int main(int argc, char **argv)
     free(server_host);
     free(storage);
     free(datastore);
-    af_appyaml_free(app);
+    for (size_t i = 0; i < given.n; i++)
+        af_appyaml_free(given.apps[i]);
+    free(given.apps);
+    af_dispatch_free(dispatch);
     af_queue_yaml_free(queues);
     af_config_release(&cfg);
     return code;

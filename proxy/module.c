@@ -743,8 +743,10 @@ static int reload(struct af_module *mod)
     mod->own_apps = af_xrealloc(mod->own_apps, (mod->n_own_apps + 1) * sizeof(*mod->own_apps));
     mod->own_apps[mod->n_own_apps++] = app;
     /* Earlier configurations stay allocated until the module is freed:
-     * whoever borrowed one (the router) may still hold it. */
-    mod->srv->app = app;
+     * whoever borrowed one (the router) may still hold it. The router
+     * serves the default module's app.yaml only (docs/modules.md). */
+    if (mod->srv->module == mod)
+        mod->srv->app = app;
     configure(mod, app);
     af_log(AF_LOG_INFO, "Reloaded %s", app->path);
     if (mod->unavailable) {

@@ -1,5 +1,10 @@
 /*
- * server — listeners and the shutdown sequence of the main thread.
+ * server — listeners, modules and the shutdown sequence of the main thread.
+ *
+ * Each module has its own main port (and direct port when the flag is on),
+ * and a listener knows its module, so a request finds its module without
+ * any lookup. The default module's main port also applies dispatch.yaml when
+ * the app has one (docs/modules.md).
  *
  * Shutdown (SIGINT, SIGTERM, GET /quit): stop accepting; close connections
  * idle between requests; let in-flight exchanges finish for up to
@@ -13,6 +18,7 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -20,6 +26,8 @@
 #include <event2/listener.h>
 
 #include "common/log.h"
+#include "common/xalloc.h"
+#include "proxy/dispatch.h"
 #include "proxy/exchange.h"
 #include "proxy/module.h"
 
@@ -37,16 +45,23 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     af_conn_accept(arg, fd, addr, len);
 }
 
+/* Every listener of every module: main ports, then direct ports (NULL
+ * entries when off). */
+static struct af_listener *listener_at(struct af_server *srv, size_t i)
+{
+    return i < srv->n_modules ? srv->main_ports[i] : srv->direct_ports[i - srv->n_modules];
+}
+
 static void listeners_enable(struct af_server *srv, bool on)
 {
-    struct af_listener *ls[] = {&srv->main_port, &srv->direct_port};
-    for (size_t i = 0; i < 2; i++) {
-        if (!ls[i]->l)
+    for (size_t i = 0; i < 2 * srv->n_modules; i++) {
+        struct af_listener *lst = listener_at(srv, i);
+        if (!lst || !lst->l)
             continue;
         if (on)
-            evconnlistener_enable(ls[i]->l);
+            evconnlistener_enable(lst->l);
         else
-            evconnlistener_disable(ls[i]->l);
+            evconnlistener_disable(lst->l);
     }
 }
 
@@ -129,6 +144,45 @@ static int listen_one(struct af_server *srv, struct af_listener *lst, const char
     return 0;
 }
 
+/* The port module i asks for from a first port: consecutive ports from a
+ * fixed one, or 0 (any free port) for each when the first is 0. */
+static int nth_port(int first, size_t i)
+{
+    return first == 0 ? 0 : first + (int)i;
+}
+
+/* The modules take n consecutive ports from --port, and as many from
+ * --direct_port: both ranges must exist and must not meet. */
+static int check_port_ranges(const struct af_server *srv, char *err, size_t errlen)
+{
+    const struct af_config *cfg = srv->cfg;
+    int n = (int)srv->n_modules;
+    if (cfg->port > 0 && cfg->port + n - 1 > 65535) {
+        snprintf(err, errlen,
+                 "--port=%d leaves no port for module \"%s\": the %d modules take "
+                 "consecutive ports from --port; choose a lower one (or 0)",
+                 cfg->port, srv->apps[65535 - cfg->port + 1]->service, n);
+        return -1;
+    }
+    if (cfg->direct_port > 0 && cfg->direct_port + n - 1 > 65535) {
+        snprintf(err, errlen,
+                 "--direct_port=%d leaves no port for module \"%s\": the %d "
+                 "modules take consecutive ports from --direct_port; choose a lower one (or 0)",
+                 cfg->direct_port, srv->apps[65535 - cfg->direct_port + 1]->service, n);
+        return -1;
+    }
+    if (n > 1 && cfg->port > 0 && cfg->direct_port > 0 && cfg->direct_port < cfg->port + n &&
+        cfg->port < cfg->direct_port + n) {
+        snprintf(err, errlen,
+                 "--direct_port=%d: the %d modules take ports %d-%d from --port "
+                 "and %d-%d from --direct_port, which overlap; choose ports %d apart",
+                 cfg->direct_port, n, cfg->port, cfg->port + n - 1, cfg->direct_port,
+                 cfg->direct_port + n - 1, n);
+        return -1;
+    }
+    return 0;
+}
+
 int af_server_listen(struct af_server *srv, char *err, size_t errlen)
 {
     const struct af_config *cfg = srv->cfg;
@@ -139,14 +193,100 @@ int af_server_listen(struct af_server *srv, char *err, size_t errlen)
         snprintf(err, errlen, "cannot make the connection timers");
         return -1;
     }
-    if (listen_one(srv, &srv->main_port, cfg->host, cfg->port, err, errlen) < 0)
+    if (check_port_ranges(srv, err, errlen) < 0)
         return -1;
-    if (cfg->direct_port >= 0) {
-        srv->direct_port.direct = true;
-        if (listen_one(srv, &srv->direct_port, cfg->host, cfg->direct_port, err, errlen) < 0)
+    size_t n = srv->n_modules;
+    srv->modules = af_xcalloc(n ? n : 1, sizeof(*srv->modules));
+    srv->main_ports = af_xcalloc(n ? n : 1, sizeof(*srv->main_ports));
+    srv->direct_ports = af_xcalloc(n ? n : 1, sizeof(*srv->direct_ports));
+    /* Every main port first, in command-line order, then the direct ports:
+     * with fixed ports that is the order a reader of the startup lines
+     * expects, and a clash names the port that could not be had. */
+    for (size_t i = 0; i < n; i++) {
+        struct af_listener *lst =
+            i == srv->default_index ? &srv->main_port : af_xcalloc(1, sizeof(*lst));
+        srv->main_ports[i] = lst;
+        if (listen_one(srv, lst, cfg->host, nth_port(cfg->port, i), err, errlen) < 0)
+            return -1;
+    }
+    for (size_t i = 0; cfg->direct_port >= 0 && i < n; i++) {
+        struct af_listener *lst =
+            i == srv->default_index ? &srv->direct_port : af_xcalloc(1, sizeof(*lst));
+        srv->direct_ports[i] = lst;
+        lst->direct = true;
+        if (listen_one(srv, lst, cfg->host, nth_port(cfg->direct_port, i), err, errlen) < 0)
             return -1;
     }
     return 0;
+}
+
+int af_server_find_module(const struct af_server *srv, const char *name)
+{
+    for (size_t i = 0; i < srv->n_modules; i++)
+        if (strcmp(srv->apps[i]->service, name) == 0)
+            return (int)i;
+    return -1;
+}
+
+void af_server_attach_modules(struct af_server *srv)
+{
+    for (size_t i = 0; i < srv->n_modules; i++) {
+        srv->main_ports[i]->module = srv->modules[i];
+        if (srv->direct_ports[i])
+            srv->direct_ports[i]->module = srv->modules[i];
+    }
+    srv->module = srv->n_modules ? srv->modules[srv->default_index] : NULL;
+    const struct af_dispatch *d = srv->dispatch;
+    if (!d || d->n_rules == 0 || !srv->module)
+        return;
+    /* Rules that all lead to the default module change nothing: the port
+     * then skips dispatching altogether. */
+    bool elsewhere = false;
+    srv->dispatch_to = af_xcalloc(d->n_rules, sizeof(*srv->dispatch_to));
+    for (size_t i = 0; i < d->n_rules; i++) {
+        int m = af_server_find_module(srv, d->rules[i].service);
+        srv->dispatch_to[i] = m >= 0 ? srv->modules[m] : srv->module;
+        elsewhere |= srv->dispatch_to[i] != srv->module;
+    }
+    if (elsewhere) {
+        srv->main_port.dispatch = d;
+        srv->main_port.dispatch_to = srv->dispatch_to;
+    }
+}
+
+struct af_module *af_server_dispatch(const struct af_listener *lst, const struct af_exchange *ex)
+{
+    const struct af_header *host = af_headers_find_id(&ex->req_headers, AF_H_HOST);
+    int i = af_dispatch_match(lst->dispatch, host ? host->value : NULL, host ? host->value_len : 0,
+                              ex->url);
+    return i >= 0 ? lst->dispatch_to[i] : lst->module;
+}
+
+void af_server_release(struct af_server *srv)
+{
+    for (size_t i = 0; srv->main_ports && i < 2 * srv->n_modules; i++) {
+        struct af_listener *lst = listener_at(srv, i);
+        if (!lst)
+            continue;
+        if (lst->l)
+            evconnlistener_free(lst->l);
+        lst->l = NULL;
+        if (lst != &srv->main_port && lst != &srv->direct_port)
+            free(lst);
+    }
+    for (size_t i = 0; srv->modules && i < srv->n_modules; i++)
+        af_module_free(srv->modules[i]);
+    free(srv->modules);
+    free(srv->main_ports);
+    free(srv->direct_ports);
+    free(srv->apps);
+    free(srv->dispatch_to);
+    srv->modules = NULL;
+    srv->main_ports = srv->direct_ports = NULL;
+    srv->apps = NULL;
+    srv->dispatch_to = NULL;
+    srv->module = NULL;
+    srv->n_modules = 0;
 }
 
 static void stop_instances(struct af_server *srv)
@@ -154,8 +294,9 @@ static void stop_instances(struct af_server *srv)
     if (phase != PHASE_DRAIN)
         return;
     phase = PHASE_INSTANCES;
-    if (srv->module)
-        af_module_stop(srv->module, INSTANCE_GRACE_MS);
+    for (size_t i = 0; i < srv->n_modules; i++)
+        if (srv->modules[i])
+            af_module_stop(srv->modules[i], INSTANCE_GRACE_MS);
     struct timeval tv = {(STOP_HARD_MS - STOP_GRACE_MS) / 1000, 0};
     event_add(srv->stop_timer, &tv);
     af_server_maybe_done(srv);
@@ -185,11 +326,11 @@ void af_server_shutdown(struct af_server *srv)
     srv->stopping = true;
     phase = PHASE_DRAIN;
     af_log(AF_LOG_INFO, "Shutting down");
-    struct af_listener *ls[] = {&srv->main_port, &srv->direct_port};
-    for (size_t i = 0; i < 2; i++) {
-        if (ls[i]->l) {
-            evconnlistener_free(ls[i]->l);
-            ls[i]->l = NULL;
+    for (size_t i = 0; i < 2 * srv->n_modules; i++) {
+        struct af_listener *lst = listener_at(srv, i);
+        if (lst && lst->l) {
+            evconnlistener_free(lst->l);
+            lst->l = NULL;
         }
     }
     /* The timer first: closing the last idle connection below may already
@@ -210,6 +351,8 @@ void af_server_maybe_done(struct af_server *srv)
             stop_instances(srv);
         return;
     }
-    if (!srv->module || af_module_live(srv->module) == 0)
-        event_base_loopbreak(srv->base);
+    for (size_t i = 0; i < srv->n_modules; i++)
+        if (srv->modules[i] && af_module_live(srv->modules[i]) > 0)
+            return;
+    event_base_loopbreak(srv->base);
 }

@@ -1,7 +1,9 @@
 /*
  * server — the main thread's state: the event loop, the listeners of the
- * front end (main port, direct port), the module with its instances, and the
- * shutdown sequence. Everything here runs on the main thread only.
+ * front end (a main port and, when on, a direct port per module), the
+ * modules with their instances, dispatch.yaml, and the shutdown sequence.
+ * Everything here runs on the main thread only. docs/modules.md says how
+ * several modules are served.
  */
 #ifndef AF_SERVER_H
 #define AF_SERVER_H
@@ -18,11 +20,21 @@ struct evconnlistener;
 struct event;
 struct af_module;
 struct af_conn;
+struct af_dispatch;
+struct af_exchange;
 
 /* One listening socket of the front end. */
 struct af_listener {
     struct af_server *srv;
     struct evconnlistener *l;
+    /* The module whose instances serve what arrives here; borrowed from the
+     * server. Set before the first accept. */
+    struct af_module *module;
+    /* On the default module's main port when the app has dispatch.yaml
+     * rules that reach another module, else NULL: the rules, and the module
+     * each one names (dispatch_to[i] for rule i). Borrowed from the server. */
+    const struct af_dispatch *dispatch;
+    struct af_module *const *dispatch_to;
     bool direct; /* the back-door port: no routing, no per-instance limit */
     int port;    /* the port actually bound */
 };
@@ -30,11 +42,34 @@ struct af_listener {
 struct af_server {
     struct event_base *base;
     const struct af_config *cfg;     /* borrowed from main */
-    const struct af_app_yaml *app;   /* borrowed from main; NULL in api mode */
-    struct af_module *module;        /* the default module; owned */
+    /* The default module's app.yaml (the one the router serves; a reload
+     * replaces it); NULL in api mode. Borrowed. */
+    const struct af_app_yaml *app;
+    struct af_module *module; /* the default module: modules[default_index] */
 
-    struct af_listener main_port;
-    struct af_listener direct_port;  /* .l == NULL when off */
+    /*
+     * Every module, in command-line order, and index by index its app.yaml
+     * (borrowed from main), its main port and its direct port (NULL when
+     * off). Main fills apps, n_modules and default_index before
+     * af_server_listen(), which binds the ports, and modules[] after. The
+     * default module's ports are main_port and direct_port below; the
+     * others' are owned. n_modules is 0 in api mode.
+     */
+    const struct af_app_yaml **apps;   /* owned array */
+    struct af_module **modules;        /* owned, and each module */
+    struct af_listener **main_ports;   /* owned array */
+    struct af_listener **direct_ports; /* owned array */
+    size_t n_modules;
+    size_t default_index;
+
+    struct af_listener main_port;   /* the default module's */
+    struct af_listener direct_port; /* the default module's; .l == NULL when off */
+
+    /* dispatch.yaml (borrowed from main; NULL when none; every rule names
+     * one of the modules) and, per rule, the module it names (owned array,
+     * built by af_server_attach_modules()). */
+    const struct af_dispatch *dispatch;
+    struct af_module **dispatch_to;
 
     char *run_dir;      /* private 0700 directory for Unix sockets; owned */
     char *api_socket;   /* framed API socket path inside run_dir; owned */
@@ -64,9 +99,31 @@ struct af_server {
     int exit_code;
 };
 
-/* Binds the main and, if configured, direct port. Returns 0 or -1 with a
- * message in err. */
+/* Binds every module's main port and, if configured, direct port: module i
+ * on --port + i and --direct_port + i (each a free port when the flag is
+ * 0). Returns 0 or -1 with a message in err. */
 int af_server_listen(struct af_server *srv, char *err, size_t errlen);
+
+/* Index of the module called name (its app.yaml's service) in srv->apps,
+ * or -1. */
+int af_server_find_module(const struct af_server *srv, const char *name);
+
+/* Points each listener at its module, and the default module's main port
+ * at the dispatch rules when one reaches another module. Call once the
+ * modules exist, before the loop runs. */
+void af_server_attach_modules(struct af_server *srv);
+
+/*
+ * The module that serves ex on lst, a listener with dispatch rules
+ * (lst->dispatch != NULL): the one named by the first rule that matches
+ * ex's Host field and target, else lst->module. Allocates nothing. Called
+ * by conn.c once the head is read; a listener without rules needs no call.
+ */
+struct af_module *af_server_dispatch(const struct af_listener *lst, const struct af_exchange *ex);
+
+/* Frees the modules, the other modules' listeners and the tables (at exit,
+ * after the loop). */
+void af_server_release(struct af_server *srv);
 
 /* Begins a graceful shutdown: stop accepting, let in-flight exchanges finish
  * within a bound, stop instances, then break the event loop. Idempotent. */

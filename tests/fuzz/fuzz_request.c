@@ -329,6 +329,8 @@ static void setup_once(void)
     srv.main_port = (struct af_listener){.srv = &srv, .direct = false, .port = 8080};
     srv.direct_port = (struct af_listener){.srv = &srv, .direct = true, .port = 8081};
     srv.module = af_module_new(&srv, &app);
+    /* Each listener carries its module (server.h). */
+    srv.main_port.module = srv.direct_port.module = srv.module;
 
     snprintf(inst_dir, sizeof(inst_dir), "/tmp/af-fuzz-XXXXXX");
     if (!mkdtemp(inst_dir))
