@@ -166,7 +166,8 @@ static void conn_send_error(struct af_conn *c, int status, const char *msg, bool
     /* The answer to HEAD has the head only (RFC 9110 §9.3.2). */
     /* The app's error_handlers page, where router.h says one applies. */
     const char *ctype = "text/plain; charset=utf-8";
-    struct evbuffer *page = c->lst->direct ? NULL : af_router_error_page(status, &ctype);
+    struct evbuffer *page = c->lst->direct ? NULL : af_router_error_page(c->lst->module, status,
+                                                                         &ctype);
     if (!page) {
         page = evbuffer_new();
         evbuffer_add_printf(page, "%s\n", msg);

@@ -262,37 +262,6 @@ static struct af_dispatch *load_dispatch(const struct modules_given *m)
     return d;
 }
 
-/* True when an app.yaml's handlers only send requests to the app: no
- * static files, login, secure redirects or error pages. */
-static bool handlers_plain(const struct af_app_yaml *app)
-{
-    for (size_t i = 0; i < app->n_handlers; i++) {
-        const struct af_handler *h = &app->handlers[i];
-        if (h->kind != AF_HANDLER_SCRIPT || h->login != AF_LOGIN_OPTIONAL ||
-            h->secure == AF_SECURE_ALWAYS)
-            return false;
-    }
-    return app->n_error_handlers == 0;
-}
-
-/* proxy/router.c holds one router, built from the default module's
- * app.yaml, for every port: say so when that routes a module's requests
- * differently from its own app.yaml. */
-static void warn_shared_router(const struct modules_given *m)
-{
-    if (m->n < 2)
-        return;
-    for (size_t i = 0; i < m->n; i++) {
-        if (i == m->dflt || (handlers_plain(m->apps[i]) && handlers_plain(m->apps[m->dflt])))
-            continue;
-        af_warn("Module \"%s\": appfront routes every port by the default module's handlers "
-                "(%s) for now: their static files, login and error pages apply on this "
-                "module's port too, and its own app.yaml handlers are not applied "
-                "(docs/modules.md#limits)",
-                m->apps[i]->service, m->apps[m->dflt]->path);
-    }
-}
-
 int main(int argc, char **argv)
 {
     /* Before libevent's first allocation (event_set_mem_functions). */
@@ -323,7 +292,6 @@ int main(int argc, char **argv)
         load_modules(&cfg, &given);
         app = given.apps[given.dflt];
         dispatch = load_dispatch(&given);
-        warn_shared_router(&given);
     }
     /* queue.yaml next to the default module's app.yaml; a bad one stops us
      * like a bad app.yaml. */
@@ -469,7 +437,6 @@ int main(int argc, char **argv)
     remove_run_dir(srv.run_dir);
     af_server_release(&srv);
     af_exchanges_release(&srv);
-    af_router_release();
     if (srv.accept_resume)
         event_free(srv.accept_resume);
     if (srv.stop_timer)

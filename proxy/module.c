@@ -28,6 +28,7 @@
 #include "common/xalloc.h"
 #include "proxy/build.h"
 #include "proxy/instance.h"
+#include "proxy/router.h"
 #include "proxy/server.h"
 #include "proxy/watcher.h"
 
@@ -568,6 +569,7 @@ void af_module_free(struct af_module *mod)
         TAILQ_REMOVE(&mod->instances, inst, link);
         af_instance_unref(inst);
     }
+    af_router_release(mod);
     af_watcher_free(mod->watcher);
     af_builder_free(mod->builder);
     event_free(mod->dispatch_ev);
@@ -743,8 +745,8 @@ static int reload(struct af_module *mod)
     mod->own_apps = af_xrealloc(mod->own_apps, (mod->n_own_apps + 1) * sizeof(*mod->own_apps));
     mod->own_apps[mod->n_own_apps++] = app;
     /* Earlier configurations stay allocated until the module is freed:
-     * whoever borrowed one (the router) may still hold it. The router
-     * serves the default module's app.yaml only (docs/modules.md). */
+     * whoever borrowed one may still hold it. The module's router is rebuilt
+     * from the new one on the next request (proxy/router.c). */
     if (mod->srv->module == mod)
         mod->srv->app = app;
     configure(mod, app);

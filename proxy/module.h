@@ -33,9 +33,13 @@ struct af_waiter {
     void (*ready)(struct af_waiter *w, struct af_instance *inst, int status, const char *why);
 };
 
+struct af_router;
+
 struct af_module {
     struct af_server *srv;
     const struct af_app_yaml *app; /* main's at first; after a reload one of own_apps */
+    struct af_router *router;             /* app's handlers (proxy/router.h) */
+    const struct af_app_yaml *router_app; /* the app.yaml the router was built from */
     char *name;
     char *version;
     bool stock_runtime;  /* PORT instead of a Unix socket */

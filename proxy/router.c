@@ -84,8 +84,6 @@ struct af_router {
 };
 
 /* The process's router (router.h): main thread only. */
-static struct af_router *the_router;
-static const struct af_app_yaml *the_router_app;
 
 /* ---- building ----------------------------------------------------------- */
 
@@ -237,20 +235,30 @@ void af_router_free(struct af_router *r)
     free(r);
 }
 
-void af_router_init(struct af_server *srv)
+/* The module's router, built again when its app.yaml was reloaded. */
+static struct af_router *module_router(struct af_module *mod)
 {
-    if (!srv->app || (the_router && the_router_app == srv->app))
-        return;
-    af_router_free(the_router);
-    the_router = af_router_new(srv->app, srv->cfg->allow_skipped_files, 0);
-    the_router_app = srv->app;
+    if (!mod || !mod->app)
+        return NULL;
+    if (!mod->router || mod->router_app != mod->app) {
+        af_router_free(mod->router);
+        mod->router = af_router_new(mod->app, mod->srv->cfg->allow_skipped_files, 0);
+        mod->router_app = mod->app;
+    }
+    return mod->router;
 }
 
-void af_router_release(void)
+void af_router_init(struct af_server *srv)
 {
-    af_router_free(the_router);
-    the_router = NULL;
-    the_router_app = NULL;
+    for (size_t i = 0; i < srv->n_modules; i++)
+        module_router(srv->modules[i]);
+}
+
+void af_router_release(struct af_module *mod)
+{
+    af_router_free(mod->router);
+    mod->router = NULL;
+    mod->router_app = NULL;
 }
 
 /* ---- matching ------------------------------------------------------------- */
@@ -604,13 +612,17 @@ static int error_file_for(const struct af_router *r, int status, struct stat *st
     return open_error_file(r, NULL, st, file);
 }
 
-struct evbuffer *af_router_error_page(int status, const char **content_type)
+struct evbuffer *af_router_error_page(struct af_module *mod, int status,
+                                      const char **content_type)
 {
-    if (!the_router || !(status == 500 || status == 503 || status == 504))
+    if (!(status == 500 || status == 503 || status == 504))
+        return NULL;
+    struct af_router *r = module_router(mod);
+    if (!r)
         return NULL;
     struct stat st;
     const char *file = NULL;
-    int fd = error_file_for(the_router, status, &st, &file);
+    int fd = error_file_for(r, status, &st, &file);
     if (fd < 0)
         return NULL;
     if (st.st_size > MAX_ERROR_PAGE_BYTES) {
@@ -635,7 +647,8 @@ static void add(struct af_headers *h, const char *name, const char *value)
     af_headers_add(h, name, strlen(name), value, strlen(value));
 }
 
-static void reply_error(struct af_exchange *ex, int status, const char *why, const char *allow)
+static void reply_error(struct af_router *r, struct af_exchange *ex, int status, const char *why,
+                        const char *allow)
 {
     struct af_headers h;
     af_headers_init(&h);
@@ -643,7 +656,7 @@ static void reply_error(struct af_exchange *ex, int status, const char *why, con
         add(&h, "Allow", allow);
     struct stat st;
     const char *file = NULL;
-    int fd = error_file_for(the_router, status, &st, &file);
+    int fd = error_file_for(r, status, &st, &file);
     if (fd >= 0) {
         add(&h, "Content-Type", af_static_mime_type(file));
         af_ex_reply(ex, status, &h, NULL, fd, 0, st.st_size);
@@ -686,15 +699,13 @@ static const char *redirect_host(struct af_exchange *ex, char *buf, size_t len)
 
 bool af_router_handle(struct af_exchange *ex)
 {
-    struct af_server *srv = ex->conn->srv;
-    af_router_init(srv);
-    if (!the_router)
+    struct af_router *r = module_router(ex->mod);
+    if (!r)
         return false;
     char buf[300];
     const char *host = redirect_host(ex, buf, sizeof(buf));
     struct af_route_result res;
-    af_router_route_as(the_router, ex->method, ex->url, &ex->req_headers, host, ex->trusted,
-                       &res);
+    af_router_route_as(r, ex->method, ex->url, &ex->req_headers, host, ex->trusted, &res);
     bool answered = true;
     switch (res.kind) {
     case AF_ROUTE_FORWARD:
@@ -716,10 +727,10 @@ bool af_router_handle(struct af_exchange *ex)
         break;
     }
     case AF_ROUTE_ERROR:
-        reply_error(ex, res.status, res.why, res.allow);
+        reply_error(r, ex, res.status, res.why, res.allow);
         break;
     case AF_ROUTE_FILE: {
-        const struct route *rt = &the_router->routes[res.handler];
+        const struct route *rt = &r->routes[res.handler];
         struct af_static_opts o = {
             .content_type = rt->content_type,
             .max_age = rt->max_age,

@@ -8,9 +8,11 @@
  * returns true, or returns false to forward it to the module's instances (a
  * script handler). docs/app-yaml.md says what each handler field does.
  *
- * There is one router per process (appfront serves one module), built from
- * the server's app.yaml by af_router_init() at startup or, failing that, on
- * the first request; main thread only.
+ * Each module has its own router, built from the module's app.yaml by
+ * af_router_init() at startup and again after the app.yaml is reloaded
+ * (lazily, on the next request); an exchange is routed by the router of its
+ * module (ex->mod: the port's, or dispatch.yaml's choice). Main thread
+ * only.
  */
 #ifndef AF_ROUTER_H
 #define AF_ROUTER_H
@@ -27,14 +29,15 @@ struct evbuffer;
 
 bool af_router_handle(struct af_exchange *ex);
 
-/* Builds the process's router from srv->app and srv->cfg: compiles every
- * pattern once and logs a warning for each secure: always handler (there is
- * no https port) and each http_headers field it cannot send. Idempotent;
- * does nothing in api mode. */
+/* Builds every module's router from its app.yaml and srv->cfg: compiles
+ * every pattern once and logs a warning for each secure: always handler
+ * (there is no https port) and each http_headers field it cannot send.
+ * Idempotent; does nothing in api mode. */
 void af_router_init(struct af_server *srv);
 
-/* Frees the process's router (at exit; optional). */
-void af_router_release(void);
+struct af_module;
+/* Frees a module's router (af_module_free calls it). */
+void af_router_release(struct af_module *mod);
 
 /*
  * The app's error page (error_handlers) for an error answered by appfront
@@ -49,7 +52,8 @@ void af_router_release(void);
  * request is understood. The router's own 400, 401, 404 and 405 use the
  * default page (see af_router_handle).
  */
-struct evbuffer *af_router_error_page(int status, const char **content_type);
+struct evbuffer *af_router_error_page(struct af_module *mod, int status,
+                                      const char **content_type);
 
 /* ---- the decision, without an exchange (for tests) ---------------------- */
 

@@ -259,17 +259,27 @@ def test_no_module_called_default(appfront):
     assert r.ok and parse_fields(r.response)[1][0].decode() == f"localhost:{ports['worker']}"
 
 
-def test_handlers_of_other_modules_are_warned_about(appfront):
-    dflt, worker = modules_app(appfront, worker_yaml_extra=(
-        "handlers:\n- url: /s\n  static_dir: s\n- url: /.*\n  script: auto\n"))
+def test_each_module_routes_by_its_own_handlers(appfront):
+    # Each module's app.yaml handlers apply to its requests: the worker's
+    # static_dir and login: admin on its own port; the default module has
+    # neither, so there the same paths reach its instance.
+    dflt, worker = modules_app(appfront, dispatch=(
+        "dispatch:\n  - url: \"*/s/*\"\n    service: worker\n"), worker_yaml_extra=(
+        "handlers:\n- url: /s\n  static_dir: s\n- url: /admin.*\n  login: admin\n"
+        "  script: auto\n- url: /.*\n  script: auto\n"))
+    (worker / "s").mkdir()
+    (worker / "s" / "file.txt").write_text("worker's static file\n")
     af = appfront(app_dirs=[dflt, worker])
-    line = af.wait_for_stderr(r'Module "worker": appfront routes every port by the default '
-                              r"module's handlers")
-    assert line and "docs/modules.md#limits" in line, af.stderr()
-    # Plain script handlers everywhere: no warning.
-    dflt2, worker2 = modules_app(appfront)
-    af2 = appfront(app_dirs=[dflt2, worker2])
-    assert not af2.wait_for_stderr(r"appfront routes every port", timeout=0.2)
+    ports = startup_ports(af, MODULE_LINE)
+    wait_ready(af, ports["worker"])
+    assert get(ports["worker"], "/s/file.txt") == (200, b"worker's static file\n")
+    status, _ = get(ports["worker"], "/admin/x")
+    assert status == 302, status  # to the login page
+    # The default module's port: /admin reaches the app (no login there),
+    # and dispatch.yaml sends /s/ to the worker, whose handler serves it.
+    assert get(ports["default"], "/admin/x")[0] == 404  # hello's own answer
+    assert get(ports["default"], "/s/file.txt") == (200, b"worker's static file\n")
+    assert not af.wait_for_stderr(r"routes every port", timeout=0.2)
 
 
 def test_found_dispatch_naming_an_absent_module_is_dropped(appfront):
