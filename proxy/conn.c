@@ -269,32 +269,6 @@ static int refuse(struct af_conn *c, int status, const char *why)
 }
 
 /*
- * The scanner checks the head's bytes as they arrive, at most
- * MAX_HEAD_BYTES of them. Returns 1 once the whole head is checked (its
- * length in c->scanned), 0 while more bytes are needed, -1 when refused.
- */
-static int scan_head(struct af_conn *c, struct evbuffer *in, size_t len)
-{
-    while (c->scanned < len && c->strict.mode != AF_STRICT_OFF) {
-        struct evbuffer_iovec v;
-        struct evbuffer_ptr at;
-        if (evbuffer_ptr_set(in, &at, c->scanned, EVBUFFER_PTR_SET) < 0 ||
-            evbuffer_peek(in, -1, &at, &v, 1) < 1)
-            break;
-        size_t n = v.iov_len;
-        if (n > MAX_HEAD_BYTES + 1 - c->scanned)
-            n = MAX_HEAD_BYTES + 1 - c->scanned;
-        ssize_t r = af_strict_scan(&c->strict, v.iov_base, n, &c->why);
-        if (r < 0)
-            return refuse(c, 400, c->why);
-        c->scanned += (size_t)r;
-        if (c->strict.mode != AF_STRICT_OFF && c->scanned > MAX_HEAD_BYTES)
-            return refuse(c, 431, NULL);
-    }
-    return c->strict.mode == AF_STRICT_OFF;
-}
-
-/*
  * HEAD state: reads a request head from the input buffer into a new
  * exchange. Returns 1 when one was read (the state is then EXCHANGE), 0
  * when more bytes are needed, -1 when the request is refused (head_error,
@@ -322,9 +296,13 @@ static int conn_read_head(struct af_conn *c)
             return 0;
         message_begin(c);
     }
-    int r = scan_head(c, in, len);
-    if (r <= 0)
-        return r;
+    int r = af_h1_scan_head(&c->strict, in, &c->scanned, MAX_HEAD_BYTES, &c->why);
+    if (r == -1)
+        return refuse(c, 400, c->why);
+    if (r == -2)
+        return refuse(c, 431, NULL);
+    if (r == 0)
+        return 0;
     struct af_exchange *ex = c->ex;
     size_t hlen = c->scanned;
     const char *head = (const char *)evbuffer_pullup(in, (ev_ssize_t)hlen);

@@ -1,10 +1,12 @@
 #include "proxy/h1.h"
 
+#include <event2/buffer.h>
 #include <http_parser.h>
 #include <string.h>
 #include <strings.h>
 
 #include "proxy/headers.h"
+#include "proxy/strict.h"
 
 /* The methods <http_parser.h> names, so the rest of the front end keeps
  * using enum http_method and http_method_str(). */
@@ -294,4 +296,27 @@ int af_h1_framing(const struct af_headers *h, struct af_h1_framing *f, const cha
     }
     f->chunked = true;
     return 0;
+}
+
+int af_h1_scan_head(struct af_strict *s, struct evbuffer *in, size_t *scanned, size_t max,
+                    const char **why)
+{
+    size_t len = evbuffer_get_length(in);
+    while (*scanned < len && s->mode != AF_STRICT_OFF) {
+        struct evbuffer_iovec v;
+        struct evbuffer_ptr at;
+        if (evbuffer_ptr_set(in, &at, *scanned, EVBUFFER_PTR_SET) < 0 ||
+            evbuffer_peek(in, -1, &at, &v, 1) < 1)
+            break;
+        size_t n = v.iov_len;
+        if (n > max + 1 - *scanned)
+            n = max + 1 - *scanned;
+        ssize_t r = af_strict_scan(s, v.iov_base, n, why);
+        if (r < 0)
+            return -1;
+        *scanned += (size_t)r;
+        if (s->mode != AF_STRICT_OFF && *scanned > max)
+            return -2;
+    }
+    return s->mode == AF_STRICT_OFF;
 }

@@ -23,6 +23,19 @@
 
 struct af_headers;
 struct af_header;
+struct af_strict;
+struct evbuffer;
+
+/*
+ * Checks more of the head at the front of `in` with the strict scanner s
+ * (in head mode), from byte *scanned (what earlier calls checked) to the
+ * end of the buffer, at most max bytes in all. Returns 1 once the head is
+ * complete (*scanned is then its length), 0 while more bytes are needed,
+ * -1 when the bytes break the grammar (*why set), -2 when the head is
+ * longer than max bytes.
+ */
+int af_h1_scan_head(struct af_strict *s, struct evbuffer *in, size_t *scanned, size_t max,
+                    const char **why);
 
 struct af_h1_request {
     unsigned method;    /* enum http_method of <http_parser.h> */

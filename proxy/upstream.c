@@ -294,30 +294,6 @@ static bool client_has_room(struct af_exchange *ex)
     return evbuffer_get_length(ex->conn->s.out) < AF_HIGH_WATER;
 }
 
-/* Checks more of a response head. Returns 1 when it is complete (its
- * length in ex->rscanned), 0 while more bytes are needed, -1 when it is
- * malformed. */
-static int scan_response_head(struct af_exchange *ex, struct evbuffer *in, size_t len)
-{
-    while (ex->rscanned < len && ex->rstrict.mode != AF_STRICT_OFF) {
-        struct evbuffer_iovec v;
-        struct evbuffer_ptr at;
-        if (evbuffer_ptr_set(in, &at, ex->rscanned, EVBUFFER_PTR_SET) < 0 ||
-            evbuffer_peek(in, -1, &at, &v, 1) < 1)
-            break;
-        size_t n = v.iov_len;
-        if (n > MAX_RESPONSE_HEAD + 1 - ex->rscanned)
-            n = MAX_RESPONSE_HEAD + 1 - ex->rscanned;
-        ssize_t r = af_strict_scan(&ex->rstrict, v.iov_base, n, &ex->rwhy);
-        if (r < 0)
-            return -1;
-        ex->rscanned += (size_t)r;
-        if (ex->rstrict.mode != AF_STRICT_OFF && ex->rscanned > MAX_RESPONSE_HEAD)
-            return malformed(ex, "the response head is larger than 64 KiB");
-    }
-    return ex->rstrict.mode == AF_STRICT_OFF;
-}
-
 /* Reads the response from the instance's bytes and relays it. Returns 0,
  * or -1 when the response is malformed (ex->rwhy says how). */
 static int up_feed(struct af_upstream *up)
@@ -334,7 +310,10 @@ static int up_feed(struct af_upstream *up)
         case AF_RB_HEAD: {
             /* The same grammar as for requests: an app whose response a
              * client would read differently is answered 502. */
-            int r = scan_response_head(ex, in, len);
+            int r = af_h1_scan_head(&ex->rstrict, in, &ex->rscanned, MAX_RESPONSE_HEAD,
+                                    &ex->rwhy);
+            if (r == -2)
+                return malformed(ex, "the response head is larger than 64 KiB");
             if (r <= 0)
                 return r;
             size_t hlen = ex->rscanned;
