@@ -32,6 +32,7 @@
 
 #include "common/log.h"
 #include "common/xalloc.h"
+#include "proxy/yamlerr.h"
 
 /* app.yaml files are a few kilobytes; a megabyte is a mistake or an attack. */
 #define MAX_FILE_BYTES (1024 * 1024)
@@ -157,43 +158,12 @@ static int fail_expected(struct ctx *c, const char *key, const struct node *val,
                    describe(val, buf, sizeof(buf)));
 }
 
-/* libyaml reports reader (encoding) errors by byte offset only. */
-static void offset_to_position(const char *text, size_t len, size_t offset, int *line, int *col)
-{
-    *line = 1;
-    *col = 1;
-    for (size_t i = 0; i < offset && i < len; i++) {
-        if (text[i] == '\n') {
-            (*line)++;
-            *col = 1;
-        } else {
-            (*col)++;
-        }
-    }
-}
-
 static int yaml_fail(struct ctx *c, const yaml_parser_t *p, const char *text, size_t len)
 {
-    const char *problem = p->problem ? p->problem : "malformed YAML";
-    switch (p->error) {
-    case YAML_MEMORY_ERROR:
-        return failf(c, 0, 0, "out of memory while parsing YAML");
-    case YAML_READER_ERROR: {
-        int line, col;
-        offset_to_position(text, len, p->problem_offset, &line, &col);
-        if (p->problem_value != -1)
-            return failf(c, line, col, "%s (byte 0x%02X)", problem, (unsigned)p->problem_value);
-        return failf(c, line, col, "%s", problem);
-    }
-    default:
-        break;
-    }
-    int line = (int)p->problem_mark.line + 1;
-    int col = (int)p->problem_mark.column + 1;
-    if (p->context)
-        return failf(c, line, col, "%s (%s at %d:%d)", problem, p->context,
-                     (int)p->context_mark.line + 1, (int)p->context_mark.column + 1);
-    return failf(c, line, col, "%s", problem);
+    int line, col;
+    char msg[512];
+    af_yaml_error(p, text, len, &line, &col, msg, sizeof(msg));
+    return failf(c, line, col, "%s", msg);
 }
 
 /* ---- pass 1: events to tree ------------------------------------------ */

@@ -31,6 +31,7 @@
 
 #include "common/log.h"
 #include "common/xalloc.h"
+#include "proxy/yamlerr.h"
 
 #define N_OF(a) (sizeof(a) / sizeof((a)[0]))
 /* dispatch.yaml files are a few hundred bytes; a megabyte is a mistake. */
@@ -69,38 +70,12 @@ static int failf(struct dctx *c, int line, int col, const char *fmt, ...)
 #define COL(n) ((int)(n)->start_mark.column + 1)
 #define fail_at(c, node, ...) failf((c), LINE(node), COL(node), __VA_ARGS__)
 
-/* libyaml reports reader (encoding) errors by byte offset only. */
-static void offset_to_position(const char *text, size_t len, size_t offset, int *line, int *col)
-{
-    *line = 1;
-    *col = 1;
-    for (size_t i = 0; i < offset && i < len; i++) {
-        if (text[i] == '\n') {
-            (*line)++;
-            *col = 1;
-        } else {
-            (*col)++;
-        }
-    }
-}
-
 static int yaml_fail(struct dctx *c, const yaml_parser_t *p, const char *text, size_t len)
 {
-    const char *problem = p->problem ? p->problem : "malformed YAML";
-    if (p->error == YAML_MEMORY_ERROR)
-        return failf(c, 0, 0, "out of memory while parsing YAML");
-    if (p->error == YAML_READER_ERROR) {
-        int line, col;
-        offset_to_position(text, len, p->problem_offset, &line, &col);
-        if (p->problem_value != -1)
-            return failf(c, line, col, "%s (byte 0x%02X)", problem, (unsigned)p->problem_value);
-        return failf(c, line, col, "%s", problem);
-    }
-    int line = (int)p->problem_mark.line + 1, col = (int)p->problem_mark.column + 1;
-    if (p->context)
-        return failf(c, line, col, "%s (%s at %d:%d)", problem, p->context,
-                     (int)p->context_mark.line + 1, (int)p->context_mark.column + 1);
-    return failf(c, line, col, "%s", problem);
+    int line, col;
+    char msg[512];
+    af_yaml_error(p, text, len, &line, &col, msg, sizeof(msg));
+    return failf(c, line, col, "%s", msg);
 }
 
 /* ---- values --------------------------------------------------------------- */
