@@ -31,6 +31,7 @@
 #include <pcre2.h>
 
 #include "common/log.h"
+#include "common/readfile.h"
 #include "common/xalloc.h"
 #include "proxy/yamlerr.h"
 
@@ -1059,34 +1060,6 @@ int af_appyaml_parse(const char *name, const char *text, size_t len, const char 
     return 0;
 }
 
-/* Reads at most MAX_FILE_BYTES + 1 bytes, so a file that grows between
- * fstat and read still cannot make us allocate without bound. */
-static char *read_bounded(int fd, size_t *len)
-{
-    size_t cap = 4096, n = 0;
-    char *buf = af_xmalloc(cap);
-    for (;;) {
-        if (n == cap) {
-            if (cap > MAX_FILE_BYTES)
-                break;
-            cap *= 2;
-            buf = af_xrealloc(buf, cap);
-        }
-        ssize_t r = read(fd, buf + n, cap - n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0) {
-            free(buf);
-            return NULL;
-        }
-        if (r == 0)
-            break;
-        n += (size_t)r;
-    }
-    *len = n;
-    return buf;
-}
-
 int af_appyaml_load(const char *path, struct af_app_yaml **out, char *err, size_t errlen)
 {
     struct ctx c = {.name = path, .err = err, .errlen = errlen};
@@ -1129,7 +1102,7 @@ int af_appyaml_load(const char *path, struct af_app_yaml **out, char *err, size_
         goto out_fd;
     }
     size_t len;
-    text = read_bounded(fd, &len);
+    text = af_read_bounded(fd, MAX_FILE_BYTES, &len);
     if (!text) {
         failf(&c, 0, 0, "%s", strerror(errno));
         goto out_fd;

@@ -30,6 +30,7 @@
 #include <yaml.h>
 
 #include "common/log.h"
+#include "common/readfile.h"
 #include "common/xalloc.h"
 #include "proxy/yamlerr.h"
 
@@ -453,37 +454,6 @@ out:
     return rc;
 }
 
-/* Reads at most DISPATCH_MAX_FILE_BYTES + 1 bytes of fd (the parser then
- * refuses the file), so a file that grows meanwhile cannot make us
- * allocate without bound. NULL with errno on failure. */
-static char *read_bounded(int fd, size_t *len)
-{
-    size_t cap = 4096, n = 0;
-    char *buf = af_xmalloc(cap);
-    for (;;) {
-        if (n == cap) {
-            if (cap > DISPATCH_MAX_FILE_BYTES)
-                break;
-            cap *= 2;
-            buf = af_xrealloc(buf, cap);
-        }
-        ssize_t r = read(fd, buf + n, cap - n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0) {
-            int e = errno;
-            free(buf);
-            errno = e;
-            return NULL;
-        }
-        if (r == 0)
-            break;
-        n += (size_t)r;
-    }
-    *len = n;
-    return buf;
-}
-
 int af_dispatch_load(const char *path, struct af_dispatch **out, char *err, size_t errlen)
 {
     *out = NULL;
@@ -499,7 +469,7 @@ int af_dispatch_load(const char *path, struct af_dispatch **out, char *err, size
         return -1;
     }
     size_t len = 0;
-    char *text = read_bounded(fd, &len);
+    char *text = af_read_bounded(fd, DISPATCH_MAX_FILE_BYTES, &len);
     int e = errno;
     close(fd);
     if (!text) {

@@ -260,8 +260,8 @@ int af_h1_framing(const struct af_headers *h, struct af_h1_framing *f, const cha
             te = true;
             bool other_before = cod.other;
             read_codings(x->value, &cod);
-            if (cod.other && !other_before && !f->unsupported)
-                f->unsupported = x;
+            if (cod.other && !other_before)
+                f->unsupported = x; /* the first field with another coding */
             break;
         }
         case AF_H_CONNECTION:

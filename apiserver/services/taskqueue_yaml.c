@@ -22,6 +22,7 @@
 #include <yaml.h>
 
 #include "common/log.h"
+#include "common/readfile.h"
 #include "common/xalloc.h"
 
 #define N_OF(a) (sizeof(a) / sizeof((a)[0]))
@@ -543,7 +544,8 @@ struct af_queue_yaml *af_queue_yaml_default(void)
     return q;
 }
 
-/* Reads at most QY_MAX_FILE_BYTES of fd; NULL with errno on failure. */
+/* queue.yaml's text: a regular file of at most QY_MAX_FILE_BYTES (EINVAL,
+ * EFBIG otherwise); NULL with errno on failure. */
 static char *read_file(int fd, size_t *len)
 {
     struct stat st;
@@ -553,23 +555,13 @@ static char *read_file(int fd, size_t *len)
         errno = EINVAL;
         return NULL;
     }
-    if (st.st_size > QY_MAX_FILE_BYTES) {
+    char *text = af_read_bounded(fd, QY_MAX_FILE_BYTES, len);
+    if (text && *len > QY_MAX_FILE_BYTES) {
+        free(text);
         errno = EFBIG;
         return NULL;
     }
-    char *buf = af_xmalloc((size_t)st.st_size + 1);
-    size_t got = 0;
-    while (got < (size_t)st.st_size) {
-        ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        got += (size_t)n;
-    }
-    buf[got] = '\0';
-    *len = got;
-    return buf;
+    return text;
 }
 
 int af_queue_yaml_load_dir(const char *dir, struct af_queue_yaml **out, char *err,
