@@ -363,23 +363,14 @@ static int conn_read_body(struct af_conn *c)
             size_t take = avail < left ? avail : (size_t)left;
             if (count_body(c, take) < 0)
                 return -1;
-            char size[24];
-            char *e = af_put_hex(size, take);
-            e = AF_PUT_LIT(e, "\r\n");
-            evbuffer_add(out, size, (size_t)(e - size));
-            evbuffer_remove_buffer(in, out, take);
-            evbuffer_add(out, "\r\n", 2);
+            af_h1_move_chunk(in, out, take);
             af_strict_data_taken(&c->strict, take);
         } else {
             /* Chunk sizes, extensions, CRLFs and trailers: checked, dropped. */
-            struct evbuffer_iovec v;
-            if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
-                break;
-            ssize_t r = af_strict_scan(&c->strict, v.iov_base, v.iov_len, &c->why);
+            int r = af_h1_skip_chunk_framing(&c->strict, in, &c->why);
             if (r < 0)
                 return refuse(c, 400, c->why);
-            evbuffer_drain(in, (size_t)r);
-            if (c->strict.mode == AF_STRICT_OFF) {
+            if (r == 1) {
                 evbuffer_add(out, "0\r\n\r\n", 5);
                 ex->req_body_done = true;
             }

@@ -7,6 +7,7 @@
 
 #include "proxy/headers.h"
 #include "proxy/strict.h"
+#include "proxy/wire.h"
 
 /* The methods <http_parser.h> names, so the rest of the front end keeps
  * using enum http_method and http_method_str(). */
@@ -318,5 +319,27 @@ int af_h1_scan_head(struct af_strict *s, struct evbuffer *in, size_t *scanned, s
         if (s->mode != AF_STRICT_OFF && *scanned > max)
             return -2;
     }
+    return s->mode == AF_STRICT_OFF;
+}
+
+void af_h1_move_chunk(struct evbuffer *in, struct evbuffer *out, size_t n)
+{
+    char size[24];
+    char *e = af_put_hex(size, n);
+    e = AF_PUT_LIT(e, "\r\n");
+    evbuffer_add(out, size, (size_t)(e - size));
+    evbuffer_remove_buffer(in, out, n);
+    evbuffer_add(out, "\r\n", 2);
+}
+
+int af_h1_skip_chunk_framing(struct af_strict *s, struct evbuffer *in, const char **why)
+{
+    struct evbuffer_iovec v;
+    if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+        return 0;
+    ssize_t r = af_strict_scan(s, v.iov_base, v.iov_len, why);
+    if (r < 0)
+        return -1;
+    evbuffer_drain(in, (size_t)r);
     return s->mode == AF_STRICT_OFF;
 }

@@ -37,6 +37,19 @@ struct evbuffer;
 int af_h1_scan_head(struct af_strict *s, struct evbuffer *in, size_t *scanned, size_t max,
                     const char **why);
 
+/* Moves n bytes from the front of in to out as one chunk ("SIZE\r\n"
+ * data "\r\n") of a chunked body. */
+void af_h1_move_chunk(struct evbuffer *in, struct evbuffer *out, size_t n);
+
+/*
+ * Decoding a chunked body at the front of in with s (in decode mode, see
+ * af_strict_chunked_decode): checks and drains the framing between chunk
+ * data — sizes, extensions, CRLFs, trailers — in the first buffer chain.
+ * Returns 1 at the end of the body, 0 when chunk data or more bytes come
+ * next, -1 when the framing breaks the grammar (*why set).
+ */
+int af_h1_skip_chunk_framing(struct af_strict *s, struct evbuffer *in, const char **why);
+
 struct af_h1_request {
     unsigned method;    /* enum http_method of <http_parser.h> */
     const char *target; /* in the head, not NUL-terminated */

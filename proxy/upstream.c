@@ -244,16 +244,10 @@ static int response_head(struct af_exchange *ex, const char *head, size_t hlen)
 static void relay_body(struct af_exchange *ex, struct evbuffer *in, size_t n)
 {
     struct evbuffer *out = ex->conn->s.out;
-    if (ex->chunked_out) {
-        char size[24];
-        char *e = af_put_hex(size, n);
-        e = AF_PUT_LIT(e, "\r\n");
-        evbuffer_add(out, size, (size_t)(e - size));
+    if (ex->chunked_out)
+        af_h1_move_chunk(in, out, n);
+    else
         evbuffer_remove_buffer(in, out, n);
-        evbuffer_add(out, "\r\n", 2);
-    } else {
-        evbuffer_remove_buffer(in, out, n);
-    }
     ex->resp_bytes += n;
 }
 
@@ -343,14 +337,10 @@ static int up_feed(struct af_upstream *up)
                 break;
             }
             /* Chunk sizes, extensions, CRLFs and trailers: checked, dropped. */
-            struct evbuffer_iovec v;
-            if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
-                return 0;
-            ssize_t r = af_strict_scan(&ex->rstrict, v.iov_base, v.iov_len, &ex->rwhy);
+            int r = af_h1_skip_chunk_framing(&ex->rstrict, in, &ex->rwhy);
             if (r < 0)
                 return -1;
-            evbuffer_drain(in, (size_t)r);
-            if (ex->rstrict.mode == AF_STRICT_OFF)
+            if (r == 1)
                 body_done(ex);
             break;
         }
