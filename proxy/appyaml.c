@@ -30,6 +30,7 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
+#include "common/cfgerr.h"
 #include "common/log.h"
 #include "common/readfile.h"
 #include "common/xalloc.h"
@@ -113,19 +114,10 @@ static int failf(struct ctx *c, int line, int col, const char *fmt, ...)
 
 static int failf(struct ctx *c, int line, int col, const char *fmt, ...)
 {
-    if (!c->err || c->errlen == 0)
-        return -1;
-    int off;
-    if (line > 0)
-        off = snprintf(c->err, c->errlen, "%s:%d:%d: ", c->name, line, col);
-    else
-        off = snprintf(c->err, c->errlen, "%s: ", c->name);
-    if (off >= 0 && (size_t)off < c->errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(c->err + off, c->errlen - (size_t)off, fmt, ap);
-        va_end(ap);
-    }
+    va_list ap;
+    va_start(ap, fmt);
+    af_cfg_errorv(c->err, c->errlen, c->name, line, col, fmt, ap);
+    va_end(ap);
     return -1;
 }
 
@@ -698,8 +690,8 @@ static int check_handler(struct ctx *c, const struct node *item, struct af_handl
     if (h->kind == AF_HANDLER_SCRIPT) {
         for (size_t i = 0; i < HF_COUNT; i++) {
             if (handler_fields[i].static_only && seen[i])
-                af_warn("%s:%d:%d: %s has no effect on a script handler", c->name, seen[i]->line,
-                        seen[i]->col, handler_fields[i].key);
+                af_cfg_warn(c->name, seen[i]->line, seen[i]->col,
+                            "%s has no effect on a script handler", handler_fields[i].key);
         }
     }
     return 0;
@@ -939,7 +931,7 @@ static int walk_map(struct ctx *c, const char *what, const struct node *map,
             return fail_expected(c, what, key, "a key name");
         ssize_t idx = find_field(fields, n_fields, key->text);
         if (idx < 0) {
-            af_warn("%s:%d:%d: unknown key '%s' ignored", c->name, key->line, key->col, key->text);
+            af_cfg_warn(c->name, key->line, key->col, "unknown key '%s' ignored", key->text);
             continue;
         }
         const struct field *f = &fields[idx];

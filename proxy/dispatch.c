@@ -29,7 +29,7 @@
 
 #include <yaml.h>
 
-#include "common/log.h"
+#include "common/cfgerr.h"
 #include "common/readfile.h"
 #include "common/xalloc.h"
 #include "proxy/yamlerr.h"
@@ -54,16 +54,10 @@ static int failf(struct dctx *c, int line, int col, const char *fmt, ...)
 
 static int failf(struct dctx *c, int line, int col, const char *fmt, ...)
 {
-    if (!c->err || c->errlen == 0)
-        return -1;
-    int off = line > 0 ? snprintf(c->err, c->errlen, "%s:%d:%d: ", c->name, line, col)
-                       : snprintf(c->err, c->errlen, "%s: ", c->name);
-    if (off >= 0 && (size_t)off < c->errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(c->err + off, c->errlen - (size_t)off, fmt, ap);
-        va_end(ap);
-    }
+    va_list ap;
+    va_start(ap, fmt);
+    af_cfg_errorv(c->err, c->errlen, c->name, line, col, fmt, ap);
+    va_end(ap);
     return -1;
 }
 
@@ -262,9 +256,9 @@ static int parse_url(struct dctx *c, const yaml_node_t *at, const char *url,
     r->path_len = strlen(slash) - !r->path_exact;
     r->path = af_xstrndup(slash, r->path_len);
     if (host_pattern_len > AF_DISPATCH_PROD_MAX_PART || strlen(slash) > AF_DISPATCH_PROD_MAX_PART)
-        af_warn("%s:%d:%d: url: App Engine refuses a host or path longer than %d characters "
-                "on deploy",
-                c->name, LINE(at), COL(at), AF_DISPATCH_PROD_MAX_PART);
+        af_cfg_warn(c->name, LINE(at), COL(at),
+                    "url: App Engine refuses a host or path longer than %d characters on deploy",
+                    AF_DISPATCH_PROD_MAX_PART);
     return 0;
 }
 
@@ -323,8 +317,8 @@ static int parse_rule(struct dctx *c, const yaml_node_t *item, struct af_dispatc
             service = v;
             service_key = k;
         } else {
-            af_warn("%s:%d:%d: unknown key '%s' in a dispatch entry is ignored", c->name, LINE(k),
-                    COL(k), quote(name, buf, sizeof(buf)));
+            af_cfg_warn(c->name, LINE(k), COL(k), "unknown key '%s' in a dispatch entry is ignored",
+                        quote(name, buf, sizeof(buf)));
         }
     }
     if (!url)
@@ -364,8 +358,9 @@ static int parse_rules(struct dctx *c, const yaml_node_t *seq, struct af_dispatc
                        "(App Engine takes %d)",
                        n, AF_DISPATCH_MAX_RULES, AF_DISPATCH_PROD_MAX_RULES);
     if (n > AF_DISPATCH_PROD_MAX_RULES)
-        af_warn("%s:%d:%d: dispatch: %zu entries; App Engine refuses more than %d on deploy",
-                c->name, LINE(seq), COL(seq), n, AF_DISPATCH_PROD_MAX_RULES);
+        af_cfg_warn(c->name, LINE(seq), COL(seq),
+                    "dispatch: %zu entries; App Engine refuses more than %d on deploy", n,
+                    AF_DISPATCH_PROD_MAX_RULES);
     d->rules = af_xcalloc(n ? n : 1, sizeof(*d->rules));
     for (yaml_node_item_t *it = seq->data.sequence.items.start; it < seq->data.sequence.items.top;
          it++) {
@@ -396,8 +391,8 @@ static int parse_top(struct dctx *c, const yaml_node_t *root, struct af_dispatch
                 return -1;
         } else if (strcmp(name, "application") != 0) {
             /* application: is accepted, as by the SDK, and means nothing. */
-            af_warn("%s:%d:%d: unknown key '%s' is ignored", c->name, LINE(k), COL(k),
-                    quote(name, buf, sizeof(buf)));
+            af_cfg_warn(c->name, LINE(k), COL(k), "unknown key '%s' is ignored",
+                        quote(name, buf, sizeof(buf)));
         }
     }
     return 0;

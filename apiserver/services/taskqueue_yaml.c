@@ -21,7 +21,7 @@
 
 #include <yaml.h>
 
-#include "common/log.h"
+#include "common/cfgerr.h"
 #include "common/readfile.h"
 #include "common/xalloc.h"
 
@@ -43,16 +43,11 @@ static int qy_failf(struct qy_ctx *c, const yaml_node_t *at, const char *fmt, ..
 
 static int qy_failf(struct qy_ctx *c, const yaml_node_t *at, const char *fmt, ...)
 {
-    char msg[512];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    af_cfg_errorv(c->err, c->errlen, c->name, at ? (int)at->start_mark.line + 1 : 0,
+                  at ? (int)at->start_mark.column + 1 : 0, fmt, ap);
     va_end(ap);
-    if (at)
-        snprintf(c->err, c->errlen, "%s:%d:%d: %s", c->name, (int)at->start_mark.line + 1,
-                 (int)at->start_mark.column + 1, msg);
-    else
-        snprintf(c->err, c->errlen, "%s: %s", c->name, msg);
     return -1;
 }
 
@@ -236,9 +231,8 @@ static int walk_map(struct qy_ctx *c, const yaml_node_t *map, const char *what,
         while (i < n_keys && strcmp(keys[i].name, name) != 0)
             i++;
         if (i == n_keys) {
-            af_warn("%s:%d:%d: unknown key '%.*s' in %s is ignored", c->name,
-                    (int)k->start_mark.line + 1, (int)k->start_mark.column + 1, QY_MAX_QUOTE,
-                    name, what);
+            af_cfg_warn(c->name, (int)k->start_mark.line + 1, (int)k->start_mark.column + 1,
+                        "unknown key '%.*s' in %s is ignored", QY_MAX_QUOTE, name, what);
             continue;
         }
         if (keys[i].parse && keys[i].parse(c, v, obj) < 0)

@@ -413,6 +413,26 @@ static void test_handler_errors(void **state)
                  "app.yaml:6:10: X-A: expected a string, got a mapping");
 }
 
+/* A value quoted in a message may hold newlines (a plain scalar folds blank
+ * lines into them, a quoted one spells them out): the message stays one
+ * line, each control character shown as '?'. */
+static void test_error_quoting_a_multiline_value_is_one_line(void **state)
+{
+    (void)state;
+    expect_error("runtime: native\nhandlers:\n- url: /a\n\n\n    b\n",
+                 "app.yaml:3:3: handler for '/a??b': needs one of script, static_dir, "
+                 "static_files");
+    expect_error("runtime: native\nhandlers:\n- url: \"/a\\tb\\r\\nc\"\n",
+                 "app.yaml:3:3: handler for '/a?b??c': needs one of script, static_dir, "
+                 "static_files");
+    struct af_app_yaml *app = NULL;
+    char *log = load_ok_warnings("runtime: native\n\"a\\nb\\u007fc\": 1\n", &app);
+    assert_non_null(strstr(log, "app.yaml:2:1: unknown key 'a?b?c' ignored\n"));
+    assert_int_equal(strchr(log, '\n') - log + 1, (long)strlen(log));
+    free(log);
+    af_appyaml_free(app);
+}
+
 static void test_bad_regexes(void **state)
 {
     expect_error("runtime: native\nhandlers:\n- url: /(x\n  script: auto\n",
@@ -768,6 +788,7 @@ int main(void)
         cmocka_unit_test(test_unknown_keys_warn),
         cmocka_unit_test(test_static_only_on_script_warns),
         cmocka_unit_test(test_error_handlers),
+        cmocka_unit_test(test_error_quoting_a_multiline_value_is_one_line),
         cmocka_unit_test(test_null_values_are_absent),
         cmocka_unit_test(test_runtime_is_stock),
         cmocka_unit_test(test_expiration_parse),

@@ -198,6 +198,7 @@ static void yaml_error(const char *text, const char *want)
     assert_null(q);
     if (!strstr(err, want))
         fail_msg("error \"%s\" does not contain \"%s\"", err, want);
+    assert_null(strchr(err, '\n'));
 }
 
 static void test_queue_yaml(void **unused)
@@ -233,6 +234,8 @@ static void test_queue_yaml(void **unused)
     af_queue_yaml_free(q);
 
     yaml_error("queue:\n- name: a\n  rate: fast\n", "queue.yaml:3:9: rate");
+    /* A value quoted in the message cannot break it over two lines. */
+    yaml_error("queue:\n- name: a\n  rate: \"fa\\r\\nst\"\n", "queue.yaml:3:9: rate: 'fa??st'");
     yaml_error("queue:\n- name: a\n  rate: 5/x\n", "queue.yaml:3:9:");
     yaml_error("queue:\n- name: bad_name\n  rate: 5/s\n", "queue.yaml:2:9: name");
     yaml_error("queue:\n- name: a\n  rate: 1/s\n- name: a\n  rate: 1/s\n",
