@@ -41,6 +41,7 @@
 #include "apiserver/services/datastore_query.h"
 #include "apiserver/services/datastore_store.h"
 #include "apiserver/services/datastore_wire.h"
+#include "apiserver/services/pbwire.h"
 #include "apiserver/services/txn_hooks.h"
 #include "common/log.h"
 #include "common/xalloc.h"
@@ -160,18 +161,12 @@ static bool db_ready(struct ds_state *s, struct af_result *res)
 static void put_varint(struct af_ds_buf *b, uint64_t v)
 {
     uint8_t tmp[10];
-    size_t n = 0;
-    while (v >= 0x80) {
-        tmp[n++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    tmp[n++] = (uint8_t)v;
-    af_ds_buf_put(b, tmp, n);
+    af_ds_buf_put(b, tmp, (size_t)(af_pb_put_varint(tmp, v) - tmp));
 }
 
 static void put_len_field(struct af_ds_buf *b, uint32_t num, const uint8_t *data, size_t n)
 {
-    put_varint(b, ((uint64_t)num << 3) | 2);
+    put_varint(b, ((uint64_t)num << 3) | AF_PB_LEN);
     put_varint(b, n);
     af_ds_buf_put(b, data, n);
 }
@@ -561,7 +556,7 @@ static void ds_get(void *state, const struct af_call *call, struct af_result *re
         }
         /* GetResponse.Entity is a group: entity = 2 when found, key = 4
          * when not (the stored bytes are already the official encoding). */
-        put_varint(&out, (1 << 3) | 3);
+        put_varint(&out, (1 << 3) | AF_PB_SGROUP);
         if (data) {
             put_len_field(&out, 2, data, len);
             free(data);
@@ -571,7 +566,7 @@ static void ds_get(void *state, const struct af_call *call, struct af_result *re
             put_len_field(&out, 4, kb, kn);
             free(kb);
         }
-        put_varint(&out, (1 << 3) | 4);
+        put_varint(&out, (1 << 3) | AF_PB_EGROUP);
     }
     result_buf(res, &out);
 done:
@@ -1604,9 +1599,9 @@ static void index_collect(void *arg, int64_t id, const uint8_t *data, size_t len
      * later fields override earlier ones in protobuf decoding. */
     struct af_ds_buf one = {0};
     af_ds_buf_put(&one, data, len);
-    put_varint(&one, (2 << 3) | 0);
+    put_varint(&one, (2 << 3) | AF_PB_VARINT);
     put_varint(&one, (uint64_t)id);
-    put_varint(&one, (4 << 3) | 0);
+    put_varint(&one, (4 << 3) | AF_PB_VARINT);
     put_varint(&one, AF__DATASTORE__COMPOSITE_INDEX__STATE__READ_WRITE);
     put_len_field(out, 1, one.p, one.len);
     af_ds_buf_release(&one);

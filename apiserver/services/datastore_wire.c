@@ -27,14 +27,6 @@ static void *wire_xrealloc(void *p, size_t n)
     return q;
 }
 
-enum {
-    WT_VARINT = 0,
-    WT_FIXED64 = 1,
-    WT_LEN = 2,
-    WT_SGROUP = 3,
-    WT_EGROUP = 4,
-    WT_FIXED32 = 5,
-};
 
 struct obuf {
     uint8_t *p;
@@ -63,13 +55,7 @@ static void ob_put(struct obuf *b, const void *data, size_t n)
 static void ob_varint(struct obuf *b, uint64_t v)
 {
     uint8_t tmp[10];
-    size_t n = 0;
-    while (v >= 0x80) {
-        tmp[n++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    tmp[n++] = (uint8_t)v;
-    ob_put(b, tmp, n);
+    ob_put(b, tmp, (size_t)(af_pb_put_varint(tmp, v) - tmp));
 }
 
 /* Reads past a group body up to and including its end tag; groups may
@@ -111,11 +97,11 @@ static bool emit_nested(const ProtobufCMessageDescriptor *d, const ProtobufCFiel
         return false;
     }
     if (dir == TO_GROUPS && af_ds_wire_is_group(d, f)) {
-        ob_varint(out, ((uint64_t)f->id << 3) | WT_SGROUP);
+        ob_varint(out, ((uint64_t)f->id << 3) | AF_PB_SGROUP);
         ob_put(out, sub.p, sub.len);
-        ob_varint(out, ((uint64_t)f->id << 3) | WT_EGROUP);
+        ob_varint(out, ((uint64_t)f->id << 3) | AF_PB_EGROUP);
     } else {
-        ob_varint(out, ((uint64_t)f->id << 3) | WT_LEN);
+        ob_varint(out, ((uint64_t)f->id << 3) | AF_PB_LEN);
         ob_varint(out, sub.len);
         ob_put(out, sub.p, sub.len);
     }
@@ -141,11 +127,11 @@ static bool rewrite(const ProtobufCMessageDescriptor *d, struct af_pb_reader *r,
         unsigned wt;
         if (!af_pb_read_tag(r, &num, &wt))
             return false;
-        if (wt == WT_EGROUP)
+        if (wt == AF_PB_EGROUP)
             return end_group != 0 && num == end_group;
         const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field(d, num);
         bool is_msg = f && f->type == PROTOBUF_C_TYPE_MESSAGE;
-        if (wt == WT_SGROUP) {
+        if (wt == AF_PB_SGROUP) {
             if (is_msg && dir == FROM_GROUPS) {
                 if (!emit_nested(d, f, r, num, dir, depth, out))
                     return false;
@@ -154,7 +140,7 @@ static bool rewrite(const ProtobufCMessageDescriptor *d, struct af_pb_reader *r,
             }
             continue;
         }
-        if (wt == WT_LEN && is_msg) {
+        if (wt == AF_PB_LEN && is_msg) {
             uint64_t n;
             if (!af_pb_read_varint(r, &n) || n > (uint64_t)(r->end - r->p))
                 return false;

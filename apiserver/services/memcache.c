@@ -83,14 +83,6 @@ static int64_t (*mc_now)(void) = mc_clock_real;
 /* Wire codec for the group-bearing messages.                                */
 /* ------------------------------------------------------------------------ */
 
-enum wire_type {
-    WT_VARINT = 0,
-    WT_FIXED64 = 1,
-    WT_LEN = 2,
-    WT_SGROUP = 3,
-    WT_EGROUP = 4,
-    WT_FIXED32 = 5,
-};
 
 /* Bytes borrowed from a request buffer or a cache entry. */
 struct mc_bytes {
@@ -107,9 +99,9 @@ enum wf_kind {
     WF_BOOL,    /* bool, varint */
 };
 
-static const enum wire_type wf_wire_type[] = {
-    [WF_BYTES] = WT_LEN,    [WF_FIXED32] = WT_FIXED32, [WF_FIXED64] = WT_FIXED64,
-    [WF_INT32] = WT_VARINT, [WF_BOOL] = WT_VARINT,
+static const enum af_pb_wire_type wf_wire_type[] = {
+    [WF_BYTES] = AF_PB_LEN,    [WF_FIXED32] = AF_PB_FIXED32, [WF_FIXED64] = AF_PB_FIXED64,
+    [WF_INT32] = AF_PB_VARINT, [WF_BOOL] = AF_PB_VARINT,
 };
 
 struct wf_field {
@@ -267,7 +259,7 @@ static bool wf_decode_item(struct af_pb_reader *r, const struct wf_group *g, uin
         unsigned wt;
         if (!af_pb_read_tag(r, &num, &wt))
             return false;
-        if (wt == WT_EGROUP) {
+        if (wt == AF_PB_EGROUP) {
             if (num != g->num)
                 return false;
             break;
@@ -334,7 +326,7 @@ static bool wf_decode(const struct wf_message *m, const uint8_t *buf, size_t len
         unsigned wt;
         if (!af_pb_read_tag(&r, &num, &wt))
             goto fail;
-        if (num == g->num && wt == WT_SGROUP) {
+        if (num == g->num && wt == AF_PB_SGROUP) {
             /* The count is bounded by len: an item takes at least its two
              * tags, so growth stops at len / 2 items. */
             if (out->n_items == cap) {
@@ -346,7 +338,7 @@ static bool wf_decode(const struct wf_message *m, const uint8_t *buf, size_t len
             if (!wf_decode_item(&r, g, item))
                 goto fail;
             out->n_items++;
-        } else if (m->ns_field && num == m->ns_field && wt == WT_LEN) {
+        } else if (m->ns_field && num == m->ns_field && wt == AF_PB_LEN) {
             if (!rd_len(&r, &out->name_space))
                 goto fail;
             out->has_name_space = true;
@@ -375,7 +367,7 @@ static uint8_t *put_fixed(uint8_t *p, uint64_t v, unsigned n)
     return p;
 }
 
-static uint64_t tag_of(uint32_t num, enum wire_type wt)
+static uint64_t tag_of(uint32_t num, enum af_pb_wire_type wt)
 {
     return ((uint64_t)num << 3) | wt;
 }
@@ -430,7 +422,7 @@ static uint8_t *wf_field_put(uint8_t *p, const struct wf_field *f, const uint8_t
 static size_t wf_item_size(const struct wf_group *g, const uint8_t *item)
 {
     uint32_t present = *(const uint32_t *)item;
-    size_t n = 2 * af_pb_varint_size(tag_of(g->num, WT_SGROUP));
+    size_t n = 2 * af_pb_varint_size(tag_of(g->num, AF_PB_SGROUP));
     for (size_t i = 0; i < g->n_fields; i++)
         if (present & WF_BIT(g->fields[i].num))
             n += wf_field_size(&g->fields[i], item);
@@ -449,7 +441,7 @@ static uint8_t *wf_encode(const struct wf_message *m, const struct wf_msg *msg, 
     for (size_t i = 0; i < msg->n_items; i++)
         n += wf_item_size(g, (const uint8_t *)msg->items + i * g->item_size);
     if (m->ns_field && msg->has_name_space)
-        n += af_pb_varint_size(tag_of(m->ns_field, WT_LEN)) +
+        n += af_pb_varint_size(tag_of(m->ns_field, AF_PB_LEN)) +
              af_pb_varint_size(msg->name_space.len) + msg->name_space.len;
 
     uint8_t *buf = af_xmalloc(n);
@@ -457,14 +449,14 @@ static uint8_t *wf_encode(const struct wf_message *m, const struct wf_msg *msg, 
     for (size_t i = 0; i < msg->n_items; i++) {
         const uint8_t *item = (const uint8_t *)msg->items + i * g->item_size;
         uint32_t present = *(const uint32_t *)item;
-        p = af_pb_put_varint(p, tag_of(g->num, WT_SGROUP));
+        p = af_pb_put_varint(p, tag_of(g->num, AF_PB_SGROUP));
         for (size_t j = 0; j < g->n_fields; j++)
             if (present & WF_BIT(g->fields[j].num))
                 p = wf_field_put(p, &g->fields[j], item);
-        p = af_pb_put_varint(p, tag_of(g->num, WT_EGROUP));
+        p = af_pb_put_varint(p, tag_of(g->num, AF_PB_EGROUP));
     }
     if (m->ns_field && msg->has_name_space) {
-        p = af_pb_put_varint(p, tag_of(m->ns_field, WT_LEN));
+        p = af_pb_put_varint(p, tag_of(m->ns_field, AF_PB_LEN));
         p = af_pb_put_varint(p, msg->name_space.len);
         if (msg->name_space.len)
             memcpy(p, msg->name_space.data, msg->name_space.len);

@@ -17,14 +17,6 @@
 #include "apiserver/services/urlfetch.h"
 #include "common/xalloc.h"
 
-enum wire_type {
-    WT_VARINT = 0,
-    WT_FIXED64 = 1,
-    WT_LEN = 2,
-    WT_SGROUP = 3,
-    WT_EGROUP = 4,
-    WT_FIXED32 = 5,
-};
 
 /* Field numbers (proto/urlfetch_service.proto). */
 enum {
@@ -100,14 +92,14 @@ static bool read_header_group(struct af_pb_reader *r, struct uf_header *h, char 
             set_err(err, errlen, "Header group is not closed");
             return false;
         }
-        if (wt == WT_EGROUP) {
+        if (wt == AF_PB_EGROUP) {
             if (f != REQ_HEADER) {
                 set_err(err, errlen, "Header group closed by the end tag of field %u", f);
                 return false;
             }
             break;
         }
-        if ((f == HDR_KEY || f == HDR_VALUE) && wt == WT_LEN) {
+        if ((f == HDR_KEY || f == HDR_VALUE) && wt == AF_PB_LEN) {
             if (!take_string(r, f == HDR_KEY ? &h->key : &h->value)) {
                 set_err(err, errlen, "Header.%s is truncated or holds a NUL byte",
                         f == HDR_KEY ? "Key" : "Value");
@@ -145,17 +137,17 @@ int uf_request_decode(const uint8_t *buf, size_t len, struct uf_request *out, ch
         }
         switch (f) {
         case REQ_METHOD:
-            if (wt != WT_VARINT || !af_pb_read_varint(&r, &v))
+            if (wt != AF_PB_VARINT || !af_pb_read_varint(&r, &v))
                 goto bad_field;
             out->method = (int)(int32_t)v;
             has_method = true;
             break;
         case REQ_URL:
-            if (wt != WT_LEN || !take_string(&r, &out->url))
+            if (wt != AF_PB_LEN || !take_string(&r, &out->url))
                 goto bad_field;
             break;
         case REQ_HEADER:
-            if (wt != WT_SGROUP)
+            if (wt != AF_PB_SGROUP)
                 goto bad_field;
             if (out->n_headers == cap) {
                 cap = cap ? cap * 2 : 8;
@@ -169,7 +161,7 @@ int uf_request_decode(const uint8_t *buf, size_t len, struct uf_request *out, ch
         case REQ_PAYLOAD: {
             const uint8_t *d;
             size_t n;
-            if (wt != WT_LEN || !read_len(&r, &d, &n))
+            if (wt != AF_PB_LEN || !read_len(&r, &d, &n))
                 goto bad_field;
             free(out->payload);
             out->payload = af_xmalloc(n ? n : 1);
@@ -179,7 +171,7 @@ int uf_request_decode(const uint8_t *buf, size_t len, struct uf_request *out, ch
         }
         case REQ_FOLLOW_REDIRECTS:
         case REQ_VALIDATE_CERT:
-            if (wt != WT_VARINT || !af_pb_read_varint(&r, &v))
+            if (wt != AF_PB_VARINT || !af_pb_read_varint(&r, &v))
                 goto bad_field;
             if (f == REQ_FOLLOW_REDIRECTS)
                 out->follow_redirects = v != 0;
@@ -187,7 +179,7 @@ int uf_request_decode(const uint8_t *buf, size_t len, struct uf_request *out, ch
                 out->validate_certificate = v != 0;
             break;
         case REQ_DEADLINE: {
-            if (wt != WT_FIXED64 || r.end - r.p < 8)
+            if (wt != AF_PB_FIXED64 || r.end - r.p < 8)
                 goto bad_field;
             uint64_t bits = 0;
             for (int i = 7; i >= 0; i--)
@@ -236,7 +228,7 @@ void uf_request_release(struct uf_request *r)
 
 static uint8_t *put_bytes(uint8_t *p, uint32_t field, const void *data, size_t len)
 {
-    p = af_pb_put_tag(p, field, WT_LEN);
+    p = af_pb_put_tag(p, field, AF_PB_LEN);
     p = af_pb_put_varint(p, len);
     if (len)
         memcpy(p, data, len);
@@ -281,21 +273,21 @@ size_t uf_response_encode(const struct uf_response *r, size_t max, uint8_t **out
     uint8_t *p = buf;
 
     p = put_bytes(p, RESP_CONTENT, r->content, content_len);
-    p = af_pb_put_tag(p, RESP_STATUS, WT_VARINT);
+    p = af_pb_put_tag(p, RESP_STATUS, AF_PB_VARINT);
     p = af_pb_put_varint(p, (uint64_t)(int64_t)r->status);
     for (size_t i = 0; i < r->n_headers; i++) {
-        p = af_pb_put_tag(p, RESP_HEADER, WT_SGROUP);
+        p = af_pb_put_tag(p, RESP_HEADER, AF_PB_SGROUP);
         p = put_bytes(p, HDR_KEY, r->headers[i].key, strlen(r->headers[i].key));
         p = put_bytes(p, HDR_VALUE, r->headers[i].value, strlen(r->headers[i].value));
-        p = af_pb_put_tag(p, RESP_HEADER, WT_EGROUP);
+        p = af_pb_put_tag(p, RESP_HEADER, AF_PB_EGROUP);
     }
     if (truncated) {
-        p = af_pb_put_tag(p, RESP_TRUNCATED, WT_VARINT);
+        p = af_pb_put_tag(p, RESP_TRUNCATED, AF_PB_VARINT);
         *p++ = 1;
     }
-    p = af_pb_put_tag(p, RESP_BYTES_SENT, WT_VARINT);
+    p = af_pb_put_tag(p, RESP_BYTES_SENT, AF_PB_VARINT);
     p = af_pb_put_varint(p, (uint64_t)r->bytes_sent);
-    p = af_pb_put_tag(p, RESP_BYTES_RECEIVED, WT_VARINT);
+    p = af_pb_put_tag(p, RESP_BYTES_RECEIVED, AF_PB_VARINT);
     p = af_pb_put_varint(p, (uint64_t)r->bytes_received);
     if (r->final_url)
         p = put_bytes(p, RESP_FINAL_URL, r->final_url, strlen(r->final_url));
