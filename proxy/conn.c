@@ -925,7 +925,7 @@ static void ex_begin(struct af_exchange *ex)
     /* app.yaml handlers: static files, login, redirects are answered here;
      * script handlers fall through to the module's instances. */
     ex->trusted = !ex->direct && af_taskrunner_trusted(&ex->req_headers);
-    if (c->lst->dispatch) /* dispatch.yaml, on the default module's main port */
+    if (c->lst->routes) /* dispatch.yaml, module host names: the default module's main port */
         ex->mod = af_server_dispatch(c->lst, ex);
     if (!ex->direct && af_router_handle(ex))
         return;

@@ -580,3 +580,36 @@ int af_dispatch_match(const struct af_dispatch *d, const char *host, size_t host
     }
     return -1;
 }
+
+/* The labels of host[0..n), a host without its port, longer than
+ * ".localhost": the module form when it ends in ".localhost". */
+static enum af_module_host module_labels(const char *host, size_t n, const char **module,
+                                         size_t *module_len)
+{
+    static const char suffix[] = ".localhost";
+    const size_t sl = sizeof(suffix) - 1;
+    if (!same_host(host + n - sl, suffix, sl))
+        return AF_HOST_PLAIN;
+    n -= sl; /* host[0..n) holds the labels before ".localhost" */
+    const char *dot = memrchr(host, '.', n);
+    const char *label = dot ? dot + 1 : host;
+    size_t label_len = (size_t)(host + n - label);
+    if (label_len == 0 || (dot && dot == host))
+        return AF_HOST_PLAIN; /* ".localhost", "a..localhost", ".a.localhost" */
+    *module = label;
+    *module_len = label_len;
+    return dot ? AF_HOST_VERSIONED : AF_HOST_MODULE;
+}
+
+enum af_module_host af_dispatch_module_host(const char *host, size_t len, const char **module,
+                                            size_t *module_len)
+{
+    const size_t sl = sizeof(".localhost") - 1;
+    if (len <= sl || host[0] == '[')
+        return AF_HOST_PLAIN;
+    const char *colon = memchr(host, ':', len);
+    size_t n = colon ? (size_t)(colon - host) : len;
+    if (n <= sl)
+        return AF_HOST_PLAIN; /* "localhost:8080", "127.0.0.1:8080" */
+    return module_labels(host, n, module, module_len);
+}

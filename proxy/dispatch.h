@@ -81,4 +81,23 @@ void af_dispatch_free(struct af_dispatch *d);
 int af_dispatch_match(const struct af_dispatch *d, const char *host, size_t host_len,
                       const char *target);
 
+/* What af_dispatch_module_host() found in a Host field. */
+enum af_module_host {
+    AF_HOST_PLAIN = 0,     /* not a module's host name */
+    AF_HOST_MODULE = 1,    /* "MODULE.localhost": dispatch.yaml applies first */
+    AF_HOST_VERSIONED = 2, /* "VERSION.MODULE.localhost" (or more labels): never dispatched */
+};
+
+/*
+ * Reads a Host field value (port allowed, letters in any case) as
+ * production's host names of a module, spelled for a development server:
+ * "[INSTANCE.][VERSION.]MODULE.localhost". On a module form, *module and
+ * *module_len are the MODULE label (inside host); nothing says it names a
+ * module being served. A host of ten bytes or fewer before its port
+ * ("localhost:8080", "127.0.0.1:8080") costs a length check and one
+ * memchr; nothing allocates.
+ */
+enum af_module_host af_dispatch_module_host(const char *host, size_t len, const char **module,
+                                            size_t *module_len);
+
 #endif

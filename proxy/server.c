@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -228,6 +229,17 @@ int af_server_find_module(const struct af_server *srv, const char *name)
     return -1;
 }
 
+struct af_module *af_server_module_named(const struct af_server *srv, const char *name,
+                                         size_t len)
+{
+    for (size_t i = 0; i < srv->n_modules; i++) {
+        const char *m = srv->modules[i]->name;
+        if (strncasecmp(m, name, len) == 0 && m[len] == '\0')
+            return srv->modules[i];
+    }
+    return NULL;
+}
+
 void af_server_attach_modules(struct af_server *srv)
 {
     for (size_t i = 0; i < srv->n_modules; i++) {
@@ -236,30 +248,54 @@ void af_server_attach_modules(struct af_server *srv)
             srv->direct_ports[i]->module = srv->modules[i];
     }
     srv->module = srv->n_modules ? srv->modules[srv->default_index] : NULL;
-    const struct af_dispatch *d = srv->dispatch;
-    if (!d || d->n_rules == 0 || !srv->module)
+    if (!srv->module)
         return;
-    /* Rules that all lead to the default module change nothing: the port
-     * then skips dispatching altogether. */
-    bool elsewhere = false;
-    srv->dispatch_to = af_xcalloc(d->n_rules, sizeof(*srv->dispatch_to));
-    for (size_t i = 0; i < d->n_rules; i++) {
-        int m = af_server_find_module(srv, d->rules[i].service);
-        srv->dispatch_to[i] = m >= 0 ? srv->modules[m] : srv->module;
-        elsewhere |= srv->dispatch_to[i] != srv->module;
+    /* With several modules, MODULE.localhost host names reach them: the
+     * default module's main port routes every request. */
+    bool hosts = srv->n_modules > 1;
+    const struct af_dispatch *d = srv->dispatch;
+    if (d && d->n_rules > 0) {
+        /* Rules that all lead to the default module change nothing when it
+         * is the only module: the port then skips dispatching altogether.
+         * With several, they still win over a MODULE.localhost host. */
+        bool elsewhere = false;
+        srv->dispatch_to = af_xcalloc(d->n_rules, sizeof(*srv->dispatch_to));
+        for (size_t i = 0; i < d->n_rules; i++) {
+            int m = af_server_find_module(srv, d->rules[i].service);
+            srv->dispatch_to[i] = m >= 0 ? srv->modules[m] : srv->module;
+            elsewhere |= srv->dispatch_to[i] != srv->module;
+        }
+        if (elsewhere || hosts) {
+            srv->main_port.dispatch = d;
+            srv->main_port.dispatch_to = srv->dispatch_to;
+        }
     }
-    if (elsewhere) {
-        srv->main_port.dispatch = d;
-        srv->main_port.dispatch_to = srv->dispatch_to;
-    }
+    srv->main_port.routes = srv->main_port.dispatch != NULL || hosts;
 }
 
 struct af_module *af_server_dispatch(const struct af_listener *lst, const struct af_exchange *ex)
 {
     const struct af_header *host = af_headers_find_id(&ex->req_headers, AF_H_HOST);
-    int i = af_dispatch_match(lst->dispatch, host ? host->value : NULL, host ? host->value_len : 0,
-                              ex->url);
-    return i >= 0 ? lst->dispatch_to[i] : lst->module;
+    const char *hv = host ? host->value : NULL;
+    size_t hl = host ? host->value_len : 0;
+    /* A module's host name: "VERSION.MODULE.localhost" is never dispatched,
+     * "MODULE.localhost" only when no rule matches (production's order). */
+    struct af_module *named = NULL;
+    const char *label;
+    size_t label_len;
+    enum af_module_host form = hl ? af_dispatch_module_host(hv, hl, &label, &label_len)
+                                  : AF_HOST_PLAIN;
+    if (form != AF_HOST_PLAIN) {
+        named = af_server_module_named(lst->srv, label, label_len);
+        if (named && form == AF_HOST_VERSIONED)
+            return named;
+    }
+    if (lst->dispatch) {
+        int i = af_dispatch_match(lst->dispatch, hv, hl, ex->url);
+        if (i >= 0)
+            return lst->dispatch_to[i];
+    }
+    return named ? named : lst->module;
 }
 
 void af_server_release(struct af_server *srv)

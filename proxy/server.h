@@ -31,10 +31,16 @@ struct af_listener {
      * server. Set before the first accept. */
     struct af_module *module;
     /* On the default module's main port when the app has dispatch.yaml
-     * rules that reach another module, else NULL: the rules, and the module
-     * each one names (dispatch_to[i] for rule i). Borrowed from the server. */
+     * rules that matter (one reaches another module, or there are several
+     * modules, which MODULE.localhost host names reach), else NULL: the
+     * rules, and the module each one names (dispatch_to[i] for rule i).
+     * Borrowed from the server. */
     const struct af_dispatch *dispatch;
     struct af_module *const *dispatch_to;
+    /* The port picks a module per request with af_server_dispatch():
+     * dispatch is set, or the app has several modules (the default
+     * module's main port only). */
+    bool routes;
     bool direct; /* the back-door port: no routing, no per-instance limit */
     int port;    /* the port actually bound */
 };
@@ -108,16 +114,22 @@ int af_server_listen(struct af_server *srv, char *err, size_t errlen);
  * or -1. */
 int af_server_find_module(const struct af_server *srv, const char *name);
 
+/* The module called name[0..len) in any case, or NULL. */
+struct af_module *af_server_module_named(const struct af_server *srv, const char *name,
+                                         size_t len);
+
 /* Points each listener at its module, and the default module's main port
  * at the dispatch rules when one reaches another module. Call once the
  * modules exist, before the loop runs. */
 void af_server_attach_modules(struct af_server *srv);
 
 /*
- * The module that serves ex on lst, a listener with dispatch rules
- * (lst->dispatch != NULL): the one named by the first rule that matches
- * ex's Host field and target, else lst->module. Allocates nothing. Called
- * by conn.c once the head is read; a listener without rules needs no call.
+ * The module that serves ex on lst, a listener that routes (lst->routes):
+ * docs/modules.md. A Host field "VERSION.MODULE.localhost" naming a served
+ * module goes to it; otherwise the first dispatch rule that matches ex's
+ * Host field and target; otherwise the module a "MODULE.localhost" host
+ * names; otherwise lst->module. Allocates nothing. Called by conn.c once
+ * the head is read; a listener that does not route needs no call.
  */
 struct af_module *af_server_dispatch(const struct af_listener *lst, const struct af_exchange *ex);
 
