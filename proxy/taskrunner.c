@@ -42,7 +42,9 @@
 #include "apiserver/apiserver.h"
 #include "common/log.h"
 #include "common/xalloc.h"
+#include "proxy/dispatch.h"
 #include "proxy/headers.h"
+#include "proxy/module.h"
 #include "proxy/server.h"
 
 /* Tasks running at once, over all queues (each holds a connection). */
@@ -56,14 +58,24 @@ static char task_secret[33];
 
 struct run;
 
+/* A module a task may run on: where its main port is. */
+struct rt_module {
+    const char *name;    /* borrowed from the server */
+    const char *version; /* its app.yaml's, borrowed */
+    char addr[64];       /* its main port's address, numeric */
+    int port;
+    char *hostname; /* "HOST:PORT", what the modules API's GetHostname answers; owned */
+};
+
 struct af_taskrunner {
     struct af_server *srv;
     struct af_api *api;
     struct event *reply_ev; /* the API server's internal replies */
     struct event *timer;    /* the next poll the service asked for */
-    char addr[64];          /* the main port's address, numeric */
-    int port;
-    char host_header[300];
+    struct rt_module *mods; /* every module, in the server's order */
+    size_t n_mods;
+    size_t dflt;  /* the default module's index */
+    char *names;  /* "default, worker": for messages */
 
     bool polling;     /* a RunnerPoll is out */
     bool poll_again;  /* something happened while it was out */
@@ -222,6 +234,64 @@ static enum evhttp_cmd_type method_type(const char *m)
     return EVHTTP_REQ_POST;
 }
 
+/* The module called name[0..len) (any case), or -1. */
+static int module_index(const struct af_taskrunner *r, const char *name, size_t len)
+{
+    for (size_t i = 0; i < r->n_mods; i++)
+        if (strncasecmp(r->mods[i].name, name, len) == 0 && r->mods[i].name[len] == '\0')
+            return (int)i;
+    return -1;
+}
+
+/*
+ * Where task t runs (docs/taskqueue.md, "Which module runs a task"): sets
+ * *mod to the module whose port the request is sent to and returns its
+ * Host field (owned). The queue's target comes first, then the task's own
+ * Host field (host, or NULL), then the default module. A target or a
+ * MODULE.localhost host naming no module being served is logged and gives
+ * NULL: the run counts as failed (retried, or dropped at the retry limit).
+ */
+static char *task_route(const struct af_taskrunner *r, const Af__Taskqueue__RunnerTask *t,
+                        const char *host, size_t *mod)
+{
+    const struct rt_module *d = &r->mods[r->dflt];
+    *mod = r->dflt;
+    if (t->target && t->target[0]) {
+        /* "MODULE" or "VERSION.MODULE" (checked when queue.yaml was read).
+         * Sent to the default module's port as production's host name
+         * TARGET.APP.appspot.com would be: the front end routes it. A
+         * single name may also be the default module's version. */
+        const char *dot = strrchr(t->target, '.');
+        const char *m = dot ? dot + 1 : t->target;
+        if (module_index(r, m, strlen(m)) < 0 && (dot || strcmp(t->target, d->version) != 0)) {
+            af_error("tasks: %s/%s not run: the queue's target \"%s\" names no module being "
+                     "served (%s); the run counts as failed",
+                     t->queue_name, t->task_name, t->target, r->names);
+            return NULL;
+        }
+        return af_xasprintf("%s.localhost:%d", t->target, d->port);
+    }
+    if (host) {
+        const char *label;
+        size_t label_len;
+        if (af_dispatch_module_host(host, strlen(host), &label, &label_len) != AF_HOST_PLAIN) {
+            if (module_index(r, label, label_len) < 0) {
+                af_error("tasks: %s/%s not run: its Host \"%.100s\" names no module being "
+                         "served (%s); the run counts as failed",
+                         t->queue_name, t->task_name, host, r->names);
+                return NULL;
+            }
+        } else {
+            /* GetHostname's answer for a module: that module's own port. */
+            for (size_t i = 0; i < r->n_mods; i++)
+                if (strcasecmp(host, r->mods[i].hostname) == 0)
+                    *mod = i;
+        }
+        return af_xstrdup(host);
+    }
+    return af_xstrdup(d->hostname);
+}
+
 static void start_task(struct af_taskrunner *r, const Af__Taskqueue__RunnerTask *t)
 {
     struct run *run = af_xcalloc(1, sizeof(*run));
@@ -230,7 +300,19 @@ static void start_task(struct af_taskrunner *r, const Af__Taskqueue__RunnerTask 
     run->name = af_xstrdup(t->task_name);
     run->lease = t->lease;
     clock_gettime(CLOCK_MONOTONIC, &run->start);
-    run->conn = evhttp_connection_base_new(r->srv->base, NULL, r->addr, (unsigned short)r->port);
+    const char *task_host = NULL;
+    for (size_t i = 0; i < t->n_header && !task_host; i++)
+        if (strcasecmp(t->header[i]->key, "Host") == 0)
+            task_host = t->header[i]->value;
+    size_t mod;
+    char *host = task_route(r, t, task_host, &mod);
+    if (!host) {
+        result_add(r, run, 0);
+        run_free(run);
+        return;
+    }
+    const struct rt_module *to = &r->mods[mod];
+    run->conn = evhttp_connection_base_new(r->srv->base, NULL, to->addr, (unsigned short)to->port);
     struct evhttp_request *req = run->conn ? evhttp_request_new(on_task_done, run) : NULL;
     if (!req) {
         af_warn("tasks: cannot open a connection to run %s/%s; it is retried", t->queue_name,
@@ -239,6 +321,7 @@ static void start_task(struct af_taskrunner *r, const Af__Taskqueue__RunnerTask 
             evhttp_connection_free(run->conn);
         result_add(r, run, 0);
         run_free(run);
+        free(host);
         return;
     }
     /* The front end's own deadline comes first; this only bounds a hang. */
@@ -247,7 +330,8 @@ static void start_task(struct af_taskrunner *r, const Af__Taskqueue__RunnerTask 
 
     struct evkeyvalq *h = evhttp_request_get_output_headers(req);
     char num[32];
-    evhttp_add_header(h, "Host", r->host_header);
+    evhttp_add_header(h, "Host", host);
+    free(host);
     evhttp_add_header(h, "Connection", "close");
     evhttp_add_header(h, AF_TASK_SECRET_HEADER, task_secret);
     evhttp_add_header(h, "X-AppEngine-QueueName", t->queue_name);
@@ -265,6 +349,8 @@ static void start_task(struct af_taskrunner *r, const Af__Taskqueue__RunnerTask 
     }
     bool has_ctype = false;
     for (size_t i = 0; i < t->n_header; i++) {
+        if (strcasecmp(t->header[i]->key, "Host") == 0)
+            continue; /* routed by, and sent above */
         if (evhttp_add_header(h, t->header[i]->key, t->header[i]->value) != 0)
             af_warn("tasks: %s/%s: header %s not sent", t->queue_name, t->task_name,
                     t->header[i]->key);
@@ -386,31 +472,57 @@ static void on_internal(evutil_socket_t fd, short what, void *arg)
 
 /* ---- start and stop ---------------------------------------------------------- */
 
-/* The numeric address of the main port, with a wildcard made loopback. */
-static int main_address(struct af_taskrunner *r)
+/* The numeric address of a listener, with a wildcard made loopback. */
+static int listener_address(const struct af_listener *lst, struct rt_module *m)
 {
     struct sockaddr_storage ss;
     socklen_t len = sizeof(ss);
-    if (!r->srv->main_port.l ||
-        getsockname(evconnlistener_get_fd(r->srv->main_port.l), (struct sockaddr *)&ss, &len) != 0)
+    if (!lst || !lst->l ||
+        getsockname(evconnlistener_get_fd(lst->l), (struct sockaddr *)&ss, &len) != 0)
         return -1;
     if (ss.ss_family == AF_INET) {
         struct sockaddr_in *in = (struct sockaddr_in *)&ss;
         if (in->sin_addr.s_addr == htonl(INADDR_ANY))
             in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        inet_ntop(AF_INET, &in->sin_addr, r->addr, sizeof(r->addr));
-        r->port = ntohs(in->sin_port);
+        inet_ntop(AF_INET, &in->sin_addr, m->addr, sizeof(m->addr));
+        m->port = ntohs(in->sin_port);
     } else if (ss.ss_family == AF_INET6) {
         struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
         if (IN6_IS_ADDR_UNSPECIFIED(&in6->sin6_addr))
             in6->sin6_addr = in6addr_loopback;
-        inet_ntop(AF_INET6, &in6->sin6_addr, r->addr, sizeof(r->addr));
-        r->port = ntohs(in6->sin6_port);
+        inet_ntop(AF_INET6, &in6->sin6_addr, m->addr, sizeof(m->addr));
+        m->port = ntohs(in6->sin6_port);
     } else {
         return -1;
     }
-    snprintf(r->host_header, sizeof(r->host_header), "%s:%d", r->srv->cfg->host,
-             r->srv->main_port.port);
+    return 0;
+}
+
+/* Every module's main port, and its names for messages. */
+static int module_table(struct af_taskrunner *r)
+{
+    const struct af_server *srv = r->srv;
+    if (srv->n_modules == 0)
+        return -1;
+    r->n_mods = srv->n_modules;
+    r->dflt = srv->default_index;
+    r->mods = af_xcalloc(r->n_mods, sizeof(*r->mods));
+    size_t names_len = 1;
+    for (size_t i = 0; i < r->n_mods; i++) {
+        struct rt_module *m = &r->mods[i];
+        m->name = srv->modules[i]->name;
+        m->version = srv->apps[i]->version;
+        if (listener_address(srv->main_ports[i], m) < 0)
+            return -1;
+        m->hostname = af_xasprintf("%s:%d", srv->cfg->host, srv->main_ports[i]->port);
+        names_len += strlen(m->name) + 2;
+    }
+    r->names = af_xcalloc(1, names_len);
+    for (size_t i = 0; i < r->n_mods; i++) {
+        if (i)
+            strcat(r->names, ", ");
+        strcat(r->names, r->mods[i].name);
+    }
     return 0;
 }
 
@@ -419,10 +531,10 @@ struct af_taskrunner *af_taskrunner_start(struct af_server *srv, struct af_api *
     struct af_taskrunner *r = af_xcalloc(1, sizeof(*r));
     r->srv = srv;
     r->api = api;
-    if (main_address(r) < 0 || make_secret() < 0) {
+    if (module_table(r) < 0 || make_secret() < 0) {
         af_warn("tasks: cannot start the task runner (no main port address or no random "
                 "bytes); push tasks will not run");
-        free(r);
+        af_taskrunner_free(r);
         return NULL;
     }
     r->timer = evtimer_new(srv->base, on_timer, r);
@@ -435,7 +547,8 @@ struct af_taskrunner *af_taskrunner_start(struct af_server *srv, struct af_api *
         af_taskrunner_free(r);
         return NULL;
     }
-    af_debug("tasks: running push tasks through %s:%d", r->addr, r->port);
+    af_debug("tasks: running push tasks through %s:%d", r->mods[r->dflt].addr,
+             r->mods[r->dflt].port);
     poll_now(r);
     return r;
 }
@@ -462,5 +575,9 @@ void af_taskrunner_free(struct af_taskrunner *r)
         event_free(r->timer);
     if (r->reply_ev)
         event_free(r->reply_ev);
+    for (size_t i = 0; i < r->n_mods; i++)
+        free(r->mods[i].hostname);
+    free(r->mods);
+    free(r->names);
     free(r);
 }

@@ -1791,13 +1791,14 @@ struct run_item {
     char *name;
 };
 
-/* Headers a task may not send: appfront writes framing and routing itself,
- * and the X-AppEngine-* fields of a task are appfront's to set, except the
- * namespace ones the client libraries add. */
+/* Headers a task may not send: appfront writes framing itself, and the
+ * X-AppEngine-* fields of a task are appfront's to set, except the
+ * namespace ones the client libraries add. Host is kept: the runner routes
+ * the task by it (docs/taskqueue.md, "Which module runs a task"). */
 static bool header_kept(const char *k)
 {
     static const char *const dropped[] = {
-        "content-length", "transfer-encoding", "connection", "keep-alive", "host", "te",
+        "content-length", "transfer-encoding", "connection", "keep-alive", "te",
         "trailer", "upgrade", "proxy-connection", "expect", NULL,
     };
     for (size_t i = 0; dropped[i]; i++)

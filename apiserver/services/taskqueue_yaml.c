@@ -349,12 +349,37 @@ static int p_mode(struct qy_ctx *c, const yaml_node_t *v, void *obj)
     return 0;
 }
 
+/* One label of a target: a service or version name, 1 to 63 lower-case
+ * letters, digits and '-', not starting or ending with '-'. */
+static bool target_label_ok(const char *s, size_t n)
+{
+    if (n == 0 || n > 63 || s[0] == '-' || s[n - 1] == '-')
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))
+            return false;
+    return true;
+}
+
+bool af_queue_target_is_valid(const char *s)
+{
+    const char *dot = strchr(s, '.');
+    if (!dot)
+        return target_label_ok(s, strlen(s));
+    return target_label_ok(s, (size_t)(dot - s)) && target_label_ok(dot + 1, strlen(dot + 1));
+}
+
 static int p_target(struct qy_ctx *c, const yaml_node_t *v, void *obj)
 {
     struct qy_queue *q = obj;
     const char *s;
     if (want_scalar(c, v, "target", &s) < 0)
         return -1;
+    if (*s && !af_queue_target_is_valid(s))
+        return qy_failf(c, v,
+                        "target: '%.*s' is not MODULE or VERSION.MODULE (names of 1 to 63 "
+                        "lower-case letters, digits and '-', not starting or ending with '-')",
+                        QY_MAX_QUOTE, s);
     free(q->def.target);
     q->def.target = *s ? af_xstrdup(s) : NULL;
     return 0;

@@ -35,7 +35,7 @@ struct af_queue_def {
     int bucket_size;     /* token bucket capacity, 5 */
     int max_concurrent;  /* max_concurrent_requests; 0: no limit */
     struct af_queue_retry retry;
-    char *target;        /* owned, or NULL */
+    char *target;        /* "MODULE" or "VERSION.MODULE", owned, or NULL */
 };
 
 struct af_queue_yaml {
@@ -73,6 +73,11 @@ const struct af_queue_def *af_queue_yaml_find(const struct af_queue_yaml *q, con
 
 /* True for a well-formed queue name: 1-100 of [A-Za-z0-9-]. */
 bool af_queue_name_is_valid(const char *name, size_t len);
+
+/* A queue's target: "MODULE" or "VERSION.MODULE", each name 1 to 63
+ * lower-case letters, digits and '-', not starting or ending with '-'.
+ * Whether the module is served is for the task runner to say. */
+bool af_queue_target_is_valid(const char *target);
 
 /* NULL is a no-op. */
 void af_queue_yaml_free(struct af_queue_yaml *q);
