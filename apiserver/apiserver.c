@@ -418,6 +418,21 @@ void af_api_internal_call(struct af_api *api, const char *service, const char *m
     af_api_jobq_push(&api->inbox, job);
 }
 
+bool af_api_post(struct af_api *api, const char *service, const char *method, uint8_t *data,
+                 size_t len, bool lazy)
+{
+    struct af_api_job *job = af_api_job_new(AF_API_JOB_POST);
+    job->post_service = service;
+    job->post_method = method;
+    job->reply = data;
+    job->reply_len = len;
+    job->deadline_ns = UINT64_MAX;
+    if (lazy)
+        return af_api_jobq_push_lazy(&api->inbox, job);
+    af_api_jobq_push(&api->inbox, job);
+    return false;
+}
+
 void af_api_internal_take(struct af_api *api,
                           void (*fn)(void *arg, const struct af_api_internal_reply *r), void *arg)
 {
