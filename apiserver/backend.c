@@ -70,7 +70,11 @@
  *    without waking the backend: it is taken at the backend's next look,
  *    in FIFO order with every call (so a logservice Read queued after it
  *    sees it). The poster bounds what it leaves waiting and pushes with a
- *    wake-up once that bound is reached. Nothing comes back.
+ *    wake-up once that bound is reached. No answer comes back, but the
+ *    job itself does, on a fifth queue nobody waits on (no eventfd write,
+ *    af_api_jobq_push_lazy / af_api_jobq_take_nowait): the main thread
+ *    reuses it and its buffer, so what the main thread allocates is freed
+ *    by the main thread.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -212,6 +216,15 @@ bool af_api_jobq_push_lazy(struct af_api_jobq *q, struct af_api_job *job)
     bool waiting = q->_sleeping;
     pthread_mutex_unlock(&q->_mu);
     return waiting;
+}
+
+struct af_api_job *af_api_jobq_take_nowait(struct af_api_jobq *q)
+{
+    pthread_mutex_lock(&q->_mu);
+    struct af_api_job *list = q->_head;
+    q->_head = q->_tail = NULL;
+    pthread_mutex_unlock(&q->_mu);
+    return list;
 }
 
 void af_api_jobq_close(struct af_api_jobq *q)
@@ -420,8 +433,8 @@ static void run_internal(struct af_backend *be, struct af_api_job *job)
 }
 
 /* Runs a one-way post from the main thread (AF_API_JOB_POST): the data
- * goes to the service's internal method, which owns it (keeps or frees
- * it); there is no reply. */
+ * goes to the service's internal method, which copies what it keeps;
+ * there is no reply. */
 static void run_post(struct af_backend *be, struct af_api_job *job)
 {
     int idx = find_service(be, job->post_service);
@@ -434,7 +447,6 @@ static void run_post(struct af_backend *be, struct af_api_job *job)
         af_error("api: post to %.64s.%.64s: no such method", job->post_service, job->post_method);
         return;
     }
-    /* The data is the method's from here: it keeps or frees it. */
     struct af_call call = {
         .service = be->services[idx]->name,
         .method = m->name,
@@ -442,8 +454,6 @@ static void run_post(struct af_backend *be, struct af_api_job *job)
         .request_len = job->reply_len,
         .request_id = "",
     };
-    job->reply = NULL;
-    job->reply_len = 0;
     struct af_result res = {0};
     m->fn(be->states[idx], &call, &res);
     if (res.kind != AF_RESULT_OK)
@@ -511,8 +521,13 @@ static void *backend_main(void *arg)
                 if (run_call(be, job))
                     continue; /* the I/O thread answers it */
             } else if (job->kind == AF_API_JOB_POST) {
+                /* Back to the poster, whose thread allocated it: memory
+                 * made on one thread and freed on another drifts. */
                 run_post(be, job);
-                af_api_job_free(job);
+                if (job->post_back)
+                    af_api_jobq_push_lazy(job->post_back, job);
+                else
+                    af_api_job_free(job);
                 continue;
             } else if (job->kind == AF_API_JOB_INTERNAL) {
                 run_internal(be, job);

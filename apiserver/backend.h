@@ -32,8 +32,9 @@ enum af_api_job_kind {
      * (struct af_result.notify_main). */
     AF_API_JOB_NOTICE,
     /* main thread -> backend, one way: hand reply[0..reply_len) to the
-     * `internal` method post_method of service post_service; no answer
-     * goes back and the backend frees the job; the method owns the data
+     * `internal` method post_method of service post_service (which copies
+     * what it keeps); no answer goes back: the backend pushes the job,
+     * lazily, on post_back for the poster to reuse, or frees it
      * (af_api_post, apiserver.h). */
     AF_API_JOB_POST,
 };
@@ -55,6 +56,8 @@ struct af_api_job {
     char *stub;                  /* CLEAR: owned service name, or NULL for all */
     const char *post_service;    /* POST: static strings */
     const char *post_method;
+    struct af_api_jobq *post_back; /* POST: where the run job goes back, or NULL */
+    size_t reply_cap;              /* POST: bytes allocated for reply */
 
     /* A deferred call (service.h, af_result_defer): how the I/O thread
      * runs it, and the work's state, owned by the job until the work
@@ -112,6 +115,10 @@ void af_api_jobq_push(struct af_api_jobq *q, struct af_api_job *job);
  * the job waits for such a push; false when the consumer is bound to look
  * anyway. Order with other pushes holds (one FIFO). */
 bool af_api_jobq_push_lazy(struct af_api_jobq *q, struct af_api_job *job);
+/* Takes every queued job, oldest first, without touching the eventfd or
+ * the waiting flag: for a queue nobody waits on (posted jobs coming back
+ * to their poster). */
+struct af_api_job *af_api_jobq_take_nowait(struct af_api_jobq *q);
 /* Marks the queue closed and wakes the consumer. */
 void af_api_jobq_close(struct af_api_jobq *q);
 /* For a consumer that waits on efd in an event loop, when efd is readable:

@@ -16,9 +16,8 @@
  *
  * What the backend can name itself travels as numbers: the module as its
  * index in af_api_options.modules (the front end's order, proxy/main.c),
- * the method as http-parser's enum. The logservice keeps batches as they
- * arrive, as its store: taking one costs the backend the same whatever the
- * number of records in it.
+ * the method as http-parser's enum. The logservice copies a batch's
+ * records, unparsed, into its store; Read parses them.
  */
 #ifndef AF_REQLOG_H
 #define AF_REQLOG_H

@@ -1,6 +1,7 @@
 /*
- * reqlog — see reqlog.h. The batch is one malloc'd buffer per turn, given
- * away whole (the job owns it); the next record allocates the next one.
+ * reqlog — see reqlog.h. Records are written into one buffer that lives as
+ * long as the front end; after a turn, af_api_post copies its bytes into a
+ * job that comes back for reuse once run (apiserver.h).
  */
 #include "proxy/reqlog.h"
 
@@ -19,10 +20,11 @@
 #include "proxy/login.h"
 #include "proxy/server.h"
 
-/* A first batch holds a busy turn's records (about 100 bytes each) and
- * grows by doubling. Under 1 KiB, malloc serves it from its small bins,
- * the cheapest path for a block that another thread frees. */
-#define BATCH_START 1000
+/* The buffer starts with room for a busy turn's records (about 100 bytes
+ * each) and grows by doubling. */
+#define BATCH_START 4096
+/* A buffer grown past this by a burst is given back after its turn. */
+#define BATCH_KEEP (64u << 10)
 
 static struct {
     struct af_api *api;
@@ -41,10 +43,10 @@ void af_reqlog_start(struct af_api *api)
 /* Room for need more bytes; the batch starts with its count. */
 static uint8_t *reserve(size_t need)
 {
+    if (rl.len == 0)
+        rl.len = sizeof(struct af_reqlog_batch);
     if (rl.len + need > rl.cap) {
         size_t cap = rl.cap ? rl.cap : BATCH_START;
-        if (rl.len == 0)
-            rl.len = sizeof(struct af_reqlog_batch);
         while (cap < rl.len + need)
             cap *= 2;
         rl.buf = af_xrealloc(rl.buf, cap);
@@ -73,7 +75,7 @@ void af_reqlog_add(const struct af_exchange *ex, const struct timeval *now)
     if (!rl.api)
         return;
     const struct af_conn *c = ex->conn;
-    const char *s[AF_RQ_N];
+    const char *s[AF_RQ_N] = {"", "", "", "", "", ""};
     uint16_t len[AF_RQ_N] = {0};
     s[AF_RQ_IP] = c->peer_ip;
     len[AF_RQ_IP] = cut(strlen(c->peer_ip));
@@ -174,8 +176,12 @@ static void post(bool lazy)
     } else {
         rl.waiting = rl.waiting_bytes = 0; /* the backend takes everything */
     }
-    rl.buf = NULL;
-    rl.len = rl.cap = rl.n = 0;
+    rl.len = rl.n = 0;
+    if (rl.cap > BATCH_KEEP) { /* a burst's buffer is not kept */
+        free(rl.buf);
+        rl.buf = NULL;
+        rl.cap = 0;
+    }
 }
 
 void af_reqlog_flush(void)

@@ -19,8 +19,8 @@
 struct af_api;
 struct af_exchange;
 
-#define AF_REQLOG_WAKE_RECORDS 1024
-#define AF_REQLOG_WAKE_BYTES (1u << 20)
+#define AF_REQLOG_WAKE_RECORDS 64
+#define AF_REQLOG_WAKE_BYTES (64u << 10)
 
 /* Records go to api from now on (borrowed until af_reqlog_stop). Before
  * it, and after the stop, af_reqlog_add does nothing. */

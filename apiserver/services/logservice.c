@@ -14,10 +14,11 @@
  *
  * RequestLogs (internal, posted by the front end once per loop turn,
  * proxy/reqlog.c): batches of records of finished HTTP requests (method,
- * resource, status, times, ip, ...; apiserver/reqlog.h), kept as they
- * arrive, so taking one costs the same whatever its size: the newest
- * LOG_MAX_REQUESTS records are kept, in batches totalling at most
- * LOG_MAX_REQUEST_BYTES (the newest batch always).
+ * resource, status, times, ip, ...; apiserver/reqlog.h), appended as they
+ * are (one copy, no parsing) to 64 KiB chunks, so the memory they take does
+ * not depend on how many records each batch holds: the newest
+ * LOG_MAX_REQUESTS records are kept, in chunks totalling at most
+ * LOG_MAX_REQUEST_BYTES (the newest chunk always).
  *
  * Read: a request log is the request's record joined with the app log lines
  * that carry its request id (the X-AppEngine-API-Ticket the front end gave
@@ -77,21 +78,39 @@ struct log_line {
     uint64_t seq; /* arrival order, unique: orders lines and pages */
 };
 
-/* One batch of the front end's records, as it arrived. */
+/* Every line and every batch of records takes the next number of one
+ * sequence; a record's own seq is its batch's number shifted left by this,
+ * plus its index in the batch, and a line's its number shifted the same:
+ * one order for both, unique, and the page offset of Read. */
+#define SEQ_SHIFT 20
+#define LOG_CHUNK (64u << 10)
+
+/* The records of one batch within a chunk: from record `first` on, until
+ * the next segment, with seq `seq` + (index - first). */
+struct req_seg {
+    size_t first;
+    uint64_t seq;
+};
+
+/* The front end's records, batches appended one after the other. */
 struct req_batch {
     struct req_batch *next; /* newer */
-    uint8_t *data;          /* a struct af_reqlog_batch, then the records */
-    size_t len;
+    uint8_t *data;          /* records only (apiserver/reqlog.h) */
+    size_t len, cap;
     size_t n;    /* records in data */
     size_t skip; /* the oldest of them, dropped by the count bound */
-    uint64_t first_seq; /* record i has seq first_seq + i, in the lines' sequence */
+    struct req_seg *segs;
+    size_t n_segs, cap_segs;
 };
 
 struct log_state {
     struct log_line ring[LOG_MAX_LINES];
     struct req_batch *batches, *last_batch; /* oldest first */
     size_t req_count;                       /* records held, skipped ones not counted */
-    size_t req_bytes;                       /* bytes of the batches held */
+    size_t req_bytes;                       /* bytes allocated for them */
+    /* The last chunk dropped, kept for the next one: under a steady load
+     * the store allocates nothing. */
+    struct req_batch *spare_chunk;
     size_t head;  /* index of the oldest line */
     size_t count; /* lines held */
     size_t bytes; /* message + request id bytes held */
@@ -137,6 +156,15 @@ static void drop_oldest(struct log_state *st)
     st->count--;
 }
 
+static void free_chunk(struct req_batch *b)
+{
+    if (!b)
+        return;
+    free(b->data);
+    free(b->segs);
+    free(b);
+}
+
 static void drop_oldest_batch(struct log_state *st)
 {
     struct req_batch *b = st->batches;
@@ -144,9 +172,14 @@ static void drop_oldest_batch(struct log_state *st)
     if (!st->batches)
         st->last_batch = NULL;
     st->req_count -= b->n - b->skip;
-    st->req_bytes -= b->len;
-    free(b->data);
-    free(b);
+    st->req_bytes -= b->cap + b->cap_segs * sizeof(struct req_seg);
+    if (!st->spare_chunk && b->cap == LOG_CHUNK) {
+        b->next = NULL;
+        b->len = b->n = b->skip = b->n_segs = 0;
+        st->spare_chunk = b;
+        return;
+    }
+    free_chunk(b);
 }
 
 static void log_clear(void *state)
@@ -157,6 +190,8 @@ static void log_clear(void *state)
     st->head = 0;
     while (st->batches)
         drop_oldest_batch(st);
+    free_chunk(st->spare_chunk);
+    st->spare_chunk = NULL;
 }
 
 static void log_destroy(void *state)
@@ -265,7 +300,7 @@ static void keep_line(struct log_state *st, const char *request_id, int64_t time
         .message = msg,
         .time_usec = time_usec,
         .level = clamp_level(level),
-        .seq = st->next_seq++,
+        .seq = st->next_seq++ << SEQ_SHIFT,
     };
     size_t size = strlen(l.message) + strlen(l.request_id);
     print_line(&l);
@@ -311,20 +346,41 @@ done:
 
 /* ---- the front end's request records ---------------------------------- */
 
-/* Keeps a batch (taking data), then drops the oldest records past the
- * bounds: whole batches, or the front of the oldest one. */
-static void keep_batch(struct log_state *st, uint8_t *data, size_t len, size_t n)
+/* Copies the n records of a batch (data: its header, then the records)
+ * to the end of the newest chunk or a new one, then drops the oldest records
+ * past the bounds: whole chunks, or the front of the oldest one. */
+static void keep_batch(struct log_state *st, const uint8_t *data, size_t len, size_t n)
 {
-    struct req_batch *b = af_xmalloc(sizeof(*b));
-    *b = (struct req_batch){.data = data, .len = len, .n = n, .first_seq = st->next_seq};
-    st->next_seq += n;
-    if (st->last_batch)
-        st->last_batch->next = b;
-    else
-        st->batches = b;
-    st->last_batch = b;
+    const uint8_t *recs = data + sizeof(struct af_reqlog_batch);
+    size_t rlen = len - sizeof(struct af_reqlog_batch);
+    struct req_batch *b = st->last_batch;
+    if (!b || b->len + rlen > b->cap) {
+        if (st->spare_chunk && rlen <= LOG_CHUNK) {
+            b = st->spare_chunk;
+            st->spare_chunk = NULL;
+        } else {
+            b = af_xcalloc(1, sizeof(*b));
+            b->cap = rlen > LOG_CHUNK ? rlen : LOG_CHUNK;
+            b->data = af_xmalloc(b->cap);
+        }
+        if (st->last_batch)
+            st->last_batch->next = b;
+        else
+            st->batches = b;
+        st->last_batch = b;
+        st->req_bytes += b->cap + b->cap_segs * sizeof(*b->segs);
+    }
+    if (b->n_segs == b->cap_segs) {
+        size_t cap = b->cap_segs ? b->cap_segs * 2 : 16;
+        b->segs = af_xrealloc(b->segs, cap * sizeof(*b->segs));
+        st->req_bytes += (cap - b->cap_segs) * sizeof(*b->segs);
+        b->cap_segs = cap;
+    }
+    b->segs[b->n_segs++] = (struct req_seg){.first = b->n, .seq = st->next_seq++ << SEQ_SHIFT};
+    memcpy(b->data + b->len, recs, rlen);
+    b->len += rlen;
+    b->n += n;
     st->req_count += n;
-    st->req_bytes += len;
     while (st->req_count > LOG_MAX_REQUESTS) {
         struct req_batch *old = st->batches;
         size_t excess = st->req_count - LOG_MAX_REQUESTS;
@@ -340,30 +396,27 @@ static void keep_batch(struct log_state *st, uint8_t *data, size_t len, size_t n
 }
 
 /* Internal, posted by the front end (af_api_post, proxy/reqlog.c): a batch
- * of records, which this method owns (posted data is the method's). Its
- * records are read only by Read, which stops at a damaged one. */
+ * of records, copied into the store. Its records are parsed only by Read,
+ * which stops at a damaged one. */
 static void request_logs(void *state, const struct af_call *call, struct af_result *res)
 {
     struct log_state *st = state;
-    uint8_t *data = (uint8_t *)call->request;
+    const uint8_t *data = call->request;
     size_t len = call->request_len;
     struct af_reqlog_batch hd;
     if (len < sizeof(hd)) {
-        free(data);
         af_result_app_error(res, LOGERR(INVALID_REQUEST),
                             "logservice: a request-record batch of %zu bytes", len);
         return;
     }
     memcpy(&hd, data, sizeof(hd));
-    if (hd.n > (len - sizeof(hd)) / sizeof(struct af_reqlog_head)) {
-        free(data);
+    if (hd.n > (len - sizeof(hd)) / sizeof(struct af_reqlog_head) ||
+        hd.n >= 1u << SEQ_SHIFT || (len - sizeof(hd)) % AF_REQLOG_ALIGN) {
         af_result_app_error(res, LOGERR(INVALID_REQUEST),
                             "logservice: %u request records cannot fit %zu bytes", hd.n, len);
         return;
     }
-    if (hd.n == 0)
-        free(data);
-    else
+    if (hd.n > 0)
         keep_batch(st, data, len, hd.n);
     af_result_ok(res, NULL, 0);
 }
@@ -391,9 +444,12 @@ static size_t unpack_records(const struct log_state *st, struct req_record **rec
     char *t = text;
     size_t n = 0;
     for (const struct req_batch *b = st->batches; b; b = b->next) {
-        const uint8_t *p = b->data + sizeof(struct af_reqlog_batch);
+        const uint8_t *p = b->data;
         const uint8_t *end = b->data + b->len;
+        size_t seg = 0;
         for (size_t i = 0; i < b->n && n < st->req_count; i++) {
+            while (seg + 1 < b->n_segs && b->segs[seg + 1].first <= i)
+                seg++;
             const struct af_reqlog_head *h;
             const char *s[AF_RQ_N];
             p = af_reqlog_next(p, end, &h, s);
@@ -403,7 +459,7 @@ static size_t unpack_records(const struct log_state *st, struct req_record **rec
                 continue;
             struct req_record *r = &recs[n++];
             r->h = *h;
-            r->seq = b->first_seq + i;
+            r->seq = b->segs[seg].seq + (i - b->segs[seg].first);
             memcpy(r->id, h->request_id, AF_REQLOG_ID_LEN);
             r->id[AF_REQLOG_ID_LEN] = '\0';
             size_t m = h->module < st->n_mods ? h->module : 0;

@@ -3,8 +3,8 @@
  * apiserver/backend.c): a lazy push links without waking the consumer and
  * says whether the job now waits for a wake-up; the next ordinary push
  * wakes the consumer, which takes both, in order; and a POST job runs its
- * service's internal method, which owns the data, through the real backend
- * thread.
+ * service's internal method through the real backend thread, then comes
+ * back on its poster's queue.
  */
 #include <errno.h>
 #include <poll.h>
@@ -70,7 +70,8 @@ static void record(void *st, const struct af_call *call, struct af_result *res)
 {
     got_calls++;
     free(got_data);
-    got_data = (uint8_t *)call->request; /* posted data is the method's */
+    got_data = malloc(call->request_len);
+    memcpy(got_data, call->request, call->request_len);
     got_len = call->request_len;
     af_result_ok(res, NULL, 0);
 }
@@ -84,9 +85,10 @@ static const struct af_service *const table[] = {&svc};
 
 static void test_post_runs_internal_method(void **state)
 {
-    struct af_api_jobq inbox, outbox;
+    struct af_api_jobq inbox, outbox, back;
     assert_int_equal(af_api_jobq_init(&inbox, false), 0);
     assert_int_equal(af_api_jobq_init(&outbox, true), 0);
+    assert_int_equal(af_api_jobq_init(&back, true), 0);
     struct af_api_options opts = {.app_id = "t"};
     struct af_backend *be;
     assert_int_equal(af_backend_start(&opts, table, 1, &inbox, &outbox, NULL, &be), 0);
@@ -98,6 +100,7 @@ static void test_post_runs_internal_method(void **state)
     job->post_method = "Record";
     job->reply = data;
     job->reply_len = 4;
+    job->post_back = &back;
     /* Lazy: nothing runs until the next ordinary push wakes the backend
      * (the backend may still be between its start and its first wait, in
      * which case it is bound to look: either way it runs after that push). */
@@ -118,8 +121,16 @@ static void test_post_runs_internal_method(void **state)
     /* Nothing came back on the outbox: posts have no reply. */
     bool closed;
     assert_null(af_api_jobq_take_all(&outbox, &closed));
+    /* The job came back, its data with it; the one without post_back was
+     * freed. */
+    struct af_api_job *ret = af_api_jobq_take_nowait(&back);
+    assert_ptr_equal(ret, job);
+    assert_null(ret->next);
+    assert_memory_equal(ret->reply, "abcd", 4);
+    af_api_job_free(ret);
     af_api_jobq_release(&inbox);
     af_api_jobq_release(&outbox);
+    af_api_jobq_release(&back);
 }
 
 int main(void)
