@@ -40,6 +40,10 @@ struct af_api {
     bool inbox_ok, outbox_ok;
     struct af_api_jobq mainq; /* internal replies and notices for the main thread */
     bool mainq_ok;
+    struct af_api_jobq postq; /* posted jobs the backend ran, back for reuse */
+    bool postq_ok;
+    struct af_api_job *spare_posts; /* main thread only: jobs to reuse */
+    size_t n_spare_posts;
     bool bound_socket; /* socket_path is ours to unlink */
     struct af_backend *backend;
     struct af_api_listener *listener;
@@ -333,6 +337,10 @@ int af_api_start_services(const struct af_api_options *opts,
         rc = af_api_jobq_init(&api->mainq, true);
         api->mainq_ok = rc == 0;
     }
+    if (rc == 0) {
+        rc = af_api_jobq_init(&api->postq, true);
+        api->postq_ok = rc == 0;
+    }
     if (rc < 0) {
         set_err(err, errlen, "API server: eventfd: %s", strerror(-rc));
         goto fail_close_framed;
@@ -418,6 +426,55 @@ void af_api_internal_call(struct af_api *api, const char *service, const char *m
     af_api_jobq_push(&api->inbox, job);
 }
 
+/* Posted jobs kept for reuse, and the largest buffer kept with one. At
+ * most AF_REQLOG_WAKE_RECORDS posts wait (proxy/reqlog.h), one record or
+ * more each. */
+#define POST_SPARE 64
+#define POST_KEEP_BYTES (64u << 10)
+
+bool af_api_post(struct af_api *api, const char *service, const char *method,
+                 const uint8_t *data, size_t len, bool lazy)
+{
+    /* The jobs the backend ran come back to be reused. */
+    struct af_api_job *back = af_api_jobq_take_nowait(&api->postq);
+    while (back) {
+        struct af_api_job *next = back->next;
+        if (api->n_spare_posts < POST_SPARE && back->reply_cap <= POST_KEEP_BYTES) {
+            back->next = api->spare_posts;
+            api->spare_posts = back;
+            api->n_spare_posts++;
+        } else {
+            af_api_job_free(back);
+        }
+        back = next;
+    }
+    struct af_api_job *job = api->spare_posts;
+    if (job) {
+        api->spare_posts = job->next;
+        api->n_spare_posts--;
+    } else {
+        job = af_api_job_new(AF_API_JOB_POST);
+    }
+    if (job->reply_cap < len) {
+        size_t cap = 512; /* powers of two: a handful of sizes, all reused */
+        while (cap < len)
+            cap *= 2;
+        free(job->reply);
+        job->reply = af_xmalloc(cap);
+        job->reply_cap = cap;
+    }
+    memcpy(job->reply, data, len);
+    job->reply_len = len;
+    job->post_service = service;
+    job->post_method = method;
+    job->post_back = &api->postq;
+    job->deadline_ns = UINT64_MAX;
+    if (lazy)
+        return af_api_jobq_push_lazy(&api->inbox, job);
+    af_api_jobq_push(&api->inbox, job);
+    return false;
+}
+
 void af_api_internal_take(struct af_api *api,
                           void (*fn)(void *arg, const struct af_api_internal_reply *r), void *arg)
 {
@@ -456,6 +513,13 @@ void af_api_stop(struct af_api *api)
         af_api_jobq_release(&api->outbox);
     if (api->mainq_ok)
         af_api_jobq_release(&api->mainq);
+    if (api->postq_ok)
+        af_api_jobq_release(&api->postq);
+    while (api->spare_posts) {
+        struct af_api_job *job = api->spare_posts;
+        api->spare_posts = job->next;
+        af_api_job_free(job);
+    }
     if (api->bound_socket)
         unlink(api->socket_path);
     free(api->host);

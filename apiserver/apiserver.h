@@ -97,6 +97,21 @@ void af_api_internal_take(struct af_api *api,
                           void (*fn)(void *arg, const struct af_api_internal_reply *r),
                           void *arg);
 
+/*
+ * One-way posts: the main thread hands a copy of data (len bytes) to the
+ * `internal` method `method` of `service` (both static strings), with no
+ * reply; the method gets it as call->request and copies what it keeps. The
+ * job and its buffer come back to the main thread once run and are reused
+ * by the next post, so the memory a post takes is made and freed by the
+ * main thread alone. With lazy set the backend is not woken: the
+ * post is run before the next call that wakes it (FIFO with every call).
+ * Returns true when the post waits for such a wake-up, false when the
+ * backend is bound to take it anyway (it was woken, or is busy). The
+ * caller bounds how much it leaves waiting. Main thread only.
+ */
+bool af_api_post(struct af_api *api, const char *service, const char *method,
+                 const uint8_t *data, size_t len, bool lazy);
+
 /* Stops accepting, answers or drops in-flight calls, joins both threads,
  * removes the Unix socket and frees everything. NULL is a no-op. */
 void af_api_stop(struct af_api *api);

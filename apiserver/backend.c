@@ -64,6 +64,17 @@
  *    main queue, at most one at a time: none is sent again until the main
  *    thread's next internal call has run, which by then sees the change.
  *    So the main queue never grows while nobody reads it.
+ *  - The main thread also posts one-way jobs (AF_API_JOB_POST: the front
+ *    end's finished requests for the logservice, proxy/reqlog.c) on the
+ *    inbox, usually with af_api_jobq_push_lazy(), which links the job
+ *    without waking the backend: it is taken at the backend's next look,
+ *    in FIFO order with every call (so a logservice Read queued after it
+ *    sees it). The poster bounds what it leaves waiting and pushes with a
+ *    wake-up once that bound is reached. No answer comes back, but the
+ *    job itself does, on a fifth queue nobody waits on (no eventfd write,
+ *    af_api_jobq_push_lazy / af_api_jobq_take_nowait): the main thread
+ *    reuses it and its buffer, so what the main thread allocates is freed
+ *    by the main thread.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -188,6 +199,32 @@ void af_api_jobq_push(struct af_api_jobq *q, struct af_api_job *job)
     pthread_mutex_unlock(&q->_mu);
     if (wake)
         jobq_wake(q);
+}
+
+bool af_api_jobq_push_lazy(struct af_api_jobq *q, struct af_api_job *job)
+{
+    /* The invariant at the top holds: the flag is left as it is, so a
+     * waiting consumer is still owed a write by the next producer that
+     * finds it set, and that write's look takes this job too. */
+    job->next = NULL;
+    pthread_mutex_lock(&q->_mu);
+    if (q->_tail)
+        q->_tail->next = job;
+    else
+        q->_head = job;
+    q->_tail = job;
+    bool waiting = q->_sleeping;
+    pthread_mutex_unlock(&q->_mu);
+    return waiting;
+}
+
+struct af_api_job *af_api_jobq_take_nowait(struct af_api_jobq *q)
+{
+    pthread_mutex_lock(&q->_mu);
+    struct af_api_job *list = q->_head;
+    q->_head = q->_tail = NULL;
+    pthread_mutex_unlock(&q->_mu);
+    return list;
 }
 
 void af_api_jobq_close(struct af_api_jobq *q)
@@ -395,6 +432,42 @@ static void run_internal(struct af_backend *be, struct af_api_job *job)
     free(res.detail);
 }
 
+/* Runs a one-way post from the main thread (AF_API_JOB_POST): the data
+ * goes to the service's internal method, which copies what it keeps;
+ * there is no reply. */
+static void run_post(struct af_backend *be, struct af_api_job *job)
+{
+    int idx = find_service(be, job->post_service);
+    const struct af_method *m = NULL;
+    if (idx >= 0)
+        for (m = be->services[idx]->internal; m && m->name; m++)
+            if (strcmp(m->name, job->post_method) == 0)
+                break;
+    if (!m || !m->name || !m->fn) {
+        af_error("api: post to %.64s.%.64s: no such method", job->post_service, job->post_method);
+        return;
+    }
+    struct af_call call = {
+        .service = be->services[idx]->name,
+        .method = m->name,
+        .request = job->reply,
+        .request_len = job->reply_len,
+        .request_id = "",
+    };
+    struct af_result res = {0};
+    m->fn(be->states[idx], &call, &res);
+    if (res.kind != AF_RESULT_OK)
+        af_error("api: post to %s.%s failed: %s", call.service, call.method,
+                 res.detail ? res.detail : "no detail");
+    if (res.kind == AF_RESULT_DEFER) {
+        job->defer_ops = res.defer_ops;
+        job->defer_arg = res.defer_arg;
+        af_api_job_free_work(job);
+    }
+    free(res.response);
+    free(res.detail);
+}
+
 static void run_clear(struct af_backend *be, struct af_api_job *job)
 {
     char *text;
@@ -447,6 +520,15 @@ static void *backend_main(void *arg)
             if (job->kind == AF_API_JOB_CALL) {
                 if (run_call(be, job))
                     continue; /* the I/O thread answers it */
+            } else if (job->kind == AF_API_JOB_POST) {
+                /* Back to the poster, whose thread allocated it: memory
+                 * made on one thread and freed on another drifts. */
+                run_post(be, job);
+                if (job->post_back)
+                    af_api_jobq_push_lazy(job->post_back, job);
+                else
+                    af_api_job_free(job);
+                continue;
             } else if (job->kind == AF_API_JOB_INTERNAL) {
                 run_internal(be, job);
                 if (be->mainq)

@@ -31,6 +31,12 @@ enum af_api_job_kind {
     /* backend -> main thread: the service named in stub asked to be heard
      * (struct af_result.notify_main). */
     AF_API_JOB_NOTICE,
+    /* main thread -> backend, one way: hand reply[0..reply_len) to the
+     * `internal` method post_method of service post_service (which copies
+     * what it keeps); no answer goes back: the backend pushes the job,
+     * lazily, on post_back for the poster to reuse, or frees it
+     * (af_api_post, apiserver.h). */
+    AF_API_JOB_POST,
 };
 
 /*
@@ -48,6 +54,10 @@ struct af_api_job {
     Af__RemoteApi__Request *req; /* CALL, INTERNAL: decoded into arena, freed with the job */
     struct af_envelope_arena arena;
     char *stub;                  /* CLEAR: owned service name, or NULL for all */
+    const char *post_service;    /* POST: static strings */
+    const char *post_method;
+    struct af_api_jobq *post_back; /* POST: where the run job goes back, or NULL */
+    size_t reply_cap;              /* POST: bytes allocated for reply */
 
     /* A deferred call (service.h, af_result_defer): how the I/O thread
      * runs it, and the work's state, owned by the job until the work
@@ -59,7 +69,8 @@ struct af_api_job {
     /* CALL: what to answer, owned (response, detail); the listener packs
      * the Response envelope straight into the connection's output. */
     struct af_result res;
-    uint8_t *reply; /* owned: CLEAR: text for a person; INTERNAL: the bare response */
+    uint8_t *reply; /* owned: CLEAR: text for a person; INTERNAL: the bare response;
+                       POST: the data handed to the method */
     size_t reply_len;
     int status; /* CLEAR: HTTP status (200, 404); INTERNAL: 0 or -1 */
     uint64_t tag; /* INTERNAL: the main thread's own id for the call */
@@ -98,6 +109,16 @@ int af_api_jobq_init(struct af_api_jobq *q, bool nonblock);
 void af_api_jobq_release(struct af_api_jobq *q);
 /* Appends job (ownership passes to the queue) and wakes the consumer. */
 void af_api_jobq_push(struct af_api_jobq *q, struct af_api_job *job);
+/* Appends job like af_api_jobq_push() but does not wake the consumer:
+ * the job is taken at its next look, which the next ordinary push (or a
+ * close) brings about. Returns true when the consumer was waiting, i.e.
+ * the job waits for such a push; false when the consumer is bound to look
+ * anyway. Order with other pushes holds (one FIFO). */
+bool af_api_jobq_push_lazy(struct af_api_jobq *q, struct af_api_job *job);
+/* Takes every queued job, oldest first, without touching the eventfd or
+ * the waiting flag: for a queue nobody waits on (posted jobs coming back
+ * to their poster). */
+struct af_api_job *af_api_jobq_take_nowait(struct af_api_jobq *q);
 /* Marks the queue closed and wakes the consumer. */
 void af_api_jobq_close(struct af_api_jobq *q);
 /* For a consumer that waits on efd in an event loop, when efd is readable:

@@ -38,11 +38,20 @@
 #include "proxy/exchange.h"
 #include "proxy/instance.h"
 #include "proxy/module.h"
+#include "proxy/reqlog.h"
 #include "proxy/router.h"
 #include "proxy/server.h"
 #include "proxy/stream.h"
 #include "proxy/taskrunner.h"
 #include "proxy/watchdog.h"
+
+/* After every loop turn: the turn's request lines in one write, and its
+ * request records to the logservice in one job. */
+static void after_turn(void)
+{
+    af_log_flush();
+    af_reqlog_flush();
+}
 
 static void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 static void fatal(const char *fmt, ...)
@@ -393,6 +402,7 @@ int main(int argc, char **argv)
     if (af_api_start(&api_opts, &api, err, sizeof(err)) < 0)
         fatal("API server: %s", err);
     srv.api_port = af_api_port(api);
+    af_reqlog_start(api); /* the logservice's request log (proxy/reqlog.h) */
     af_log_raw("Starting API server at: http://%s:%d", cfg.api_host, srv.api_port);
 
     for (size_t i = 0; i < given.n; i++)
@@ -424,11 +434,12 @@ int main(int argc, char **argv)
     struct af_taskrunner *tasks =
         srv.module && cfg.enable_task_running ? af_taskrunner_start(&srv, api) : NULL;
 
-    af_stream_loop(srv.base, af_log_flush); /* a turn's request lines in one write */
+    af_stream_loop(srv.base, after_turn);
 
     /* Whatever is left of the instances goes with us. */
     af_instances_kill_all(SIGKILL);
     af_taskrunner_free(tasks);
+    af_reqlog_stop();
     af_api_stop(api);
     af_admin_free(admin);
     event_free(sigint);

@@ -12,11 +12,20 @@
  * single message longer than LOG_MAX_MESSAGE is cut. A development server
  * needs recent logs, not an archive.
  *
- * Read: the API server sees API calls, not HTTP requests, so a "request
- * log" here is the group of app log lines that share a request_id. Its times
- * come from the first and last line; the HTTP fields (method, resource,
- * status, ip, ...) are unknown to the backend and left empty or zero. See
- * docs/services.md for what else is partial.
+ * RequestLogs (internal, posted by the front end once per loop turn,
+ * proxy/reqlog.c): batches of records of finished HTTP requests (method,
+ * resource, status, times, ip, ...; apiserver/reqlog.h), appended as they
+ * are (one copy, no parsing) to 64 KiB chunks, so the memory they take does
+ * not depend on how many records each batch holds: the newest
+ * LOG_MAX_REQUESTS records are kept, in chunks totalling at most
+ * LOG_MAX_REQUEST_BYTES (the newest chunk always).
+ *
+ * Read: a request log is the request's record joined with the app log lines
+ * that carry its request id (the X-AppEngine-API-Ticket the front end gave
+ * the app). A request that logged nothing is its record alone; lines whose
+ * id has no record (the request is still running, or the calls came from
+ * outside the front end, as aetest's do) form a request log of their own,
+ * not finished, timed by its first and last line. See docs/services.md.
  */
 #include <inttypes.h>
 #include <stdbool.h>
@@ -26,8 +35,11 @@
 #include <string.h>
 #include <time.h>
 
+#include <http_parser.h>
+
 #include "logservice.pb-c.h"
 
+#include "apiserver/reqlog.h"
 #include "apiserver/service.h"
 #include "common/log.h"
 #include "common/xalloc.h"
@@ -48,6 +60,14 @@
 #define LOG_READ_DEFAULT_COUNT 20
 #define LOG_READ_MAX_COUNT 1000
 
+/* The front end's request records (apiserver/reqlog.h): as many as lines,
+ * and a quarter of their bytes (a record's strings are cut at 2 KiB each,
+ * a typical one is 150 bytes). With at most LOG_READ_MAX_COUNT records in
+ * a Read, a response stays far below the envelope's limit. A batch is
+ * what one front-end loop turn finished (proxy/reqlog.h). */
+#define LOG_MAX_REQUESTS 10000
+#define LOG_MAX_REQUEST_BYTES (4u << 20)
+
 #define LOGERR(name) AF__LOG__LOG_SERVICE_ERROR__ERROR_CODE__##name
 
 struct log_line {
@@ -58,8 +78,39 @@ struct log_line {
     uint64_t seq; /* arrival order, unique: orders lines and pages */
 };
 
+/* Every line and every batch of records takes the next number of one
+ * sequence; a record's own seq is its batch's number shifted left by this,
+ * plus its index in the batch, and a line's its number shifted the same:
+ * one order for both, unique, and the page offset of Read. */
+#define SEQ_SHIFT 20
+#define LOG_CHUNK (64u << 10)
+
+/* The records of one batch within a chunk: from record `first` on, until
+ * the next segment, with seq `seq` + (index - first). */
+struct req_seg {
+    size_t first;
+    uint64_t seq;
+};
+
+/* The front end's records, batches appended one after the other. */
+struct req_batch {
+    struct req_batch *next; /* newer */
+    uint8_t *data;          /* records only (apiserver/reqlog.h) */
+    size_t len, cap;
+    size_t n;    /* records in data */
+    size_t skip; /* the oldest of them, dropped by the count bound */
+    struct req_seg *segs;
+    size_t n_segs, cap_segs;
+};
+
 struct log_state {
     struct log_line ring[LOG_MAX_LINES];
+    struct req_batch *batches, *last_batch; /* oldest first */
+    size_t req_count;                       /* records held, skipped ones not counted */
+    size_t req_bytes;                       /* bytes allocated for them */
+    /* The last chunk dropped, kept for the next one: under a steady load
+     * the store allocates nothing. */
+    struct req_batch *spare_chunk;
     size_t head;  /* index of the oldest line */
     size_t count; /* lines held */
     size_t bytes; /* message + request id bytes held */
@@ -67,6 +118,11 @@ struct log_state {
     char *app_id;
     char *module;
     char *version;
+    /* Every module's name and version, in af_api_options.modules' order
+     * (records name their module by index); the default one alone when
+     * the options list none. */
+    char **mod_names, **mod_versions;
+    size_t n_mods;
 };
 
 static void *log_create(const struct af_api_options *opts)
@@ -76,6 +132,16 @@ static void *log_create(const struct af_api_options *opts)
     st->module = af_xstrdup(opts && opts->module && opts->module[0] ? opts->module : "default");
     st->version = af_xstrdup(opts && opts->version && opts->version[0] ? opts->version : "1");
     st->next_seq = 1;
+    st->n_mods = opts && opts->modules && opts->n_modules ? opts->n_modules : 1;
+    st->mod_names = af_xcalloc(st->n_mods, sizeof(char *));
+    st->mod_versions = af_xcalloc(st->n_mods, sizeof(char *));
+    for (size_t i = 0; i < st->n_mods; i++) {
+        const struct af_api_module *m =
+            opts && opts->modules && opts->n_modules ? &opts->modules[i] : NULL;
+        st->mod_names[i] = af_xstrdup(m && m->name && m->name[0] ? m->name : st->module);
+        st->mod_versions[i] =
+            af_xstrdup(m && m->version && m->version[0] ? m->version : st->version);
+    }
     return st;
 }
 
@@ -90,12 +156,42 @@ static void drop_oldest(struct log_state *st)
     st->count--;
 }
 
+static void free_chunk(struct req_batch *b)
+{
+    if (!b)
+        return;
+    free(b->data);
+    free(b->segs);
+    free(b);
+}
+
+static void drop_oldest_batch(struct log_state *st)
+{
+    struct req_batch *b = st->batches;
+    st->batches = b->next;
+    if (!st->batches)
+        st->last_batch = NULL;
+    st->req_count -= b->n - b->skip;
+    st->req_bytes -= b->cap + b->cap_segs * sizeof(struct req_seg);
+    if (!st->spare_chunk && b->cap == LOG_CHUNK) {
+        b->next = NULL;
+        b->len = b->n = b->skip = b->n_segs = 0;
+        st->spare_chunk = b;
+        return;
+    }
+    free_chunk(b);
+}
+
 static void log_clear(void *state)
 {
     struct log_state *st = state;
     while (st->count > 0)
         drop_oldest(st);
     st->head = 0;
+    while (st->batches)
+        drop_oldest_batch(st);
+    free_chunk(st->spare_chunk);
+    st->spare_chunk = NULL;
 }
 
 static void log_destroy(void *state)
@@ -104,6 +200,12 @@ static void log_destroy(void *state)
     if (!st)
         return;
     log_clear(st);
+    for (size_t i = 0; i < st->n_mods; i++) {
+        free(st->mod_names[i]);
+        free(st->mod_versions[i]);
+    }
+    free(st->mod_names);
+    free(st->mod_versions);
     free(st->app_id);
     free(st->module);
     free(st->version);
@@ -198,7 +300,7 @@ static void keep_line(struct log_state *st, const char *request_id, int64_t time
         .message = msg,
         .time_usec = time_usec,
         .level = clamp_level(level),
-        .seq = st->next_seq++,
+        .seq = st->next_seq++ << SEQ_SHIFT,
     };
     size_t size = strlen(l.message) + strlen(l.request_id);
     print_line(&l);
@@ -242,14 +344,150 @@ done:
     af__log__flush_request__free_unpacked(req, NULL);
 }
 
+/* ---- the front end's request records ---------------------------------- */
+
+/* Copies the n records of a batch (data: its header, then the records)
+ * to the end of the newest chunk or a new one, then drops the oldest records
+ * past the bounds: whole chunks, or the front of the oldest one. */
+static void keep_batch(struct log_state *st, const uint8_t *data, size_t len, size_t n)
+{
+    const uint8_t *recs = data + sizeof(struct af_reqlog_batch);
+    size_t rlen = len - sizeof(struct af_reqlog_batch);
+    struct req_batch *b = st->last_batch;
+    if (!b || b->len + rlen > b->cap) {
+        if (st->spare_chunk && rlen <= LOG_CHUNK) {
+            b = st->spare_chunk;
+            st->spare_chunk = NULL;
+        } else {
+            b = af_xcalloc(1, sizeof(*b));
+            b->cap = rlen > LOG_CHUNK ? rlen : LOG_CHUNK;
+            b->data = af_xmalloc(b->cap);
+        }
+        if (st->last_batch)
+            st->last_batch->next = b;
+        else
+            st->batches = b;
+        st->last_batch = b;
+        st->req_bytes += b->cap + b->cap_segs * sizeof(*b->segs);
+    }
+    if (b->n_segs == b->cap_segs) {
+        size_t cap = b->cap_segs ? b->cap_segs * 2 : 16;
+        b->segs = af_xrealloc(b->segs, cap * sizeof(*b->segs));
+        st->req_bytes += (cap - b->cap_segs) * sizeof(*b->segs);
+        b->cap_segs = cap;
+    }
+    b->segs[b->n_segs++] = (struct req_seg){.first = b->n, .seq = st->next_seq++ << SEQ_SHIFT};
+    memcpy(b->data + b->len, recs, rlen);
+    b->len += rlen;
+    b->n += n;
+    st->req_count += n;
+    while (st->req_count > LOG_MAX_REQUESTS) {
+        struct req_batch *old = st->batches;
+        size_t excess = st->req_count - LOG_MAX_REQUESTS;
+        if (old->n - old->skip <= excess) {
+            drop_oldest_batch(st);
+        } else {
+            old->skip += excess;
+            st->req_count -= excess;
+        }
+    }
+    while (st->req_bytes > LOG_MAX_REQUEST_BYTES && st->batches != st->last_batch)
+        drop_oldest_batch(st);
+}
+
+/* Internal, posted by the front end (af_api_post, proxy/reqlog.c): a batch
+ * of records, copied into the store. Its records are parsed only by Read,
+ * which stops at a damaged one. */
+static void request_logs(void *state, const struct af_call *call, struct af_result *res)
+{
+    struct log_state *st = state;
+    const uint8_t *data = call->request;
+    size_t len = call->request_len;
+    struct af_reqlog_batch hd;
+    if (len < sizeof(hd)) {
+        af_result_app_error(res, LOGERR(INVALID_REQUEST),
+                            "logservice: a request-record batch of %zu bytes", len);
+        return;
+    }
+    memcpy(&hd, data, sizeof(hd));
+    if (hd.n > (len - sizeof(hd)) / sizeof(struct af_reqlog_head) ||
+        hd.n >= 1u << SEQ_SHIFT || (len - sizeof(hd)) % AF_REQLOG_ALIGN) {
+        af_result_app_error(res, LOGERR(INVALID_REQUEST),
+                            "logservice: %u request records cannot fit %zu bytes", hd.n, len);
+        return;
+    }
+    if (hd.n > 0)
+        keep_batch(st, data, len, hd.n);
+    af_result_ok(res, NULL, 0);
+}
+
 /* ---- Read ---------------------------------------------------------------- */
 
-/* The lines of one request id, as a run in the sorted line array. */
+/* A record as Read uses it: copied out of its batch with its strings
+ * NUL-terminated. */
+struct req_record {
+    struct af_reqlog_head h;
+    char id[AF_REQLOG_ID_LEN + 1];
+    const char *str[AF_RQ_N];
+    const char *module, *version, *method; /* static or the state's */
+    uint64_t seq;
+};
+
+/* Copies the live records of every batch into *recs_out (oldest first),
+ * their strings into *text_out (both freed by the caller). A batch's
+ * records after a damaged one are left out. Returns how many. */
+static size_t unpack_records(const struct log_state *st, struct req_record **recs_out,
+                             char **text_out)
+{
+    struct req_record *recs = af_xcalloc(st->req_count + 1, sizeof(*recs));
+    char *text = af_xmalloc(st->req_bytes + st->req_count * AF_RQ_N + 1);
+    char *t = text;
+    size_t n = 0;
+    for (const struct req_batch *b = st->batches; b; b = b->next) {
+        const uint8_t *p = b->data;
+        const uint8_t *end = b->data + b->len;
+        size_t seg = 0;
+        for (size_t i = 0; i < b->n && n < st->req_count; i++) {
+            while (seg + 1 < b->n_segs && b->segs[seg + 1].first <= i)
+                seg++;
+            const struct af_reqlog_head *h;
+            const char *s[AF_RQ_N];
+            p = af_reqlog_next(p, end, &h, s);
+            if (!p)
+                break;
+            if (i < b->skip)
+                continue;
+            struct req_record *r = &recs[n++];
+            r->h = *h;
+            r->seq = b->segs[seg].seq + (i - b->segs[seg].first);
+            memcpy(r->id, h->request_id, AF_REQLOG_ID_LEN);
+            r->id[AF_REQLOG_ID_LEN] = '\0';
+            size_t m = h->module < st->n_mods ? h->module : 0;
+            r->module = st->mod_names[m];
+            r->version = st->mod_versions[m];
+            r->method = h->method == AF_REQLOG_NO_METHOD ? "" : http_method_str(h->method);
+            for (int k = 0; k < AF_RQ_N; k++) {
+                memcpy(t, s[k], h->len[k]);
+                t[h->len[k]] = '\0';
+                r->str[k] = t;
+                t += h->len[k] + 1;
+            }
+        }
+    }
+    *recs_out = recs;
+    *text_out = text;
+    return n;
+}
+
+/* One request log: the lines of one request id (a run in the sorted line
+ * array) and that id's newest record, either of which may be missing. */
 struct req_group {
+    const char *id;
     struct log_line **lines; /* sorted by seq */
     size_t n;
+    const struct req_record *rec;
     int64_t start_usec, end_usec;
-    int max_level;
+    int max_level; /* -1: no line */
     uint64_t last_seq; /* orders groups newest first and is the page offset */
 };
 
@@ -263,43 +501,58 @@ static int by_request_then_seq(const void *a, const void *b)
     return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
+static int rec_by_request_then_seq(const void *a, const void *b)
+{
+    const struct req_record *x = *(struct req_record *const *)a;
+    const struct req_record *y = *(struct req_record *const *)b;
+    int c = strcmp(x->id, y->id);
+    if (c)
+        return c;
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
 static int by_last_seq_desc(const void *a, const void *b)
 {
     const struct req_group *x = a, *y = b;
     return x->last_seq > y->last_seq ? -1 : x->last_seq < y->last_seq;
 }
 
-/* A version filter matches "1" or the production form "1.MINOR", and an
- * empty one (the Go library sends its own version id, which is empty when
- * the app does not know it) matches every version. */
-static bool version_matches(const struct log_state *st, const char *v)
+/* A version filter matches `ours` or the production form "ours.MINOR",
+ * and an empty one (the Go library sends its own version id, which is
+ * empty when the app does not know it) matches every version. */
+static bool version_matches(const char *ours, const char *v)
 {
-    if (!v || !v[0] || strcmp(v, st->version) == 0)
+    if (!v || !v[0] || strcmp(v, ours) == 0)
         return true;
-    size_t n = strlen(st->version);
-    return strncmp(v, st->version, n) == 0 && v[n] == '.';
+    size_t n = strlen(ours);
+    return strncmp(v, ours, n) == 0 && v[n] == '.';
 }
 
 /* True when the request's version filters (version_id for the default
- * module, module_version for any) name this app's module and version, or
- * there are none. */
-static bool read_selects_us(const struct log_state *st, const Af__Log__LogReadRequest *req)
+ * module, module_version for any) name the group's module and version, or
+ * there are none. A group without a record belongs to the API server's
+ * own module and version. */
+static bool version_selected(const struct log_state *st, const struct req_group *g,
+                             const Af__Log__LogReadRequest *req)
 {
     if (req->n_version_id == 0 && req->n_module_version == 0)
         return true;
+    const char *module = g->rec ? g->rec->module : st->module;
+    const char *version = g->rec ? g->rec->version : st->version;
     for (size_t i = 0; i < req->n_version_id; i++)
-        if (strcmp(st->module, "default") == 0 && version_matches(st, req->version_id[i]))
+        if (strcmp(module, "default") == 0 && version_matches(version, req->version_id[i]))
             return true;
     for (size_t i = 0; i < req->n_module_version; i++) {
         const Af__Log__LogModuleVersion *mv = req->module_version[i];
         const char *m = mv->module_id ? mv->module_id : "default";
-        if (strcmp(m, st->module) == 0 && version_matches(st, mv->version_id))
+        if (strcmp(m, module) == 0 && version_matches(version, mv->version_id))
             return true;
     }
     return false;
 }
 
-static bool group_selected(const struct req_group *g, const Af__Log__LogReadRequest *req)
+static bool group_selected(const struct log_state *st, const struct req_group *g,
+                           const Af__Log__LogReadRequest *req)
 {
     if (req->has_start_time && g->end_usec < req->start_time)
         return false;
@@ -307,12 +560,13 @@ static bool group_selected(const struct req_group *g, const Af__Log__LogReadRequ
         return false;
     if (req->has_minimum_log_level && g->max_level < req->minimum_log_level)
         return false;
+    if (!version_selected(st, g, req))
+        return false;
     if (req->n_request_id == 0)
         return true;
-    const char *id = g->lines[0]->request_id;
-    size_t len = strlen(id);
+    size_t len = strlen(g->id);
     for (size_t i = 0; i < req->n_request_id; i++)
-        if (req->request_id[i].len == len && memcmp(req->request_id[i].data, id, len) == 0)
+        if (req->request_id[i].len == len && memcmp(req->request_id[i].data, g->id, len) == 0)
             return true;
     return false;
 }
@@ -346,9 +600,83 @@ struct out_log {
     Af__Log__RequestLog log;
     Af__Log__LogOffset offset;
     char offset_text[24];
+    char http_version[16];
+    char *combined;
     Af__Log__LogLine *line_store;
     Af__Log__LogLine **line_ptrs;
 };
+
+/* Appends s to b for a quoted field of the combined line: '"' and '\' are
+ * escaped with '\', control bytes written as \xHH (as Apache does). */
+static char *put_escaped(char *b, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            *b++ = '\\';
+            *b++ = (char)c;
+        } else if (c < 0x20 || c == 0x7f) {
+            *b++ = '\\';
+            *b++ = 'x';
+            *b++ = hex[c >> 4];
+            *b++ = hex[c & 15];
+        } else {
+            *b++ = (char)c;
+        }
+    }
+    return b;
+}
+
+/* The Apache combined log format line of a record:
+ *   IP - USER [dd/Mon/yyyy:HH:MM:SS +0000] "METHOD RESOURCE HTTP/x.y" STATUS SIZE "REFERRER" "USER-AGENT"
+ * with "-" for an unknown user, a size of 0 and a missing header, and the
+ * time the request began, in UTC. Returns a malloc'd string. */
+static char *combined_line(const struct req_record *r, const char *http_version)
+{
+    static const char *const months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                         "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    const char *const *s = r->str;
+    /* Every escaped byte takes at most four. */
+    size_t max = 128 + strlen(s[AF_RQ_IP]) + strlen(s[AF_RQ_NICKNAME]) +
+                 4 * (strlen(r->method) + strlen(s[AF_RQ_RESOURCE]) +
+                      strlen(s[AF_RQ_REFERRER]) + strlen(s[AF_RQ_USER_AGENT]));
+    char *out = af_xmalloc(max);
+    char *b = out;
+    time_t secs = (time_t)(r->h.start_usec / 1000000);
+    struct tm tm;
+    if (r->h.start_usec < 0 || !gmtime_r(&secs, &tm))
+        memset(&tm, 0, sizeof(tm));
+    b += sprintf(b, "%s - %s [%02d/%s/%04d:%02d:%02d:%02d +0000] \"",
+                 s[AF_RQ_IP][0] ? s[AF_RQ_IP] : "-",
+                 s[AF_RQ_NICKNAME][0] ? s[AF_RQ_NICKNAME] : "-", tm.tm_mday,
+                 months[tm.tm_mon % 12], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    b = put_escaped(b, r->method);
+    *b++ = ' ';
+    b = put_escaped(b, s[AF_RQ_RESOURCE]);
+    if (http_version[0]) {
+        *b++ = ' ';
+        b = put_escaped(b, http_version);
+    }
+    b += sprintf(b, "\" %d ", (int)r->h.status);
+    if (r->h.response_size > 0)
+        b += sprintf(b, "%" PRId64, r->h.response_size);
+    else
+        *b++ = '-';
+    b = strcpy(b, " \"") + 2;
+    b = s[AF_RQ_REFERRER][0] ? put_escaped(b, s[AF_RQ_REFERRER]) : strcpy(b, "-") + 1;
+    b = strcpy(b, "\" \"") + 3;
+    b = s[AF_RQ_USER_AGENT][0] ? put_escaped(b, s[AF_RQ_USER_AGENT]) : strcpy(b, "-") + 1;
+    *b++ = '"';
+    *b = '\0';
+    return out;
+}
+
+/* An optional string field: set only when there is something to say. */
+static char *opt_str(const char *v)
+{
+    return v && v[0] ? (char *)v : NULL;
+}
 
 static void fill_request_log(const struct log_state *st, const struct req_group *g,
                              const Af__Log__LogReadRequest *req, struct out_log *o)
@@ -359,19 +687,18 @@ static void fill_request_log(const struct log_state *st, const struct req_group 
     rl->app_id = st->app_id;
     rl->module_id = st->module;
     rl->version_id = st->version;
-    rl->request_id.data = (uint8_t *)g->lines[0]->request_id;
-    rl->request_id.len = strlen(g->lines[0]->request_id);
+    rl->request_id.data = (uint8_t *)g->id;
+    rl->request_id.len = strlen(g->id);
     snprintf(o->offset_text, sizeof(o->offset_text), "%" PRIu64, g->last_seq);
     o->offset.has_request_id = true;
     o->offset.request_id.data = (uint8_t *)o->offset_text;
     o->offset.request_id.len = strlen(o->offset_text);
     rl->offset = &o->offset;
-    /* Unknown to the API backend: it never sees the HTTP request. */
     rl->ip = "";
     rl->method = "";
     rl->resource = "";
     rl->http_version = "";
-    rl->url_map_entry = "";
+    rl->url_map_entry = ""; /* the front end does not report its handler */
     rl->combined = "";
     rl->status = 0;
     rl->response_size = 0;
@@ -379,6 +706,28 @@ static void fill_request_log(const struct log_state *st, const struct req_group 
     rl->start_time = g->start_usec;
     rl->end_time = g->end_usec;
     rl->latency = g->end_usec - g->start_usec;
+    rl->has_finished = true;
+    rl->finished = g->rec != NULL;
+    if (g->rec) {
+        const struct req_record *r = g->rec;
+        rl->module_id = (char *)r->module;
+        rl->version_id = (char *)r->version;
+        rl->ip = (char *)r->str[AF_RQ_IP];
+        rl->nickname = opt_str(r->str[AF_RQ_NICKNAME]);
+        rl->method = (char *)r->method;
+        rl->resource = (char *)r->str[AF_RQ_RESOURCE];
+        if (r->h.http_major)
+            snprintf(o->http_version, sizeof(o->http_version), "HTTP/%u.%u", r->h.http_major,
+                     r->h.http_minor);
+        rl->http_version = o->http_version;
+        rl->status = r->h.status;
+        rl->response_size = r->h.response_size;
+        rl->referrer = opt_str(r->str[AF_RQ_REFERRER]);
+        rl->user_agent = opt_str(r->str[AF_RQ_USER_AGENT]);
+        rl->host = opt_str(r->str[AF_RQ_HOST]);
+        o->combined = combined_line(r, o->http_version);
+        rl->combined = o->combined;
+    }
 
     if (!req->has_include_app_logs || !req->include_app_logs)
         return;
@@ -389,6 +738,8 @@ static void fill_request_log(const struct log_state *st, const struct req_group 
         rl->has_lines_incomplete = true;
         rl->lines_incomplete = true;
     }
+    if (n == 0)
+        return;
     o->line_store = af_xcalloc(n, sizeof(*o->line_store));
     o->line_ptrs = af_xcalloc(n, sizeof(*o->line_ptrs));
     for (size_t i = 0; i < n; i++) {
@@ -401,6 +752,71 @@ static void fill_request_log(const struct log_state *st, const struct req_group 
     }
     rl->n_line = n;
     rl->line = o->line_ptrs;
+}
+
+/* Joins the kept lines and records by request id into groups (each
+ * group's lines sorted, its newest record), newest activity first. Returns
+ * the groups (n in *n_out); *lines_out, *recs_out and *text_out are what
+ * they point into. All are freed by the caller. */
+static struct req_group *build_groups(struct log_state *st, struct log_line ***lines_out,
+                                      struct req_record **recs_out, char **text_out,
+                                      size_t *n_out)
+{
+    struct log_line **lines = af_xcalloc(st->count + 1, sizeof(*lines));
+    for (size_t i = 0; i < st->count; i++)
+        lines[i] = &st->ring[(st->head + i) % LOG_MAX_LINES];
+    qsort(lines, st->count, sizeof(*lines), by_request_then_seq);
+    struct req_record *rec_store;
+    size_t n_recs = unpack_records(st, &rec_store, text_out);
+    struct req_record **recs = af_xcalloc(n_recs + 1, sizeof(*recs));
+    for (size_t i = 0; i < n_recs; i++)
+        recs[i] = &rec_store[i];
+    qsort(recs, n_recs, sizeof(*recs), rec_by_request_then_seq);
+
+    struct req_group *groups = af_xcalloc(st->count + n_recs + 1, sizeof(*groups));
+    size_t n_groups = 0, li = 0, ri = 0;
+    while (li < st->count || ri < n_recs) {
+        /* The smaller id of the two heads makes the next group. */
+        const char *id;
+        if (li == st->count)
+            id = recs[ri]->id;
+        else if (ri == n_recs)
+            id = lines[li]->request_id;
+        else
+            id = strcmp(lines[li]->request_id, recs[ri]->id) <= 0
+                     ? lines[li]->request_id
+                     : recs[ri]->id;
+        struct req_group *g = &groups[n_groups++];
+        g->id = id;
+        g->max_level = -1;
+        g->lines = &lines[li];
+        while (li < st->count && strcmp(lines[li]->request_id, id) == 0) {
+            struct log_line *l = lines[li++];
+            if (g->n == 0 || l->time_usec < g->start_usec)
+                g->start_usec = l->time_usec;
+            if (g->n == 0 || l->time_usec > g->end_usec)
+                g->end_usec = l->time_usec;
+            if (l->level > g->max_level)
+                g->max_level = l->level;
+            if (l->seq > g->last_seq)
+                g->last_seq = l->seq;
+            g->n++;
+        }
+        while (ri < n_recs && strcmp(recs[ri]->id, id) == 0)
+            g->rec = recs[ri++]; /* the newest one wins */
+        if (g->rec) {
+            g->start_usec = g->rec->h.start_usec;
+            g->end_usec = g->rec->h.end_usec;
+            if (g->rec->seq > g->last_seq)
+                g->last_seq = g->rec->seq;
+        }
+    }
+    free(recs);
+    qsort(groups, n_groups, sizeof(*groups), by_last_seq_desc);
+    *lines_out = lines;
+    *recs_out = rec_store;
+    *n_out = n_groups;
+    return groups;
 }
 
 static void read_logs(void *state, const struct af_call *call, struct af_result *res)
@@ -425,35 +841,10 @@ static void read_logs(void *state, const struct af_call *call, struct af_result 
         count = req->count > LOG_READ_MAX_COUNT ? LOG_READ_MAX_COUNT : (size_t)req->count;
 
     struct log_line **lines = NULL;
-    struct req_group *groups = NULL;
+    struct req_record *recs = NULL;
+    char *text = NULL;
     size_t n_groups = 0;
-    if (st->count > 0 && read_selects_us(st, req)) {
-        lines = af_xcalloc(st->count, sizeof(*lines));
-        for (size_t i = 0; i < st->count; i++)
-            lines[i] = &st->ring[(st->head + i) % LOG_MAX_LINES];
-        qsort(lines, st->count, sizeof(*lines), by_request_then_seq);
-        groups = af_xcalloc(st->count, sizeof(*groups));
-        for (size_t i = 0; i < st->count; i++) {
-            struct log_line *l = lines[i];
-            struct req_group *g = &groups[n_groups - (n_groups > 0)];
-            if (n_groups == 0 || strcmp(g->lines[0]->request_id, l->request_id) != 0) {
-                g = &groups[n_groups++];
-                g->lines = &lines[i];
-                g->start_usec = l->time_usec;
-                g->end_usec = l->time_usec;
-                g->max_level = l->level;
-            }
-            g->n++;
-            g->last_seq = l->seq;
-            if (l->time_usec < g->start_usec)
-                g->start_usec = l->time_usec;
-            if (l->time_usec > g->end_usec)
-                g->end_usec = l->time_usec;
-            if (l->level > g->max_level)
-                g->max_level = l->level;
-        }
-        qsort(groups, n_groups, sizeof(*groups), by_last_seq_desc);
-    }
+    struct req_group *groups = build_groups(st, &lines, &recs, &text, &n_groups);
 
     struct out_log *outs = af_xcalloc(count, sizeof(*outs));
     Af__Log__RequestLog **ptrs = af_xcalloc(count, sizeof(*ptrs));
@@ -461,7 +852,7 @@ static void read_logs(void *state, const struct af_call *call, struct af_result 
     bool more = false;
     for (size_t i = 0; i < n_groups; i++) {
         const struct req_group *g = &groups[i];
-        if (g->last_seq >= after || !group_selected(g, req))
+        if (g->last_seq >= after || !group_selected(st, g, req))
             continue;
         if (n_out == count) {
             more = true;
@@ -484,11 +875,14 @@ static void read_logs(void *state, const struct af_call *call, struct af_result 
     for (size_t i = 0; i < n_out; i++) {
         free(outs[i].line_store);
         free(outs[i].line_ptrs);
+        free(outs[i].combined);
     }
     free(outs);
     free(ptrs);
     free(groups);
     free(lines);
+    free(recs);
+    free(text);
     af__log__log_read_request__free_unpacked(req, NULL);
 }
 
@@ -498,9 +892,16 @@ static const struct af_method log_methods[] = {
     {.name = NULL},
 };
 
+/* Only the front end calls these (af_api_post, proxy/reqlog.c). */
+static const struct af_method log_internal[] = {
+    {.name = "RequestLogs", .fn = request_logs},
+    {.name = NULL},
+};
+
 const struct af_service af_service_logservice = {
     .name = "logservice",
     .methods = log_methods,
+    .internal = log_internal,
     .create = log_create,
     .clear = log_clear,
     .destroy = log_destroy,

@@ -1,0 +1,197 @@
+/*
+ * reqlog — see reqlog.h. Records are written into one buffer that lives as
+ * long as the front end; after a turn, af_api_post copies its bytes into a
+ * job that comes back for reuse once run (apiserver.h).
+ */
+#include "proxy/reqlog.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <http_parser.h>
+
+#include "apiserver/apiserver.h"
+#include "apiserver/reqlog.h"
+#include "common/xalloc.h"
+#include "proxy/exchange.h"
+#include "proxy/login.h"
+#include "proxy/server.h"
+
+/* The buffer starts with room for a busy turn's records (about 100 bytes
+ * each) and grows by doubling. */
+#define BATCH_START 4096
+/* A buffer grown past this by a burst is given back after its turn. */
+#define BATCH_KEEP (64u << 10)
+
+static struct {
+    struct af_api *api;
+    uint8_t *buf;
+    size_t len, cap;
+    size_t n;              /* records in buf */
+    size_t waiting;        /* records posted lazily that wait for a wake-up */
+    size_t waiting_bytes;
+} rl;
+
+void af_reqlog_start(struct af_api *api)
+{
+    rl.api = api;
+}
+
+/* Room for need more bytes; the batch starts with its count. */
+static uint8_t *reserve(size_t need)
+{
+    if (rl.len == 0)
+        rl.len = sizeof(struct af_reqlog_batch);
+    if (rl.len + need > rl.cap) {
+        size_t cap = rl.cap ? rl.cap : BATCH_START;
+        while (cap < rl.len + need)
+            cap *= 2;
+        rl.buf = af_xrealloc(rl.buf, cap);
+        rl.cap = cap;
+    }
+    return rl.buf + rl.len;
+}
+
+static inline uint16_t cut(size_t len)
+{
+    return (uint16_t)(len > AF_REQLOG_MAX_STR ? AF_REQLOG_MAX_STR : len);
+}
+
+/* The module's index in the server's list, which is the API server's
+ * (af_api_options.modules, in proxy/main.c's order). */
+static uint16_t module_index(const struct af_server *srv, const struct af_module *mod)
+{
+    for (size_t i = 0; i < srv->n_modules; i++)
+        if (srv->modules[i] == mod)
+            return (uint16_t)i;
+    return (uint16_t)srv->default_index;
+}
+
+void af_reqlog_add(const struct af_exchange *ex, const struct timeval *now)
+{
+    if (!rl.api)
+        return;
+    const struct af_conn *c = ex->conn;
+    const char *s[AF_RQ_N] = {"", "", "", "", "", ""};
+    uint16_t len[AF_RQ_N] = {0};
+    s[AF_RQ_IP] = c->peer_ip;
+    len[AF_RQ_IP] = cut(strlen(c->peer_ip));
+    if (ex->url) {
+        s[AF_RQ_RESOURCE] = ex->url;
+        len[AF_RQ_RESOURCE] = cut(strlen(ex->url));
+    }
+
+    /* One pass over the fields; names compared only when the length fits. */
+    const struct af_headers *hd = &ex->req_headers;
+    bool cookie = false, host = false;
+    for (size_t i = 0; i < hd->n; i++) {
+        const struct af_header *f = &hd->v[i];
+        if (f->id == AF_H_HOST) {
+            if (!host) {
+                s[AF_RQ_HOST] = f->value;
+                len[AF_RQ_HOST] = cut(f->value_len);
+            }
+            host = true;
+        } else if (f->id == AF_H_COOKIE) {
+            cookie = true;
+        } else if (f->id == AF_H_OTHER) {
+            if (f->name_len == 10 && !len[AF_RQ_USER_AGENT] &&
+                strncasecmp(f->name, "User-Agent", 10) == 0) {
+                s[AF_RQ_USER_AGENT] = f->value;
+                len[AF_RQ_USER_AGENT] = cut(f->value_len);
+            } else if (f->name_len == 7 && !len[AF_RQ_REFERRER] &&
+                       strncasecmp(f->name, "Referer", 7) == 0) {
+                s[AF_RQ_REFERRER] = f->value;
+                len[AF_RQ_REFERRER] = cut(f->value_len);
+            }
+        }
+    }
+    /* The user the app was told of (X-AppEngine-User-Nickname): none on
+     * the direct port. */
+    struct af_user user;
+    if (cookie && !ex->direct && af_login_from_headers(hd, &user)) {
+        const char *at = strchr(user.email, '@');
+        s[AF_RQ_NICKNAME] = user.email;
+        len[AF_RQ_NICKNAME] = cut(at ? (size_t)(at - user.email) : strlen(user.email));
+    }
+
+    size_t strs = (size_t)len[AF_RQ_IP] + len[AF_RQ_NICKNAME] + len[AF_RQ_RESOURCE] +
+                  len[AF_RQ_REFERRER] + len[AF_RQ_USER_AGENT] + len[AF_RQ_HOST];
+    size_t need = (sizeof(struct af_reqlog_head) + strs + AF_REQLOG_ALIGN - 1) &
+                  ~(size_t)(AF_REQLOG_ALIGN - 1);
+    uint8_t *p = reserve(need);
+    struct af_reqlog_head *h = (struct af_reqlog_head *)(void *)p;
+    h->start_usec = (int64_t)ex->start.tv_sec * 1000000 + ex->start.tv_usec;
+    h->end_usec = (int64_t)now->tv_sec * 1000000 + now->tv_usec;
+    h->response_size = (int64_t)ex->resp_bytes;
+    h->status = ex->status < 0 ? 0 : ex->status;
+    h->module = module_index(c->srv, ex->mod);
+    h->method = ex->url ? (uint8_t)ex->method : AF_REQLOG_NO_METHOD;
+    h->http_major = ex->url ? (uint8_t)ex->http_major : 0;
+    h->http_minor = ex->url ? (uint8_t)ex->http_minor : 0;
+    h->flags = (uint8_t)((ex->direct ? AF_RQ_DIRECT : 0) | (ex->rstarted ? AF_RQ_FORWARDED : 0));
+    /* Always 32 hex digits in a 40-byte array (proxy/conn.c). */
+    memcpy(h->request_id, ex->request_id, AF_REQLOG_ID_LEN);
+    memcpy(h->len, len, sizeof(len));
+    /* The strings; the padding after them is never read. */
+    uint8_t *q = p + sizeof(*h);
+    memcpy(q, s[AF_RQ_IP], len[AF_RQ_IP]);
+    q += len[AF_RQ_IP];
+    if (len[AF_RQ_NICKNAME]) {
+        memcpy(q, s[AF_RQ_NICKNAME], len[AF_RQ_NICKNAME]);
+        q += len[AF_RQ_NICKNAME];
+    }
+    if (len[AF_RQ_RESOURCE]) {
+        memcpy(q, s[AF_RQ_RESOURCE], len[AF_RQ_RESOURCE]);
+        q += len[AF_RQ_RESOURCE];
+    }
+    if (len[AF_RQ_REFERRER]) {
+        memcpy(q, s[AF_RQ_REFERRER], len[AF_RQ_REFERRER]);
+        q += len[AF_RQ_REFERRER];
+    }
+    if (len[AF_RQ_USER_AGENT]) {
+        memcpy(q, s[AF_RQ_USER_AGENT], len[AF_RQ_USER_AGENT]);
+        q += len[AF_RQ_USER_AGENT];
+    }
+    if (len[AF_RQ_HOST])
+        memcpy(q, s[AF_RQ_HOST], len[AF_RQ_HOST]);
+    rl.len += need;
+    rl.n++;
+}
+
+static void post(bool lazy)
+{
+    if (!rl.api || rl.n == 0)
+        return;
+    ((struct af_reqlog_batch *)(void *)rl.buf)->n = (uint32_t)rl.n;
+    ((struct af_reqlog_batch *)(void *)rl.buf)->pad_ = 0;
+    lazy = lazy && rl.waiting + rl.n < AF_REQLOG_WAKE_RECORDS &&
+           rl.waiting_bytes + rl.len < AF_REQLOG_WAKE_BYTES;
+    if (af_api_post(rl.api, "logservice", "RequestLogs", rl.buf, rl.len, lazy)) {
+        rl.waiting += rl.n;
+        rl.waiting_bytes += rl.len;
+    } else {
+        rl.waiting = rl.waiting_bytes = 0; /* the backend takes everything */
+    }
+    rl.len = rl.n = 0;
+    if (rl.cap > BATCH_KEEP) { /* a burst's buffer is not kept */
+        free(rl.buf);
+        rl.buf = NULL;
+        rl.cap = 0;
+    }
+}
+
+void af_reqlog_flush(void)
+{
+    post(true);
+}
+
+void af_reqlog_stop(void)
+{
+    post(false);
+    free(rl.buf);
+    memset(&rl, 0, sizeof(rl));
+}

@@ -1,0 +1,36 @@
+/*
+ * reqlog — the front end's request log for the logservice: every request
+ * the front end finished (forwarded to an instance or answered by appfront
+ * itself) becomes one record (apiserver/reqlog.h), which the logservice
+ * joins with the app's log lines by request id (docs/services.md).
+ *
+ * Cheap on the hot path: a record is a few memcpy into this thread's batch;
+ * the batch goes to the API backend once per event-loop turn
+ * (af_reqlog_flush, from the main loop's after-turn hook), as one job, and
+ * without waking the backend until AF_REQLOG_WAKE_RECORDS records or
+ * AF_REQLOG_WAKE_BYTES bytes wait (the next API call, a Read included,
+ * takes them first: the inbox is one FIFO). Main thread only.
+ */
+#ifndef AF_PROXY_REQLOG_H
+#define AF_PROXY_REQLOG_H
+
+#include <sys/time.h>
+
+struct af_api;
+struct af_exchange;
+
+#define AF_REQLOG_WAKE_RECORDS 64
+#define AF_REQLOG_WAKE_BYTES (64u << 10)
+
+/* Records go to api from now on (borrowed until af_reqlog_stop). Before
+ * it, and after the stop, af_reqlog_add does nothing. */
+void af_reqlog_start(struct af_api *api);
+/* Adds the record of ex, which finished at now (wall clock). ex's request
+ * id must be set. */
+void af_reqlog_add(const struct af_exchange *ex, const struct timeval *now);
+/* Hands the batch of this turn to the backend. */
+void af_reqlog_flush(void);
+/* Hands over what is left and forgets the API server. */
+void af_reqlog_stop(void);
+
+#endif
