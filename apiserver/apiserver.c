@@ -44,6 +44,8 @@ struct af_api {
     bool postq_ok;
     struct af_api_job *spare_posts; /* main thread only: jobs to reuse */
     size_t n_spare_posts;
+    size_t posts_out;  /* main thread only: posted, not yet back */
+    size_t posts_made; /* main thread only: post jobs made (all at once) */
     bool bound_socket; /* socket_path is ours to unlink */
     struct af_backend *backend;
     struct af_api_listener *listener;
@@ -426,49 +428,63 @@ void af_api_internal_call(struct af_api *api, const char *service, const char *m
     af_api_jobq_push(&api->inbox, job);
 }
 
-/* Posted jobs kept for reuse, and the largest buffer kept with one. At
- * most AF_REQLOG_WAKE_RECORDS posts wait (proxy/reqlog.h), one record or
- * more each. */
-#define POST_SPARE 64
-#define POST_KEEP_BYTES (64u << 10)
+/* Posts out at once (posted, not back yet). Every post job is made at the
+ * first post, each with an AF_API_POST_MAX_BYTES buffer whose pages are
+ * touched then: the memory of posts is fixed from the first request on,
+ * whatever batches come and whatever the scheduler does to the backend
+ * thread (a soak test measures RSS growth under load). */
+#define POST_MAX_OUT 16
+
+/* The posted jobs the backend ran come back to be reused. */
+static void take_back_posts(struct af_api *api)
+{
+    struct af_api_job *back = af_api_jobq_take_nowait(&api->postq);
+    while (back) {
+        struct af_api_job *next = back->next;
+        api->posts_out--;
+        back->next = api->spare_posts;
+        api->spare_posts = back;
+        api->n_spare_posts++;
+        back = next;
+    }
+}
+
+bool af_api_post_full(struct af_api *api)
+{
+    take_back_posts(api);
+    return api->posts_out >= POST_MAX_OUT;
+}
 
 bool af_api_post(struct af_api *api, const char *service, const char *method,
                  const uint8_t *data, size_t len, bool lazy)
 {
-    /* The jobs the backend ran come back to be reused. */
-    struct af_api_job *back = af_api_jobq_take_nowait(&api->postq);
-    while (back) {
-        struct af_api_job *next = back->next;
-        if (api->n_spare_posts < POST_SPARE && back->reply_cap <= POST_KEEP_BYTES) {
-            back->next = api->spare_posts;
-            api->spare_posts = back;
+    if (api->posts_made == 0) {
+        for (; api->posts_made < POST_MAX_OUT; api->posts_made++) {
+            struct af_api_job *j = af_api_job_new(AF_API_JOB_POST);
+            j->reply = af_xmalloc(AF_API_POST_MAX_BYTES);
+            memset(j->reply, 0, AF_API_POST_MAX_BYTES);
+            j->reply_cap = AF_API_POST_MAX_BYTES;
+            j->next = api->spare_posts;
+            api->spare_posts = j;
             api->n_spare_posts++;
-        } else {
-            af_api_job_free(back);
         }
-        back = next;
+    }
+    take_back_posts(api);
+    if (len > AF_API_POST_MAX_BYTES || !api->spare_posts) {
+        af_error("api: post to %s.%s dropped (%zu bytes, %zu posts out)", service, method, len,
+                 api->posts_out);
+        return false;
     }
     struct af_api_job *job = api->spare_posts;
-    if (job) {
-        api->spare_posts = job->next;
-        api->n_spare_posts--;
-    } else {
-        job = af_api_job_new(AF_API_JOB_POST);
-    }
-    if (job->reply_cap < len) {
-        size_t cap = 512; /* powers of two: a handful of sizes, all reused */
-        while (cap < len)
-            cap *= 2;
-        free(job->reply);
-        job->reply = af_xmalloc(cap);
-        job->reply_cap = cap;
-    }
+    api->spare_posts = job->next;
+    api->n_spare_posts--;
     memcpy(job->reply, data, len);
     job->reply_len = len;
     job->post_service = service;
     job->post_method = method;
     job->post_back = &api->postq;
     job->deadline_ns = UINT64_MAX;
+    api->posts_out++;
     if (lazy)
         return af_api_jobq_push_lazy(&api->inbox, job);
     af_api_jobq_push(&api->inbox, job);

@@ -107,10 +107,20 @@ void af_api_internal_take(struct af_api *api,
  * post is run before the next call that wakes it (FIFO with every call).
  * Returns true when the post waits for such a wake-up, false when the
  * backend is bound to take it anyway (it was woken, or is busy). The
- * caller bounds how much it leaves waiting. Main thread only.
+ * caller bounds how much it leaves waiting. At most AF_API_POST_MAX_BYTES
+ * a post; a longer one, or one made while af_api_post_full() is true, is
+ * dropped with an error line. Main thread only.
  */
+#define AF_API_POST_MAX_BYTES (16u << 10)
 bool af_api_post(struct af_api *api, const char *service, const char *method,
                  const uint8_t *data, size_t len, bool lazy);
+
+/* True when so many posts are out (posted, not yet run and back) that the
+ * caller should hold its data and post it later, in one piece: the jobs
+ * and memory of posts stay bounded even when the backend thread gets no
+ * CPU for a while. A caller must not leave that many posts waiting for a
+ * wake-up. Main thread only. */
+bool af_api_post_full(struct af_api *api);
 
 /* Stops accepting, answers or drops in-flight calls, joins both threads,
  * removes the Unix socket and frees everything. NULL is a no-op. */

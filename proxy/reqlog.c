@@ -15,43 +15,50 @@
 
 #include "apiserver/apiserver.h"
 #include "apiserver/reqlog.h"
+#include "common/log.h"
 #include "common/xalloc.h"
 #include "proxy/exchange.h"
 #include "proxy/login.h"
 #include "proxy/server.h"
 
-/* The buffer starts with room for a busy turn's records (about 100 bytes
- * each) and grows by doubling. */
-#define BATCH_START 4096
-/* A buffer grown past this by a burst is given back after its turn. */
-#define BATCH_KEEP (64u << 10)
+/* The largest record (every string at its cut) fits a batch with room to
+ * spare, so a record never waits for a larger buffer. */
+_Static_assert(sizeof(struct af_reqlog_batch) + sizeof(struct af_reqlog_head) +
+                       AF_RQ_N * AF_REQLOG_MAX_STR + AF_REQLOG_ALIGN <=
+                   AF_API_POST_MAX_BYTES,
+               "a record fits a post");
 
 static struct {
     struct af_api *api;
-    uint8_t *buf;
-    size_t len, cap;
+    uint8_t *buf;          /* AF_API_POST_MAX_BYTES, made and touched at the start */
+    size_t len;
     size_t n;              /* records in buf */
     size_t waiting;        /* records posted lazily that wait for a wake-up */
     size_t waiting_bytes;
+    size_t waiting_posts;  /* and the posts that hold them */
+    size_t dropped;        /* records dropped since the last warning */
 } rl;
+
+static void post(bool lazy);
 
 void af_reqlog_start(struct af_api *api)
 {
     rl.api = api;
+    rl.buf = af_xmalloc(AF_API_POST_MAX_BYTES);
+    memset(rl.buf, 0, AF_API_POST_MAX_BYTES);
 }
 
-/* Room for need more bytes; the batch starts with its count. */
+/* Room for need more bytes (the batch starts with its count): when this
+ * turn's batch is full it is posted now; NULL when it cannot be (the
+ * backend is behind by every post), and the record is dropped. */
 static uint8_t *reserve(size_t need)
 {
+    if (rl.len + need > AF_API_POST_MAX_BYTES)
+        post(true);
     if (rl.len == 0)
         rl.len = sizeof(struct af_reqlog_batch);
-    if (rl.len + need > rl.cap) {
-        size_t cap = rl.cap ? rl.cap : BATCH_START;
-        while (cap < rl.len + need)
-            cap *= 2;
-        rl.buf = af_xrealloc(rl.buf, cap);
-        rl.cap = cap;
-    }
+    if (rl.len + need > AF_API_POST_MAX_BYTES)
+        return NULL;
     return rl.buf + rl.len;
 }
 
@@ -123,6 +130,10 @@ void af_reqlog_add(const struct af_exchange *ex, const struct timeval *now)
     size_t need = (sizeof(struct af_reqlog_head) + strs + AF_REQLOG_ALIGN - 1) &
                   ~(size_t)(AF_REQLOG_ALIGN - 1);
     uint8_t *p = reserve(need);
+    if (!p) {
+        rl.dropped++;
+        return;
+    }
     struct af_reqlog_head *h = (struct af_reqlog_head *)(void *)p;
     h->start_usec = (int64_t)ex->start.tv_sec * 1000000 + ex->start.tv_usec;
     h->end_usec = (int64_t)now->tv_sec * 1000000 + now->tv_usec;
@@ -166,21 +177,29 @@ static void post(bool lazy)
 {
     if (!rl.api || rl.n == 0)
         return;
+    /* The backend is behind: this turn's records join the next turn's
+     * batch. At most AF_REQLOG_WAKE_POSTS of the posts out wait for a
+     * wake-up, so the others are bound to come back. */
+    if (af_api_post_full(rl.api))
+        return;
     ((struct af_reqlog_batch *)(void *)rl.buf)->n = (uint32_t)rl.n;
     ((struct af_reqlog_batch *)(void *)rl.buf)->pad_ = 0;
     lazy = lazy && rl.waiting + rl.n < AF_REQLOG_WAKE_RECORDS &&
-           rl.waiting_bytes + rl.len < AF_REQLOG_WAKE_BYTES;
+           rl.waiting_bytes + rl.len < AF_REQLOG_WAKE_BYTES &&
+           rl.waiting_posts + 1 < AF_REQLOG_WAKE_POSTS;
     if (af_api_post(rl.api, "logservice", "RequestLogs", rl.buf, rl.len, lazy)) {
         rl.waiting += rl.n;
         rl.waiting_bytes += rl.len;
+        rl.waiting_posts++;
     } else {
-        rl.waiting = rl.waiting_bytes = 0; /* the backend takes everything */
+        rl.waiting = rl.waiting_bytes = rl.waiting_posts = 0; /* the backend takes everything */
     }
     rl.len = rl.n = 0;
-    if (rl.cap > BATCH_KEEP) { /* a burst's buffer is not kept */
-        free(rl.buf);
-        rl.buf = NULL;
-        rl.cap = 0;
+    if (rl.dropped) {
+        af_warn("request log: %zu request records dropped, the API backend was behind "
+                "(logservice Read will not show those requests)",
+                rl.dropped);
+        rl.dropped = 0;
     }
 }
 

@@ -7,9 +7,15 @@
  * Cheap on the hot path: a record is a few memcpy into this thread's batch;
  * the batch goes to the API backend once per event-loop turn
  * (af_reqlog_flush, from the main loop's after-turn hook), as one job, and
- * without waking the backend until AF_REQLOG_WAKE_RECORDS records or
- * AF_REQLOG_WAKE_BYTES bytes wait (the next API call, a Read included,
- * takes them first: the inbox is one FIFO). Main thread only.
+ * without waking the backend until AF_REQLOG_WAKE_RECORDS records,
+ * AF_REQLOG_WAKE_BYTES bytes or AF_REQLOG_WAKE_POSTS batches wait (the next
+ * API call, a Read included, takes them first: the inbox is one FIFO).
+ * While the backend is behind (af_api_post_full: it has not run and handed
+ * back enough of the batches), a turn's records wait in the front end's one
+ * buffer (AF_API_POST_MAX_BYTES, made at the start) and go with the next
+ * turn's; once it is full, records are dropped and counted in a warning.
+ * The memory all this takes is fixed from the first request on. Main
+ * thread only.
  */
 #ifndef AF_PROXY_REQLOG_H
 #define AF_PROXY_REQLOG_H
@@ -21,6 +27,8 @@ struct af_exchange;
 
 #define AF_REQLOG_WAKE_RECORDS 64
 #define AF_REQLOG_WAKE_BYTES (64u << 10)
+/* Half of the posts the API server lets out at once (POST_MAX_OUT). */
+#define AF_REQLOG_WAKE_POSTS 8
 
 /* Records go to api from now on (borrowed until af_reqlog_stop). Before
  * it, and after the stop, af_reqlog_add does nothing. */

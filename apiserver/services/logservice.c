@@ -359,9 +359,16 @@ static void keep_batch(struct log_state *st, const uint8_t *data, size_t len, si
             b = st->spare_chunk;
             st->spare_chunk = NULL;
         } else {
+            /* Made whole: the data's pages touched and room for as many
+             * batches as the chunk can hold records (each batch has one
+             * at least), so a chunk never grows, and the memory of the
+             * store depends on how many chunks it holds alone. */
             b = af_xcalloc(1, sizeof(*b));
             b->cap = rlen > LOG_CHUNK ? rlen : LOG_CHUNK;
             b->data = af_xmalloc(b->cap);
+            memset(b->data, 0, b->cap);
+            b->cap_segs = b->cap / sizeof(struct af_reqlog_head) + 1;
+            b->segs = af_xcalloc(b->cap_segs, sizeof(*b->segs));
         }
         if (st->last_batch)
             st->last_batch->next = b;
@@ -369,12 +376,6 @@ static void keep_batch(struct log_state *st, const uint8_t *data, size_t len, si
             st->batches = b;
         st->last_batch = b;
         st->req_bytes += b->cap + b->cap_segs * sizeof(*b->segs);
-    }
-    if (b->n_segs == b->cap_segs) {
-        size_t cap = b->cap_segs ? b->cap_segs * 2 : 16;
-        b->segs = af_xrealloc(b->segs, cap * sizeof(*b->segs));
-        st->req_bytes += (cap - b->cap_segs) * sizeof(*b->segs);
-        b->cap_segs = cap;
     }
     b->segs[b->n_segs++] = (struct req_seg){.first = b->n, .seq = st->next_seq++ << SEQ_SHIFT};
     memcpy(b->data + b->len, recs, rlen);

@@ -18,6 +18,12 @@
 
 #include <cmocka.h>
 
+#include <stdatomic.h>
+#include <stdio.h>
+#include <sys/stat.h>
+
+#include "apiserver/apiserver-internal.h"
+#include "apiserver/apiserver.h"
 #include "apiserver/backend.h"
 
 static bool readable(int fd, int ms)
@@ -77,7 +83,20 @@ static void record(void *st, const struct af_call *call, struct af_result *res)
 }
 
 static const struct af_method no_methods[] = {{.name = NULL}};
+/* Holds the backend thread until `hold` is cleared: posts pile up. */
+static atomic_bool hold;
+static atomic_int held_runs;
+
+static void stall(void *st, const struct af_call *call, struct af_result *res)
+{
+    while (atomic_load(&hold))
+        usleep(1000);
+    atomic_fetch_add(&held_runs, 1);
+    af_result_ok(res, NULL, 0);
+}
+
 static const struct af_method internal_methods[] = {{.name = "Record", .fn = record},
+                                                    {.name = "Stall", .fn = stall},
                                                     {.name = NULL}};
 static const struct af_service svc = {
     .name = "sink", .methods = no_methods, .internal = internal_methods};
@@ -133,11 +152,57 @@ static void test_post_runs_internal_method(void **state)
     af_api_jobq_release(&back);
 }
 
+/* However long the backend thread is kept from running, the posts out are
+ * bounded: af_api_post_full() says so, the caller holds its data, and once
+ * the backend runs them they all come back and posting goes on. */
+static void test_posts_out_are_bounded(void **state)
+{
+    char dir[64];
+    snprintf(dir, sizeof(dir), "/tmp/af-posttest.XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    char sock[96];
+    snprintf(sock, sizeof(sock), "%s/api.sock", dir);
+    struct af_api_options o = {.host = "127.0.0.1",
+                               .socket_path = sock,
+                               .app_id = "t",
+                               .module = "default",
+                               .version = "1",
+                               .storage_path = dir,
+                               .memcache_max_bytes = 1 << 20};
+    struct af_api *api;
+    char err[256] = "";
+    if (af_api_start_services(&o, table, 1, &api, err, sizeof(err)) != 0)
+        fail_msg("af_api_start: %s", err);
+    atomic_store(&hold, true);
+    atomic_store(&held_runs, 0);
+    int posted = 0;
+    while (!af_api_post_full(api) && posted < 1000) {
+        af_api_post(api, "sink", "Stall", (const uint8_t *)"x", 1, false);
+        posted++;
+    }
+    assert_true(af_api_post_full(api));
+    assert_in_range(posted, 2, 64);
+    atomic_store(&hold, false);
+    for (int i = 0; i < 400 && atomic_load(&held_runs) < posted; i++)
+        usleep(5000);
+    assert_int_equal(atomic_load(&held_runs), posted);
+    for (int i = 0; i < 400 && af_api_post_full(api); i++)
+        usleep(5000);
+    assert_false(af_api_post_full(api));
+    /* A post over the size bound is refused, never truncated. */
+    uint8_t *big = calloc(1, AF_API_POST_MAX_BYTES + 1);
+    assert_false(af_api_post(api, "sink", "Stall", big, AF_API_POST_MAX_BYTES + 1, false));
+    free(big);
+    af_api_stop(api);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lazy_push),
         cmocka_unit_test(test_post_runs_internal_method),
+        cmocka_unit_test(test_posts_out_are_bounded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
