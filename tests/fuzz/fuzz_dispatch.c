@@ -7,12 +7,16 @@
  * of a file that loaded matches a request made from its own pattern (the
  * '*' of the host replaced by a label, the path as written), and the first
  * rule that matches comes no later than it; the matcher never answers an
- * index outside the rules, whatever host and target it is given.
+ * index outside the rules, whatever host and target it is given. The input
+ * read as a Host field (af_dispatch_module_host): a module form names a
+ * non-empty label inside the host's name, followed by '.', with
+ * ".localhost" ending the name; a plain form leaves the outputs alone.
  */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "common/log.h"
 #include "proxy/dispatch.h"
@@ -35,8 +39,33 @@ static void check_index(const struct af_dispatch *d, int i)
         die("match returned an index outside the rules", NULL);
 }
 
+static void check_module_host(const char *host, size_t len)
+{
+    const char *mod = NULL;
+    size_t mod_len = 0;
+    enum af_module_host k = af_dispatch_module_host(host, len, &mod, &mod_len);
+    if (k == AF_HOST_PLAIN) {
+        if (mod || mod_len)
+            die("a plain host set the module", NULL);
+        return;
+    }
+    if (k != AF_HOST_MODULE && k != AF_HOST_VERSIONED)
+        die("an unknown host kind", NULL);
+    const char *colon = memchr(host, ':', len);
+    size_t name = colon ? (size_t)(colon - host) : len;
+    if (!mod || mod < host || mod_len == 0 || (size_t)(mod - host) + mod_len + 10 != name)
+        die("the module label is not the last before .localhost", NULL);
+    if (strncasecmp(mod + mod_len, ".localhost", 10) != 0)
+        die("the module label is not followed by .localhost", NULL);
+    if (memchr(mod, '.', mod_len))
+        die("the module label holds a dot", NULL);
+    if ((k == AF_HOST_VERSIONED) != (mod > host))
+        die("versioned, or not, against the labels before the module", NULL);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+    check_module_host((const char *)data, size);
     char err[512];
     memset(err, 'x', sizeof(err));
     err[sizeof(err) - 1] = '\0';
