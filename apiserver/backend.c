@@ -185,15 +185,21 @@ static void jobq_wake(struct af_api_jobq *q)
     (void)n;
 }
 
-void af_api_jobq_push(struct af_api_jobq *q, struct af_api_job *job)
+/* Links job at the tail of q, whose mutex the caller holds. */
+static void jobq_link(struct af_api_jobq *q, struct af_api_job *job)
 {
     job->next = NULL;
-    pthread_mutex_lock(&q->_mu);
     if (q->_tail)
         q->_tail->next = job;
     else
         q->_head = job;
     q->_tail = job;
+}
+
+void af_api_jobq_push(struct af_api_jobq *q, struct af_api_job *job)
+{
+    pthread_mutex_lock(&q->_mu);
+    jobq_link(q, job);
     bool wake = q->_sleeping;
     q->_sleeping = false;
     pthread_mutex_unlock(&q->_mu);
@@ -206,13 +212,8 @@ bool af_api_jobq_push_lazy(struct af_api_jobq *q, struct af_api_job *job)
     /* The invariant at the top holds: the flag is left as it is, so a
      * waiting consumer is still owed a write by the next producer that
      * finds it set, and that write's look takes this job too. */
-    job->next = NULL;
     pthread_mutex_lock(&q->_mu);
-    if (q->_tail)
-        q->_tail->next = job;
-    else
-        q->_head = job;
-    q->_tail = job;
+    jobq_link(q, job);
     bool waiting = q->_sleeping;
     pthread_mutex_unlock(&q->_mu);
     return waiting;

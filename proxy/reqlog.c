@@ -147,28 +147,13 @@ void af_reqlog_add(const struct af_exchange *ex, const struct timeval *now)
     /* Always 32 hex digits in a 40-byte array (proxy/conn.c). */
     memcpy(h->request_id, ex->request_id, AF_REQLOG_ID_LEN);
     memcpy(h->len, len, sizeof(len));
-    /* The strings; the padding after them is never read. */
+    /* The strings, in the order of their lengths; the padding after them
+     * is never read. */
     uint8_t *q = p + sizeof(*h);
-    memcpy(q, s[AF_RQ_IP], len[AF_RQ_IP]);
-    q += len[AF_RQ_IP];
-    if (len[AF_RQ_NICKNAME]) {
-        memcpy(q, s[AF_RQ_NICKNAME], len[AF_RQ_NICKNAME]);
-        q += len[AF_RQ_NICKNAME];
+    for (int i = 0; i < AF_RQ_N; i++) {
+        memcpy(q, s[i], len[i]);
+        q += len[i];
     }
-    if (len[AF_RQ_RESOURCE]) {
-        memcpy(q, s[AF_RQ_RESOURCE], len[AF_RQ_RESOURCE]);
-        q += len[AF_RQ_RESOURCE];
-    }
-    if (len[AF_RQ_REFERRER]) {
-        memcpy(q, s[AF_RQ_REFERRER], len[AF_RQ_REFERRER]);
-        q += len[AF_RQ_REFERRER];
-    }
-    if (len[AF_RQ_USER_AGENT]) {
-        memcpy(q, s[AF_RQ_USER_AGENT], len[AF_RQ_USER_AGENT]);
-        q += len[AF_RQ_USER_AGENT];
-    }
-    if (len[AF_RQ_HOST])
-        memcpy(q, s[AF_RQ_HOST], len[AF_RQ_HOST]);
     rl.len += need;
     rl.n++;
 }
