@@ -438,7 +438,7 @@ void af_api_internal_call(struct af_api *api, const char *service, const char *m
 /* The posted jobs the backend ran come back to be reused. */
 static void take_back_posts(struct af_api *api)
 {
-    struct af_api_job *back = af_api_jobq_take_nowait(&api->postq);
+    struct af_api_job *back = af_api_jobq_try_take(&api->postq);
     while (back) {
         struct af_api_job *next = back->next;
         api->posts_out--;
@@ -455,8 +455,8 @@ bool af_api_post_full(struct af_api *api)
     return api->posts_out >= POST_MAX_OUT;
 }
 
-bool af_api_post(struct af_api *api, const char *service, const char *method,
-                 const uint8_t *data, size_t len, bool lazy)
+int af_api_post(struct af_api *api, const char *service, const char *method,
+                const uint8_t *data, size_t len, bool lazy)
 {
     if (api->posts_made == 0) {
         for (; api->posts_made < POST_MAX_OUT; api->posts_made++) {
@@ -473,7 +473,7 @@ bool af_api_post(struct af_api *api, const char *service, const char *method,
     if (len > AF_API_POST_MAX_BYTES || !api->spare_posts) {
         af_error("api: post to %s.%s dropped (%zu bytes, %zu posts out)", service, method, len,
                  api->posts_out);
-        return false;
+        return -1;
     }
     struct af_api_job *job = api->spare_posts;
     api->spare_posts = job->next;
@@ -484,11 +484,20 @@ bool af_api_post(struct af_api *api, const char *service, const char *method,
     job->post_method = method;
     job->post_back = &api->postq;
     job->deadline_ns = UINT64_MAX;
+    if (lazy) {
+        int waiting = af_api_jobq_try_push_lazy(&api->inbox, job);
+        if (waiting < 0) { /* the backend holds the inbox: not now */
+            job->next = api->spare_posts;
+            api->spare_posts = job;
+            api->n_spare_posts++;
+            return -1;
+        }
+        api->posts_out++;
+        return waiting;
+    }
     api->posts_out++;
-    if (lazy)
-        return af_api_jobq_push_lazy(&api->inbox, job);
     af_api_jobq_push(&api->inbox, job);
-    return false;
+    return 0;
 }
 
 void af_api_internal_take(struct af_api *api,

@@ -105,15 +105,17 @@ void af_api_internal_take(struct af_api *api,
  * by the next post, so the memory a post takes is made and freed by the
  * main thread alone. With lazy set the backend is not woken: the
  * post is run before the next call that wakes it (FIFO with every call).
- * Returns true when the post waits for such a wake-up, false when the
- * backend is bound to take it anyway (it was woken, or is busy). The
- * caller bounds how much it leaves waiting. At most AF_API_POST_MAX_BYTES
- * a post; a longer one, or one made while af_api_post_full() is true, is
- * dropped with an error line. Main thread only.
+ * Returns 1 when the post waits for such a wake-up, 0 when the backend is
+ * bound to take it anyway (it was woken, or is busy), -1 when it was not
+ * posted: a lazy post never waits for the inbox's mutex, and finding it
+ * held is -1 too, the caller keeps its data for the next try. The caller
+ * bounds how much it leaves waiting. At most AF_API_POST_MAX_BYTES a post;
+ * a longer one, or one made while af_api_post_full() is true, is -1 with
+ * an error line. Main thread only.
  */
 #define AF_API_POST_MAX_BYTES (16u << 10)
-bool af_api_post(struct af_api *api, const char *service, const char *method,
-                 const uint8_t *data, size_t len, bool lazy);
+int af_api_post(struct af_api *api, const char *service, const char *method,
+                const uint8_t *data, size_t len, bool lazy);
 
 /* True when so many posts are out (posted, not yet run and back) that the
  * caller should hold its data and post it later, in one piece: the jobs

@@ -219,6 +219,26 @@ bool af_api_jobq_push_lazy(struct af_api_jobq *q, struct af_api_job *job)
     return waiting;
 }
 
+int af_api_jobq_try_push_lazy(struct af_api_jobq *q, struct af_api_job *job)
+{
+    if (pthread_mutex_trylock(&q->_mu) != 0)
+        return -1;
+    jobq_link(q, job);
+    bool waiting = q->_sleeping;
+    pthread_mutex_unlock(&q->_mu);
+    return waiting;
+}
+
+struct af_api_job *af_api_jobq_try_take(struct af_api_jobq *q)
+{
+    if (pthread_mutex_trylock(&q->_mu) != 0)
+        return NULL;
+    struct af_api_job *list = q->_head;
+    q->_head = q->_tail = NULL;
+    pthread_mutex_unlock(&q->_mu);
+    return list;
+}
+
 struct af_api_job *af_api_jobq_take_nowait(struct af_api_jobq *q)
 {
     pthread_mutex_lock(&q->_mu);

@@ -119,6 +119,12 @@ bool af_api_jobq_push_lazy(struct af_api_jobq *q, struct af_api_job *job);
  * the waiting flag: for a queue nobody waits on (posted jobs coming back
  * to their poster). */
 struct af_api_job *af_api_jobq_take_nowait(struct af_api_jobq *q);
+/* The same two without ever waiting for the queue's mutex, for a thread
+ * that must not sleep behind the consumer (the front end, on a core it may
+ * share with the backend): -1, or NULL, when another thread holds it; the
+ * caller tries again later. */
+int af_api_jobq_try_push_lazy(struct af_api_jobq *q, struct af_api_job *job);
+struct af_api_job *af_api_jobq_try_take(struct af_api_jobq *q);
 /* Marks the queue closed and wakes the consumer. */
 void af_api_jobq_close(struct af_api_jobq *q);
 /* For a consumer that waits on efd in an event loop, when efd is readable:

@@ -172,7 +172,10 @@ static void post(bool lazy)
     lazy = lazy && rl.waiting + rl.n < AF_REQLOG_WAKE_RECORDS &&
            rl.waiting_bytes + rl.len < AF_REQLOG_WAKE_BYTES &&
            rl.waiting_posts + 1 < AF_REQLOG_WAKE_POSTS;
-    if (af_api_post(rl.api, "logservice", "RequestLogs", rl.buf, rl.len, lazy)) {
+    int r = af_api_post(rl.api, "logservice", "RequestLogs", rl.buf, rl.len, lazy);
+    if (r < 0)
+        return; /* the backend holds the inbox: with the next turn's */
+    if (r > 0) {
         rl.waiting += rl.n;
         rl.waiting_bytes += rl.len;
         rl.waiting_posts++;
