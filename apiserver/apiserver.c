@@ -45,7 +45,6 @@ struct af_api {
     struct af_api_job *spare_posts; /* main thread only: jobs to reuse */
     size_t n_spare_posts;
     size_t posts_out;  /* main thread only: posted, not yet back */
-    size_t posts_made; /* main thread only: post jobs made (all at once) */
     bool bound_socket; /* socket_path is ours to unlink */
     struct af_backend *backend;
     struct af_api_listener *listener;
@@ -428,8 +427,8 @@ void af_api_internal_call(struct af_api *api, const char *service, const char *m
     af_api_jobq_push(&api->inbox, job);
 }
 
-/* Posts out at once (posted, not back yet). Every post job is made at the
- * first post, each with an AF_API_POST_MAX_BYTES buffer whose pages are
+/* Posts out at once (posted, not back yet). Every post job is made by
+ * af_api_post_start(), each with an AF_API_POST_MAX_BYTES buffer whose pages are
  * touched then: the memory of posts is fixed from the first request on,
  * whatever batches come and whatever the scheduler does to the backend
  * thread (a soak test measures RSS growth under load). */
@@ -449,6 +448,19 @@ static void take_back_posts(struct af_api *api)
     }
 }
 
+void af_api_post_start(struct af_api *api)
+{
+    for (size_t i = 0; i < POST_MAX_OUT; i++) {
+        struct af_api_job *j = af_api_job_new(AF_API_JOB_POST);
+        j->reply = af_xmalloc(AF_API_POST_MAX_BYTES);
+        memset(j->reply, 0, AF_API_POST_MAX_BYTES);
+        j->reply_cap = AF_API_POST_MAX_BYTES;
+        j->next = api->spare_posts;
+        api->spare_posts = j;
+        api->n_spare_posts++;
+    }
+}
+
 bool af_api_post_full(struct af_api *api)
 {
     take_back_posts(api);
@@ -458,17 +470,6 @@ bool af_api_post_full(struct af_api *api)
 int af_api_post(struct af_api *api, const char *service, const char *method,
                 const uint8_t *data, size_t len, bool lazy)
 {
-    if (api->posts_made == 0) {
-        for (; api->posts_made < POST_MAX_OUT; api->posts_made++) {
-            struct af_api_job *j = af_api_job_new(AF_API_JOB_POST);
-            j->reply = af_xmalloc(AF_API_POST_MAX_BYTES);
-            memset(j->reply, 0, AF_API_POST_MAX_BYTES);
-            j->reply_cap = AF_API_POST_MAX_BYTES;
-            j->next = api->spare_posts;
-            api->spare_posts = j;
-            api->n_spare_posts++;
-        }
-    }
     take_back_posts(api);
     if (len > AF_API_POST_MAX_BYTES || !api->spare_posts) {
         af_error("api: post to %s.%s dropped (%zu bytes, %zu posts out)", service, method, len,

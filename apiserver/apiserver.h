@@ -114,6 +114,10 @@ void af_api_internal_take(struct af_api *api,
  * an error line. Main thread only.
  */
 #define AF_API_POST_MAX_BYTES (16u << 10)
+/* Makes every post job at once (16 of AF_API_POST_MAX_BYTES, their pages
+ * touched), before the first post: the memory of posts is then fixed from
+ * startup on. Without it every post is -1. Main thread only. */
+void af_api_post_start(struct af_api *api);
 int af_api_post(struct af_api *api, const char *service, const char *method,
                 const uint8_t *data, size_t len, bool lazy);
 

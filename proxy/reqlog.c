@@ -44,6 +44,7 @@ static void post(bool lazy);
 void af_reqlog_start(struct af_api *api)
 {
     rl.api = api;
+    af_api_post_start(api);
     rl.buf = af_xmalloc(AF_API_POST_MAX_BYTES);
     memset(rl.buf, 0, AF_API_POST_MAX_BYTES);
 }

@@ -173,6 +173,7 @@ static void test_posts_out_are_bounded(void **state)
     char err[256] = "";
     if (af_api_start_services(&o, table, 1, &api, err, sizeof(err)) != 0)
         fail_msg("af_api_start: %s", err);
+    af_api_post_start(api);
     atomic_store(&hold, true);
     atomic_store(&held_runs, 0);
     int posted = 0;
