@@ -468,7 +468,7 @@ bool af_api_post_full(struct af_api *api)
 }
 
 int af_api_post(struct af_api *api, const char *service, const char *method,
-                const uint8_t *data, size_t len, bool lazy)
+                const uint8_t *data, size_t len, unsigned flags)
 {
     take_back_posts(api);
     if (len > AF_API_POST_MAX_BYTES || !api->spare_posts) {
@@ -479,23 +479,33 @@ int af_api_post(struct af_api *api, const char *service, const char *method,
     struct af_api_job *job = api->spare_posts;
     api->spare_posts = job->next;
     api->n_spare_posts--;
-    memcpy(job->reply, data, len);
-    job->reply_len = len;
     job->post_service = service;
     job->post_method = method;
     job->post_back = &api->postq;
     job->deadline_ns = UINT64_MAX;
-    if (lazy) {
-        int waiting = af_api_jobq_try_push_lazy(&api->inbox, job);
-        if (waiting < 0) { /* the backend holds the inbox: not now */
+    if (flags & (AF_API_POST_LAZY | AF_API_POST_JOIN)) {
+        bool joined = false;
+        int waiting;
+        if (flags & AF_API_POST_JOIN) {
+            waiting = af_api_jobq_try_post_join(&api->inbox, job, data, len, &joined);
+        } else {
+            memcpy(job->reply, data, len);
+            job->reply_len = len;
+            waiting = af_api_jobq_try_push_lazy(&api->inbox, job);
+        }
+        if (waiting < 0 || joined) { /* not now (the backend holds the inbox), or not needed */
             job->next = api->spare_posts;
             api->spare_posts = job;
             api->n_spare_posts++;
-            return -1;
         }
-        api->posts_out++;
-        return waiting;
+        if (waiting < 0)
+            return -1;
+        if (!joined)
+            api->posts_out++;
+        return waiting ? (joined ? AF_API_POST_JOINED : AF_API_POST_WAITING) : 0;
     }
+    memcpy(job->reply, data, len);
+    job->reply_len = len;
     api->posts_out++;
     af_api_jobq_push(&api->inbox, job);
     return 0;

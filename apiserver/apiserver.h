@@ -103,23 +103,36 @@ void af_api_internal_take(struct af_api *api,
  * reply; the method gets it as call->request and copies what it keeps. The
  * job and its buffer come back to the main thread once run and are reused
  * by the next post, so the memory a post takes is made and freed by the
- * main thread alone. With lazy set the backend is not woken: the
- * post is run before the next call that wakes it (FIFO with every call).
- * Returns 1 when the post waits for such a wake-up, 0 when the backend is
- * bound to take it anyway (it was woken, or is busy), -1 when it was not
- * posted: a lazy post never waits for the inbox's mutex, and finding it
- * held is -1 too, the caller keeps its data for the next try. The caller
- * bounds how much it leaves waiting. At most AF_API_POST_MAX_BYTES a post;
- * a longer one, or one made while af_api_post_full() is true, is -1 with
- * an error line. Main thread only.
+ * main thread alone.
+ *
+ * flags: AF_API_POST_LAZY, the backend is not woken: the post is run
+ * before the next call that wakes it (FIFO with every call).
+ * AF_API_POST_JOIN (lazy too): when the newest job in the backend's inbox
+ * is a post to the same method that has room, the data is appended to
+ * that post's, so the method gets several posts' data as one, back to
+ * back: for data that is a sequence of self-delimiting parts.
+ *
+ * Returns AF_API_POST_WAITING (1) when the post waits for such a wake-up
+ * in a job of its own, AF_API_POST_JOINED (2) when it waits joined to an
+ * earlier post, 0 when the backend is bound to take it anyway (it was
+ * woken, or is busy), -1 when it was not posted: a lazy post never waits
+ * for the inbox's mutex, and finding it held is -1 too, the caller keeps
+ * its data for the next try. The caller bounds how much it leaves
+ * waiting. At most AF_API_POST_MAX_BYTES a post; a longer one, or one made
+ * while af_api_post_full() is true, is -1 with an error line. Main thread
+ * only.
  */
+#define AF_API_POST_LAZY 1u
+#define AF_API_POST_JOIN 2u
+#define AF_API_POST_WAITING 1
+#define AF_API_POST_JOINED 2
 #define AF_API_POST_MAX_BYTES (16u << 10)
 /* Makes every post job at once (16 of AF_API_POST_MAX_BYTES, their pages
  * touched), before the first post: the memory of posts is then fixed from
  * startup on. Without it every post is -1. Main thread only. */
 void af_api_post_start(struct af_api *api);
 int af_api_post(struct af_api *api, const char *service, const char *method,
-                const uint8_t *data, size_t len, bool lazy);
+                const uint8_t *data, size_t len, unsigned flags);
 
 /* True when so many posts are out (posted, not yet run and back) that the
  * caller should hold its data and post it later, in one piece: the jobs

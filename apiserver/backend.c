@@ -229,6 +229,30 @@ int af_api_jobq_try_push_lazy(struct af_api_jobq *q, struct af_api_job *job)
     return waiting;
 }
 
+int af_api_jobq_try_post_join(struct af_api_jobq *q, struct af_api_job *job, const uint8_t *data,
+                              size_t len, bool *joined)
+{
+    if (pthread_mutex_trylock(&q->_mu) != 0)
+        return -1;
+    /* The tail is still the queue's (the consumer takes jobs only under
+     * this mutex), so its buffer can still grow. */
+    struct af_api_job *t = q->_tail;
+    *joined = t && t->kind == AF_API_JOB_POST && t->post_back == job->post_back &&
+              t->post_service == job->post_service && t->post_method == job->post_method &&
+              t->reply_cap - t->reply_len >= len;
+    if (*joined) {
+        memcpy(t->reply + t->reply_len, data, len);
+        t->reply_len += len;
+    } else {
+        memcpy(job->reply, data, len);
+        job->reply_len = len;
+        jobq_link(q, job);
+    }
+    bool waiting = q->_sleeping;
+    pthread_mutex_unlock(&q->_mu);
+    return waiting;
+}
+
 struct af_api_job *af_api_jobq_try_take(struct af_api_jobq *q)
 {
     if (pthread_mutex_trylock(&q->_mu) != 0)

@@ -125,6 +125,15 @@ struct af_api_job *af_api_jobq_take_nowait(struct af_api_jobq *q);
  * caller tries again later. */
 int af_api_jobq_try_push_lazy(struct af_api_jobq *q, struct af_api_job *job);
 struct af_api_job *af_api_jobq_try_take(struct af_api_jobq *q);
+/* A lazy push of a post (job: AF_API_JOB_POST, reply_cap bytes of buffer,
+ * its post fields set) that carries len bytes of data, which join the
+ * queue's tail instead when the tail is a post to the same method with the
+ * same post_back and room for them (*joined true; job stays the caller's).
+ * Otherwise the data is copied into job, which is linked. Never waits for
+ * the mutex: -1 when another thread holds it (nothing done); else 1 when
+ * the consumer waits (for a push that wakes it), 0 when it does not. */
+int af_api_jobq_try_post_join(struct af_api_jobq *q, struct af_api_job *job, const uint8_t *data,
+                              size_t len, bool *joined);
 /* Marks the queue closed and wakes the consumer. */
 void af_api_jobq_close(struct af_api_jobq *q);
 /* For a consumer that waits on efd in an event loop, when efd is readable:

@@ -4,9 +4,10 @@
  * apiserver/services/logservice.c), which joins them with the app's log
  * lines by request id (docs/services.md, "logservice").
  *
- * A batch is a byte buffer: a struct af_reqlog_batch (the number of
- * records), then the records, one after the other, each starting at a
- * multiple of AF_REQLOG_ALIGN from the buffer's start. A record is a struct
+ * A batch is a byte buffer of records, one after the other, each starting
+ * at a multiple of AF_REQLOG_ALIGN from the buffer's start; two batches
+ * back to back are one batch (the front end's posts join, apiserver.h
+ * AF_API_POST_JOIN). A record is a struct
  * af_reqlog_head (the native layout: both ends are the same process)
  * followed by its strings, in the order of enum af_reqlog_str, each
  * head->len[i] bytes, not terminated, then padding. Every string is cut to
@@ -50,11 +51,6 @@ enum af_reqlog_str {
 /* flags */
 #define AF_RQ_DIRECT 1u    /* came in on the back-door direct port */
 #define AF_RQ_FORWARDED 2u /* an instance answered it (else appfront did) */
-
-struct af_reqlog_batch {
-    uint32_t n; /* records that follow */
-    uint32_t pad_;
-};
 
 struct af_reqlog_head {
     int64_t start_usec;    /* wall clock: the first byte of the request */
@@ -120,6 +116,32 @@ static inline const uint8_t *af_reqlog_next(const uint8_t *p, const uint8_t *end
         return NULL;
     *h = hd;
     return p + size;
+}
+
+/* How many whole records lie back to back from p (aligned) on, at most
+ * max; *stop is where the first that does not fit (or the end) starts.
+ * The same checks as af_reqlog_next, without the strings: for counting a
+ * batch. */
+static inline size_t af_reqlog_count(const uint8_t *p, const uint8_t *end, size_t max,
+                                     const uint8_t **stop)
+{
+    size_t n = 0;
+    while (n < max && (size_t)(end - p) >= sizeof(struct af_reqlog_head)) {
+        const struct af_reqlog_head *h = (const struct af_reqlog_head *)(const void *)p;
+        size_t sum = 0;
+        unsigned over = 0;
+        for (int i = 0; i < AF_RQ_N; i++) {
+            sum += h->len[i];
+            over |= h->len[i] > AF_REQLOG_MAX_STR;
+        }
+        size_t size = (sizeof(*h) + sum + AF_REQLOG_ALIGN - 1) & ~(size_t)(AF_REQLOG_ALIGN - 1);
+        if (over || (size_t)(end - p) < size)
+            break;
+        p += size;
+        n++;
+    }
+    *stop = p;
+    return n;
 }
 
 #endif

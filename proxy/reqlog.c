@@ -23,7 +23,7 @@
 
 /* The largest record (every string at its cut) fits a batch with room to
  * spare, so a record never waits for a larger buffer. */
-_Static_assert(sizeof(struct af_reqlog_batch) + sizeof(struct af_reqlog_head) +
+_Static_assert(sizeof(struct af_reqlog_head) +
                        AF_RQ_N * AF_REQLOG_MAX_STR + AF_REQLOG_ALIGN <=
                    AF_API_POST_MAX_BYTES,
                "a record fits a post");
@@ -56,8 +56,6 @@ static uint8_t *reserve(size_t need)
 {
     if (rl.len + need > AF_API_POST_MAX_BYTES)
         post(true);
-    if (rl.len == 0)
-        rl.len = sizeof(struct af_reqlog_batch);
     if (rl.len + need > AF_API_POST_MAX_BYTES)
         return NULL;
     return rl.buf + rl.len;
@@ -168,18 +166,19 @@ static void post(bool lazy)
      * wake-up, so the others are bound to come back. */
     if (af_api_post_full(rl.api))
         return;
-    ((struct af_reqlog_batch *)(void *)rl.buf)->n = (uint32_t)rl.n;
-    ((struct af_reqlog_batch *)(void *)rl.buf)->pad_ = 0;
+    /* A lazy post joins the one before it while that one waits in the
+     * inbox, so the backend runs one job, not one a turn. */
     lazy = lazy && rl.waiting + rl.n < AF_REQLOG_WAKE_RECORDS &&
            rl.waiting_bytes + rl.len < AF_REQLOG_WAKE_BYTES &&
            rl.waiting_posts + 1 < AF_REQLOG_WAKE_POSTS;
-    int r = af_api_post(rl.api, "logservice", "RequestLogs", rl.buf, rl.len, lazy);
+    int r = af_api_post(rl.api, "logservice", "RequestLogs", rl.buf, rl.len,
+                        lazy ? AF_API_POST_JOIN : 0);
     if (r < 0)
         return; /* the backend holds the inbox: with the next turn's */
     if (r > 0) {
         rl.waiting += rl.n;
         rl.waiting_bytes += rl.len;
-        rl.waiting_posts++;
+        rl.waiting_posts += r == AF_API_POST_WAITING;
     } else {
         rl.waiting = rl.waiting_bytes = rl.waiting_posts = 0; /* the backend takes everything */
     }

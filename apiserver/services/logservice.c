@@ -346,13 +346,10 @@ done:
 
 /* ---- the front end's request records ---------------------------------- */
 
-/* Copies the n records of a batch (data: its header, then the records)
- * to the end of the newest chunk or a new one, then drops the oldest records
+/* Copies the n records of a batch (rlen bytes at recs) to the end of the newest chunk or a new one, then drops the oldest records
  * past the bounds: whole chunks, or the front of the oldest one. */
-static void keep_batch(struct log_state *st, const uint8_t *data, size_t len, size_t n)
+static void keep_batch(struct log_state *st, const uint8_t *recs, size_t rlen, size_t n)
 {
-    const uint8_t *recs = data + sizeof(struct af_reqlog_batch);
-    size_t rlen = len - sizeof(struct af_reqlog_batch);
     struct req_batch *b = st->last_batch;
     if (!b || b->len + rlen > b->cap) {
         if (st->spare_chunk && rlen <= LOG_CHUNK) {
@@ -396,29 +393,26 @@ static void keep_batch(struct log_state *st, const uint8_t *data, size_t len, si
         drop_oldest_batch(st);
 }
 
-/* Internal, posted by the front end (af_api_post, proxy/reqlog.c): a batch
- * of records, copied into the store. Its records are parsed only by Read,
- * which stops at a damaged one. */
+/* Internal, posted by the front end (af_api_post, proxy/reqlog.c): records,
+ * back to back (one turn's batch, or several joined), checked and copied
+ * into the store as they are; Read parses them again. Records after a
+ * damaged one are dropped with an error. */
 static void request_logs(void *state, const struct af_call *call, struct af_result *res)
 {
     struct log_state *st = state;
     const uint8_t *data = call->request;
-    size_t len = call->request_len;
-    struct af_reqlog_batch hd;
-    if (len < sizeof(hd)) {
+    const uint8_t *end = data + call->request_len;
+    const uint8_t *p;
+    size_t n = af_reqlog_count(data, end, (1u << SEQ_SHIFT) - 1, &p);
+    if (n > 0)
+        keep_batch(st, data, (size_t)(p - data), n);
+    if (p < end) {
         af_result_app_error(res, LOGERR(INVALID_REQUEST),
-                            "logservice: a request-record batch of %zu bytes", len);
+                            "logservice: request record %zu of a batch is damaged "
+                            "(%zu of %zu bytes kept)",
+                            n + 1, (size_t)(p - data), call->request_len);
         return;
     }
-    memcpy(&hd, data, sizeof(hd));
-    if (hd.n > (len - sizeof(hd)) / sizeof(struct af_reqlog_head) ||
-        hd.n >= 1u << SEQ_SHIFT || (len - sizeof(hd)) % AF_REQLOG_ALIGN) {
-        af_result_app_error(res, LOGERR(INVALID_REQUEST),
-                            "logservice: %u request records cannot fit %zu bytes", hd.n, len);
-        return;
-    }
-    if (hd.n > 0)
-        keep_batch(st, data, len, hd.n);
     af_result_ok(res, NULL, 0);
 }
 

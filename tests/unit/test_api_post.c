@@ -70,15 +70,21 @@ static void test_lazy_push(void **state)
 /* A service with one internal method that records what it got. */
 static uint8_t *got_data;
 static size_t got_len;
-static int got_calls;
+static atomic_int got_calls;
+
+/* Every Record call's data, each followed by '|'. */
+static char got_log[256];
 
 static void record(void *st, const struct af_call *call, struct af_result *res)
 {
-    got_calls++;
     free(got_data);
     got_data = malloc(call->request_len);
     memcpy(got_data, call->request, call->request_len);
     got_len = call->request_len;
+    size_t n = strlen(got_log);
+    snprintf(got_log + n, sizeof(got_log) - n, "%.*s|", (int)call->request_len,
+             (const char *)call->request);
+    atomic_fetch_add(&got_calls, 1);
     af_result_ok(res, NULL, 0);
 }
 
@@ -86,9 +92,11 @@ static const struct af_method no_methods[] = {{.name = NULL}};
 /* Holds the backend thread until `hold` is cleared: posts pile up. */
 static atomic_bool hold;
 static atomic_int held_runs;
+static atomic_bool in_stall;
 
 static void stall(void *st, const struct af_call *call, struct af_result *res)
 {
+    atomic_store(&in_stall, true);
     while (atomic_load(&hold))
         usleep(1000);
     atomic_fetch_add(&held_runs, 1);
@@ -101,6 +109,28 @@ static const struct af_method internal_methods[] = {{.name = "Record", .fn = rec
 static const struct af_service svc = {
     .name = "sink", .methods = no_methods, .internal = internal_methods};
 static const struct af_service *const table[] = {&svc};
+
+static struct af_api *start_api(char *dir, size_t dir_size)
+{
+    snprintf(dir, dir_size, "/tmp/af-posttest.XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    static char sock[96];
+    snprintf(sock, sizeof(sock), "%s/api.sock", dir);
+    static struct af_api_options o;
+    o = (struct af_api_options){.host = "127.0.0.1",
+                                .socket_path = sock,
+                                .app_id = "t",
+                                .module = "default",
+                                .version = "1",
+                                .storage_path = dir,
+                                .memcache_max_bytes = 1 << 20};
+    struct af_api *api;
+    char err[256] = "";
+    if (af_api_start_services(&o, table, 1, &api, err, sizeof(err)) != 0)
+        fail_msg("af_api_start: %s", err);
+    af_api_post_start(api);
+    return api;
+}
 
 static void test_post_runs_internal_method(void **state)
 {
@@ -137,6 +167,7 @@ static void test_post_runs_internal_method(void **state)
     assert_int_equal(got_len, 4);
     assert_memory_equal(got_data, "abcd", 4);
     free(got_data);
+    got_data = NULL;
     /* Nothing came back on the outbox: posts have no reply. */
     bool closed;
     assert_null(af_api_jobq_take_all(&outbox, &closed));
@@ -158,22 +189,7 @@ static void test_post_runs_internal_method(void **state)
 static void test_posts_out_are_bounded(void **state)
 {
     char dir[64];
-    snprintf(dir, sizeof(dir), "/tmp/af-posttest.XXXXXX");
-    assert_non_null(mkdtemp(dir));
-    char sock[96];
-    snprintf(sock, sizeof(sock), "%s/api.sock", dir);
-    struct af_api_options o = {.host = "127.0.0.1",
-                               .socket_path = sock,
-                               .app_id = "t",
-                               .module = "default",
-                               .version = "1",
-                               .storage_path = dir,
-                               .memcache_max_bytes = 1 << 20};
-    struct af_api *api;
-    char err[256] = "";
-    if (af_api_start_services(&o, table, 1, &api, err, sizeof(err)) != 0)
-        fail_msg("af_api_start: %s", err);
-    af_api_post_start(api);
+    struct af_api *api = start_api(dir, sizeof(dir));
     atomic_store(&hold, true);
     atomic_store(&held_runs, 0);
     int posted = 0;
@@ -198,12 +214,78 @@ static void test_posts_out_are_bounded(void **state)
     rmdir(dir);
 }
 
+static void wait_calls(int n)
+{
+    for (int i = 0; i < 400 && got_calls < n; i++)
+        usleep(5000);
+    assert_int_equal(got_calls, n);
+}
+
+/* A joining post appends its data to the newest post of the inbox while
+ * the backend has not taken it: one run gets both, back to back. A post
+ * to another method, or a job the backend already took, is not joined. */
+static void test_posts_join(void **state)
+{
+    char dir[64];
+    struct af_api *api = start_api(dir, sizeof(dir));
+    got_calls = 0;
+    got_log[0] = '\0';
+    /* The backend busy in Stall: the posts after it wait in the inbox. */
+    atomic_store(&hold, true);
+    atomic_store(&held_runs, 0);
+    atomic_store(&in_stall, false);
+    assert_int_equal(af_api_post(api, "sink", "Stall", (const uint8_t *)"s", 1, 0), 0);
+    for (int i = 0; i < 2000 && !atomic_load(&in_stall); i++)
+        usleep(1000);
+    assert_true(atomic_load(&in_stall)); /* the backend took it and sits in it */
+    assert_true(af_api_post(api, "sink", "Record", (const uint8_t *)"ab", 2, AF_API_POST_JOIN) >=
+                0);
+    assert_true(af_api_post(api, "sink", "Record", (const uint8_t *)"cd", 2, AF_API_POST_JOIN) >=
+                0);
+    assert_true(af_api_post(api, "sink", "Record", (const uint8_t *)"ef", 2, AF_API_POST_LAZY) >=
+                0);
+    assert_true(af_api_post(api, "sink", "Record", (const uint8_t *)"gh", 2, AF_API_POST_JOIN) >=
+                0);
+    assert_true(af_api_post(api, "sink", "Stall", (const uint8_t *)"t", 1, AF_API_POST_JOIN) >= 0);
+    assert_true(af_api_post(api, "sink", "Record", (const uint8_t *)"ij", 2, AF_API_POST_JOIN) >=
+                0);
+    atomic_store(&hold, false);
+    wait_calls(3);
+    assert_string_equal(got_log, "abcd|efgh|ij|");
+
+    /* The backend asleep: the first joining post waits in a job of its
+     * own, the second joins it, and the next ordinary post wakes the
+     * backend, which runs them in order. */
+    int r = -1;
+    for (int i = 0; i < 400 && r != AF_API_POST_WAITING; i++) {
+        int before = atomic_load(&got_calls);
+        r = af_api_post(api, "sink", "Record", (const uint8_t *)"-", 1, AF_API_POST_LAZY);
+        if (r == 0) /* the backend was not asleep yet: it runs this one */
+            wait_calls(before + 1);
+        else if (r < 0)
+            usleep(1000);
+    }
+    assert_int_equal(r, AF_API_POST_WAITING);
+    atomic_store(&got_calls, 0);
+    got_log[0] = '\0';
+    assert_int_equal(af_api_post(api, "sink", "Record", (const uint8_t *)"xy", 2, AF_API_POST_JOIN),
+                     AF_API_POST_JOINED);
+    assert_int_equal(af_api_post(api, "sink", "Record", (const uint8_t *)"z", 1, 0), 0);
+    wait_calls(2);
+    assert_string_equal(got_log, "-xy|z|");
+    free(got_data);
+    got_data = NULL;
+    af_api_stop(api);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lazy_push),
         cmocka_unit_test(test_post_runs_internal_method),
         cmocka_unit_test(test_posts_out_are_bounded),
+        cmocka_unit_test(test_posts_join),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
