@@ -11,8 +11,9 @@
 # Starts the bench upstream, appfront (no request log), nginx and haproxy as
 # bench/run.sh configures them, servers on core 0 and wrk on core 1, then
 # runs the targets interleaved RUNS times and prints each run and the
-# medians. Writes nothing into the tree; docs/benchmarks.md comes only from
-# `make bench`.
+# medians, with each proxy's CPU time per request (user + system, from
+# /proc, children included) and the upstream's. Writes nothing into the
+# tree; docs/benchmarks.md comes only from `make bench`.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
@@ -100,9 +101,29 @@ for t in "${TARGETS[@]}"; do
     wait_http "${URL[$t]}"
     taskset -c 1 wrk -t1 -c"$CONNS" -d1s "${URL[$t]}" >/dev/null
 done
+# CPU ticks (user + system, every thread) of processes.
+ticks() {
+    local p sum=0
+    for p in "$@"; do
+        sum=$((sum + $(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0)))
+    done
+    echo "$sum"
+}
+# A proxy's processes (nginx's master and worker), and its upstream's:
+# appfront's instance is its child, the others share the one started above.
+proxy_pids() { case $1 in appfront*) echo "${SPID[$1]}" ;; *) echo "${SPID[$1]}" $(pgrep -P "${SPID[$1]}") ;; esac; }
+up_pids() { case $1 in appfront*) pgrep -P "${SPID[$1]}" ;; *) echo "${PIDS[0]}" ;; esac; }
+declare -A SPID=([appfront]=${PIDS[1]} [nginx]=${PIDS[-2]} [haproxy]=${PIDS[-1]})
+[ -n "${APPFRONT_B:-}" ] && SPID[appfront-b]=${PIDS[2]}
+HZ=$(getconf CLK_TCK)
 for r in $(seq "$RUNS"); do
     for t in "${TARGETS[@]}"; do
+        pp=$(proxy_pids "$t") up=$(up_pids "$t")
+        p0=$(ticks $pp) u0=$(ticks $up)
         j=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"$SECS"s -s "$here/wrk-report.lua" "${URL[$t]}" | grep '^{')
+        p1=$(ticks $pp) u1=$(ticks $up)
+        # CPU time on the server core: the proxy's, and its upstream's.
+        j="${j%\}}, \"cpu_us\": $(((p1 - p0) * 1000000 / HZ)), \"up_cpu_us\": $(((u1 - u0) * 1000000 / HZ))}"
         echo "$t $j" | tee -a "$T/runs"
     done
 done
@@ -117,5 +138,7 @@ print(f"{sys.argv[2]} connections, medians:")
 for t, ds in rows.items():
     rps = statistics.median(d["rps"] for d in ds)
     print(f"  {t:10} {rps:9.0f} req/s  {rps / ng:4.2f}x nginx  p50 {statistics.median(d['p50_us'] for d in ds):6.0f} us"
-          f"  p99 {statistics.median(d['p99_us'] for d in ds):6.0f} us")
+          f"  p99 {statistics.median(d['p99_us'] for d in ds):6.0f} us"
+          f"  cpu/req {statistics.median(d['cpu_us'] / d['requests'] for d in ds):5.2f} us"
+          f" (+upstream {statistics.median(d['up_cpu_us'] / d['requests'] for d in ds):4.2f})")
 EOF
