@@ -542,6 +542,7 @@ static void run_clear(struct af_backend *be, struct af_api_job *job)
 static void *backend_main(void *arg)
 {
     struct af_backend *be = arg;
+    pthread_setname_np(pthread_self(), "af-backend"); /* top -H, perf, gdb */
 
     for (size_t i = 0; i < be->n_services; i++)
         if (be->services[i] && be->services[i]->create)

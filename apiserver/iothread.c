@@ -159,6 +159,7 @@ static void on_inbox(evutil_socket_t fd, short what, void *arg)
 static void *io_main(void *arg)
 {
     struct af_io *io = arg;
+    pthread_setname_np(pthread_self(), "af-api-io"); /* top -H, perf, gdb */
     event_base_dispatch(io->base);
     return NULL;
 }

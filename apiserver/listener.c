@@ -878,6 +878,7 @@ static void on_stop(evutil_socket_t fd, short what, void *arg)
 static void *listener_main(void *arg)
 {
     struct af_api_listener *l = arg;
+    pthread_setname_np(pthread_self(), "af-api-listen"); /* top -H, perf, gdb */
     event_base_dispatch(l->base);
     return NULL;
 }

@@ -39,6 +39,17 @@ def test_startup_lines_show_real_ports(appfront):
     assert "Starting direct port" not in plain.stderr()
 
 
+def test_threads_are_named(appfront):
+    """Each thread says what it is in top -H, perf and gdb
+    (docs/architecture.md, "Threads")."""
+    af = appfront("threadsafe")
+    names = sorted(
+        open(f"/proc/{af.proc.pid}/task/{t}/comm").read().strip()
+        for t in os.listdir(f"/proc/{af.proc.pid}/task")
+    )
+    assert names == ["af-api-io", "af-api-listen", "af-backend", "appfront"], names
+
+
 # --- shutdown -----------------------------------------------------------------
 
 
