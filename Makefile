@@ -10,7 +10,7 @@
 
 PREFIX  ?= /usr/local
 CC      ?= cc
-PKGS    := libevent libevent_pthreads libprotobuf-c yaml-0.1 sqlite3 libpcre2-8 libevent_openssl openssl
+PKGS    := libevent libevent_pthreads libprotobuf-c yaml-0.1 sqlite3 libpcre2-8 libevent_openssl openssl zlib
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS))
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS)) -lhttp_parser
 

@@ -3,7 +3,7 @@
 # Only what is missing is installed; run as root or with sudo available.
 set -e
 PKGS="build-essential pkg-config libevent-dev libhttp-parser-dev libprotobuf-c-dev
-protobuf-c-compiler libyaml-dev libsqlite3-dev libpcre2-dev libcmocka-dev libssl-dev
+protobuf-c-compiler libyaml-dev libsqlite3-dev libpcre2-dev libcmocka-dev libssl-dev zlib1g-dev
 python3 python3-pytest python3-requests golang-go golang-google-appengine-dev curl
 clang libclang-rt-14-dev"
 missing=""
