@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 struct af_queue_yaml; /* apiserver/services/taskqueue_yaml.h */
+struct af_index_yaml; /* apiserver/services/datastore_index_yaml.h */
 
 /* One module the front end serves, as the modules service reports it. */
 struct af_api_module {
@@ -50,6 +51,14 @@ struct af_api_options {
     /* The app's queues (queue.yaml), or NULL for the queue "default" alone.
      * Borrowed until af_api_start() returns: the taskqueue service copies it. */
     const struct af_queue_yaml *queues;
+    /* The app's index.yaml (docs/datastore.md, "Indexes"): its definitions
+     * and where generated ones are written; NULL when there is no app
+     * directory (`appfront api`): nothing is read or written. Borrowed
+     * until af_api_start() returns: the datastore copies it. */
+    const struct af_index_yaml *indexes;
+    /* --require_indexes: a query that needs a composite index index.yaml
+     * does not define fails with NEED_INDEX instead of adding it. */
+    bool require_indexes;
 };
 
 /* Opaque: the running server. */

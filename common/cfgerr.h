@@ -1,6 +1,6 @@
 /*
  * cfgerr — the one-line errors and warnings of the configuration loaders
- * (app.yaml, dispatch.yaml, queue.yaml): "FILE:LINE:COL: message".
+ * (app.yaml, dispatch.yaml, queue.yaml, index.yaml): "FILE:LINE:COL: message".
  *
  * A message quotes what the file says, and a YAML value may hold any
  * character: a quoted scalar can spell out a newline, a plain one folds

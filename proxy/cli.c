@@ -119,6 +119,12 @@ static const struct flag flags[] = {
      .metavar = "POLICY",
      .help = "how eventually consistent queries behave: time, random or consistent",
      .choices = consistency_policies},
+    {.name = "require_indexes",
+     .type = FLAG_BOOL,
+     .offset = OFF(require_indexes),
+     .metavar = "BOOL",
+     .help = "fail queries that need a composite index index.yaml does not define, instead "
+             "of adding it there"},
     {.name = "automatic_restart",
      .type = FLAG_BOOL,
      .offset = OFF(automatic_restart),

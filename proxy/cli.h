@@ -39,6 +39,7 @@ struct af_config {
     char *datastore_path; /* NULL: under storage_path */
     bool clear_datastore;
     char *datastore_consistency_policy; /* "time" | "random" | "consistent" */
+    bool require_indexes;               /* a query index.yaml does not cover fails (NEED_INDEX) */
 
     bool automatic_restart; /* true */
     bool allow_skipped_files;

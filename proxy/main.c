@@ -27,6 +27,7 @@
 #include <event2/event.h>
 
 #include "apiserver/apiserver.h"
+#include "apiserver/services/datastore_index_yaml.h"
 #include "apiserver/services/taskqueue_yaml.h"
 #include "common/evmem.h"
 #include "common/log.h"
@@ -307,6 +308,11 @@ int main(int argc, char **argv)
     struct af_queue_yaml *queues = NULL;
     if (app && app->dir && af_queue_yaml_load_dir(app->dir, &queues, err, sizeof(err)) < 0)
         fatal("%s", err);
+    /* index.yaml likewise: its indexes, and where the datastore writes the
+     * ones queries need (docs/datastore.md, "Indexes"). */
+    struct af_index_yaml *indexes = NULL;
+    if (app && app->dir && af_index_yaml_load_dir(app->dir, &indexes, err, sizeof(err)) < 0)
+        fatal("%s", err);
 
     /* A write to a closed peer is an error return, never a process kill. */
     signal(SIGPIPE, SIG_IGN);
@@ -395,6 +401,8 @@ int main(int argc, char **argv)
         .memcache_max_bytes = cfg.memcache_max_bytes,
         .default_deadline_ms = 60000,
         .queues = queues,
+        .indexes = indexes,
+        .require_indexes = cfg.require_indexes,
         .modules = given.n ? api_mods : NULL,
         .n_modules = given.n,
     };
@@ -468,6 +476,7 @@ int main(int argc, char **argv)
     free(given.apps);
     af_dispatch_free(dispatch);
     af_queue_yaml_free(queues);
+    af_index_yaml_free(indexes);
     af_config_release(&cfg);
     return code;
 }

@@ -763,6 +763,15 @@ static long ms_between(const struct timeval *a, const struct timeval *b)
     return (b->tv_sec - a->tv_sec) * 1000L + (b->tv_usec - a->tv_usec) / 1000;
 }
 
+/* index.yaml at the top of the app directory is the datastore's: appfront
+ * itself appends to it when a query needs a new index, and neither the
+ * app's code nor its configuration depends on it. A change to it restarts
+ * nothing (docs/datastore.md, "Indexes"). */
+static bool is_index_yaml(const char *rel)
+{
+    return strcmp(rel, "index.yaml") == 0 || strcmp(rel, "index.yml") == 0;
+}
+
 static void on_files_changed(void *arg, const struct af_watch_batch *b)
 {
     struct af_module *mod = arg;
@@ -775,9 +784,12 @@ static void on_files_changed(void *arg, const struct af_watch_batch *b)
     char list[512];
     size_t off = 0;
     list[0] = '\0';
+    size_t n_index = 0;
     for (size_t i = 0; i < b->n_paths; i++) {
         if (strcmp(b->paths[i], yaml) == 0)
             yaml_changed = true;
+        else if (is_index_yaml(b->paths[i]))
+            n_index++;
         else
             others = true;
         if (off < sizeof(list))
@@ -786,6 +798,8 @@ static void on_files_changed(void *arg, const struct af_watch_batch *b)
     }
     if (off >= sizeof(list))
         snprintf(list + sizeof(list) - 5, 5, "...");
+    if (n_index > 0 && n_index == b->n_paths && !b->n_more && !b->overflow)
+        return;
     struct timeval now;
     gettimeofday(&now, NULL);
     bool building = mod->builder && af_builder_running(mod->builder);
@@ -797,7 +811,7 @@ static void on_files_changed(void *arg, const struct af_watch_batch *b)
          * build is judged when it ends (echo_cb). */
         size_t n_real = 0;
         for (size_t i = 0; i < b->n_paths; i++) {
-            if (strcmp(b->paths[i], yaml) == 0 ||
+            if (strcmp(b->paths[i], yaml) == 0 || is_index_yaml(b->paths[i]) ||
                 in_list(mod->outputs, mod->n_outputs, b->paths[i]))
                 continue;
             n_real++;

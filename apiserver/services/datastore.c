@@ -34,9 +34,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "apiserver/service.h"
+#include "apiserver/services/datastore_index.h"
+#include "apiserver/services/datastore_index_yaml.h"
 #include "apiserver/services/datastore_key.h"
 #include "apiserver/services/datastore_query.h"
 #include "apiserver/services/datastore_store.h"
@@ -49,6 +52,7 @@
 #define ERR_BAD_REQUEST AF__DATASTORE__ERROR__ERROR_CODE__BAD_REQUEST
 #define ERR_CONCURRENT AF__DATASTORE__ERROR__ERROR_CODE__CONCURRENT_TRANSACTION
 #define ERR_INTERNAL AF__DATASTORE__ERROR__ERROR_CODE__INTERNAL_ERROR
+#define ERR_NEED_INDEX AF__DATASTORE__ERROR__ERROR_CODE__NEED_INDEX
 
 #define MEANING_TEXT AF__DATASTORE__PROPERTY__MEANING__TEXT
 #define MEANING_BLOB AF__DATASTORE__PROPERTY__MEANING__BLOB
@@ -133,6 +137,15 @@ struct ds_state {
     struct ds_cursor *cursors;
     size_t n_cursors;
     uint64_t next_handle;
+
+    /* Composite indexes (docs/datastore.md, "Indexes"). */
+    struct af_index_yaml *index_yaml; /* index.yaml as last read; NULL: no app directory */
+    struct stat index_st;             /* its file then (index_st_ok: it existed) */
+    bool index_st_ok;
+    struct af_ds_index *gen; /* its generated section, then what queries added */
+    size_t n_gen;
+    bool require_indexes;
+    bool index_said; /* the file could not or may not be written: said once */
 };
 
 /* ------------------------------------------------------------------------ */
@@ -1406,6 +1419,95 @@ static bool metadata_query(struct ds_state *s, struct af_ds_conn *c, const ds_qu
     return true;
 }
 
+/* Whether two stats are of one unchanged file. */
+static bool same_file(const struct stat *a, const struct stat *b)
+{
+    return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
+           a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
+}
+
+/*
+ * Reads index.yaml again if it changed since it was last read (a
+ * developer's edit, or our own write), as dev_appserver does before it
+ * refuses a query. Only queries no known index serves get here, so a
+ * served query costs no system call. A bad file is logged once per change
+ * and the definitions read before stay.
+ */
+static void index_yaml_refresh(struct ds_state *s)
+{
+    struct stat st;
+    bool ok = stat(s->index_yaml->path, &st) == 0;
+    if (ok == s->index_st_ok && (!ok || same_file(&st, &s->index_st)))
+        return;
+    s->index_st_ok = ok;
+    if (ok)
+        s->index_st = st;
+    struct af_index_yaml *y = NULL;
+    char err[1024];
+    if (af_index_yaml_load(s->index_yaml->path, &y, err, sizeof(err)) < 0) {
+        af_error("datastore: %s; keeping the indexes read before", err);
+        return;
+    }
+    af_index_yaml_free(s->index_yaml);
+    s->index_yaml = y;
+}
+
+/*
+ * The composite index q would need in production (datastore_index.h).
+ * With --require_indexes, a query that index.yaml does not cover fails
+ * with NEED_INDEX and the index to add; otherwise the index is added to
+ * index.yaml's generated section (one write per new index) and the query
+ * runs. Returns false when res holds the refusal.
+ */
+static bool check_index(struct ds_state *s, const ds_query_t *q, struct af_result *res)
+{
+    struct af_ds_index_need need;
+    if (!af_ds_index_for_query(q, &need))
+        return true;
+    bool served = !s->require_indexes && af_ds_index_any_serves(s->gen, s->n_gen, &need);
+    for (int pass = 0; !served && s->index_yaml && pass < 2; pass++) {
+        if (pass == 1)
+            index_yaml_refresh(s);
+        served = af_ds_index_any_serves(s->index_yaml->indexes, s->index_yaml->n, &need);
+    }
+    const struct af_index_yaml *y = s->index_yaml;
+    if (served) {
+        af_ds_index_need_release(&need);
+        return true;
+    }
+    struct af_ds_index ix;
+    af_ds_index_suggest(&need, &ix);
+    af_ds_index_need_release(&need);
+    if (s->require_indexes) {
+        char *text = af_ds_index_yaml(&ix);
+        af_result_app_error(res, ERR_NEED_INDEX,
+                            "no matching index found. The suggested index for this query is:\n%s",
+                            text);
+        free(text);
+        af_ds_index_release(&ix);
+        return false;
+    }
+    s->gen = af_xrealloc(s->gen, (s->n_gen + 1) * sizeof(*s->gen));
+    s->gen[s->n_gen++] = ix;
+    if (!y)
+        return true; /* no app directory: nowhere to write */
+    char err[1024];
+    int rc = af_index_yaml_write(y->path, s->gen, s->n_gen, err, sizeof(err));
+    if (rc > 0) {
+        af_info("datastore: added to %s the index of kind \"%s\" that a query needs", y->path,
+                ix.kind);
+    } else if (!s->index_said) {
+        s->index_said = true;
+        if (rc == 0)
+            af_info("datastore: %s has no \"%s\" line: appfront does not add the indexes "
+                    "queries need to it (they still run)",
+                    y->path, AF_INDEX_YAML_MARKER);
+        else
+            af_warn("datastore: %s; the indexes queries need are not saved (they still run)", err);
+    }
+    return true;
+}
+
 static void ds_run_query(void *state, const struct af_call *call, struct af_result *res)
 {
     struct ds_state *s = state;
@@ -1439,6 +1541,10 @@ static void ds_run_query(void *state, const struct af_call *call, struct af_resu
     if (!plan) {
         af_result_app_error(res, ERR_BAD_REQUEST, "datastore: %s", why);
         free(why);
+        goto done;
+    }
+    if (!check_index(s, q, res)) {
+        af_ds_plan_free(plan);
         goto done;
     }
     if (t) {
@@ -1563,7 +1669,7 @@ static void ds_delete_cursor(void *state, const struct af_call *call, struct af_
 }
 
 /* ------------------------------------------------------------------------ */
-/* Composite indexes: accepted and kept, never needed                        */
+/* Composite index definitions: accepted, kept and listed                   */
 /* ------------------------------------------------------------------------ */
 
 static void ds_create_index(void *state, const struct af_call *call, struct af_result *res)
@@ -1657,6 +1763,16 @@ static void *ds_create(const struct af_api_options *opts)
         s->next_handle = (uint64_t)time(NULL) << 20;
     s->next_handle = (s->next_handle >> 1) | 1;
 
+    if (opts && opts->indexes) {
+        const struct af_index_yaml *y = opts->indexes;
+        s->index_yaml = af_index_yaml_copy(y);
+        s->gen = af_xcalloc(y->n ? y->n : 1, sizeof(*s->gen));
+        for (size_t i = y->n_manual; i < y->n; i++)
+            af_ds_index_copy(&s->gen[s->n_gen++], &y->indexes[i]);
+        s->index_st_ok = stat(y->path, &s->index_st) == 0;
+    }
+    s->require_indexes = opts && opts->require_indexes;
+
     if (opts && opts->datastore_path)
         s->path = af_xstrdup(opts->datastore_path);
     else if (opts && opts->storage_path)
@@ -1692,6 +1808,10 @@ static void ds_destroy(void *state)
     for (size_t i = 0; i < s->n_pool; i++)
         af_ds_conn_close(s->pool[i]);
     af_ds_conn_close(s->db);
+    af_index_yaml_free(s->index_yaml);
+    for (size_t i = 0; i < s->n_gen; i++)
+        af_ds_index_release(&s->gen[i]);
+    free(s->gen);
     free(s->path);
     free(s);
 }

@@ -85,6 +85,7 @@ static void test_defaults(void **state)
     assert_null(c->datastore_path);
     assert_false(c->clear_datastore);
     assert_string_equal(c->datastore_consistency_policy, "time");
+    assert_false(c->require_indexes);
     assert_true(c->automatic_restart);
     assert_false(c->allow_skipped_files);
     assert_null(c->watcher_ignore_re);
@@ -206,6 +207,21 @@ static void test_booleans(void **state)
     expect_ok(&r, "app", "--clear_datastore", NULL);
     assert_true(r.cfg.clear_datastore);
     af_config_release(&r.cfg);
+
+    /* --require_indexes, in dev_appserver's spellings. */
+    expect_ok(&r, "--require_indexes", "app", NULL);
+    assert_true(r.cfg.require_indexes);
+    assert_int_equal(r.cfg.n_app_paths, 1);
+    af_config_release(&r.cfg);
+    expect_ok(&r, "--require_indexes=false", "app", NULL);
+    assert_false(r.cfg.require_indexes);
+    af_config_release(&r.cfg);
+    expect_ok(&r, "--require_indexes", "yes", "app", NULL);
+    assert_true(r.cfg.require_indexes);
+    assert_int_equal(r.cfg.n_app_paths, 1);
+    af_config_release(&r.cfg);
+    expect_error("--require_indexes: 'always' is not a boolean", "--require_indexes=always", "app",
+                 NULL);
 
     expect_error("--clear_datastore: 'maybe' is not a boolean (yes/no/true/false/1/0)",
                  "--clear_datastore=maybe", "app", NULL);
@@ -478,6 +494,7 @@ static void test_usage(void **state)
         "--datastore_path=FILE",
         "--clear_datastore=BOOL",
         "--datastore_consistency_policy=POLICY",
+        "--require_indexes=BOOL",
         "--automatic_restart=BOOL",
         "--allow_skipped_files=BOOL",
         "--watcher_ignore_re=REGEX",
