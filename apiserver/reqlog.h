@@ -34,6 +34,7 @@ enum af_reqlog_str {
     AF_RQ_REFERRER,
     AF_RQ_USER_AGENT,
     AF_RQ_HOST,
+    AF_RQ_URL_MAP, /* app.yaml's url pattern of the handler that matched, or empty */
     AF_RQ_N
 };
 

@@ -123,6 +123,10 @@ struct af_exchange {
     uint64_t resp_bytes; /* body bytes sent to the client */
 
     char request_id[40];
+    /* The url of the app.yaml handler that matched (its configuration
+     * outlives the exchange, proxy/module.c), or NULL: the request log's
+     * url_map_entry. */
+    const char *handler_url;
     struct timeval start;
     struct af_timeout deadline; /* on srv->deadlines from the end of the head */
     struct af_timeout pending;  /* on srv->pending_timeouts while queued */

@@ -81,13 +81,19 @@ void af_reqlog_add(const struct af_exchange *ex, const struct timeval *now)
     if (!rl.api)
         return;
     const struct af_conn *c = ex->conn;
-    const char *s[AF_RQ_N] = {"", "", "", "", "", ""};
+    const char *s[AF_RQ_N];
+    for (int i = 0; i < AF_RQ_N; i++)
+        s[i] = "";
     uint16_t len[AF_RQ_N] = {0};
     s[AF_RQ_IP] = c->peer_ip;
     len[AF_RQ_IP] = cut(strlen(c->peer_ip));
     if (ex->url) {
         s[AF_RQ_RESOURCE] = ex->url;
         len[AF_RQ_RESOURCE] = cut(strlen(ex->url));
+    }
+    if (ex->handler_url) {
+        s[AF_RQ_URL_MAP] = ex->handler_url;
+        len[AF_RQ_URL_MAP] = cut(strlen(ex->handler_url));
     }
 
     /* One pass over the fields; names compared only when the length fits. */
@@ -124,8 +130,9 @@ void af_reqlog_add(const struct af_exchange *ex, const struct timeval *now)
         len[AF_RQ_NICKNAME] = cut(at ? (size_t)(at - user.email) : strlen(user.email));
     }
 
-    size_t strs = (size_t)len[AF_RQ_IP] + len[AF_RQ_NICKNAME] + len[AF_RQ_RESOURCE] +
-                  len[AF_RQ_REFERRER] + len[AF_RQ_USER_AGENT] + len[AF_RQ_HOST];
+    size_t strs = 0;
+    for (int i = 0; i < AF_RQ_N; i++)
+        strs += len[i];
     size_t need = (sizeof(struct af_reqlog_head) + strs + AF_REQLOG_ALIGN - 1) &
                   ~(size_t)(AF_REQLOG_ALIGN - 1);
     uint8_t *p = reserve(need);

@@ -706,6 +706,9 @@ bool af_router_handle(struct af_exchange *ex)
     const char *host = redirect_host(ex, buf, sizeof(buf));
     struct af_route_result res;
     af_router_route_as(r, ex->method, ex->url, &ex->req_headers, host, ex->trusted, &res);
+    /* r was made from ex->mod->app (module_router). */
+    if (res.handler >= 0)
+        ex->handler_url = ex->mod->app->handlers[res.handler].url;
     bool answered = true;
     switch (res.kind) {
     case AF_ROUTE_FORWARD:

@@ -693,7 +693,7 @@ static void fill_request_log(const struct log_state *st, const struct req_group 
     rl->method = "";
     rl->resource = "";
     rl->http_version = "";
-    rl->url_map_entry = ""; /* the front end does not report its handler */
+    rl->url_map_entry = "";
     rl->combined = "";
     rl->status = 0;
     rl->response_size = 0;
@@ -720,6 +720,7 @@ static void fill_request_log(const struct log_state *st, const struct req_group 
         rl->referrer = opt_str(r->str[AF_RQ_REFERRER]);
         rl->user_agent = opt_str(r->str[AF_RQ_USER_AGENT]);
         rl->host = opt_str(r->str[AF_RQ_HOST]);
+        rl->url_map_entry = (char *)r->str[AF_RQ_URL_MAP];
         o->combined = combined_line(r, o->http_version);
         rl->combined = o->combined;
     }

@@ -99,7 +99,7 @@ def test_forwarded_request_is_a_real_request_log(appfront):
     assert text(log, HOST) == f"{host}:{port}"
     assert log[FINISHED] == [1]
     assert log[MCYCLES] == [0]
-    assert text(log, URL_MAP_ENTRY) == ""
+    assert text(log, URL_MAP_ENTRY) == "/.*"  # the handler that matched, as app.yaml says
     assert NICKNAME not in log
     s, e = log[START][0], log[END][0]
     assert start * 1e6 - 1e6 < s <= e <= time.time() * 1e6 + 1e6
@@ -152,6 +152,11 @@ def test_requests_answered_by_appfront_are_logged(appfront):
     assert by_resource["/static/alphabet.txt"][SIZE] == [len(static_body)]
     assert by_resource["/headers"][STATUS] == [302]
     assert by_resource["/x"][STATUS] == [400]
+    # url_map_entry: the url of the app.yaml handler that matched, as
+    # written there; none for a request refused before routing.
+    assert text(by_resource["/static/alphabet.txt"], URL_MAP_ENTRY) == "/static"
+    assert text(by_resource["/headers"], URL_MAP_ENTRY) == "/headers"
+    assert text(by_resource["/x"], URL_MAP_ENTRY) == ""
     for l in logs:
         assert l[FINISHED] == [1] and len(l[REQUEST_ID][0]) == 32
 

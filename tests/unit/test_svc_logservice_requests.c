@@ -20,7 +20,7 @@
 
 /* One record as the front end writes it. */
 struct rec_spec {
-    const char *id, *method, *resource, *ua, *referrer, *nickname;
+    const char *id, *method, *resource, *ua, *referrer, *nickname, *url_map;
     int module; /* index in the options' modules */
     int status;
     int64_t start, end, size;
@@ -52,6 +52,7 @@ static void add(struct batch *b, const struct rec_spec *r)
         [AF_RQ_REFERRER] = r->referrer ? r->referrer : "",
         [AF_RQ_USER_AGENT] = r->ua ? r->ua : "",
         [AF_RQ_HOST] = "localhost:8080",
+        [AF_RQ_URL_MAP] = r->url_map ? r->url_map : "",
     };
     memcpy(h.request_id, r->id, strnlen(r->id, AF_REQLOG_ID_LEN));
     h.module = (uint16_t)r->module;
@@ -166,7 +167,7 @@ static void test_join_lines_and_records(void **state)
     const struct rec_spec recs[] = {
         {.id = "rid-a", .method = "POST", .resource = "/a?x=1", .status = 201, .start = 1000000,
          .end = 1300000, .size = 12, .ua = "agent \"q\"", .referrer = "http://r/",
-         .nickname = "ann"},
+         .nickname = "ann", .url_map = "/a.*"},
         {.id = "rid-b", .status = 404, .start = 2000000, .end = 2000500},
     };
     post_ok(st, recs, 2);
@@ -203,7 +204,8 @@ static void test_join_lines_and_records(void **state)
     assert_string_equal(a->user_agent, "agent \"q\"");
     assert_string_equal(a->module_id, "default");
     assert_string_equal(a->version_id, "1");
-    assert_string_equal(a->url_map_entry, "");
+    assert_string_equal(a->url_map_entry, "/a.*");
+    assert_string_equal(b->url_map_entry, ""); /* no handler matched */
     assert_string_equal(a->combined, "127.0.0.1 - ann [01/Jan/1970:00:00:01 +0000] "
                                      "\"POST /a?x=1 HTTP/1.1\" 201 12 \"http://r/\" "
                                      "\"agent \\\"q\\\"\"");

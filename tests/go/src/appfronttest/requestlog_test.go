@@ -28,13 +28,13 @@ const reqlogAppEnv = "APPFRONT_REQLOG_APP"
 
 // queriedLog is what the app reports of one log.Record.
 type queriedLog struct {
-	RequestID, Method, Resource, HTTPVersion, IP, Host, UserAgent, Combined string
-	Status                                                                  int32
-	ResponseSize                                                            int64
-	Finished                                                                bool
-	Latency                                                                 time.Duration
-	Lines                                                                   []string
-	Levels                                                                  []int
+	RequestID, Method, Resource, HTTPVersion, IP, Host, UserAgent, Combined, URLMapEntry string
+	Status                                                                               int32
+	ResponseSize                                                                         int64
+	Finished                                                                             bool
+	Latency                                                                              time.Duration
+	Lines                                                                                []string
+	Levels                                                                               []int
 }
 
 // TestRequestLogApp is the app when started by TestRequestLogQuery (the
@@ -65,7 +65,8 @@ func TestRequestLogApp(t *testing.T) {
 			l := queriedLog{RequestID: string(rec.RequestID), Method: rec.Method, Resource: rec.Resource,
 				HTTPVersion: rec.HTTPVersion, IP: rec.IP, Host: rec.Host,
 				UserAgent: rec.UserAgent, Combined: rec.Combined, Status: rec.Status,
-				ResponseSize: rec.ResponseSize, Finished: rec.Finished, Latency: rec.Latency}
+				ResponseSize: rec.ResponseSize, Finished: rec.Finished, Latency: rec.Latency,
+				URLMapEntry: rec.URLMapEntry}
 			for _, a := range rec.AppLogs {
 				l.Lines = append(l.Lines, a.Message)
 				l.Levels = append(l.Levels, a.Level)
@@ -173,6 +174,9 @@ handlers:
 	if l.HTTPVersion != "HTTP/1.1" || l.IP != "127.0.0.1" || l.UserAgent != "appfront-go-test" ||
 		l.ResponseSize != int64(len(id)) || !strings.HasPrefix(base, "http://"+l.Host) {
 		t.Errorf("record %+v", l)
+	}
+	if l.URLMapEntry != "/.*" {
+		t.Errorf("url_map_entry %q, want the handler's url /.*", l.URLMapEntry)
 	}
 	if !strings.Contains(l.Combined, `"GET /logme?marker=`) || l.Latency <= 0 {
 		t.Errorf("combined %q, latency %v", l.Combined, l.Latency)
