@@ -7,6 +7,7 @@
  *                    proto2 groups, see proto/urlfetch_service.proto)
  *   urlfetch_url.c   absolute http(s) URLs: parsing, redirect targets
  *   urlfetch_http.c  the HTTP/1.1 client that runs on the I/O thread
+ *   urlfetch_gzip.c  the streaming gzip decoder for Content-Encoding: gzip
  *
  * Internal to apiserver/services/.
  */
@@ -92,6 +93,8 @@ void uf_request_release(struct uf_request *r);
  * its length. When the whole would not fit in max bytes, the content is cut
  * so that it does and the truncated flag is set. */
 size_t uf_response_encode(const struct uf_response *r, size_t max, uint8_t **out);
+/* How many bytes of r's content uf_response_encode(r, max) keeps. */
+size_t uf_response_content_fit(const struct uf_response *r, size_t max);
 
 /* ---- urlfetch_url.c ---- */
 
@@ -113,6 +116,32 @@ char *uf_url_string(const struct uf_url *u);
  * dot-segment removal), returning a malloc'd absolute URL, or NULL when
  * location is empty or has control bytes. */
 char *uf_url_resolve(const struct uf_url *base, const char *location);
+
+/* ---- urlfetch_gzip.c ---- */
+
+/* A streaming gzip decoder (RFC 1952, one member or several). */
+struct uf_gunzip;
+
+enum uf_gunzip_status {
+    UF_GUNZIP_MORE, /* all the input was taken: feed more, or end */
+    UF_GUNZIP_FULL, /* the content would exceed max: it stops at max bytes */
+    UF_GUNZIP_BAD,  /* not gzip, damaged or a checksum mismatch: see uf_gunzip_error */
+};
+
+/* A new decoder, owned by the caller (uf_gunzip_free; NULL is fine). */
+struct uf_gunzip *uf_gunzip_new(void);
+void uf_gunzip_free(struct uf_gunzip *g);
+/* Decodes n compressed bytes (borrowed) and appends the content to *buf,
+ * which holds *len bytes in *cap; the buffer (owned by the caller, freed
+ * with free()) is grown with af_xrealloc but never beyond max bytes. Once
+ * FULL or BAD, every later call says the same. */
+enum uf_gunzip_status uf_gunzip_feed(struct uf_gunzip *g, const void *in, size_t n, uint8_t **buf,
+                                     size_t *len, size_t *cap, size_t max);
+/* The compressed content ended: 0 when it ended between members (or was
+ * empty), -1 when it was cut short or had failed. */
+int uf_gunzip_end(struct uf_gunzip *g);
+/* What was wrong, for a message (owned by g), or NULL. */
+const char *uf_gunzip_error(const struct uf_gunzip *g);
 
 /* ---- urlfetch_http.c ---- */
 

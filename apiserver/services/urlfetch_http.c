@@ -19,6 +19,13 @@
  * caller further up the stack (http-parser, the resolver, libevent) still
  * uses it.
  *
+ * Compression, as the stock development server does it: when the app sent
+ * no Accept-Encoding the service asks for gzip itself, and a response with
+ * Content-Encoding gzip (or x-gzip) is decoded as it arrives
+ * (urlfetch_gzip.c), its Content-Encoding dropped and its Content-Length
+ * made the length of what the app gets. The 32 MiB limit counts decoded
+ * bytes. When the app chose an Accept-Encoding, nothing is touched.
+ *
  * https goes through OpenSSL under libevent's bufferevent_openssl. With
  * MustValidateServerCertificate the chain is checked against the system's
  * CA store (SSL_CERT_FILE and SSL_CERT_DIR override it, as for any OpenSSL
@@ -80,6 +87,7 @@ struct uf_fetch {
     SSL_CTX *ssl_ctx;
     int redirects;
     char *original_url;
+    bool ask_gzip; /* the app sent no Accept-Encoding: the service asks for gzip */
 
     struct event *deadline_ev;
     struct event *done_ev;
@@ -108,8 +116,10 @@ struct uf_fetch {
     uint8_t *body;
     size_t body_len, body_cap;
     bool truncated;
-    int fail_code; /* set by a parser callback that stops it */
-    char fail_detail[256];
+    struct uf_gunzip *gunzip; /* decoding this response's gzip content, or NULL */
+    bool decoded;             /* this response's Content-Encoding gzip is undone */
+    int fail_code;            /* set by a parser callback that stops it */
+    char fail_detail[480];
 
     int64_t bytes_sent, bytes_received;
 };
@@ -162,6 +172,9 @@ static void hop_release(struct uf_fetch *f)
     f->body = NULL;
     f->body_len = f->body_cap = 0;
     f->truncated = f->complete = f->got_bytes = false;
+    uf_gunzip_free(f->gunzip);
+    f->gunzip = NULL;
+    f->decoded = false;
     f->status = 0;
     f->fail_code = 0;
 }
@@ -234,9 +247,20 @@ static void fetch_succeed(struct uf_fetch *f)
 {
     struct uf_header *shown = af_xcalloc(f->n_hdrs ? f->n_hdrs : 1, sizeof(*shown));
     size_t n = 0;
-    for (size_t i = 0; i < f->n_hdrs; i++)
-        if (!response_header_dropped(f->hdrs[i].key))
-            shown[n++] = f->hdrs[i];
+    /* Decoded content: Content-Length says how long it is, except for HEAD,
+     * where it keeps the length the server gave (there is no content). */
+    char length[24] = "";
+    bool set_length = f->decoded && !f->head_only;
+    for (size_t i = 0; i < f->n_hdrs; i++) {
+        const char *key = f->hdrs[i].key;
+        if (response_header_dropped(key) ||
+            (f->decoded && strcasecmp(key, "Content-Encoding") == 0))
+            continue;
+        shown[n] = f->hdrs[i];
+        if (set_length && strcasecmp(key, "Content-Length") == 0)
+            shown[n].value = length;
+        n++;
+    }
     char *final_url = f->redirects > 0 ? uf_url_string(&f->url) : NULL;
     struct uf_response r = {
         .status = f->status,
@@ -251,10 +275,22 @@ static void fetch_succeed(struct uf_fetch *f)
     };
     uint8_t *buf;
     /* The envelope around it must stay within the API's message limit. */
-    size_t len = uf_response_encode(&r, AF_API_MAX_MESSAGE - 16, &buf);
+    size_t max = AF_API_MAX_MESSAGE - 16;
+    if (set_length) {
+        /* The length of the content the app will get, cut to fit or not;
+         * the shorter number cannot make the rest longer. */
+        snprintf(length, sizeof(length), "%zu", f->body_len);
+        size_t fit = uf_response_content_fit(&r, max);
+        if (fit < f->body_len) {
+            snprintf(length, sizeof(length), "%zu", fit);
+            r.content_len = fit;
+            r.truncated = true;
+        }
+    }
+    size_t len = uf_response_encode(&r, max, &buf);
     af_result_ok(&f->result, buf, len);
-    af_debug("urlfetch: %s: %d, %zu bytes%s", f->original_url, f->status, f->body_len,
-             f->truncated ? " (truncated)" : "");
+    af_debug("urlfetch: %s: %d, %zu bytes%s%s", f->original_url, f->status, f->body_len,
+             f->decoded ? " (gzip decoded)" : "", f->truncated ? " (truncated)" : "");
     free(final_url);
     free(shown);
     hop_release(f);
@@ -329,6 +365,8 @@ static void send_request(struct uf_fetch *f)
     }
     if (!ua)
         evbuffer_add_printf(out, "User-Agent: %s\r\n", USER_AGENT_SUFFIX);
+    if (f->ask_gzip)
+        evbuffer_add_printf(out, "Accept-Encoding: gzip\r\n");
     bool body = method_has_body(f->req.method);
     if (body)
         evbuffer_add_printf(out, "Content-Length: %zu\r\n", f->req.payload_len);
@@ -374,6 +412,9 @@ static int on_message_begin(http_parser *p)
     free_headers(f->hdrs, f->n_hdrs);
     f->hdrs = NULL;
     f->n_hdrs = f->cap_hdrs = 0;
+    uf_gunzip_free(f->gunzip);
+    f->gunzip = NULL;
+    f->decoded = false;
     return 0;
 }
 
@@ -394,12 +435,62 @@ static int on_header_value(http_parser *p, const char *at, size_t n)
     return 0;
 }
 
+static const char *find_header(const struct uf_fetch *f, const char *key)
+{
+    for (size_t i = 0; i < f->n_hdrs; i++)
+        if (strcasecmp(f->hdrs[i].key, key) == 0)
+            return f->hdrs[i].value;
+    return NULL;
+}
+
+static bool is_redirect(int status)
+{
+    return status == 301 || status == 302 || status == 303 || status == 307 || status == 308;
+}
+
+/* Whether this hop's response is a redirect the service follows (its body
+ * is then dropped). */
+static bool will_follow(const struct uf_fetch *f)
+{
+    return f->req.follow_redirects && is_redirect(f->status) && find_header(f, "Location");
+}
+
+/* Whether the response's content is gzip the service asked for and undoes:
+ * one Content-Encoding field, "gzip" or its old alias "x-gzip" (RFC 9110
+ * section 8.4.1.3). Layered codings ("gzip, br") and any other coding pass
+ * through as they are. */
+static bool gzip_to_undo(const struct uf_fetch *f)
+{
+    if (!f->ask_gzip || f->status < 200 || will_follow(f))
+        return false;
+    const char *coding = NULL;
+    for (size_t i = 0; i < f->n_hdrs; i++) {
+        if (strcasecmp(f->hdrs[i].key, "Content-Encoding") != 0)
+            continue;
+        if (coding)
+            return false;
+        coding = f->hdrs[i].value;
+    }
+    if (!coding)
+        return false;
+    coding += strspn(coding, " \t");
+    size_t n = strcspn(coding, " \t");
+    if (coding[n + strspn(coding + n, " \t")] != '\0')
+        return false;
+    return (n == 4 && strncasecmp(coding, "gzip", 4) == 0) ||
+           (n == 6 && strncasecmp(coding, "x-gzip", 6) == 0);
+}
+
 static int on_headers_complete(http_parser *p)
 {
     struct uf_fetch *f = p->data;
     push_header(f);
     f->status = (int)p->status_code;
-    if (f->status >= 200 && p->content_length != ULLONG_MAX && p->content_length > 0) {
+    if (gzip_to_undo(f)) {
+        f->decoded = true;
+        if (!f->head_only)
+            f->gunzip = uf_gunzip_new();
+    } else if (f->status >= 200 && p->content_length != ULLONG_MAX && p->content_length > 0) {
         size_t want =
             p->content_length > UF_MAX_CONTENT ? UF_MAX_CONTENT : (size_t)p->content_length;
         if (!f->head_only && want > f->body_cap) {
@@ -411,9 +502,31 @@ static int on_headers_complete(http_parser *p)
     return f->head_only && f->status >= 200 ? 1 : 0;
 }
 
+/* Body bytes through the gzip decoder. */
+static int on_gzip_body(struct uf_fetch *f, http_parser *p, const char *at, size_t n)
+{
+    enum uf_gunzip_status st =
+        uf_gunzip_feed(f->gunzip, at, n, &f->body, &f->body_len, &f->body_cap, UF_MAX_CONTENT);
+    if (st == UF_GUNZIP_FULL) {
+        /* Over 32 MiB decoded: cut and flagged, as for plain content. */
+        f->truncated = true;
+        f->complete = true;
+        http_parser_pause(p, 1);
+    } else if (st == UF_GUNZIP_BAD) {
+        f->fail_code = UFERR(FETCH_ERROR);
+        snprintf(f->fail_detail, sizeof(f->fail_detail),
+                 "the gzip content from %.200s is invalid: %s", f->original_url,
+                 uf_gunzip_error(f->gunzip));
+        http_parser_pause(p, 1);
+    }
+    return 0;
+}
+
 static int on_body(http_parser *p, const char *at, size_t n)
 {
     struct uf_fetch *f = p->data;
+    if (f->gunzip)
+        return on_gzip_body(f, p, at, n);
     size_t room = UF_MAX_CONTENT - f->body_len;
     if (n > room) {
         /* App Engine cuts a response body over 32 MiB and says so; the
@@ -459,24 +572,16 @@ static const http_parser_settings parser_settings = {
     .on_message_complete = on_message_complete,
 };
 
-static const char *find_header(const struct uf_fetch *f, const char *key)
-{
-    for (size_t i = 0; i < f->n_hdrs; i++)
-        if (strcasecmp(f->hdrs[i].key, key) == 0)
-            return f->hdrs[i].value;
-    return NULL;
-}
-
-static bool is_redirect(int status)
-{
-    return status == 301 || status == 302 || status == 303 || status == 307 || status == 308;
-}
-
 /* The response of this hop is complete: answer, or follow a redirect. */
 static void response_complete(struct uf_fetch *f)
 {
+    if (f->gunzip && !f->truncated && uf_gunzip_end(f->gunzip) != 0) {
+        fetch_fail(f, UFERR(FETCH_ERROR), "the gzip content from %s is invalid: %s",
+                   f->original_url, uf_gunzip_error(f->gunzip));
+        return;
+    }
     const char *location = find_header(f, "Location");
-    if (!f->req.follow_redirects || !is_redirect(f->status) || !location || f->truncated) {
+    if (!will_follow(f) || f->truncated) {
         fetch_succeed(f);
         return;
     }
@@ -528,6 +633,10 @@ static bool feed(struct uf_fetch *f, const char *data, size_t len)
 {
     size_t used = http_parser_execute(&f->parser, &parser_settings, data, len);
     enum http_errno e = HTTP_PARSER_ERRNO(&f->parser);
+    if (f->fail_code) {
+        fetch_fail(f, f->fail_code, "%s", f->fail_detail);
+        return false;
+    }
     if (f->complete) {
         response_complete(f);
         return false;
@@ -867,6 +976,10 @@ struct uf_fetch *uf_fetch_new(struct uf_fetch_spec *spec)
     f->deadline_s = spec->deadline_s;
     f->ssl_ctx = spec->ssl_ctx;
     f->original_url = uf_url_string(&f->url);
+    f->ask_gzip = true;
+    for (size_t i = 0; i < f->req.n_headers; i++)
+        if (strcasecmp(f->req.headers[i].key, "Accept-Encoding") == 0)
+            f->ask_gzip = false;
     memset(spec, 0, sizeof(*spec));
     return f;
 }

@@ -257,17 +257,20 @@ static size_t rest_size(const struct uf_response *r, bool truncated)
     return n;
 }
 
+size_t uf_response_content_fit(const struct uf_response *r, size_t max)
+{
+    if (rest_size(r, r->truncated) + len_field_size(r->content_len) <= max)
+        return r->content_len;
+    size_t rest = rest_size(r, true) + 1 + af_pb_varint_size(max);
+    size_t fit = rest < max ? max - rest : 0;
+    return fit < r->content_len ? fit : r->content_len;
+}
+
 size_t uf_response_encode(const struct uf_response *r, size_t max, uint8_t **out)
 {
-    bool truncated = r->truncated;
-    size_t content_len = r->content_len;
-    if (rest_size(r, truncated) + len_field_size(content_len) > max) {
-        truncated = true;
-        size_t rest = rest_size(r, true) + 1 + af_pb_varint_size(max);
-        content_len = rest < max ? max - rest : 0;
-        if (content_len > r->content_len)
-            content_len = r->content_len;
-    }
+    size_t content_len = uf_response_content_fit(r, max);
+    bool truncated =
+        r->truncated || rest_size(r, r->truncated) + len_field_size(r->content_len) > max;
     size_t total = rest_size(r, truncated) + len_field_size(content_len);
     uint8_t *buf = af_xmalloc(total);
     uint8_t *p = buf;

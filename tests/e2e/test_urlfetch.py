@@ -11,6 +11,8 @@ the serialized backend": while a Fetch waits on a slow server other calls
 are answered at once, and several fetches wait at the same time.
 """
 
+import functools
+import gzip
 import json
 import os
 import socket
@@ -18,6 +20,7 @@ import ssl
 import struct
 import threading
 import time
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -145,6 +148,31 @@ def fetch_error(client, url, code, **kw):
 
 # --- the origin servers --------------------------------------------------------
 
+GZIP_TEXT = b"".join(b"line %d of the gzip test content\n" % i for i in range(2000))
+
+
+@functools.lru_cache(maxsize=None)
+def gzip_zeros(n):
+    """n zero bytes as one gzip member, made a MiB at a time."""
+    z = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    out = [z.compress(bytes(min(n - i, 1 << 20))) for i in range(0, n, 1 << 20)]
+    return b"".join(out) + z.flush()
+
+
+def gzip_body(q):
+    """The content /gzip serves for the query q (see Origin._gzip)."""
+    if "zeros" in q:
+        return gzip_zeros(int(q["zeros"]))
+    # mtime=0: the same bytes every time (the header holds a timestamp).
+    body = b"".join(gzip.compress(GZIP_TEXT, mtime=0) for _ in range(int(q.get("members", "1"))))
+    if "corrupt" in q:
+        # A byte in the middle of the deflate data.
+        mid = len(body) // 2
+        body = body[:mid] + bytes([body[mid] ^ 0xFF]) + body[mid + 1:]
+    if "cut" in q:
+        body = body[:-int(q["cut"])]
+    return body
+
 
 class Origin(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -199,6 +227,8 @@ class Origin(BaseHTTPRequestHandler):
                     n -= min(n, len(chunk))
             except OSError:
                 pass  # the client stops reading at its limit
+        elif u.path == "/gzip":
+            self._gzip(q)
         elif u.path == "/chunked":
             self.send_response(200)
             self.send_header("Transfer-Encoding", "chunked")
@@ -215,6 +245,27 @@ class Origin(BaseHTTPRequestHandler):
             self.close_connection = True
         else:
             self._send(404, b"no such path")
+
+    def _gzip(self, q):
+        """Gzip content whatever the request asked (gzip_body), with
+        Content-Encoding `enc` (default gzip), chunked when `chunked` is
+        set; X-Got-Accept-Encoding says what the request carried."""
+        body = gzip_body(q)
+        got = self.headers.get("Accept-Encoding", "(none)")
+        headers = [("Content-Type", "text/plain"), ("Content-Encoding", q.get("enc", "gzip")),
+                   ("X-Got-Accept-Encoding", got)]
+        if "chunked" not in q:
+            self._send(200, body, headers)
+            return
+        self.send_response(200)
+        for k, v in headers:
+            self.send_header(k, v)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for i in range(0, len(body), 1000):
+            piece = body[i:i + 1000]
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+        self.wfile.write(b"0\r\n\r\n")
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _handle
 
@@ -370,6 +421,101 @@ def test_chunked_and_close_delimited(client, origin):
     assert r.header("Transfer-Encoding") is None  # de-chunked
     r = fetch_ok(client, origin + "/close")
     assert r.content == b"until the end"
+
+
+# --- compression: dev_appserver's transparent gzip ----------------------------------
+
+
+def test_gzip_decoded_when_the_app_asked_for_no_encoding(client, origin):
+    r = fetch_ok(client, origin + "/gzip")
+    assert r.header("X-Got-Accept-Encoding") == "gzip"  # the service asked for it
+    assert r.content == GZIP_TEXT
+    assert r.header("Content-Encoding") is None
+    assert r.header("Content-Length") == str(len(GZIP_TEXT))
+    assert r.header("Content-Type") == "text/plain"
+    assert not r.truncated
+    assert r.received < len(GZIP_TEXT)  # what came over the wire was compressed
+    # The service's Accept-Encoding is sent to every server, the echo too.
+    doc = json.loads(fetch_ok(client, origin + "/echo").content)
+    assert {k.lower(): v for k, v in doc["headers"]}["accept-encoding"] == "gzip"
+
+
+def test_gzip_multi_member_chunked_and_x_gzip(client, origin):
+    r = fetch_ok(client, origin + "/gzip?members=3&chunked=1")
+    assert r.content == GZIP_TEXT * 3
+    assert r.header("Content-Encoding") is None
+    assert r.header("Content-Length") is None  # none was sent; none is made up
+    r = fetch_ok(client, origin + "/gzip?enc=x-gzip")
+    assert r.content == GZIP_TEXT and r.header("Content-Encoding") is None
+
+
+def test_gzip_passed_through_when_the_app_set_accept_encoding(client, origin):
+    raw = gzip_body({})
+    for value in ("gzip", "identity", "br;q=1.0, gzip;q=0.5", ""):
+        r = fetch_ok(client, origin + "/gzip", headers=[("Accept-Encoding", value)])
+        assert r.header("X-Got-Accept-Encoding") == value
+        assert r.content == raw, value
+        assert r.header("Content-Encoding") == "gzip"
+        assert r.header("Content-Length") == str(len(raw))
+
+
+def test_other_encodings_pass_through(client, origin):
+    raw = gzip_body({})
+    for enc in ("br", "deflate", "gzip, br"):
+        r = fetch_ok(client, origin + "/gzip?enc=" + enc.replace(" ", "%20"))
+        assert r.content == raw, enc
+        assert r.header("Content-Encoding") == enc
+
+
+def test_gzip_head(client, origin):
+    r = fetch_ok(client, origin + "/gzip", method=HEAD)
+    assert r.status == 200 and r.content == b""
+    assert r.header("Content-Encoding") is None
+    # HEAD keeps the length the server gave.
+    assert r.header("Content-Length") == str(len(gzip_body({})))
+
+
+@pytest.mark.parametrize("query, words", [
+    ("corrupt=1", "invalid"),
+    ("cut=20", "cut short"),
+    ("cut=20&chunked=1", "cut short"),
+])
+def test_gzip_damaged_is_fetch_error(client, origin, query, words):
+    detail = fetch_error(client, origin + "/gzip?" + query, FETCH_ERROR)
+    assert "gzip content" in detail and words in detail, detail
+    assert origin + "/gzip" in detail
+    # The server goes on serving.
+    assert fetch_ok(client, origin + "/gzip").content == GZIP_TEXT
+
+
+def test_gzip_truncated_after_decoding(client, origin):
+    # 33 MiB of content in about 33 KiB: the 32 MiB limit counts decoded bytes.
+    r = fetch_ok(client, origin + f"/gzip?zeros={33 << 20}")
+    assert r.truncated
+    assert (32 << 20) - 4096 < len(r.content) <= 32 << 20
+    assert r.content.count(0) == len(r.content)
+    assert r.header("Content-Length") == str(len(r.content))
+    assert r.header("Content-Encoding") is None
+    # Exactly under the limit: whole.
+    r = fetch_ok(client, origin + f"/gzip?zeros={4 << 20}")
+    assert len(r.content) == 4 << 20 and not r.truncated
+
+
+def test_gzip_bomb_is_bounded(api, origin):
+    # 256 MiB of zeros, about 256 KiB compressed: decoding stops at the
+    # limit, quickly, and the server goes on answering.
+    n = 256 << 20
+    gzip_zeros(n)  # made before the clock starts
+    c = api.framed(timeout=30)
+    try:
+        t0 = time.monotonic()
+        r = fetch_ok(c, origin + f"/gzip?zeros={n}", deadline=30)
+        took = time.monotonic() - t0
+        assert r.truncated and len(r.content) > (32 << 20) - 4096
+        assert took < 20, took
+        assert fetch_ok(c, origin + "/echo").status == 200
+    finally:
+        c.close()
 
 
 # --- redirects -----------------------------------------------------------------------

@@ -2,18 +2,22 @@
  * fuzz_urlfetch — the parsers of the urlfetch service under libFuzzer: the
  * hand-written URLFetchRequest decoder (apiserver/services/urlfetch_wire.c,
  * proto2 groups included), the checks of Fetch on the backend thread
- * (urlfetch.c), absolute URLs and redirect targets (urlfetch_url.c), and
- * the response encoder fed with what was decoded.
+ * (urlfetch.c), absolute URLs and redirect targets (urlfetch_url.c), the
+ * response encoder fed with what was decoded, and the streaming gzip
+ * decoder (urlfetch_gzip.c).
  *
  * Input: an encoded URLFetchRequest. Its Url is also used as a Location
- * against a fixed base, and each header value as another.
+ * against a fixed base, each header value as another, and its Payload as
+ * gzip content.
  *
  * Invariants: no memory error, leak or undefined behaviour; a failed decode
  * says why (a non-empty, terminated message); a URL that parses prints
  * (uf_url_string) as a URL that parses again to the same string; a resolved
  * Location either is refused (NULL) or is a string without control bytes;
- * an encoded response never exceeds its limit; Fetch either refuses with a
- * detail or defers, and the deferred fetch is cancelled without leaking.
+ * an encoded response never exceeds its limit; gzip content decodes to the
+ * same status and bytes whether it comes whole or in pieces, never past its
+ * limit, and a failure says why; Fetch either refuses with a detail or
+ * defers, and the deferred fetch is cancelled without leaking.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -77,6 +81,51 @@ static void check_location(const char *loc)
     free(r);
 }
 
+struct gunzipped {
+    enum uf_gunzip_status st;
+    int end;
+    uint8_t *buf;
+    size_t len, cap;
+};
+
+/* data through a decoder in pieces of `piece` bytes, under max. */
+static struct gunzipped gunzip(const uint8_t *data, size_t n, size_t piece, size_t max)
+{
+    struct gunzipped r = {.st = UF_GUNZIP_MORE};
+    struct uf_gunzip *g = uf_gunzip_new();
+    for (size_t off = 0; off < n && r.st == UF_GUNZIP_MORE; off += piece)
+        r.st = uf_gunzip_feed(g, data + off, n - off < piece ? n - off : piece, &r.buf, &r.len,
+                              &r.cap, max);
+    r.end = r.st == UF_GUNZIP_MORE ? uf_gunzip_end(g) : -1;
+    if (r.len > max || r.cap > max)
+        die("the gzip decoder went past its limit", NULL);
+    if ((r.st == UF_GUNZIP_BAD || (r.st == UF_GUNZIP_MORE && r.end != 0)) &&
+        (!uf_gunzip_error(g) || !uf_gunzip_error(g)[0]))
+        die("a gzip failure without a message", NULL);
+    if (r.st == UF_GUNZIP_FULL && r.len != max)
+        die("the gzip decoder is full before its limit", NULL);
+    uf_gunzip_free(g);
+    return r;
+}
+
+static void check_gunzip(const uint8_t *data, size_t n)
+{
+    if (n == 0)
+        return;
+    /* A small limit, so that cutting is exercised; the piece size from the
+     * length, so that it varies without taking input bytes. */
+    const size_t max = 1 << 16;
+    struct gunzipped whole = gunzip(data, n, n, max);
+    struct gunzipped parts = gunzip(data, n, 1 + n % 61, max);
+    if (whole.st != parts.st || whole.end != parts.end)
+        die("gzip content decodes differently in pieces", NULL);
+    if (whole.st != UF_GUNZIP_BAD &&
+        (whole.len != parts.len || (whole.len && memcmp(whole.buf, parts.buf, whole.len) != 0)))
+        die("gzip content decodes to other bytes in pieces", NULL);
+    free(whole.buf);
+    free(parts.buf);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct uf_request req;
@@ -89,6 +138,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check_location(req.url);
         for (size_t i = 0; i < req.n_headers; i++)
             check_location(req.headers[i].value);
+        check_gunzip(req.payload, req.payload_len);
 
         /* The decoded headers and payload as a response, under a small
          * limit so that cutting is exercised. */

@@ -5,6 +5,8 @@ package appfronttest
 // httptest server on loopback.
 
 import (
+	"bytes"
+	"compress/gzip"
 	"fmt"
 	"io/ioutil"
 	"net"
@@ -33,6 +35,16 @@ func newOrigin(t *testing.T) *httptest.Server {
 	})
 	mux.HandleFunc("/moved", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/echo?from=moved", http.StatusFound)
+	})
+	mux.HandleFunc("/gzip", func(w http.ResponseWriter, r *http.Request) {
+		// Compressed whatever was asked, saying what was asked.
+		var buf bytes.Buffer
+		zw := gzip.NewWriter(&buf)
+		zw.Write([]byte(strings.Repeat("plain text from a gzip origin\n", 100)))
+		zw.Close()
+		w.Header().Set("Content-Encoding", "gzip")
+		w.Header().Set("X-Got-Accept-Encoding", r.Header.Get("Accept-Encoding"))
+		w.Write(buf.Bytes())
 	})
 	mux.HandleFunc("/teapot", func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusTeapot)
@@ -84,6 +96,31 @@ func TestURLFetch(t *testing.T) {
 			body, _ := ioutil.ReadAll(res.Body)
 			if string(body) != `POST /echo body="payload bytes"` {
 				t.Fatalf("got %q", body)
+			}
+		}},
+		{"gzip content arrives as plain text", func(t *testing.T, ctx context.Context) {
+			// urlfetch.Client sends no Accept-Encoding of its own: the
+			// service asks for gzip and decodes, as dev_appserver does.
+			res, err := urlfetch.Client(ctx).Get(origin.URL + "/gzip")
+			if err != nil {
+				t.Fatalf("GET: %v", err)
+			}
+			body, err := ioutil.ReadAll(res.Body)
+			if err != nil {
+				t.Fatalf("reading the body: %v", err)
+			}
+			want := strings.Repeat("plain text from a gzip origin\n", 100)
+			if string(body) != want {
+				t.Fatalf("got %d bytes %.60q..., want the %d plain bytes", len(body), body, len(want))
+			}
+			if ce := res.Header.Get("Content-Encoding"); ce != "" {
+				t.Errorf("Content-Encoding %q is still there", ce)
+			}
+			if got := res.Header.Get("X-Got-Accept-Encoding"); got != "gzip" {
+				t.Errorf("the origin got Accept-Encoding %q, want gzip", got)
+			}
+			if res.ContentLength != int64(len(want)) {
+				t.Errorf("ContentLength %d, want %d", res.ContentLength, len(want))
 			}
 		}},
 		{"status codes pass through", func(t *testing.T, ctx context.Context) {
