@@ -311,8 +311,12 @@ int af_stream_connect(struct af_stream *s, struct event_base *base, const struct
     return -1;
 }
 
-/* Streams with a deferred flush: the front end runs on one thread. */
+/* Streams with a deferred flush, oldest first: the front end runs on one
+ * thread. In the order their requests were read, so that the request that
+ * has waited longest reaches its instance first (a stack served it last and
+ * widened the spread of latencies). */
 static struct af_stream *deferred_head;
+static struct af_stream **deferred_tail = &deferred_head;
 
 static void undefer(struct af_stream *s)
 {
@@ -320,6 +324,8 @@ static void undefer(struct af_stream *s)
         return;
     if (s->next_deferred)
         s->next_deferred->prev_deferred = s->prev_deferred;
+    else
+        deferred_tail = s->prev_deferred;
     *s->prev_deferred = s->next_deferred;
     s->deferred = false;
     s->next_deferred = NULL;
@@ -331,11 +337,10 @@ void af_stream_flush_deferred(struct af_stream *s)
     if (s->deferred || s->fd < 0)
         return;
     s->deferred = true;
-    s->next_deferred = deferred_head;
-    if (deferred_head)
-        deferred_head->prev_deferred = &s->next_deferred;
-    s->prev_deferred = &deferred_head;
-    deferred_head = s;
+    s->next_deferred = NULL;
+    s->prev_deferred = deferred_tail;
+    *deferred_tail = s;
+    deferred_tail = &s->next_deferred;
 }
 
 void af_stream_flush_all(void)
