@@ -16,8 +16,10 @@
  * to the API I/O thread, where urlfetch_http.c runs it; the backend goes on
  * with the next call at once. Nothing here waits on the network.
  *
- * The service's only state is the TLS context for https (CA store loaded
- * once, on the first https fetch), which fetches share by reference.
+ * The service's state is the TLS context for https (CA store loaded once,
+ * on the first https fetch) and the proxies of the environment (read once,
+ * when the service starts; urlfetch_proxy.c), which fetches share by
+ * reference.
  */
 #include <ctype.h>
 #include <math.h>
@@ -35,11 +37,14 @@
 struct urlfetch_state {
     SSL_CTX *ssl_ctx; /* made on the first https fetch */
     bool ssl_failed;
+    struct uf_proxy_config *proxies; /* NULL: no proxy */
 };
 
 static void *urlfetch_create(const struct af_api_options *opts)
 {
-    return af_xcalloc(1, sizeof(struct urlfetch_state));
+    struct urlfetch_state *st = af_xcalloc(1, sizeof(struct urlfetch_state));
+    st->proxies = uf_proxy_config_new(getenv);
+    return st;
 }
 
 static void urlfetch_destroy(void *state)
@@ -48,6 +53,7 @@ static void urlfetch_destroy(void *state)
     /* Fetches still running hold their own references. */
     if (st->ssl_ctx)
         SSL_CTX_free(st->ssl_ctx);
+    uf_proxy_config_unref(st->proxies);
     free(st);
 }
 
@@ -187,6 +193,7 @@ static void m_fetch(void *state, const struct af_call *call, struct af_result *r
             goto fail;
         }
     }
+    spec.proxies = uf_proxy_config_ref(st->proxies);
     af_result_defer(res, &uf_fetch_ops, uf_fetch_new(&spec));
     return;
 

@@ -8,6 +8,7 @@
  *   urlfetch_url.c   absolute http(s) URLs: parsing, redirect targets
  *   urlfetch_http.c  the HTTP/1.1 client that runs on the I/O thread
  *   urlfetch_gzip.c  the streaming gzip decoder for Content-Encoding: gzip
+ *   urlfetch_proxy.c the outbound proxy from the environment (http_proxy, ...)
  *
  * Internal to apiserver/services/.
  */
@@ -143,6 +144,36 @@ int uf_gunzip_end(struct uf_gunzip *g);
 /* What was wrong, for a message (owned by g), or NULL. */
 const char *uf_gunzip_error(const struct uf_gunzip *g);
 
+/* ---- urlfetch_proxy.c ---- */
+
+/* One proxy of the environment; its strings belong to its configuration. */
+struct uf_proxy {
+    const char *var; /* the variable it came from: "http_proxy", "HTTPS_PROXY", ... */
+    char *host;      /* without []; NULL when the variable is unusable */
+    int port;
+    char *authority; /* host:port, for CONNECT's messages */
+    char *auth;      /* a Proxy-Authorization value, or NULL */
+    char *error;     /* why the variable cannot be used, or NULL */
+};
+
+/* The proxies of the environment: immutable, shared by reference. */
+struct uf_proxy_config;
+
+/* Reads http_proxy, https_proxy and no_proxy (each also in upper case)
+ * through get (getenv, or a test's), warning about unusable values. Returns
+ * a configuration with one reference for the caller, or NULL when neither
+ * proxy variable is set: every fetch goes direct. */
+struct uf_proxy_config *uf_proxy_config_new(char *(*get)(const char *));
+/* Another reference to c (NULL passes); thread-safe. */
+struct uf_proxy_config *uf_proxy_config_ref(struct uf_proxy_config *c);
+/* Drops a reference; the last one frees. Thread-safe; NULL is fine. */
+void uf_proxy_config_unref(struct uf_proxy_config *c);
+/* The proxy through which to fetch u (borrowed from c; when its error is
+ * set, the fetch must fail with it), or NULL to connect directly. */
+const struct uf_proxy *uf_proxy_for(const struct uf_proxy_config *c, const struct uf_url *u);
+/* Whether host (as in a URL, without []) is this machine's loopback. */
+bool uf_proxy_is_loopback(const char *host);
+
 /* ---- urlfetch_http.c ---- */
 
 /* One fetch: built on the backend thread, run on the I/O thread. */
@@ -154,6 +185,7 @@ struct uf_fetch_spec {
     struct uf_url url;          /* taken: req.url parsed */
     double deadline_s;          /* clamped, > 0 */
     struct ssl_ctx_st *ssl_ctx; /* a reference taken (SSL_CTX_up_ref) or NULL: no https */
+    struct uf_proxy_config *proxies; /* a reference taken, or NULL: no proxy */
 };
 
 /* Takes everything spec holds. */

@@ -7,8 +7,20 @@
  *   RESOLVING --addresses--> CONNECTING --connected--> EXCHANGING
  *       (evdns, no blocking)    (one address     (request written, the response
  *                               after another)    parsed with http-parser)
+ *   CONNECTING --https through a proxy--> TUNNELING --200--> EXCHANGING
+ *                                         (CONNECT sent, the answer read)
  *   EXCHANGING --3xx, following--> RESOLVING (the next hop)
  *   any state --answer, error, deadline--> DONE
+ *
+ * With a proxy (urlfetch_proxy.c; chosen again for every hop) the proxy is
+ * resolved and connected to instead of the origin. An http URL is then
+ * asked for in absolute form ("GET http://host/path HTTP/1.1", RFC 9112
+ * section 3.2.2); an https URL gets a tunnel ("CONNECT host:port", RFC 9110
+ * section 9.3.6), and TLS with the origin runs inside it as a filter over
+ * the plain connection, the certificate checked against the origin's name
+ * as on a direct connection. Whatever goes wrong before the origin is
+ * reached (the proxy's name, its port, its refusal to tunnel) is
+ * FETCH_ERROR naming the proxy.
  *
  * One connection per hop, closed after it ("Connection: close"): a
  * development server gains nothing from pooling and avoids every question
@@ -65,6 +77,7 @@
 enum fetch_state {
     F_RESOLVING,
     F_CONNECTING,
+    F_TUNNELING,
     F_EXCHANGING,
     F_DONE,
 };
@@ -88,6 +101,8 @@ struct uf_fetch {
     int redirects;
     char *original_url;
     bool ask_gzip; /* the app sent no Accept-Encoding: the service asks for gzip */
+    struct uf_proxy_config *proxies; /* a reference, or NULL */
+    const struct uf_proxy *proxy;    /* this hop's (borrowed from proxies), or NULL: direct */
 
     struct event *deadline_ev;
     struct event *done_ev;
@@ -193,6 +208,7 @@ static void fetch_free(struct uf_fetch *f)
     uf_request_release(&f->req);
     uf_url_release(&f->url);
     free(f->original_url);
+    uf_proxy_config_unref(f->proxies);
     free(f);
 }
 
@@ -303,6 +319,7 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
     static const char *const doing[] = {
         [F_RESOLVING] = "resolving the host",
         [F_CONNECTING] = "connecting",
+        [F_TUNNELING] = "waiting for the proxy to open a tunnel",
         [F_EXCHANGING] = "waiting for the response",
         [F_DONE] = "finishing",
     };
@@ -348,12 +365,19 @@ static bool method_has_body(int m)
 static void send_request(struct uf_fetch *f)
 {
     struct evbuffer *out = evbuffer_new();
-    evbuffer_add_printf(out, "%s %s HTTP/1.1\r\nHost: %s\r\n", method_name(f->req.method),
-                        f->url.target, f->url.authority);
+    /* Through a proxy (http only; https is tunnelled), the absolute form. */
+    bool absolute = f->proxy && !f->url.https;
+    evbuffer_add_printf(out, "%s %s%s%s HTTP/1.1\r\nHost: %s\r\n", method_name(f->req.method),
+                        absolute ? "http://" : "", absolute ? f->url.authority : "", f->url.target,
+                        f->url.authority);
+    bool proxy_auth = absolute && f->proxy->auth;
+    if (proxy_auth)
+        evbuffer_add_printf(out, "Proxy-Authorization: %s\r\n", f->proxy->auth);
     bool ua = false;
     for (size_t i = 0; i < f->req.n_headers; i++) {
         const struct uf_header *h = &f->req.headers[i];
-        if (uf_header_is_dropped(h->key))
+        if (uf_header_is_dropped(h->key) ||
+            (proxy_auth && strcasecmp(h->key, "Proxy-Authorization") == 0))
             continue;
         if (strcasecmp(h->key, "User-Agent") == 0) {
             /* Production appends its own product to the app's. */
@@ -779,12 +803,135 @@ static SSL *make_ssl(struct uf_fetch *f, char *err, size_t errlen)
     return ssl;
 }
 
+/* f->bev is set up: send the request, parse the response. */
+static void start_exchange(struct uf_fetch *f)
+{
+    f->state = F_EXCHANGING;
+    http_parser_init(&f->parser, HTTP_RESPONSE);
+    f->parser.data = f;
+    f->head_only = f->req.method == UF_HEAD;
+    bufferevent_setcb(f->bev, on_read, NULL, on_event, f);
+    send_request(f);
+    bufferevent_enable(f->bev, EV_READ | EV_WRITE);
+}
+
+/* The proxy's answer to CONNECT is read up to this size. */
+#define TUNNEL_HEAD_MAX 16384
+
+/* The tunnel is open: TLS with the origin over the plain connection. */
+static void tunnel_open(struct uf_fetch *f)
+{
+    char err[128];
+    SSL *ssl = make_ssl(f, err, sizeof(err));
+    if (!ssl) {
+        fetch_fail(f, UFERR(FETCH_ERROR), "cannot fetch %s: %s", f->original_url, err);
+        return;
+    }
+    /* The filter owns the plain connection from now on (and frees the SSL
+     * even when it cannot be made). */
+    struct bufferevent *plain = f->bev;
+    f->bev = bufferevent_openssl_filter_new(f->base, plain, ssl, BUFFEREVENT_SSL_CONNECTING,
+                                            BEV_OPT_CLOSE_ON_FREE);
+    if (!f->bev) {
+        fetch_fail(f, UFERR(INTERNAL_TRANSIENT_ERROR),
+                   "cannot set up TLS with %s through the proxy %s", f->url.authority,
+                   f->proxy->authority);
+        return;
+    }
+    bufferevent_openssl_set_allow_dirty_shutdown(f->bev, 1);
+    start_exchange(f);
+}
+
+/* The proxy's answer to CONNECT: a 2xx opens the tunnel. */
+static void on_tunnel_read(struct bufferevent *bev, void *arg)
+{
+    struct uf_fetch *f = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    struct evbuffer_ptr end = evbuffer_search(in, "\r\n\r\n", 4, NULL);
+    if (end.pos < 0) {
+        if (evbuffer_get_length(in) > TUNNEL_HEAD_MAX)
+            fetch_fail(f, UFERR(FETCH_ERROR),
+                       "the proxy %s (%s) answered CONNECT %s with a head over %d KiB",
+                       f->proxy->authority, f->proxy->var, f->url.authority,
+                       TUNNEL_HEAD_MAX / 1024);
+        return;
+    }
+    size_t head_len = (size_t)end.pos + 4;
+    char *head = af_xmalloc(head_len + 1);
+    evbuffer_remove(in, head, head_len);
+    head[head_len] = '\0';
+    f->bytes_received += (int64_t)head_len;
+    size_t line = strcspn(head, "\r\n");
+    head[line] = '\0';
+    for (char *c = head; *c; c++)
+        if ((unsigned char)*c < 0x20 || *c == 0x7f)
+            *c = '?';
+    /* "HTTP/1.x NNN reason" (RFC 9112 section 4). */
+    int status = -1;
+    if (line >= 12 && strncmp(head, "HTTP/1.", 7) == 0 && head[8] == ' ' &&
+        strspn(head + 9, "0123456789") == 3 && (head[12] == ' ' || head[12] == '\0'))
+        status = atoi(head + 9);
+    if (status < 0)
+        fetch_fail(f, UFERR(FETCH_ERROR),
+                   "the proxy %s (%s) answered CONNECT %s with something that is not HTTP: "
+                   "\"%.80s\"",
+                   f->proxy->authority, f->proxy->var, f->url.authority, head);
+    else if (status < 200 || status > 299)
+        fetch_fail(f, UFERR(FETCH_ERROR),
+                   "the proxy %s (%s) refused to open a tunnel to %s: \"%.100s\"%s",
+                   f->proxy->authority, f->proxy->var, f->url.authority, head,
+                   status == 407 ? " (it wants credentials: user:password@ in the variable)" : "");
+    else if (evbuffer_get_length(in) > 0)
+        fetch_fail(f, UFERR(FETCH_ERROR),
+                   "the proxy %s (%s) sent data after its CONNECT answer, before TLS began",
+                   f->proxy->authority, f->proxy->var);
+    else
+        tunnel_open(f);
+    free(head);
+}
+
+static void on_tunnel_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct uf_fetch *f = arg;
+    if (what & BEV_EVENT_EOF)
+        fetch_fail(f, UFERR(FETCH_ERROR),
+                   "the proxy %s (%s, %s) closed the connection without answering CONNECT %s",
+                   f->proxy->authority, f->proxy->var, f->last_addr, f->url.authority);
+    else if (what & (BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) {
+        int err = EVUTIL_SOCKET_ERROR();
+        fetch_fail(f, UFERR(FETCH_ERROR),
+                   "the connection to the proxy %s (%s, %s) failed before the tunnel to %s "
+                   "opened: %s",
+                   f->proxy->authority, f->proxy->var, f->last_addr, f->url.authority,
+                   err ? strerror(err) : "unknown error");
+    }
+}
+
+/* Connected to the proxy, for an https URL: ask for a tunnel. */
+static void start_tunnel(struct uf_fetch *f)
+{
+    f->state = F_TUNNELING;
+    bool v6 = strchr(f->url.host, ':') != NULL;
+    struct evbuffer *out = evbuffer_new();
+    evbuffer_add_printf(out, "CONNECT %s%s%s:%d HTTP/1.1\r\nHost: %s%s%s:%d\r\n", v6 ? "[" : "",
+                        f->url.host, v6 ? "]" : "", f->url.port, v6 ? "[" : "", f->url.host,
+                        v6 ? "]" : "", f->url.port);
+    if (f->proxy->auth)
+        evbuffer_add_printf(out, "Proxy-Authorization: %s\r\n", f->proxy->auth);
+    evbuffer_add(out, "\r\n", 2);
+    f->bytes_sent += (int64_t)evbuffer_get_length(out);
+    bufferevent_write_buffer(f->bev, out);
+    evbuffer_free(out);
+    bufferevent_setcb(f->bev, on_tunnel_read, NULL, on_tunnel_event, f);
+    bufferevent_enable(f->bev, EV_READ | EV_WRITE);
+}
+
 /* The socket is connected: wrap it and send the request. */
 static void connected(struct uf_fetch *f)
 {
     int fd = f->fd;
     f->fd = -1;
-    if (f->url.https) {
+    if (f->url.https && !f->proxy) {
         char err[128];
         SSL *ssl = make_ssl(f, err, sizeof(err));
         if (!ssl) {
@@ -809,13 +956,10 @@ static void connected(struct uf_fetch *f)
                    f->url.authority);
         return;
     }
-    f->state = F_EXCHANGING;
-    http_parser_init(&f->parser, HTTP_RESPONSE);
-    f->parser.data = f;
-    f->head_only = f->req.method == UF_HEAD;
-    bufferevent_setcb(f->bev, on_read, NULL, on_event, f);
-    send_request(f);
-    bufferevent_enable(f->bev, EV_READ | EV_WRITE);
+    if (f->url.https && f->proxy)
+        start_tunnel(f);
+    else
+        start_exchange(f);
 }
 
 static void on_connect(evutil_socket_t fd, short what, void *arg)
@@ -882,8 +1026,13 @@ static void try_connect(struct uf_fetch *f)
         f->connect_errno = errno;
         close(fd);
     }
-    fetch_fail(f, UFERR(CONNECTION_ERROR), "cannot connect to %s (%s): %s", f->url.authority,
-               f->last_addr, strerror(f->connect_errno ? f->connect_errno : ECONNREFUSED));
+    const char *why = strerror(f->connect_errno ? f->connect_errno : ECONNREFUSED);
+    if (f->proxy)
+        fetch_fail(f, UFERR(FETCH_ERROR), "cannot connect to the proxy %s (%s, %s) to fetch %s: %s",
+                   f->proxy->authority, f->proxy->var, f->last_addr, f->original_url, why);
+    else
+        fetch_fail(f, UFERR(CONNECTION_ERROR), "cannot connect to %s (%s): %s", f->url.authority,
+                   f->last_addr, why);
 }
 
 static void on_resolved(int result, struct evutil_addrinfo *res, void *arg)
@@ -900,8 +1049,14 @@ static void on_resolved(int result, struct evutil_addrinfo *res, void *arg)
     if (result != 0 || !res) {
         if (res)
             evutil_freeaddrinfo(res);
-        fetch_fail(f, UFERR(DNS_ERROR), "cannot resolve the host \"%s\": %s", f->url.host,
-                   evutil_gai_strerror(result));
+        if (f->proxy)
+            fetch_fail(f, UFERR(FETCH_ERROR),
+                       "cannot resolve the host of the proxy %s (%s) to fetch %s: %s",
+                       f->proxy->authority, f->proxy->var, f->original_url,
+                       evutil_gai_strerror(result));
+        else
+            fetch_fail(f, UFERR(DNS_ERROR), "cannot resolve the host \"%s\": %s", f->url.host,
+                       evutil_gai_strerror(result));
         return;
     }
     f->addrs = f->next_addr = res;
@@ -915,14 +1070,22 @@ static void begin_hop(struct uf_fetch *f)
     f->state = F_RESOLVING;
     f->last_addr[0] = '\0';
     f->connect_errno = 0;
+    f->proxy = uf_proxy_for(f->proxies, &f->url);
+    if (f->proxy && f->proxy->error) {
+        fetch_fail(f, UFERR(FETCH_ERROR), "cannot fetch %s: %s", f->original_url, f->proxy->error);
+        return;
+    }
+    /* Through a proxy only the proxy's name is looked up; the proxy
+     * resolves the origin's. */
+    const char *host = f->proxy ? f->proxy->host : f->url.host;
     struct evutil_addrinfo hints = {
         .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_protocol = IPPROTO_TCP};
     char port[8];
-    snprintf(port, sizeof(port), "%d", f->url.port);
+    snprintf(port, sizeof(port), "%d", f->proxy ? f->proxy->port : f->url.port);
     struct evdns_base *dns = af_io_dns(f->call);
     if (!dns) {
         struct evutil_addrinfo *res = NULL;
-        int rc = evutil_getaddrinfo(f->url.host, port, &hints, &res);
+        int rc = evutil_getaddrinfo(host, port, &hints, &res);
         struct dns_wait *w = af_xcalloc(1, sizeof(*w));
         w->f = f;
         on_resolved(rc, res, w);
@@ -935,7 +1098,7 @@ static void begin_hop(struct uf_fetch *f)
      * /etc/hosts); w is then freed and f->dns cleared, and f is still
      * alive because DONE only frees from done_ev. */
     struct evdns_getaddrinfo_request *req =
-        evdns_getaddrinfo(dns, f->url.host, port, &hints, on_resolved, w);
+        evdns_getaddrinfo(dns, host, port, &hints, on_resolved, w);
     if (f->dns == w)
         w->req = req;
 }
@@ -975,6 +1138,7 @@ struct uf_fetch *uf_fetch_new(struct uf_fetch_spec *spec)
     f->url = spec->url;
     f->deadline_s = spec->deadline_s;
     f->ssl_ctx = spec->ssl_ctx;
+    f->proxies = spec->proxies;
     f->original_url = uf_url_string(&f->url);
     f->ask_gzip = true;
     for (size_t i = 0; i < f->req.n_headers; i++)

@@ -236,9 +236,10 @@ class ApiServer:
     """`appfront api` with every port 0. Its stderr is drained by a thread
     into self.lines for the whole run."""
 
-    def __init__(self, workdir, flags=()):
+    def __init__(self, workdir, flags=(), env=None):
         self.workdir = Path(workdir)
         self.flags = list(flags)
+        self.env = env  # the server's whole environment; None: the test's
         self.lines = []
         self.port = None
         self.admin = None
@@ -251,7 +252,7 @@ class ApiServer:
         self.proc = subprocess.Popen(
             [str(APPFRONT_BIN), "api", "--api_port=0", "--admin_port=0",
              f"--storage_path={self.workdir / 'storage'}"] + self.flags,
-            cwd=self.workdir, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            cwd=self.workdir, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE, start_new_session=True)
         threading.Thread(target=self._drain, daemon=True).start()
         deadline = time.monotonic() + timeout
