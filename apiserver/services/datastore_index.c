@@ -285,13 +285,90 @@ bool af_ds_index_serves(const struct af_ds_index *def, const struct af_ds_index_
     return same_set(p, need->exists, need->n_exists);
 }
 
+/*
+ * Whether def's properties end with the need's postfix (ordered, group,
+ * exists) and begin with equality properties of the query only. Sets
+ * *prefix_len to the number of those leading properties.
+ */
+static bool postfix_matches(const struct af_ds_index *def, const struct af_ds_index_need *need,
+                            size_t *prefix_len)
+{
+    size_t post = need->n_ordered + need->n_group + need->n_exists;
+    if (strcmp(def->kind, need->kind) != 0 || (def->ancestor && !need->ancestor) ||
+        def->n_props < post)
+        return false;
+    size_t lead = def->n_props - post;
+    const struct af_ds_index_prop *p = def->props + lead;
+    for (size_t i = 0; i < need->n_ordered; i++, p++) {
+        const struct af_ds_need_order *o = &need->ordered[i];
+        if (strcmp(p->name, o->name) != 0 || (o->dir == AF_DS_NEED_ASC && p->desc) ||
+            (o->dir == AF_DS_NEED_DESC && !p->desc))
+            return false;
+    }
+    if (!same_set(p, need->group, need->n_group) ||
+        !same_set(p + need->n_group, need->exists, need->n_exists))
+        return false;
+    for (size_t i = 0; i < lead; i++) {
+        bool found = false;
+        for (size_t k = 0; k < need->n_prefix && !found; k++)
+            found = strcmp(def->props[i].name, need->prefix[k]) == 0;
+        if (!found)
+            return false;
+    }
+    *prefix_len = lead;
+    return true;
+}
+
+/* Whether a and b end with the same n properties (names and directions). */
+static bool same_tail(const struct af_ds_index *a, const struct af_ds_index *b, size_t n)
+{
+    for (size_t i = 1; i <= n; i++) {
+        const struct af_ds_index_prop *x = &a->props[a->n_props - i],
+                                      *y = &b->props[b->n_props - i];
+        if (x->desc != y->desc || strcmp(x->name, y->name) != 0)
+            return false;
+    }
+    return true;
+}
+
 bool af_ds_index_any_serves(const struct af_ds_index *defs, size_t n,
                             const struct af_ds_index_need *need)
 {
     for (size_t i = 0; i < n; i++)
         if (af_ds_index_serves(&defs[i], need))
             return true;
-    return false;
+    /* Several indexes with one postfix: production joins them (each scans
+     * its equality values in the postfix's order, the scans meet on equal
+     * keys), so together they serve every equality property any of them
+     * leads with, and the ancestor if one of them has it. */
+    size_t post = need->n_ordered + need->n_group + need->n_exists;
+    size_t *lead = af_xcalloc(n ? n : 1, sizeof(*lead));
+    bool *cand = af_xcalloc(n ? n : 1, sizeof(*cand));
+    bool *covered = af_xcalloc(need->n_prefix ? need->n_prefix : 1, sizeof(*covered));
+    bool served = false;
+    for (size_t i = 0; i < n; i++)
+        cand[i] = postfix_matches(&defs[i], need, &lead[i]);
+    for (size_t i = 0; i < n && !served; i++) {
+        if (!cand[i])
+            continue;
+        memset(covered, 0, (need->n_prefix ? need->n_prefix : 1) * sizeof(*covered));
+        bool anc = false;
+        for (size_t j = 0; j < n; j++) {
+            if (!cand[j] || !same_tail(&defs[i], &defs[j], post))
+                continue;
+            anc |= defs[j].ancestor;
+            for (size_t k = 0; k < need->n_prefix; k++)
+                for (size_t m = 0; m < lead[j] && !covered[k]; m++)
+                    covered[k] = strcmp(defs[j].props[m].name, need->prefix[k]) == 0;
+        }
+        served = anc || !need->ancestor;
+        for (size_t k = 0; k < need->n_prefix && served; k++)
+            served = covered[k];
+    }
+    free(lead);
+    free(cand);
+    free(covered);
+    return served;
 }
 
 /* ---- definitions -------------------------------------------------------- */

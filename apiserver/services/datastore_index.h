@@ -94,7 +94,15 @@ void af_ds_index_need_release(struct af_ds_index_need *need);
  */
 bool af_ds_index_serves(const struct af_ds_index *def, const struct af_ds_index_need *need);
 
-/* True when one of the n definitions serves the need. */
+/*
+ * True when one of the n definitions serves the need, or several do
+ * together as production merges them: definitions of the query's kind
+ * that end with the need's postfix and lead with equality properties of
+ * the query only, with one postfix between them, serve the query when
+ * their leading properties cover its equality properties and, for an
+ * ancestor query, one of them has the ancestor (an ancestor index never
+ * serves a query without one).
+ */
 bool af_ds_index_any_serves(const struct af_ds_index *defs, size_t n,
                             const struct af_ds_index_need *need);
 

@@ -313,6 +313,56 @@ static void test_matching(void **unused)
                      cases[i].ok ? "serves" : "does not serve");
 }
 
+/* Whether the definitions (compact, separated by '|') serve the query
+ * together. */
+static bool serve_together(const char *defs, const char *query)
+{
+    struct spec_query s;
+    spec_parse(&s, query);
+    struct af_ds_index_need need;
+    assert_true(af_ds_index_for_query(&s.q, &need));
+    struct af_ds_index ix[8];
+    size_t n = 0;
+    char *copy = strdup(defs), *save = NULL;
+    for (char *d = strtok_r(copy, "|", &save); d; d = strtok_r(NULL, "|", &save))
+        index_parse(&ix[n++], d);
+    free(copy);
+    bool ok = af_ds_index_any_serves(ix, n, &need);
+    for (size_t i = 0; i < n; i++)
+        af_ds_index_release(&ix[i]);
+    af_ds_index_need_release(&need);
+    return ok;
+}
+
+static void test_merged_indexes(void **unused)
+{
+    static const struct {
+        const char *defs, *query;
+        bool ok;
+    } cases[] = {
+        /* One postfix, the equalities split between indexes. */
+        {"Foo: a -c|Foo: b -c", "Foo a= b= -c", true},
+        {"Foo: a -c|Foo: b -c", "Foo a= b= d= -c", false},
+        {"Foo: a -c|Foo: b c", "Foo a= b= -c", false},
+        {"Foo: a -c|Bar: b -c", "Foo a= b= -c", false},
+        /* The ancestor from one of them. */
+        {"Foo anc: -c|Foo: a -c", "Foo anc a= -c", true},
+        {"Foo: -c|Foo: a -c", "Foo anc a= -c", false},
+        {"Foo anc: a -c", "Foo a= -c", false},
+        /* An index leading with a property the query does not filter on
+         * serves nothing; the others still can. */
+        {"Foo: x -c|Foo: a -c", "Foo a= -c", true},
+        {"Foo: x a -c", "Foo a= -c", false},
+        /* Projections: the same exists tail. */
+        {"Foo: a b|Foo: c b", "Foo a= c= p:b", true},
+        {"Foo: a b", "Foo a= c= p:b", false},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        if (serve_together(cases[i].defs, cases[i].query) != cases[i].ok)
+            fail_msg("indexes '%s' for query '%s': want %s", cases[i].defs, cases[i].query,
+                     cases[i].ok ? "served" : "not served");
+}
+
 static void test_index_yaml_text(void **unused)
 {
     struct af_ds_index ix;
@@ -686,10 +736,10 @@ static void test_service(void **unused)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_rules),           cmocka_unit_test(test_matching),
-        cmocka_unit_test(test_index_yaml_text), cmocka_unit_test(test_load_good),
-        cmocka_unit_test(test_load_bad),        cmocka_unit_test(test_write),
-        cmocka_unit_test(test_service),
+        cmocka_unit_test(test_rules),          cmocka_unit_test(test_matching),
+        cmocka_unit_test(test_merged_indexes), cmocka_unit_test(test_index_yaml_text),
+        cmocka_unit_test(test_load_good),      cmocka_unit_test(test_load_bad),
+        cmocka_unit_test(test_write),          cmocka_unit_test(test_service),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
