@@ -531,8 +531,8 @@ fail:
     return -1;
 }
 
-int af_index_yaml_write(const char *path, const struct af_ds_index *gen, size_t n, char *err,
-                        size_t errlen)
+static int write_file(const char *path, const struct af_ds_index *gen, size_t n, char *err,
+                      size_t errlen)
 {
     size_t len = 0;
     mode_t mode = 0644;
@@ -564,4 +564,14 @@ int af_index_yaml_write(const char *path, const struct af_ds_index *gen, size_t 
     int rc = replace_file(path, text, mode, err, errlen);
     free(text);
     return rc < 0 ? -1 : 1;
+}
+
+int af_index_yaml_write(const char *path, const struct af_ds_index *gen, size_t n, char *err,
+                        size_t errlen)
+{
+    /* A symbolic link stays one: the file it names is replaced. */
+    char *real = realpath(path, NULL);
+    int rc = write_file(real ? real : path, gen, n, err, errlen);
+    free(real);
+    return rc;
 }
