@@ -542,14 +542,31 @@ static int write_file(const char *path, const struct af_ds_index *gen, size_t n,
                  errno == EFBIG ? "larger than 1 MiB" : strerror(errno));
         return -1;
     }
-    char *text = af_index_yaml_render(old, len, gen, n);
+    /* An index the developer moved above the marker is theirs now: it is
+     * not written again below. */
+    struct af_ds_index *own = af_xcalloc(n ? n : 1, sizeof(*own));
+    struct af_index_yaml *cur = NULL;
+    char why[512];
+    if (old && parse(path, old, len, false, &cur, why, sizeof(why)) < 0)
+        cur = NULL;
+    size_t n_own = 0;
+    for (size_t i = 0; i < n; i++) {
+        bool manual = false;
+        for (size_t k = 0; cur && k < cur->n_manual && !manual; k++)
+            manual = af_ds_index_equal(&cur->indexes[k], &gen[i]);
+        if (!manual)
+            own[n_own++] = gen[i]; /* a shallow copy, for rendering only */
+    }
+    af_index_yaml_free(cur);
+    n = n_own;
+    char *text = af_index_yaml_render(old, len, own, n);
+    free(own);
     free(old);
     if (!text)
         return 0;
     /* Never replace a good file with one that does not parse (a hand-made
      * section above the marker that the items below cannot continue). */
     struct af_index_yaml *check = NULL;
-    char why[512];
     if (parse(path, text, strlen(text), false, &check, why, sizeof(why)) < 0 ||
         check->n - check->n_manual != n) {
         snprintf(err, errlen,

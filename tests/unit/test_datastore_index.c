@@ -572,6 +572,20 @@ static void test_write(void **unused)
     assert_int_equal(y->n_manual, 2);
     af_index_yaml_free(y);
 
+    /* An index moved above the marker is not written again below it. */
+    char moved[1024];
+    snprintf(moved, sizeof(moved),
+             "indexes:\n- kind: Foo\n  properties:\n  - name: a\n  - name: b\n"
+             "    direction: desc\n%s\n",
+             AF_INDEX_YAML_MARKER);
+    spit(path, moved);
+    assert_int_equal(af_index_yaml_write(path, gen, 2, err, sizeof(err)), 1);
+    assert_int_equal(af_index_yaml_load_dir(dir, &y, err, sizeof(err)), 0);
+    assert_int_equal(y->n, 2);
+    assert_int_equal(y->n_manual, 1);
+    assert_string_equal(y->indexes[1].kind, "Bar");
+    af_index_yaml_free(y);
+
     /* Without the marker the file is left alone. */
     const char nomark[] = "indexes:\n- kind: A\n  properties:\n  - name: p\n";
     spit(path, nomark);
