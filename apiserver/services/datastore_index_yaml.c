@@ -27,6 +27,7 @@
 #include "common/cfgerr.h"
 #include "common/readfile.h"
 #include "common/xalloc.h"
+#include "common/yamlwalk.h"
 
 #define N_OF(a) (sizeof(a) / sizeof((a)[0]))
 /* index.yaml files are small; a megabyte is a mistake. */
@@ -34,90 +35,31 @@
 /* Production allows 200 composite indexes per app; leave room. */
 #define IY_MAX_INDEXES 1000
 #define IY_MAX_PROPS 100
-#define IY_MAX_QUOTE 60
-
-struct iy_ctx {
-    const char *name;
-    yaml_document_t *doc;
-    bool warn; /* unknown keys are logged (not when re-reading our own text) */
-    char *err;
-    size_t errlen;
-};
-
-static int iy_failf(struct iy_ctx *c, const yaml_node_t *at, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int iy_failf(struct iy_ctx *c, const yaml_node_t *at, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    af_cfg_errorv(c->err, c->errlen, c->name, at ? (int)at->start_mark.line + 1 : 0,
-                  at ? (int)at->start_mark.column + 1 : 0, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 /* ---- values ------------------------------------------------------------- */
-
-static const char *scalar(const yaml_node_t *n)
-{
-    return n && n->type == YAML_SCALAR_NODE ? (const char *)n->data.scalar.value : NULL;
-}
 
 /* "key:" with nothing after it, or "~" / "null". */
 static bool is_null(const yaml_node_t *n)
 {
-    const char *s = scalar(n);
+    const char *s = af_yw_scalar(n);
     return s && (n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE) &&
            (!*s || strcmp(s, "~") == 0 || strcmp(s, "null") == 0);
 }
 
 /* A non-empty single value without NUL characters. */
-static int want_string(struct iy_ctx *c, const yaml_node_t *n, const char *key, const char **out)
+static int want_string(struct af_yw *c, const yaml_node_t *n, const char *key, const char **out)
 {
-    *out = scalar(n);
+    *out = af_yw_scalar(n);
     if (!*out)
-        return iy_failf(c, n, "%s: expected a single value, not a list or mapping", key);
+        return af_yw_failf(c, n, "%s: expected a single value, not a list or mapping", key);
     if (strlen(*out) != n->data.scalar.length)
-        return iy_failf(c, n, "%s: a NUL character is not allowed in a value", key);
+        return af_yw_failf(c, n, "%s: a NUL character is not allowed in a value", key);
     if (!**out)
-        return iy_failf(c, n, "%s: must not be empty", key);
+        return af_yw_failf(c, n, "%s: must not be empty", key);
     return 0;
 }
 
 /* ---- mappings ----------------------------------------------------------- */
-
-struct iy_key {
-    const char *name;
-    int (*parse)(struct iy_ctx *c, const yaml_node_t *val, void *obj);
-};
-
-static int walk_map(struct iy_ctx *c, const yaml_node_t *map, const char *what,
-                    const struct iy_key *keys, size_t n_keys, void *obj)
-{
-    if (!map || map->type != YAML_MAPPING_NODE)
-        return iy_failf(c, map, "%s: expected a mapping of keys to values", what);
-    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
-         p++) {
-        const yaml_node_t *k = yaml_document_get_node(c->doc, p->key);
-        const yaml_node_t *v = yaml_document_get_node(c->doc, p->value);
-        const char *name = scalar(k);
-        if (!name)
-            return iy_failf(c, k, "%s: a key must be a plain name", what);
-        size_t i = 0;
-        while (i < n_keys && strcmp(keys[i].name, name) != 0)
-            i++;
-        if (i == n_keys) {
-            if (c->warn)
-                af_cfg_warn(c->name, (int)k->start_mark.line + 1, (int)k->start_mark.column + 1,
-                            "unknown key '%.*s' in %s is ignored", IY_MAX_QUOTE, name, what);
-            continue;
-        }
-        if (keys[i].parse(c, v, obj) < 0)
-            return -1;
-    }
-    return 0;
-}
 
 /* One property being parsed. */
 struct iy_prop {
@@ -125,7 +67,7 @@ struct iy_prop {
     bool named;
 };
 
-static int p_prop_name(struct iy_ctx *c, const yaml_node_t *v, void *obj)
+static int p_prop_name(struct af_yw *c, const yaml_node_t *v, void *obj)
 {
     struct iy_prop *ip = obj;
     const char *s;
@@ -137,7 +79,7 @@ static int p_prop_name(struct iy_ctx *c, const yaml_node_t *v, void *obj)
     return 0;
 }
 
-static int p_direction(struct iy_ctx *c, const yaml_node_t *v, void *obj)
+static int p_direction(struct af_yw *c, const yaml_node_t *v, void *obj)
 {
     struct iy_prop *ip = obj;
     const char *s;
@@ -148,16 +90,16 @@ static int p_direction(struct iy_ctx *c, const yaml_node_t *v, void *obj)
     else if (strcasecmp(s, "desc") == 0 || strcasecmp(s, "descending") == 0)
         ip->p->desc = true;
     else
-        return iy_failf(c, v, "direction: '%.*s' is neither asc nor desc", IY_MAX_QUOTE, s);
+        return af_yw_failf(c, v, "direction: '%.*s' is neither asc nor desc", AF_YW_MAX_QUOTE, s);
     return 0;
 }
 
-static const struct iy_key prop_keys[] = {
+static const struct af_yw_key prop_keys[] = {
     {"name", p_prop_name},
     {"direction", p_direction},
 };
 
-static int p_kind(struct iy_ctx *c, const yaml_node_t *v, void *obj)
+static int p_kind(struct af_yw *c, const yaml_node_t *v, void *obj)
 {
     struct af_ds_index *ix = obj;
     const char *s;
@@ -168,7 +110,7 @@ static int p_kind(struct iy_ctx *c, const yaml_node_t *v, void *obj)
     return 0;
 }
 
-static int p_ancestor(struct iy_ctx *c, const yaml_node_t *v, void *obj)
+static int p_ancestor(struct af_yw *c, const yaml_node_t *v, void *obj)
 {
     struct af_ds_index *ix = obj;
     const char *s;
@@ -179,69 +121,69 @@ static int p_ancestor(struct iy_ctx *c, const yaml_node_t *v, void *obj)
     else if (strcasecmp(s, "no") == 0 || strcasecmp(s, "false") == 0)
         ix->ancestor = false;
     else
-        return iy_failf(c, v, "ancestor: '%.*s' is neither yes nor no", IY_MAX_QUOTE, s);
+        return af_yw_failf(c, v, "ancestor: '%.*s' is neither yes nor no", AF_YW_MAX_QUOTE, s);
     return 0;
 }
 
-static int p_properties(struct iy_ctx *c, const yaml_node_t *v, void *obj)
+static int p_properties(struct af_yw *c, const yaml_node_t *v, void *obj)
 {
     struct af_ds_index *ix = obj;
     if (is_null(v))
         return 0;
     if (!v || v->type != YAML_SEQUENCE_NODE)
-        return iy_failf(c, v, "properties: expected a list of properties ('- name: ...')");
+        return af_yw_failf(c, v, "properties: expected a list of properties ('- name: ...')");
     for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top;
          it++) {
         const yaml_node_t *item = yaml_document_get_node(c->doc, *it);
         if (ix->n_props >= IY_MAX_PROPS)
-            return iy_failf(c, item, "an index may have at most %d properties", IY_MAX_PROPS);
+            return af_yw_failf(c, item, "an index may have at most %d properties", IY_MAX_PROPS);
         ix->props = af_xrealloc(ix->props, (ix->n_props + 1) * sizeof(*ix->props));
         struct af_ds_index_prop *p = &ix->props[ix->n_props++];
         memset(p, 0, sizeof(*p));
         struct iy_prop ip = {.p = p};
-        if (walk_map(c, item, "a property", prop_keys, N_OF(prop_keys), &ip) < 0)
+        if (af_yw_walk_map(c, item, "a property", prop_keys, N_OF(prop_keys), &ip) < 0)
             return -1;
         if (!ip.named)
-            return iy_failf(c, item, "a property needs a name");
+            return af_yw_failf(c, item, "a property needs a name");
     }
     return 0;
 }
 
-static const struct iy_key index_keys[] = {
+static const struct af_yw_key index_keys[] = {
     {"kind", p_kind},
     {"ancestor", p_ancestor},
     {"properties", p_properties},
 };
 
-static int parse_indexes(struct iy_ctx *c, const yaml_node_t *seq, struct af_index_yaml *out)
+static int parse_indexes(struct af_yw *c, const yaml_node_t *seq, struct af_index_yaml *out)
 {
     if (is_null(seq))
         return 0;
     if (!seq || seq->type != YAML_SEQUENCE_NODE)
-        return iy_failf(c, seq, "indexes: expected a list of indexes ('- kind: ...')");
+        return af_yw_failf(c, seq, "indexes: expected a list of indexes ('- kind: ...')");
     for (yaml_node_item_t *it = seq->data.sequence.items.start; it < seq->data.sequence.items.top;
          it++) {
         const yaml_node_t *item = yaml_document_get_node(c->doc, *it);
         if (out->n >= IY_MAX_INDEXES)
-            return iy_failf(c, item, "more than %d indexes", IY_MAX_INDEXES);
+            return af_yw_failf(c, item, "more than %d indexes", IY_MAX_INDEXES);
         out->indexes = af_xrealloc(out->indexes, (out->n + 1) * sizeof(*out->indexes));
         struct af_ds_index *ix = &out->indexes[out->n++];
         memset(ix, 0, sizeof(*ix));
         ix->line = (int)item->start_mark.line + 1;
-        if (walk_map(c, item, "an index", index_keys, N_OF(index_keys), ix) < 0)
+        if (af_yw_walk_map(c, item, "an index", index_keys, N_OF(index_keys), ix) < 0)
             return -1;
         if (!ix->kind)
-            return iy_failf(c, item, "an index needs a kind");
+            return af_yw_failf(c, item, "an index needs a kind");
     }
     return 0;
 }
 
-static int p_top_indexes(struct iy_ctx *c, const yaml_node_t *v, void *obj)
+static int p_top_indexes(struct af_yw *c, const yaml_node_t *v, void *obj)
 {
     return parse_indexes(c, v, obj);
 }
 
-static const struct iy_key top_keys[] = {
+static const struct af_yw_key top_keys[] = {
     {"indexes", p_top_indexes},
 };
 
@@ -276,26 +218,10 @@ static int line_of(const char *text, size_t off)
 
 /* ---- parsing ------------------------------------------------------------ */
 
-static int yaml_error(struct iy_ctx *c, const yaml_parser_t *p)
-{
-    const char *problem = p->problem ? p->problem : "malformed YAML";
-    if (p->error == YAML_MEMORY_ERROR)
-        return iy_failf(c, NULL, "out of memory while parsing YAML");
-    if (p->error == YAML_READER_ERROR) {
-        snprintf(c->err, c->errlen, "%s: %s at byte %zu", c->name, problem, p->problem_offset);
-        af_cfg_oneline(c->err);
-        return -1;
-    }
-    snprintf(c->err, c->errlen, "%s:%d:%d: %s", c->name, (int)p->problem_mark.line + 1,
-             (int)p->problem_mark.column + 1, problem);
-    af_cfg_oneline(c->err);
-    return -1;
-}
-
 static int parse(const char *name, const char *text, size_t len, bool warn,
                  struct af_index_yaml **out, char *err, size_t errlen)
 {
-    struct iy_ctx c = {.name = name, .warn = warn, .err = err, .errlen = errlen};
+    struct af_yw c = {.name = name, .warn = warn, .err = err, .errlen = errlen};
     struct af_index_yaml *y = af_xcalloc(1, sizeof(*y));
     yaml_parser_t parser;
     yaml_document_t doc;
@@ -305,17 +231,18 @@ static int parse(const char *name, const char *text, size_t len, bool warn,
     y->exists = true;
 
     if (!yaml_parser_initialize(&parser)) {
-        iy_failf(&c, NULL, "out of memory while parsing YAML");
+        af_yw_failf(&c, NULL, "out of memory while parsing YAML");
         goto out;
     }
     yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
     if (!yaml_parser_load(&parser, &doc)) {
-        yaml_error(&c, &parser);
+        af_yw_parser_error(&c, &parser);
         goto out_parser;
     }
     c.doc = &doc;
     const yaml_node_t *root = yaml_document_get_root_node(&doc);
-    if (root && !is_null(root) && walk_map(&c, root, "index.yaml", top_keys, N_OF(top_keys), y) < 0)
+    if (root && !is_null(root) &&
+        af_yw_walk_map(&c, root, "index.yaml", top_keys, N_OF(top_keys), y) < 0)
         goto out_doc;
     long marker = marker_offset(text, len);
     y->marker = marker >= 0;

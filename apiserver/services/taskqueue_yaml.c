@@ -24,32 +24,12 @@
 #include "common/cfgerr.h"
 #include "common/readfile.h"
 #include "common/xalloc.h"
+#include "common/yamlwalk.h"
 
 #define N_OF(a) (sizeof(a) / sizeof((a)[0]))
 /* queue.yaml files are small; a megabyte is a mistake. */
 #define QY_MAX_FILE_BYTES (1024 * 1024)
 #define QY_MAX_QUEUES 1000
-#define QY_MAX_QUOTE 60
-
-struct qy_ctx {
-    const char *name;
-    yaml_document_t *doc;
-    char *err;
-    size_t errlen;
-};
-
-static int qy_failf(struct qy_ctx *c, const yaml_node_t *at, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int qy_failf(struct qy_ctx *c, const yaml_node_t *at, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    af_cfg_errorv(c->err, c->errlen, c->name, at ? (int)at->start_mark.line + 1 : 0,
-                  at ? (int)at->start_mark.column + 1 : 0, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 void af_queue_retry_defaults(struct af_queue_retry *r)
 {
@@ -86,18 +66,13 @@ bool af_queue_name_is_valid(const char *name, size_t len)
 
 /* ---- scalars ------------------------------------------------------------ */
 
-static const char *scalar(const yaml_node_t *n)
+static int want_scalar(struct af_yw *c, const yaml_node_t *n, const char *key, const char **out)
 {
-    return n && n->type == YAML_SCALAR_NODE ? (const char *)n->data.scalar.value : NULL;
-}
-
-static int want_scalar(struct qy_ctx *c, const yaml_node_t *n, const char *key, const char **out)
-{
-    *out = scalar(n);
+    *out = af_yw_scalar(n);
     if (!*out)
-        return qy_failf(c, n, "%s: expected a single value, not a list or mapping", key);
+        return af_yw_failf(c, n, "%s: expected a single value, not a list or mapping", key);
     if (strlen(*out) != n->data.scalar.length)
-        return qy_failf(c, n, "%s: a NUL character is not allowed in a value", key);
+        return af_yw_failf(c, n, "%s: a NUL character is not allowed in a value", key);
     return 0;
 }
 
@@ -115,7 +90,7 @@ static bool parse_nonneg(const char *s, double *out)
     return true;
 }
 
-static int want_int(struct qy_ctx *c, const yaml_node_t *n, const char *key, long min, long max,
+static int want_int(struct af_yw *c, const yaml_node_t *n, const char *key, long min, long max,
                     long *out)
 {
     const char *s;
@@ -125,20 +100,20 @@ static int want_int(struct qy_ctx *c, const yaml_node_t *n, const char *key, lon
     errno = 0;
     long v = strtol(s, &end, 10);
     if (!*s || *end || errno || v < min || v > max)
-        return qy_failf(c, n, "%s: '%.*s' is not a whole number from %ld to %ld", key,
-                        QY_MAX_QUOTE, s, min, max);
+        return af_yw_failf(c, n, "%s: '%.*s' is not a whole number from %ld to %ld", key,
+                           AF_YW_MAX_QUOTE, s, min, max);
     *out = v;
     return 0;
 }
 
-static int want_seconds(struct qy_ctx *c, const yaml_node_t *n, const char *key, double *out)
+static int want_seconds(struct af_yw *c, const yaml_node_t *n, const char *key, double *out)
 {
     const char *s;
     if (want_scalar(c, n, key, &s) < 0)
         return -1;
     if (!parse_nonneg(s, out))
-        return qy_failf(c, n, "%s: '%.*s' is not a number of seconds (>= 0)", key, QY_MAX_QUOTE,
-                        s);
+        return af_yw_failf(c, n, "%s: '%.*s' is not a number of seconds (>= 0)", key,
+                           AF_YW_MAX_QUOTE, s);
     return 0;
 }
 
@@ -160,7 +135,7 @@ static double unit_seconds(char u)
 }
 
 /* "5/s", "10/m", "1.5/h", "0/d": tasks per second. */
-static int parse_rate(struct qy_ctx *c, const yaml_node_t *n, struct af_queue_def *q)
+static int parse_rate(struct af_yw *c, const yaml_node_t *n, struct af_queue_def *q)
 {
     const char *s;
     if (want_scalar(c, n, "rate", &s) < 0)
@@ -170,13 +145,14 @@ static int parse_rate(struct qy_ctx *c, const yaml_node_t *n, struct af_queue_de
     char num[64];
     double v;
     if (!slash || per == 0 || (size_t)(slash - s) >= sizeof(num))
-        return qy_failf(c, n,
-                        "rate: '%.*s' is not a rate like 5/s (a number, '/', then s, m, h or d)",
-                        QY_MAX_QUOTE, s);
+        return af_yw_failf(c, n,
+                           "rate: '%.*s' is not a rate like 5/s (a number, '/', then s, m, h or d)",
+                           AF_YW_MAX_QUOTE, s);
     memcpy(num, s, (size_t)(slash - s));
     num[slash - s] = '\0';
     if (!parse_nonneg(num, &v))
-        return qy_failf(c, n, "rate: '%.*s' does not start with a number >= 0", QY_MAX_QUOTE, s);
+        return af_yw_failf(c, n, "rate: '%.*s' does not start with a number >= 0", AF_YW_MAX_QUOTE,
+                           s);
     q->rate = v / per;
     free(q->rate_text);
     q->rate_text = af_xstrdup(s);
@@ -184,7 +160,7 @@ static int parse_rate(struct qy_ctx *c, const yaml_node_t *n, struct af_queue_de
 }
 
 /* task_age_limit: "30s", "10m", "2h", "7d" (a number then a unit). */
-static int parse_age(struct qy_ctx *c, const yaml_node_t *n, struct af_queue_retry *r)
+static int parse_age(struct af_yw *c, const yaml_node_t *n, struct af_queue_retry *r)
 {
     const char *s;
     if (want_scalar(c, n, "task_age_limit", &s) < 0)
@@ -202,46 +178,15 @@ static int parse_age(struct qy_ctx *c, const yaml_node_t *n, struct af_queue_ret
     r->age_limit_sec = (int64_t)(v * per);
     return 0;
 bad:
-    return qy_failf(c, n, "task_age_limit: '%.*s' is not a duration like 2d (a number, then s, "
-                          "m, h or d)",
-                    QY_MAX_QUOTE, s);
+    return af_yw_failf(c, n,
+                       "task_age_limit: '%.*s' is not a duration like 2d (a number, then s, "
+                       "m, h or d)",
+                       AF_YW_MAX_QUOTE, s);
 }
 
 /* ---- mappings ----------------------------------------------------------- */
 
-/* One key of a mapping: its parser gets the value node and the object. */
-struct qy_key {
-    const char *name;
-    int (*parse)(struct qy_ctx *c, const yaml_node_t *val, void *obj);
-};
-
-static int walk_map(struct qy_ctx *c, const yaml_node_t *map, const char *what,
-                    const struct qy_key *keys, size_t n_keys, void *obj)
-{
-    if (!map || map->type != YAML_MAPPING_NODE)
-        return qy_failf(c, map, "%s: expected a mapping of keys to values", what);
-    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
-         p++) {
-        const yaml_node_t *k = yaml_document_get_node(c->doc, p->key);
-        const yaml_node_t *v = yaml_document_get_node(c->doc, p->value);
-        const char *name = scalar(k);
-        if (!name)
-            return qy_failf(c, k, "%s: a key must be a plain name", what);
-        size_t i = 0;
-        while (i < n_keys && strcmp(keys[i].name, name) != 0)
-            i++;
-        if (i == n_keys) {
-            af_cfg_warn(c->name, (int)k->start_mark.line + 1, (int)k->start_mark.column + 1,
-                        "unknown key '%.*s' in %s is ignored", QY_MAX_QUOTE, name, what);
-            continue;
-        }
-        if (keys[i].parse && keys[i].parse(c, v, obj) < 0)
-            return -1;
-    }
-    return 0;
-}
-
-static int p_retry_limit(struct qy_ctx *c, const yaml_node_t *v, void *obj)
+static int p_retry_limit(struct af_yw *c, const yaml_node_t *v, void *obj)
 {
     long n;
     if (want_int(c, v, "task_retry_limit", 0, 1000000000, &n) < 0)
@@ -250,22 +195,24 @@ static int p_retry_limit(struct qy_ctx *c, const yaml_node_t *v, void *obj)
     return 0;
 }
 
-static int p_age_limit(struct qy_ctx *c, const yaml_node_t *v, void *obj)
+static int p_age_limit(struct af_yw *c, const yaml_node_t *v, void *obj)
 {
     return parse_age(c, v, obj);
 }
 
-static int p_min_backoff(struct qy_ctx *c, const yaml_node_t *v, void *obj)
+static int p_min_backoff(struct af_yw *c, const yaml_node_t *v, void *obj)
 {
-    return want_seconds(c, v, "min_backoff_seconds", &((struct af_queue_retry *)obj)->min_backoff_sec);
+    return want_seconds(c, v, "min_backoff_seconds",
+                        &((struct af_queue_retry *)obj)->min_backoff_sec);
 }
 
-static int p_max_backoff(struct qy_ctx *c, const yaml_node_t *v, void *obj)
+static int p_max_backoff(struct af_yw *c, const yaml_node_t *v, void *obj)
 {
-    return want_seconds(c, v, "max_backoff_seconds", &((struct af_queue_retry *)obj)->max_backoff_sec);
+    return want_seconds(c, v, "max_backoff_seconds",
+                        &((struct af_queue_retry *)obj)->max_backoff_sec);
 }
 
-static int p_max_doublings(struct qy_ctx *c, const yaml_node_t *v, void *obj)
+static int p_max_doublings(struct af_yw *c, const yaml_node_t *v, void *obj)
 {
     long n;
     if (want_int(c, v, "max_doublings", 0, 1000, &n) < 0)
@@ -274,9 +221,9 @@ static int p_max_doublings(struct qy_ctx *c, const yaml_node_t *v, void *obj)
     return 0;
 }
 
-static const struct qy_key retry_keys[] = {
-    {"task_retry_limit", p_retry_limit},       {"task_age_limit", p_age_limit},
-    {"min_backoff_seconds", p_min_backoff},    {"max_backoff_seconds", p_max_backoff},
+static const struct af_yw_key retry_keys[] = {
+    {"task_retry_limit", p_retry_limit},    {"task_age_limit", p_age_limit},
+    {"min_backoff_seconds", p_min_backoff}, {"max_backoff_seconds", p_max_backoff},
     {"max_doublings", p_max_doublings},
 };
 
@@ -288,30 +235,30 @@ struct qy_queue {
     const yaml_node_t *mode_node;
 };
 
-static int p_name(struct qy_ctx *c, const yaml_node_t *v, void *obj)
+static int p_name(struct af_yw *c, const yaml_node_t *v, void *obj)
 {
     struct qy_queue *q = obj;
     const char *s;
     if (want_scalar(c, v, "name", &s) < 0)
         return -1;
     if (!af_queue_name_is_valid(s, strlen(s)))
-        return qy_failf(c, v,
-                        "name: '%.*s' is not a queue name (1 to %d letters, digits and '-')",
-                        QY_MAX_QUOTE, s, AF_QUEUE_NAME_MAX);
+        return af_yw_failf(c, v,
+                           "name: '%.*s' is not a queue name (1 to %d letters, digits and '-')",
+                           AF_YW_MAX_QUOTE, s, AF_QUEUE_NAME_MAX);
     free(q->def.name);
     q->def.name = af_xstrdup(s);
     q->name_node = v;
     return 0;
 }
 
-static int p_rate(struct qy_ctx *c, const yaml_node_t *v, void *obj)
+static int p_rate(struct af_yw *c, const yaml_node_t *v, void *obj)
 {
     struct qy_queue *q = obj;
     q->rate_node = v;
     return parse_rate(c, v, &q->def);
 }
 
-static int p_bucket(struct qy_ctx *c, const yaml_node_t *v, void *obj)
+static int p_bucket(struct af_yw *c, const yaml_node_t *v, void *obj)
 {
     struct qy_queue *q = obj;
     long n;
@@ -322,7 +269,7 @@ static int p_bucket(struct qy_ctx *c, const yaml_node_t *v, void *obj)
     return 0;
 }
 
-static int p_concurrent(struct qy_ctx *c, const yaml_node_t *v, void *obj)
+static int p_concurrent(struct af_yw *c, const yaml_node_t *v, void *obj)
 {
     struct qy_queue *q = obj;
     long n;
@@ -333,7 +280,7 @@ static int p_concurrent(struct qy_ctx *c, const yaml_node_t *v, void *obj)
     return 0;
 }
 
-static int p_mode(struct qy_ctx *c, const yaml_node_t *v, void *obj)
+static int p_mode(struct af_yw *c, const yaml_node_t *v, void *obj)
 {
     struct qy_queue *q = obj;
     const char *s;
@@ -344,7 +291,7 @@ static int p_mode(struct qy_ctx *c, const yaml_node_t *v, void *obj)
     else if (strcmp(s, "pull") == 0)
         q->def.pull = true;
     else
-        return qy_failf(c, v, "mode: '%.*s' is neither push nor pull", QY_MAX_QUOTE, s);
+        return af_yw_failf(c, v, "mode: '%.*s' is neither push nor pull", AF_YW_MAX_QUOTE, s);
     q->mode_node = v;
     return 0;
 }
@@ -369,39 +316,39 @@ bool af_queue_target_is_valid(const char *s)
     return target_label_ok(s, (size_t)(dot - s)) && target_label_ok(dot + 1, strlen(dot + 1));
 }
 
-static int p_target(struct qy_ctx *c, const yaml_node_t *v, void *obj)
+static int p_target(struct af_yw *c, const yaml_node_t *v, void *obj)
 {
     struct qy_queue *q = obj;
     const char *s;
     if (want_scalar(c, v, "target", &s) < 0)
         return -1;
     if (*s && !af_queue_target_is_valid(s))
-        return qy_failf(c, v,
-                        "target: '%.*s' is not MODULE or VERSION.MODULE (names of 1 to 63 "
-                        "lower-case letters, digits and '-', not starting or ending with '-')",
-                        QY_MAX_QUOTE, s);
+        return af_yw_failf(c, v,
+                           "target: '%.*s' is not MODULE or VERSION.MODULE (names of 1 to 63 "
+                           "lower-case letters, digits and '-', not starting or ending with '-')",
+                           AF_YW_MAX_QUOTE, s);
     free(q->def.target);
     q->def.target = *s ? af_xstrdup(s) : NULL;
     return 0;
 }
 
-static int p_retry(struct qy_ctx *c, const yaml_node_t *v, void *obj)
+static int p_retry(struct af_yw *c, const yaml_node_t *v, void *obj)
 {
     struct qy_queue *q = obj;
     q->retry_node = v;
     if (v && v->type == YAML_SCALAR_NODE && v->data.scalar.length == 0)
         return 0; /* "retry_parameters:" with nothing under it */
-    if (walk_map(c, v, "retry_parameters", retry_keys, N_OF(retry_keys), &q->def.retry) < 0)
+    if (af_yw_walk_map(c, v, "retry_parameters", retry_keys, N_OF(retry_keys), &q->def.retry) < 0)
         return -1;
     if (q->def.retry.min_backoff_sec > q->def.retry.max_backoff_sec)
-        return qy_failf(c, v,
-                        "retry_parameters: min_backoff_seconds (%g) is larger than "
-                        "max_backoff_seconds (%g)",
-                        q->def.retry.min_backoff_sec, q->def.retry.max_backoff_sec);
+        return af_yw_failf(c, v,
+                           "retry_parameters: min_backoff_seconds (%g) is larger than "
+                           "max_backoff_seconds (%g)",
+                           q->def.retry.min_backoff_sec, q->def.retry.max_backoff_sec);
     return 0;
 }
 
-static const struct qy_key queue_keys[] = {
+static const struct af_yw_key queue_keys[] = {
     {"name", p_name},
     {"rate", p_rate},
     {"bucket_size", p_bucket},
@@ -421,52 +368,53 @@ static void def_release(struct af_queue_def *d)
 }
 
 /* Checks one parsed queue against the rules that span several keys. */
-static int check_queue(struct qy_ctx *c, struct qy_queue *q)
+static int check_queue(struct af_yw *c, struct qy_queue *q)
 {
     if (!q->def.name)
-        return qy_failf(c, q->node, "a queue needs a name");
+        return af_yw_failf(c, q->node, "a queue needs a name");
     bool is_default = strcmp(q->def.name, "default") == 0;
     if (q->def.pull) {
         if (is_default)
-            return qy_failf(c, q->mode_node, "mode: the queue 'default' is always a push queue");
-        const yaml_node_t *bad =
-            q->rate_node ? q->rate_node : q->bucket_node ? q->bucket_node : q->conc_node;
+            return af_yw_failf(c, q->mode_node, "mode: the queue 'default' is always a push queue");
+        const yaml_node_t *bad = q->rate_node     ? q->rate_node
+                                 : q->bucket_node ? q->bucket_node
+                                                  : q->conc_node;
         if (bad)
-            return qy_failf(c, bad,
-                            "queue '%s': a pull queue takes no rate, bucket_size or "
-                            "max_concurrent_requests (its tasks are leased, not run)",
-                            q->def.name);
+            return af_yw_failf(c, bad,
+                               "queue '%s': a pull queue takes no rate, bucket_size or "
+                               "max_concurrent_requests (its tasks are leased, not run)",
+                               q->def.name);
         free(q->def.rate_text);
         q->def.rate_text = NULL;
         q->def.rate = 0;
         q->def.bucket_size = 0;
     } else if (!q->rate_node && !is_default) {
-        return qy_failf(c, q->node, "queue '%s': a push queue needs a rate (for example 5/s)",
-                        q->def.name);
+        return af_yw_failf(c, q->node, "queue '%s': a push queue needs a rate (for example 5/s)",
+                           q->def.name);
     }
     return 0;
 }
 
-static int parse_queues(struct qy_ctx *c, const yaml_node_t *seq, struct af_queue_yaml *out)
+static int parse_queues(struct af_yw *c, const yaml_node_t *seq, struct af_queue_yaml *out)
 {
     if (!seq || seq->type != YAML_SEQUENCE_NODE)
-        return qy_failf(c, seq, "queue: expected a list of queues ('- name: ...')");
+        return af_yw_failf(c, seq, "queue: expected a list of queues ('- name: ...')");
     for (yaml_node_item_t *it = seq->data.sequence.items.start; it < seq->data.sequence.items.top;
          it++) {
         const yaml_node_t *item = yaml_document_get_node(c->doc, *it);
         if (out->n >= QY_MAX_QUEUES)
-            return qy_failf(c, item, "more than %d queues", QY_MAX_QUEUES);
+            return af_yw_failf(c, item, "more than %d queues", QY_MAX_QUEUES);
         struct qy_queue q = {.node = item};
         queue_defaults(&q.def, "");
         free(q.def.name);
         q.def.name = NULL;
-        int rc = walk_map(c, item, "a queue", queue_keys, N_OF(queue_keys), &q);
+        int rc = af_yw_walk_map(c, item, "a queue", queue_keys, N_OF(queue_keys), &q);
         if (rc == 0)
             rc = check_queue(c, &q);
         if (rc == 0) {
             for (size_t i = 0; i < out->n; i++) {
                 if (strcmp(out->queues[i].name, q.def.name) == 0) {
-                    rc = qy_failf(c, q.name_node, "queue '%s' is defined twice", q.def.name);
+                    rc = af_yw_failf(c, q.name_node, "queue '%s' is defined twice", q.def.name);
                     break;
                 }
             }
@@ -481,12 +429,12 @@ static int parse_queues(struct qy_ctx *c, const yaml_node_t *seq, struct af_queu
     return 0;
 }
 
-static int p_top_queue(struct qy_ctx *c, const yaml_node_t *v, void *obj)
+static int p_top_queue(struct af_yw *c, const yaml_node_t *v, void *obj)
 {
     return parse_queues(c, v, obj);
 }
 
-static const struct qy_key top_keys[] = {
+static const struct af_yw_key top_keys[] = {
     {"queue", p_top_queue},
     {"total_storage_limit", NULL}, /* a production quota; nothing to limit here */
 };
@@ -503,24 +451,10 @@ static void ensure_default(struct af_queue_yaml *q)
     q->n++;
 }
 
-static int yaml_error(struct qy_ctx *c, const yaml_parser_t *p)
+int af_queue_yaml_parse(const char *name, const char *text, size_t len, struct af_queue_yaml **out,
+                        char *err, size_t errlen)
 {
-    const char *problem = p->problem ? p->problem : "malformed YAML";
-    if (p->error == YAML_MEMORY_ERROR)
-        return qy_failf(c, NULL, "out of memory while parsing YAML");
-    if (p->error == YAML_READER_ERROR) {
-        snprintf(c->err, c->errlen, "%s: %s at byte %zu", c->name, problem, p->problem_offset);
-        return -1;
-    }
-    snprintf(c->err, c->errlen, "%s:%d:%d: %s", c->name, (int)p->problem_mark.line + 1,
-             (int)p->problem_mark.column + 1, problem);
-    return -1;
-}
-
-int af_queue_yaml_parse(const char *name, const char *text, size_t len,
-                        struct af_queue_yaml **out, char *err, size_t errlen)
-{
-    struct qy_ctx c = {.name = name, .err = err, .errlen = errlen};
+    struct af_yw c = {.name = name, .warn = true, .err = err, .errlen = errlen};
     struct af_queue_yaml *q = af_xcalloc(1, sizeof(*q));
     yaml_parser_t parser;
     yaml_document_t doc;
@@ -529,18 +463,18 @@ int af_queue_yaml_parse(const char *name, const char *text, size_t len,
     *out = NULL;
 
     if (!yaml_parser_initialize(&parser)) {
-        qy_failf(&c, NULL, "out of memory while parsing YAML");
+        af_yw_failf(&c, NULL, "out of memory while parsing YAML");
         goto out;
     }
     yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
     if (!yaml_parser_load(&parser, &doc)) {
-        yaml_error(&c, &parser);
+        af_yw_parser_error(&c, &parser);
         goto out_parser;
     }
     c.doc = &doc;
     const yaml_node_t *root = yaml_document_get_root_node(&doc);
     bool empty = !root || (root->type == YAML_SCALAR_NODE && root->data.scalar.length == 0);
-    if (!empty && walk_map(&c, root, "queue.yaml", top_keys, N_OF(top_keys), q) < 0)
+    if (!empty && af_yw_walk_map(&c, root, "queue.yaml", top_keys, N_OF(top_keys), q) < 0)
         goto out_doc;
     ensure_default(q);
     rc = 0;
@@ -583,8 +517,7 @@ static char *read_file(int fd, size_t *len)
     return text;
 }
 
-int af_queue_yaml_load_dir(const char *dir, struct af_queue_yaml **out, char *err,
-                           size_t errlen)
+int af_queue_yaml_load_dir(const char *dir, struct af_queue_yaml **out, char *err, size_t errlen)
 {
     static const char *const names[] = {"queue.yaml", "queue.yml"};
     *out = NULL;
