@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/xalloc.h"
@@ -33,4 +34,24 @@ char *af_read_bounded(int fd, size_t max, size_t *len)
     buf[n] = '\0';
     *len = n;
     return buf;
+}
+
+char *af_read_regular(int fd, size_t max, size_t *len, mode_t *mode)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        return NULL;
+    if (!S_ISREG(st.st_mode)) {
+        errno = EINVAL;
+        return NULL;
+    }
+    if (mode)
+        *mode = st.st_mode & 07777;
+    char *text = af_read_bounded(fd, max, len);
+    if (text && *len > max) {
+        free(text);
+        errno = EFBIG;
+        return NULL;
+    }
+    return text;
 }

@@ -6,6 +6,7 @@
 #define AF_READFILE_H
 
 #include <stddef.h>
+#include <sys/types.h>
 
 /*
  * Reads fd to its end, or until more than max bytes are in (then *len >
@@ -15,5 +16,13 @@
  * NULL with errno on a read error.
  */
 char *af_read_bounded(int fd, size_t max, size_t *len);
+
+/*
+ * The same for a file that must be a regular file of at most max bytes:
+ * NULL with errno EINVAL (not a regular file), EFBIG (longer), or the
+ * error of fstat or read. *mode, unless mode is NULL, gets the file's
+ * permission bits.
+ */
+char *af_read_regular(int fd, size_t max, size_t *len, mode_t *mode);
 
 #endif

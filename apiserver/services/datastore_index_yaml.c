@@ -272,28 +272,6 @@ int af_index_yaml_parse(const char *name, const char *text, size_t len, struct a
     return parse(name, text, len, true, out, err, errlen);
 }
 
-/* The text of the file open on fd: a regular file of at most
- * IY_MAX_FILE_BYTES (EINVAL, EFBIG otherwise); NULL with errno on failure.
- * *mode gets its permission bits. */
-static char *read_text(int fd, size_t *len, mode_t *mode)
-{
-    struct stat st;
-    if (fstat(fd, &st) != 0)
-        return NULL;
-    if (!S_ISREG(st.st_mode)) {
-        errno = EINVAL;
-        return NULL;
-    }
-    *mode = st.st_mode & 07777;
-    char *text = af_read_bounded(fd, IY_MAX_FILE_BYTES, len);
-    if (text && *len > IY_MAX_FILE_BYTES) {
-        free(text);
-        errno = EFBIG;
-        return NULL;
-    }
-    return text;
-}
-
 /* Reads path whole. Returns the text, or NULL with errno (ENOENT: no
  * file). */
 static char *read_path(const char *path, size_t *len, mode_t *mode)
@@ -301,7 +279,7 @@ static char *read_path(const char *path, size_t *len, mode_t *mode)
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return NULL;
-    char *text = read_text(fd, len, mode);
+    char *text = af_read_regular(fd, IY_MAX_FILE_BYTES, len, mode);
     int e = errno;
     close(fd);
     errno = e;

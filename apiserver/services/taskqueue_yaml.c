@@ -497,26 +497,6 @@ struct af_queue_yaml *af_queue_yaml_default(void)
     return q;
 }
 
-/* queue.yaml's text: a regular file of at most QY_MAX_FILE_BYTES (EINVAL,
- * EFBIG otherwise); NULL with errno on failure. */
-static char *read_file(int fd, size_t *len)
-{
-    struct stat st;
-    if (fstat(fd, &st) != 0)
-        return NULL;
-    if (!S_ISREG(st.st_mode)) {
-        errno = EINVAL;
-        return NULL;
-    }
-    char *text = af_read_bounded(fd, QY_MAX_FILE_BYTES, len);
-    if (text && *len > QY_MAX_FILE_BYTES) {
-        free(text);
-        errno = EFBIG;
-        return NULL;
-    }
-    return text;
-}
-
 int af_queue_yaml_load_dir(const char *dir, struct af_queue_yaml **out, char *err, size_t errlen)
 {
     static const char *const names[] = {"queue.yaml", "queue.yml"};
@@ -535,7 +515,7 @@ int af_queue_yaml_load_dir(const char *dir, struct af_queue_yaml **out, char *er
             return -1;
         }
         size_t len = 0;
-        char *text = read_file(fd, &len);
+        char *text = af_read_regular(fd, QY_MAX_FILE_BYTES, &len, NULL);
         int e = errno;
         close(fd);
         if (!text) {
