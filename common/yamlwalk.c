@@ -64,3 +64,18 @@ int af_yw_parser_error(struct af_yw *c, const yaml_parser_t *p)
     af_cfg_oneline(c->err);
     return -1;
 }
+
+int af_yw_load(struct af_yw *c, const char *text, size_t len, yaml_document_t *doc)
+{
+    yaml_parser_t parser;
+    if (!yaml_parser_initialize(&parser))
+        return af_yw_failf(c, NULL, "out of memory while parsing YAML");
+    yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
+    int rc = 0;
+    if (!yaml_parser_load(&parser, doc))
+        rc = af_yw_parser_error(c, &parser);
+    else
+        c->doc = doc;
+    yaml_parser_delete(&parser);
+    return rc;
+}

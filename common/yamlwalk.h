@@ -49,4 +49,9 @@ int af_yw_walk_map(struct af_yw *c, const yaml_node_t *map, const char *what,
 /* c->err from a failed yaml_parser_load; returns -1. */
 int af_yw_parser_error(struct af_yw *c, const yaml_parser_t *p);
 
+/* Parses the first document of text (len bytes) into *doc and points c->doc
+ * at it. Returns 0 (the caller deletes *doc), or -1 with c->err set and
+ * nothing to delete. */
+int af_yw_load(struct af_yw *c, const char *text, size_t len, yaml_document_t *doc);
+
 #endif

@@ -223,41 +223,29 @@ static int parse(const char *name, const char *text, size_t len, bool warn,
 {
     struct af_yw c = {.name = name, .warn = warn, .err = err, .errlen = errlen};
     struct af_index_yaml *y = af_xcalloc(1, sizeof(*y));
-    yaml_parser_t parser;
     yaml_document_t doc;
     int rc = -1;
     err[0] = '\0';
     *out = NULL;
     y->exists = true;
 
-    if (!yaml_parser_initialize(&parser)) {
-        af_yw_failf(&c, NULL, "out of memory while parsing YAML");
+    if (af_yw_load(&c, text, len, &doc) < 0)
         goto out;
-    }
-    yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
-    if (!yaml_parser_load(&parser, &doc)) {
-        af_yw_parser_error(&c, &parser);
-        goto out_parser;
-    }
-    c.doc = &doc;
     const yaml_node_t *root = yaml_document_get_root_node(&doc);
-    if (root && !is_null(root) &&
-        af_yw_walk_map(&c, root, "index.yaml", top_keys, N_OF(top_keys), y) < 0)
-        goto out_doc;
-    long marker = marker_offset(text, len);
-    y->marker = marker >= 0;
-    y->n_manual = y->n;
-    if (y->marker) {
-        int mline = line_of(text, (size_t)marker);
-        y->n_manual = 0;
-        while (y->n_manual < y->n && y->indexes[y->n_manual].line < mline)
-            y->n_manual++;
+    if (!root || is_null(root) ||
+        af_yw_walk_map(&c, root, "index.yaml", top_keys, N_OF(top_keys), y) == 0) {
+        long marker = marker_offset(text, len);
+        y->marker = marker >= 0;
+        y->n_manual = y->n;
+        if (y->marker) {
+            int mline = line_of(text, (size_t)marker);
+            y->n_manual = 0;
+            while (y->n_manual < y->n && y->indexes[y->n_manual].line < mline)
+                y->n_manual++;
+        }
+        rc = 0;
     }
-    rc = 0;
-out_doc:
     yaml_document_delete(&doc);
-out_parser:
-    yaml_parser_delete(&parser);
 out:
     if (rc == 0)
         *out = y;

@@ -456,32 +456,20 @@ int af_queue_yaml_parse(const char *name, const char *text, size_t len, struct a
 {
     struct af_yw c = {.name = name, .warn = true, .err = err, .errlen = errlen};
     struct af_queue_yaml *q = af_xcalloc(1, sizeof(*q));
-    yaml_parser_t parser;
     yaml_document_t doc;
     int rc = -1;
     err[0] = '\0';
     *out = NULL;
 
-    if (!yaml_parser_initialize(&parser)) {
-        af_yw_failf(&c, NULL, "out of memory while parsing YAML");
+    if (af_yw_load(&c, text, len, &doc) < 0)
         goto out;
-    }
-    yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
-    if (!yaml_parser_load(&parser, &doc)) {
-        af_yw_parser_error(&c, &parser);
-        goto out_parser;
-    }
-    c.doc = &doc;
     const yaml_node_t *root = yaml_document_get_root_node(&doc);
     bool empty = !root || (root->type == YAML_SCALAR_NODE && root->data.scalar.length == 0);
-    if (!empty && af_yw_walk_map(&c, root, "queue.yaml", top_keys, N_OF(top_keys), q) < 0)
-        goto out_doc;
-    ensure_default(q);
-    rc = 0;
-out_doc:
+    if (empty || af_yw_walk_map(&c, root, "queue.yaml", top_keys, N_OF(top_keys), q) == 0) {
+        ensure_default(q);
+        rc = 0;
+    }
     yaml_document_delete(&doc);
-out_parser:
-    yaml_parser_delete(&parser);
 out:
     if (rc == 0)
         *out = q;
