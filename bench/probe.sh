@@ -7,6 +7,11 @@
 # With APPFRONT_B=/path/to/another/appfront, that binary runs too, as
 # target "appfront-b": an A/B comparison of two builds in the same run.
 # With PROBE_LOG=1 appfront keeps its default request log (to a file).
+# With PROBE_IDLE=N each round starts after N seconds of idle, and with
+# PROBE_ROTATE=1 the targets' order turns by one each round, so that each
+# is first after the idle as often as the others (the summary then gives
+# medians by position too). PROBE_WARM=N runs each target for N seconds,
+# unmeasured, right before each of its measured runs (as bench/run.sh does).
 #
 # Starts the bench upstream, appfront (no request log), nginx and haproxy as
 # bench/run.sh configures them, servers on core 0 and wrk on core 1, then
@@ -117,13 +122,22 @@ declare -A SPID=([appfront]=${PIDS[1]} [nginx]=${PIDS[-2]} [haproxy]=${PIDS[-1]}
 [ -n "${APPFRONT_B:-}" ] && SPID[appfront-b]=${PIDS[2]}
 HZ=$(getconf CLK_TCK)
 for r in $(seq "$RUNS"); do
-    for t in "${TARGETS[@]}"; do
+    [ "${PROBE_IDLE:-0}" != 0 ] && sleep "$PROBE_IDLE"
+    order=("${TARGETS[@]}")
+    if [ "${PROBE_ROTATE:-0}" = 1 ]; then
+        k=$(((r - 1) % ${#TARGETS[@]}))
+        order=("${TARGETS[@]:k}" "${TARGETS[@]:0:k}")
+    fi
+    pos=0
+    for t in "${order[@]}"; do
+        pos=$((pos + 1))
+        [ "${PROBE_WARM:-0}" != 0 ] && taskset -c 1 wrk -t1 -c"$CONNS" -d"$PROBE_WARM"s "${URL[$t]}" >/dev/null
         pp=$(proxy_pids "$t") up=$(up_pids "$t")
         p0=$(ticks $pp) u0=$(ticks $up)
         j=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"$SECS"s -s "$here/wrk-report.lua" "${URL[$t]}" | grep '^{')
         p1=$(ticks $pp) u1=$(ticks $up)
         # CPU time on the server core: the proxy's, and its upstream's.
-        j="${j%\}}, \"cpu_us\": $(((p1 - p0) * 1000000 / HZ)), \"up_cpu_us\": $(((u1 - u0) * 1000000 / HZ))}"
+        j="${j%\}}, \"cpu_us\": $(((p1 - p0) * 1000000 / HZ)), \"up_cpu_us\": $(((u1 - u0) * 1000000 / HZ)), \"pos\": $pos}"
         echo "$t $j" | tee -a "$T/runs"
     done
 done
@@ -141,4 +155,12 @@ for t, ds in rows.items():
           f"  p99 {statistics.median(d['p99_us'] for d in ds):6.0f} us"
           f"  cpu/req {statistics.median(d['cpu_us'] / d['requests'] for d in ds):5.2f} us"
           f" (+upstream {statistics.median(d['up_cpu_us'] / d['requests'] for d in ds):4.2f})")
+if len({d["pos"] for ds in rows.values() for d in ds}) > 1:
+    print("by position in the round (median req/s, p99):")
+    for t, ds in rows.items():
+        cells = []
+        for pos in sorted({d["pos"] for d in ds}):
+            sel = [d for d in ds if d["pos"] == pos]
+            cells.append(f"{pos}: {statistics.median(d['rps'] for d in sel):6.0f} {statistics.median(d['p99_us'] for d in sel):5.0f} us")
+        print(f"  {t:10} " + "  ".join(cells))
 EOF

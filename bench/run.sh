@@ -246,7 +246,7 @@ wait_quiet() {
 # wrk_json "PID..." URL CONNS SECONDS: one wrk run on the client core;
 # prints wrk-report.lua's JSON plus measured()'s fragment.
 wrk_json() {
-    wait_quiet
+    [ "${WARMED:-0}" = 1 ] || wait_quiet # a warm-up ran after the wait
     check_upstream
     measured "$1" wrk -t1 -c"$3" -d"$4"s --timeout 5s -s "$here/wrk-report.lua" "$2"
     local out
@@ -407,11 +407,24 @@ for t in "${TARGETS[@]}"; do # warm-up: pools filled, pages touched
     taskset -c "$CCPU" wrk -t1 -c256 -d1s "${URL[$t]}/" >/dev/null
 done
 echo "target,conns,run,rps,p50_us,p99_us,max_us,errors,server_cpu_pct,server_steal_pct,other_cpu_pct,kept" >"$RES/proxy.csv"
+# Each run interleaves the targets, so that drift hits every target alike,
+# and turns their order by one, so that each comes first in a round as
+# often as the others. Each measured run follows a 1-second warm-up of the
+# same target at the same connection count: the first seconds of load after
+# an idle or lighter spell ran slower on this VM (a calibrated loop on the
+# server core took 115-177 ms from one second to the next at load 0.2, and
+# the first target of a round was the one that paid for it).
+WARM_SECS=$([ "$QUICK" = 1 ] && echo 0 || echo 1)
 for run in $(seq "$RUNS"); do
+    k=$(((run - 1) % ${#TARGETS[@]}))
+    ORDER=("${TARGETS[@]:k}" "${TARGETS[@]:0:k}")
     for c in 1 16 256; do
-        for t in "${TARGETS[@]}"; do # interleaved, so drift hits every target alike
+        for t in "${ORDER[@]}"; do
             while :; do
-                j=$(wrk_json "${SPIDS[$t]}" "${URL[$t]}/" "$c" "$SECS")
+                wait_quiet
+                [ "$WARM_SECS" = 0 ] ||
+                    taskset -c "$CCPU" wrk -t1 -c"$c" -d"$WARM_SECS"s "${URL[$t]}/" >/dev/null
+                j=$(WARMED=1 wrk_json "${SPIDS[$t]}" "${URL[$t]}/" "$c" "$SECS")
                 kept=1
                 disturbed "$j" && kept=0
                 python3 - "$t" "$c" "$run" "$j" "$kept" >>"$RES/proxy.csv" <<'EOF'
