@@ -9,8 +9,9 @@
  *    has two producers (the backend and this thread); its mutex is what makes
  *    that safe, and the listener cannot tell who answered.
  *  - Everything else here (the event loop, the resolver, the list of calls
- *    in progress, the work's own sockets and timers) is touched by this
- *    thread only, and after it was joined by the thread that stops it.
+ *    in progress, the work's own sockets and timers, the state kept between
+ *    calls by af_io_local) is touched by this thread only, and after it was
+ *    joined by the thread that stops it.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -46,6 +47,11 @@ struct af_io {
     struct event *inbox_ev;
     struct af_io_call *calls; /* in progress */
     size_t n_calls;
+    struct {
+        const struct af_io_local_ops *ops;
+        void *state;
+    } locals[AF_IO_MAX_LOCALS]; /* af_io_local; the first n_locals are set */
+    size_t n_locals;
 };
 
 struct event_base *af_io_base(struct af_io_call *call)
@@ -66,6 +72,24 @@ struct evdns_base *af_io_dns(struct af_io_call *call)
             af_warn("api: cannot set up the DNS resolver for external calls");
     }
     return io->dns;
+}
+
+void *af_io_local(struct af_io_call *call, const struct af_io_local_ops *ops)
+{
+    struct af_io *io = call->io;
+    for (size_t i = 0; i < io->n_locals; i++)
+        if (io->locals[i].ops == ops)
+            return io->locals[i].state;
+    if (io->n_locals == AF_IO_MAX_LOCALS) {
+        af_warn("api: no room for more state kept on the I/O thread (%d kinds)",
+                AF_IO_MAX_LOCALS);
+        return NULL;
+    }
+    void *state = ops->create(io->base);
+    io->locals[io->n_locals].ops = ops;
+    io->locals[io->n_locals].state = state;
+    io->n_locals++;
+    return state;
 }
 
 static void call_unlink(struct af_io_call *call)
@@ -175,6 +199,11 @@ static void io_free(struct af_io *io)
         af_api_job_free(call->job);
         free(call);
     }
+    /* Then the state kept between calls (its sockets and timers are on
+     * the loop, which must still exist). */
+    for (size_t i = io->n_locals; i-- > 0;)
+        io->locals[i].ops->destroy(io->locals[i].state);
+    io->n_locals = 0;
     if (io->base)
         event_base_loop(io->base, EVLOOP_NONBLOCK);
     if (io->dns)

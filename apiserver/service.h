@@ -151,6 +151,24 @@ struct event_base *af_io_base(struct af_io_call *call);
 struct evdns_base *af_io_dns(struct af_io_call *call);
 
 /*
+ * State that deferred work of one kind keeps on the I/O thread from one call
+ * to the next (urlfetch's idle connections). ops names the kind: the first
+ * af_io_local() with it makes the state with create(base); destroy() frees
+ * it when the I/O thread stops, after the work still in progress was
+ * cancelled and before the loop is freed. Only the I/O thread touches it.
+ */
+struct af_io_local_ops {
+    void *(*create)(struct event_base *base);
+    void (*destroy)(void *state);
+};
+/* At most this many kinds of local state. */
+#define AF_IO_MAX_LOCALS 4
+
+/* On the I/O thread: the state of ops's kind (borrowed; it lives as long as
+ * the I/O thread), or NULL when AF_IO_MAX_LOCALS kinds already have one. */
+void *af_io_local(struct af_io_call *call, const struct af_io_local_ops *ops);
+
+/*
  * On the I/O thread: the work is done and res is the call's result (its
  * buffers are taken, as from a handler; kind is OK, APP_ERROR or
  * RPC_ERROR). The reply goes to the caller. After this returns, call is

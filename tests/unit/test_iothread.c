@@ -55,11 +55,34 @@ static void wait_done(evutil_socket_t fd, short what, void *arg)
     wait_free(w);
 }
 
+/* State kept on the I/O thread between calls: a count of the calls that
+ * saw it. */
+static atomic_int local_created, local_destroyed, local_uses;
+
+static void *local_create(struct event_base *base)
+{
+    atomic_fetch_add(&local_created, 1);
+    return calloc(1, sizeof(int));
+}
+
+static void local_destroy(void *state)
+{
+    atomic_store(&local_uses, *(int *)state);
+    atomic_fetch_add(&local_destroyed, 1);
+    free(state);
+}
+
+static const struct af_io_local_ops local_ops = {.create = local_create,
+                                                 .destroy = local_destroy};
+
 static void wait_start(void *arg, struct af_io_call *call)
 {
     struct wait_work *w = arg;
     atomic_fetch_add(&started, 1);
     w->call = call;
+    int *uses = af_io_local(call, &local_ops);
+    assert_non_null(uses);
+    ++*uses;
     if (w->ms < 0) {
         /* Finishes inside start(). */
         struct af_result res = {0};
@@ -139,6 +162,9 @@ static int setup(void **state)
     atomic_store(&cancelled, 0);
     atomic_store(&started, 0);
     atomic_store(&backend_calls, 0);
+    atomic_store(&local_created, 0);
+    atomic_store(&local_destroyed, 0);
+    atomic_store(&local_uses, 0);
     *state = f;
     return 0;
 }
@@ -285,6 +311,26 @@ static void test_stop_cancels(void **state)
         fail_msg("af_api_start: %s", err);
 }
 
+/* af_io_local: one state for every call of a kind, made on first use and
+ * freed once when the server stops. */
+static void test_local_state(void **state)
+{
+    struct fx *f = *state;
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(call("Wait", "1", "waited"), 0);
+    assert_int_equal(atomic_load(&local_created), 1);
+    assert_int_equal(atomic_load(&local_destroyed), 0);
+    af_client_close_all();
+    af_api_stop(f->api);
+    assert_int_equal(atomic_load(&local_destroyed), 1);
+    assert_int_equal(atomic_load(&local_uses), 3);
+
+    char err[256] = "";
+    struct af_api_options o = {.host = "127.0.0.1", .socket_path = f->sock};
+    if (af_api_start_services(&o, t_services, 1, &f->api, err, sizeof(err)) != 0)
+        fail_msg("af_api_start: %s", err);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -292,6 +338,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_backend_not_held, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_deferred, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_cancels, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_local_state, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
