@@ -59,6 +59,10 @@ struct af_api_options {
     /* --require_indexes: a query that needs a composite index index.yaml
      * does not define fails with NEED_INDEX instead of adding it. */
     bool require_indexes;
+    /* --auth_domain: the OAuth user's auth domain; NULL: "gmail.com". */
+    const char *auth_domain;
+    /* --default_gcs_bucket_name; NULL: "APP_ID.appspot.com". */
+    const char *default_gcs_bucket_name;
 };
 
 /* Opaque: the running server. */

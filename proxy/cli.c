@@ -37,6 +37,10 @@ enum flag_type {
     FLAG_CHOICE,     /* one of choices[], stored lower-case */
     FLAG_ENV,        /* KEY=VALUE, appended to env_vars */
     FLAG_THREADSAFE, /* a boolean, or MODULE:BOOL,... */
+    FLAG_NOOP_STRING, /* a value dev_appserver knows that appfront ignores, silently */
+    FLAG_APP_ID,     /* an application id as App Engine spells them */
+    FLAG_IGNORED,    /* a value dev_appserver knows that appfront does not act on: warned */
+    FLAG_IGNORED_BOOL, /* the same for a boolean */
     FLAG_HELP,
 };
 
@@ -49,6 +53,7 @@ struct flag {
     long long min, max;         /* FLAG_INT, FLAG_BYTES */
     const char *const *choices; /* FLAG_CHOICE, NULL-terminated */
     bool appfront_only;         /* listed under "appfront's own flags" in --help */
+    const char *why_ignored;    /* FLAG_IGNORED*: the startup warning's reason */
 };
 
 static const char *const consistency_policies[] = {"time", "random", "consistent", NULL};
@@ -190,6 +195,103 @@ static const struct flag flags[] = {
      .type = FLAG_NOOP_BOOL,
      .metavar = "BOOL",
      .help = "accepted for compatibility; no effect"},
+    {.name = "application",
+     .type = FLAG_APP_ID,
+     .offset = OFF(application),
+     .metavar = "APP_ID",
+     .help = "the application id, overriding app.yaml's application (also -A APP_ID)"},
+    {.name = "auth_domain",
+     .type = FLAG_STRING,
+     .offset = OFF(auth_domain),
+     .metavar = "DOMAIN",
+     .help = "auth domain of signed-in users (X-AppEngine-Auth-Domain, the OAuth user)"},
+    {.name = "default_gcs_bucket_name",
+     .type = FLAG_STRING,
+     .offset = OFF(default_gcs_bucket_name),
+     .metavar = "NAME",
+     .help = "what app_identity's GetDefaultGcsBucketName answers (unset: APP_ID.appspot.com)"},
+    {.name = "enable_host_checking",
+     .type = FLAG_BOOL,
+     .offset = OFF(enable_host_checking),
+     .metavar = "BOOL",
+     .help = "accepted for compatibility; appfront does not check Host headers"},
+    {.name = "addn_host",
+     .type = FLAG_NOOP_STRING,
+     .metavar = "HOST",
+     .help = "accepted for compatibility (repeatable); appfront does not check Host headers"},
+    /* dev_appserver flags for features appfront does not have, or for
+     * other runtimes' tooling: scripts that pass them still run, and the
+     * startup warning says what the flag would have done. */
+    {.name = "logs_path",
+     .type = FLAG_IGNORED,
+     .metavar = "FILE",
+     .help = "accepted; no effect (request logs are kept in memory)",
+     .why_ignored = "request logs are kept in memory, the newest 10,000 requests"},
+    {.name = "blobstore_path",
+     .type = FLAG_IGNORED,
+     .metavar = "DIR",
+     .help = "accepted; no effect (there is no blobstore)",
+     .why_ignored = "there is no blobstore service"},
+    {.name = "search_indexes_path",
+     .type = FLAG_IGNORED,
+     .metavar = "FILE",
+     .help = "accepted; no effect (there is no search service)",
+     .why_ignored = "there is no search service"},
+    {.name = "enable_console",
+     .type = FLAG_IGNORED_BOOL,
+     .metavar = "BOOL",
+     .help = "accepted; no effect (there is no interactive console)",
+     .why_ignored = "there is no interactive console"},
+    {.name = "appidentity_email_address",
+     .type = FLAG_IGNORED,
+     .metavar = "EMAIL",
+     .help = "accepted; no effect (app_identity signs with a development key)",
+     .why_ignored = "app_identity answers with its development account and key"},
+    {.name = "appidentity_private_key_path",
+     .type = FLAG_IGNORED,
+     .metavar = "FILE",
+     .help = "accepted; no effect (app_identity signs with a development key)",
+     .why_ignored = "app_identity answers with its development account and key"},
+    {.name = "ssl_certificate_path",
+     .type = FLAG_IGNORED,
+     .metavar = "FILE",
+     .help = "accepted; no effect (there is no https port)",
+     .why_ignored = "there is no https port"},
+    {.name = "ssl_certificate_key_path",
+     .type = FLAG_IGNORED,
+     .metavar = "FILE",
+     .help = "accepted; no effect (there is no https port)",
+     .why_ignored = "there is no https port"},
+    {.name = "ssl_port",
+     .type = FLAG_IGNORED,
+     .metavar = "PORT",
+     .help = "accepted; no effect (there is no https port)",
+     .why_ignored = "there is no https port"},
+    {.name = "datastore_emulator_cmd",
+     .type = FLAG_IGNORED,
+     .metavar = "COMMAND",
+     .help = "accepted; no effect (the datastore is appfront's own, in SQLite)",
+     .why_ignored = "the datastore is appfront's own, in SQLite"},
+    {.name = "datastore_emulator_port",
+     .type = FLAG_IGNORED,
+     .metavar = "PORT",
+     .help = "accepted; no effect (the datastore is appfront's own, in SQLite)",
+     .why_ignored = "the datastore is appfront's own, in SQLite"},
+    {.name = "python_virtualenv_path",
+     .type = FLAG_IGNORED,
+     .metavar = "DIR",
+     .help = "accepted; no effect (instances run their app.yaml entrypoint)",
+     .why_ignored = "instances run their app.yaml entrypoint"},
+    {.name = "runtime_python_path",
+     .type = FLAG_IGNORED,
+     .metavar = "FILE",
+     .help = "accepted; no effect (instances run their app.yaml entrypoint)",
+     .why_ignored = "instances run their app.yaml entrypoint"},
+    {.name = "php_executable_path",
+     .type = FLAG_IGNORED,
+     .metavar = "FILE",
+     .help = "accepted; no effect (instances run their app.yaml entrypoint)",
+     .why_ignored = "instances run their app.yaml entrypoint"},
     {.name = "help", .type = FLAG_HELP, .help = "print this text and exit (also -h)"},
 
     {.name = "max_connections",
@@ -273,6 +375,8 @@ void af_config_init(struct af_config *cfg)
     cfg->log_level = af_xstrdup("info");
     cfg->dev_appserver_log_level = af_xstrdup("info");
     cfg->enable_task_running = true;
+    cfg->auth_domain = af_xstrdup("gmail.com");
+    cfg->enable_host_checking = true;
     cfg->max_connections = 10000;
     cfg->max_body_bytes = 32LL << 20;
     cfg->request_deadline_ms = 60000;
@@ -301,6 +405,12 @@ void af_config_release(struct af_config *cfg)
     free(cfg->log_level);
     free(cfg->dev_appserver_log_level);
     free(cfg->build_command);
+    free(cfg->application);
+    free(cfg->auth_domain);
+    free(cfg->default_gcs_bucket_name);
+    for (size_t i = 0; i < cfg->n_ignored; i++)
+        free(cfg->ignored[i]);
+    free(cfg->ignored);
     for (size_t i = 0; i < cfg->n_app_paths; i++)
         free(cfg->app_paths[i]);
     free(cfg->app_paths);
@@ -573,6 +683,68 @@ static int set_threadsafe(const struct flag *f, const char *value, struct af_con
     return set_string(f, value, cfg, err, errlen);
 }
 
+/* An application id as app.yaml's application names it: an optional
+ * domain ("example.com:"), then 1-100 lower-case letters, digits and
+ * hyphens, neither first nor last a hyphen. The partition ("dev~") is
+ * appfront's to add. The id also names a directory (the default
+ * --storage_path), so nothing else passes. */
+static bool app_id_ok(const char *s)
+{
+    const char *colon = strchr(s, ':');
+    if (colon) {
+        size_t n = (size_t)(colon - s);
+        if (n == 0 || n > 100 || s[0] == '-' ||
+            strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789-.") != n)
+            return false;
+        s = colon + 1;
+    }
+    size_t n = strlen(s);
+    return n >= 1 && n <= 100 && s[0] != '-' && s[n - 1] != '-' &&
+           strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789-") == n;
+}
+
+static int set_app_id(const struct flag *f, const char *value, struct af_config *cfg, char *err,
+                      size_t errlen)
+{
+    if (!app_id_ok(value)) {
+        set_err(err, errlen,
+                "--%s: '%s' is not an application id (1-100 lower-case letters, digits and "
+                "hyphens, optionally after DOMAIN:)",
+                f->name, value);
+        return -1;
+    }
+    return set_string(f, value, cfg, err, errlen);
+}
+
+static int set_noop_string(const struct flag *f, const char *value, struct af_config *cfg,
+                           char *err, size_t errlen)
+{
+    if (*value == '\0') {
+        set_err(err, errlen, "--%s: empty value", f->name);
+        return -1;
+    }
+    return 0;
+}
+
+/* Records the startup warning of an ignored flag (once per flag). */
+static int set_ignored(const struct flag *f, const char *value, struct af_config *cfg, char *err,
+                       size_t errlen)
+{
+    if (f->type == FLAG_IGNORED_BOOL ? set_bool(f, value, cfg, err, errlen) < 0
+                                     : set_noop_string(f, value, cfg, err, errlen) < 0)
+        return -1;
+    char *line = af_xasprintf("--%s has no effect in appfront: %s", f->name, f->why_ignored);
+    for (size_t i = 0; i < cfg->n_ignored; i++) {
+        if (strcmp(cfg->ignored[i], line) == 0) {
+            free(line);
+            return 0;
+        }
+    }
+    cfg->ignored = af_xrealloc(cfg->ignored, (cfg->n_ignored + 1) * sizeof(cfg->ignored[0]));
+    cfg->ignored[cfg->n_ignored++] = line;
+    return 0;
+}
+
 static const setter_fn setters[] = {
     [FLAG_STRING] = set_string,
     [FLAG_REGEX] = set_regex,
@@ -585,6 +757,10 @@ static const setter_fn setters[] = {
     [FLAG_CHOICE] = set_choice,
     [FLAG_ENV] = set_env,
     [FLAG_THREADSAFE] = set_threadsafe,
+    [FLAG_NOOP_STRING] = set_noop_string,
+    [FLAG_APP_ID] = set_app_id,
+    [FLAG_IGNORED] = set_ignored,
+    [FLAG_IGNORED_BOOL] = set_ignored,
     [FLAG_HELP] = NULL,
 };
 
@@ -632,7 +808,7 @@ static const struct flag *find_flag(const char *name, size_t len)
 
 static bool takes_bool(const struct flag *f)
 {
-    return f->type == FLAG_BOOL || f->type == FLAG_NOOP_BOOL;
+    return f->type == FLAG_BOOL || f->type == FLAG_NOOP_BOOL || f->type == FLAG_IGNORED_BOOL;
 }
 
 static void add_app_path(struct af_config *cfg, const char *path)
@@ -681,6 +857,18 @@ enum af_cli_result af_cli_parse(int argc, char **argv, struct af_config *cfg, ch
         if (arg[1] != '-') {
             if (strcmp(arg, "-h") == 0)
                 return AF_CLI_HELP;
+            if (arg[1] == 'A') { /* dev_appserver's one short flag besides -h: -A APP_ID, -AAPP_ID */
+                const char *value = arg[2]                                            ? arg + 2
+                                    : i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0 ? argv[++i]
+                                                                                          : NULL;
+                if (!value) {
+                    set_err(err, errlen, "-A: missing value (APP_ID)");
+                    return AF_CLI_ERROR;
+                }
+                if (set_app_id(find_flag("application", 11), value, cfg, err, errlen) != 0)
+                    return AF_CLI_ERROR;
+                continue;
+            }
             single_dash_error(arg, err, errlen);
             return AF_CLI_ERROR;
         }
@@ -770,7 +958,14 @@ static void format_default(const struct flag *f, struct af_config *def, char *bu
     case FLAG_SECONDS_MS:
         snprintf(buf, len, "%g", *(const int *)p / 1000.0);
         break;
+    case FLAG_APP_ID:
+        if (*(char *const *)p)
+            snprintf(buf, len, "%s", *(char *const *)p);
+        break;
     case FLAG_NOOP_BOOL:
+    case FLAG_NOOP_STRING:
+    case FLAG_IGNORED:
+    case FLAG_IGNORED_BOOL:
     case FLAG_ENV:
     case FLAG_HELP:
         break;

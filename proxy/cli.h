@@ -52,6 +52,16 @@ struct af_config {
     struct af_env_kv *env_vars; /* --env_var K=V, in order given */
     size_t n_env_vars;
 
+    char *application;             /* -A/--application: overrides app.yaml's; NULL if not given */
+    char *auth_domain;             /* "gmail.com": the signed-in users' auth domain */
+    char *default_gcs_bucket_name; /* NULL: app_identity's "APP_ID.appspot.com" */
+    bool enable_host_checking;     /* true; accepted, appfront does not check Host */
+    /* Flags dev_appserver knows that appfront accepts but does not act on,
+     * each a one-line warning to print at startup ("--logs_path has no
+     * effect in appfront: ..."), in the order given. */
+    char **ignored;
+    size_t n_ignored;
+
     char *log_level;               /* "info"; app log level */
     char *dev_appserver_log_level; /* "info"; appfront's own log level */
     bool enable_task_running;      /* true */

@@ -1049,7 +1049,8 @@ static void ex_write_request_head(struct af_exchange *ex)
     size_t ip_len = strlen(c->peer_ip);
     size_t max = strlen(method) + strlen(ex->url) + 16 + af_headers_wire_size(h) +
                  (host_len + 32) * 2 + (xff ? xff->value_len : 0) + ip_len * 3 +
-                 strlen(srv->app_id) + sizeof(email) * 2 + sizeof(uid) + 600;
+                 strlen(srv->app_id) + sizeof(email) * 2 + sizeof(uid) + 600 +
+                 (user ? strlen(srv->cfg->auth_domain) : 0);
     struct evbuffer *out = af_upstream_output(ex->up);
     struct evbuffer_iovec v;
     if (evbuffer_reserve_space(out, (ev_ssize_t)max, &v, 1) < 1)
@@ -1113,6 +1114,10 @@ static void ex_write_request_head(struct af_exchange *ex)
         p = af_put(p, email, at ? (size_t)(at - email) : strlen(email));
         p = AF_PUT_LIT(p, "\r\nX-AppEngine-User-Is-Admin: ");
         *p++ = admin ? '1' : '0';
+        /* The Go library's user.Current reads it (User.String drops the
+         * domain from the e-mail of a user in it). */
+        p = AF_PUT_LIT(p, "\r\nX-AppEngine-Auth-Domain: ");
+        p = af_put_str(p, srv->cfg->auth_domain);
         p = AF_PUT_LIT(p, "\r\n");
     }
     if (ex->chunked_in) {

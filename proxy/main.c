@@ -182,7 +182,7 @@ static void load_modules(const struct af_config *cfg, struct modules_given *m)
                       "service: name",
                       app->service, m->apps[k]->path, app->path);
             const char *a = m->apps[k]->application, *b = app->application;
-            if (a && b && strcmp(a, b) != 0)
+            if (a && b && strcmp(a, b) != 0 && !cfg->application) /* -A overrides both */
                 fatal("the modules belong to different applications: \"%s\" (%s) and \"%s\" "
                       "(%s); one appfront serves one application",
                       a, m->apps[k]->path, b, app->path);
@@ -294,6 +294,8 @@ int main(int argc, char **argv)
     enum af_log_level level;
     if (af_log_parse_level(cfg.dev_appserver_log_level, &level) == 0)
         af_log_set_level(level);
+    for (size_t i = 0; i < cfg.n_ignored; i++)
+        af_warn("%s", cfg.ignored[i]);
 
     struct modules_given given = {0};
     struct af_app_yaml *app = NULL; /* the default module's */
@@ -323,9 +325,11 @@ int main(int argc, char **argv)
     srv.cfg = &cfg;
     srv.app = app;
     srv.spare_fd = -1;
-    /* The modules' application ids agree (load_modules); any one that is
-     * given names the app. */
-    const char *app_id = app && app->application ? app->application : NULL;
+    /* -A names the app; else the modules' application ids agree
+     * (load_modules) and any one that is given names it. */
+    const char *app_id = cfg.application;
+    if (!app_id && app && app->application)
+        app_id = app->application;
     for (size_t i = 0; !app_id && i < given.n; i++)
         app_id = given.apps[i]->application;
     srv.app_id = af_xstrdup(app_id ? app_id : "app");
@@ -403,6 +407,8 @@ int main(int argc, char **argv)
         .queues = queues,
         .indexes = indexes,
         .require_indexes = cfg.require_indexes,
+        .auth_domain = cfg.auth_domain,
+        .default_gcs_bucket_name = cfg.default_gcs_bucket_name,
         .modules = given.n ? api_mods : NULL,
         .n_modules = given.n,
     };

@@ -60,7 +60,9 @@ static void *aid_create(const struct af_api_options *opts)
     char *name = plain_app_name(app_id);
     st->server_host = af_xstrdup(opts && opts->server_host ? opts->server_host : "localhost");
     st->account = af_xasprintf("%s@appspot.gserviceaccount.com", name);
-    st->bucket = af_xasprintf("%s.appspot.com", name);
+    st->bucket = opts && opts->default_gcs_bucket_name && opts->default_gcs_bucket_name[0]
+                     ? af_xstrdup(opts->default_gcs_bucket_name)
+                     : af_xasprintf("%s.appspot.com", name);
     free(name);
     return st;
 }

@@ -30,18 +30,22 @@
  * the stock development server does: there is no OAuth provider to ask. */
 #define OAUTH_EMAIL "example@example.com"
 #define OAUTH_USER_ID "0"
-#define OAUTH_AUTH_DOMAIN "gmail.com"
+#define OAUTH_AUTH_DOMAIN "gmail.com" /* unless --auth_domain says otherwise */
 #define OAUTH_CLIENT_ID "123456789.apps.googleusercontent.com"
 #define OAUTH_CONSUMER_KEY "example.com"
 
 struct user_state {
     char *server_host; /* "localhost:8080" */
+    char *auth_domain; /* --auth_domain, "gmail.com" */
 };
 
 static void *user_create(const struct af_api_options *opts)
 {
     struct user_state *st = af_xcalloc(1, sizeof(*st));
     st->server_host = af_xstrdup(opts && opts->server_host ? opts->server_host : "localhost");
+    st->auth_domain = af_xstrdup(opts && opts->auth_domain && opts->auth_domain[0]
+                                     ? opts->auth_domain
+                                     : OAUTH_AUTH_DOMAIN);
     return st;
 }
 
@@ -51,6 +55,7 @@ static void user_destroy(void *state)
     if (!st)
         return;
     free(st->server_host);
+    free(st->auth_domain);
     free(st);
 }
 
@@ -191,7 +196,7 @@ static void get_oauth_user(void *state, const struct af_call *call, struct af_re
     Af__User__GetOAuthUserResponse out = AF__USER__GET_OAUTH_USER_RESPONSE__INIT;
     out.email = OAUTH_EMAIL;
     out.user_id = OAUTH_USER_ID;
-    out.auth_domain = OAUTH_AUTH_DOMAIN;
+    out.auth_domain = ((struct user_state *)state)->auth_domain;
     out.client_id = OAUTH_CLIENT_ID;
     out.has_is_admin = true;
     out.is_admin = false;

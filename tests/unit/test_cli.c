@@ -244,6 +244,90 @@ static void test_noop_flags(void **state)
                  "app", NULL);
 }
 
+static void test_application(void **state)
+{
+    struct run r;
+    expect_ok(&r, "-A", "my-app", "app", NULL);
+    assert_string_equal(r.cfg.application, "my-app");
+    af_config_release(&r.cfg);
+    expect_ok(&r, "-Amy-app2", "app", NULL);
+    assert_string_equal(r.cfg.application, "my-app2");
+    af_config_release(&r.cfg);
+    expect_ok(&r, "--application=example.com:corp-app", "api", NULL);
+    assert_string_equal(r.cfg.application, "example.com:corp-app");
+    af_config_release(&r.cfg);
+    expect_ok(&r, "--application", "a", "app", NULL);
+    assert_string_equal(r.cfg.application, "a");
+    af_config_release(&r.cfg);
+    /* Not given: app.yaml's stands. */
+    expect_ok(&r, "app", NULL);
+    assert_null(r.cfg.application);
+    af_config_release(&r.cfg);
+    /* It names a directory: nothing but App Engine's spelling passes. */
+    const char *bad[] = {"Bad_App", "-lead", "trail-", "dev~app", "../up", "a/b", "a b",
+                         ":app", "example.com:", "\xc3\xa9t\xc3\xa9"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char arg[64];
+        snprintf(arg, sizeof(arg), "--application=%s", bad[i]);
+        expect_error("is not an application id", arg, "app", NULL);
+        expect_error("is not an application id", "-A", bad[i], "app", NULL);
+    }
+    char longid[102];
+    memset(longid, 'a', 101);
+    longid[101] = '\0';
+    expect_error("is not an application id", "-A", longid, "app", NULL);
+    longid[100] = '\0';
+    expect_ok(&r, "-A", longid, "app", NULL);
+    af_config_release(&r.cfg);
+    expect_error("-A: missing value (APP_ID)", "app", "-A", NULL);
+    expect_error("-A: missing value (APP_ID)", "-A", "--port=1", "app", NULL);
+}
+
+static void test_service_identity_flags(void **state)
+{
+    struct run r;
+    expect_ok(&r, "app", NULL);
+    assert_string_equal(r.cfg.auth_domain, "gmail.com");
+    assert_null(r.cfg.default_gcs_bucket_name);
+    assert_true(r.cfg.enable_host_checking);
+    af_config_release(&r.cfg);
+    expect_ok(&r, "--auth_domain=example.com", "--default_gcs_bucket_name", "my-bucket",
+              "--enable_host_checking=false", "--addn_host=a.example", "--addn_host", "*.b.example",
+              "app", NULL);
+    assert_string_equal(r.cfg.auth_domain, "example.com");
+    assert_string_equal(r.cfg.default_gcs_bucket_name, "my-bucket");
+    assert_false(r.cfg.enable_host_checking);
+    assert_int_equal(r.cfg.n_ignored, 0); /* no warning: appfront never checks Host */
+    af_config_release(&r.cfg);
+    expect_error("--auth_domain: empty value", "--auth_domain=", "app", NULL);
+    expect_error("--addn_host: empty value", "--addn_host=", "app", NULL);
+    expect_error("--enable_host_checking: 'maybe' is not a boolean", "--enable_host_checking=maybe",
+                 "app", NULL);
+}
+
+static void test_ignored_flags(void **state)
+{
+    struct run r;
+    expect_ok(&r, "--logs_path=/tmp/logs.db", "--enable_console", "app", NULL);
+    assert_int_equal(r.cfg.n_app_paths, 1); /* a bare boolean does not eat the app path */
+    assert_int_equal(r.cfg.n_ignored, 2);
+    assert_string_equal(r.cfg.ignored[0], "--logs_path has no effect in appfront: request logs "
+                                          "are kept in memory, the newest 10,000 requests");
+    assert_string_equal(r.cfg.ignored[1],
+                        "--enable_console has no effect in appfront: there is no interactive "
+                        "console");
+    af_config_release(&r.cfg);
+    /* Once per flag, however often it is given. */
+    expect_ok(&r, "--ssl_port=8443", "--ssl_port", "9443", "--enable_console=no", "app", NULL);
+    assert_int_equal(r.cfg.n_ignored, 2);
+    af_config_release(&r.cfg);
+    /* Ignored still means checked. */
+    expect_error("--enable_console: 'sure' is not a boolean", "--enable_console=sure", "app",
+                 NULL);
+    expect_error("--blobstore_path: empty value", "--blobstore_path=", "app", NULL);
+    expect_error("--search_indexes_path: missing value", "app", "--search_indexes_path", NULL);
+}
+
 static void test_env_var(void **state)
 {
     struct run r;
@@ -550,6 +634,9 @@ int main(void)
         cmocka_unit_test(test_ports),
         cmocka_unit_test(test_booleans),
         cmocka_unit_test(test_noop_flags),
+        cmocka_unit_test(test_application),
+        cmocka_unit_test(test_service_identity_flags),
+        cmocka_unit_test(test_ignored_flags),
         cmocka_unit_test(test_env_var),
         cmocka_unit_test(test_choices),
         cmocka_unit_test(test_numbers),
