@@ -467,6 +467,60 @@ static int parse_expiration(struct ctx *c, const struct field *f, const struct n
     return parse_string(c, f, val, obj);
 }
 
+/* App Engine's own check of idle_timeout (appinfo's ^[\d]+(s|m)$) takes
+ * one number and one unit; the hour is accepted here too, with a warning
+ * (parse_idle_timeout), because "1h" reads naturally and means one thing. */
+int af_idle_timeout_parse(const char *s, int *seconds)
+{
+    long long v = 0;
+    const char *p = s;
+    for (; *p >= '0' && *p <= '9'; p++) {
+        v = v * 10 + (*p - '0');
+        if (v > AF_IDLE_TIMEOUT_MAX_S)
+            return -1;
+    }
+    if (p == s || *p == '\0' || p[1] != '\0')
+        return -1;
+    long long unit = *p == 's' ? 1 : *p == 'm' ? 60 : *p == 'h' ? 3600 : 0;
+    if (unit == 0 || v == 0 || v * unit > AF_IDLE_TIMEOUT_MAX_S)
+        return -1;
+    *seconds = (int)(v * unit);
+    return 0;
+}
+
+static int parse_idle_timeout(struct ctx *c, const struct field *f, const struct node *val,
+                              void *obj)
+{
+    int secs;
+    if (val->kind != NODE_SCALAR || af_idle_timeout_parse(val->text, &secs) != 0)
+        return fail_expected(c, f->key, val,
+                             "a duration of digits and one unit, s, m or h, such as '10s' or "
+                             "'5m' (at least 1s, at most a year)");
+    if (val->text[strlen(val->text) - 1] == 'h')
+        af_cfg_warn(c->name, val->line, val->col,
+                    "%s: App Engine's deployment accepts only seconds and minutes: write '%dm'",
+                    f->key, secs / 60);
+    *(int *)((char *)obj + f->offset) = secs;
+    return 0;
+}
+
+/* min_idle_instances, max_idle_instances: a count or "automatic" (stored
+ * as -1), as App Engine's ^([\d]+|automatic)$. */
+static int parse_idle_instances(struct ctx *c, const struct field *f, const struct node *val,
+                                void *obj)
+{
+    long long v;
+    int *slot = (int *)((char *)obj + f->offset);
+    if (val->kind == NODE_SCALAR && strcmp(val->text, "automatic") == 0) {
+        *slot = -1;
+        return 0;
+    }
+    if (!scalar_to_ll(val, &v) || v < 0 || v > INT_MAX)
+        return fail_expected(c, f->key, val, "an integer >= 0 or 'automatic'");
+    *slot = (int)v;
+    return 0;
+}
+
 /* RFC 9110 section 5.6.2: a field name is a token. */
 static bool is_token(const char *s)
 {
@@ -790,10 +844,14 @@ static const struct field automatic_scaling_fields[] = {
      .offset = A_OFF(min_instances),
      .min = 0,
      .max = INT_MAX},
+    {.key = "min_idle_instances",
+     .parse = parse_idle_instances,
+     .offset = A_OFF(min_idle_instances)},
+    {.key = "max_idle_instances",
+     .parse = parse_idle_instances,
+     .offset = A_OFF(max_idle_instances)},
     {.key = "target_cpu_utilization"},
     {.key = "target_throughput_utilization"},
-    {.key = "min_idle_instances"},
-    {.key = "max_idle_instances"},
     {.key = "min_pending_latency"},
     {.key = "max_pending_latency"},
 };
@@ -812,7 +870,9 @@ static const struct field basic_scaling_fields[] = {
      .offset = A_OFF(basic_max_instances),
      .min = 1,
      .max = INT_MAX},
-    {.key = "idle_timeout"},
+    {.key = "idle_timeout",
+     .parse = parse_idle_timeout,
+     .offset = A_OFF(basic_idle_timeout_s)},
 };
 
 static const struct {
@@ -848,6 +908,10 @@ static int parse_scaling(struct ctx *c, const struct field *f, const struct node
         app->min_instances > app->max_instances)
         return fail_at(c, val, "%s: min_instances (%d) is above max_instances (%d)", f->key,
                        app->min_instances, app->max_instances);
+    if (app->scaling == AF_SCALING_AUTOMATIC && app->min_idle_instances >= 0 &&
+        app->max_idle_instances >= 0 && app->min_idle_instances > app->max_idle_instances)
+        return fail_at(c, val, "%s: min_idle_instances (%d) is above max_idle_instances (%d)",
+                       f->key, app->min_idle_instances, app->max_idle_instances);
     return 0;
 }
 
@@ -1013,6 +1077,8 @@ static struct af_app_yaml *app_new(const char *name, const char *base_dir)
     app->threadsafe = true;
     app->scaling = AF_SCALING_AUTOMATIC;
     app->max_concurrent_requests = 10;
+    app->min_idle_instances = -1;
+    app->max_idle_instances = -1;
     app->n_skip_files = N_OF(default_skip_files);
     app->skip_files = af_xcalloc(app->n_skip_files, sizeof(char *));
     for (size_t i = 0; i < app->n_skip_files; i++)

@@ -83,8 +83,11 @@ struct af_app_yaml {
     int max_concurrent_requests; /* automatic_scaling; default 10 */
     int max_instances;           /* automatic_scaling; 0 = unlimited */
     int min_instances;           /* automatic_scaling; default 0 */
+    int min_idle_instances;      /* automatic_scaling; -1 when absent or "automatic" */
+    int max_idle_instances;      /* automatic_scaling; -1 when absent or "automatic" */
     int manual_instances;        /* manual_scaling.instances */
     int basic_max_instances;     /* basic_scaling.max_instances */
+    int basic_idle_timeout_s;    /* basic_scaling.idle_timeout in seconds; 0 when absent */
 };
 
 /*
@@ -111,6 +114,15 @@ void af_appyaml_free(struct af_app_yaml *app);
  * spaces optional) into seconds. Returns 0, or -1 for a malformed or
  * absurdly long (over a century) duration. */
 int af_expiration_parse(const char *s, long long *seconds);
+
+/* The longest basic_scaling idle_timeout accepted: a year, far beyond any
+ * development session, and small enough for milliseconds in an int64. */
+#define AF_IDLE_TIMEOUT_MAX_S (366 * 86400)
+
+/* Parses a basic_scaling idle_timeout: digits then one unit, s, m or h
+ * ("10s", "5m", "1h"), no spaces, from 1 s to AF_IDLE_TIMEOUT_MAX_S. Returns
+ * 0 with *seconds set, or -1 for anything else ("0s", "1m30s", "1.5m"). */
+int af_idle_timeout_parse(const char *s, int *seconds);
 
 /* True for runtimes that only know $PORT (go1xx, python3x, nodejsxx, java,
  * php, ruby): appfront passes PORT. Others ("native", custom) get a Unix

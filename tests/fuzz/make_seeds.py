@@ -193,6 +193,8 @@ automatic_scaling:
 """,
     b"runtime: native\nmanual_scaling:\n  instances: 3\n",
     b"runtime: native\nbasic_scaling:\n  max_instances: 2\n  idle_timeout: 5m\n",
+    b"runtime: native\nbasic_scaling:\n  max_instances: 2\n  idle_timeout: 1h\n",
+    b"runtime: native\nautomatic_scaling:\n  min_idle_instances: automatic\n  max_idle_instances: 2\n",
     b"runtime: native\nthreadsafe: no\nhandlers:\n- url: /(\n  script: auto\n",
     b"runtime: [1, 2]\n",
     b"runtime: native\nhandlers: {a: b}\n",

@@ -297,6 +297,12 @@ static void test_scaling(void **state)
     app = load_ok("runtime: native\nbasic_scaling:\n  max_instances: 2\n  idle_timeout: 10m\n");
     assert_int_equal(app->scaling, AF_SCALING_BASIC);
     assert_int_equal(app->basic_max_instances, 2);
+    assert_int_equal(app->basic_idle_timeout_s, 600);
+    af_appyaml_free(app);
+    app = load_ok("runtime: native\nbasic_scaling:\n  max_instances: 2\n");
+    assert_int_equal(app->basic_idle_timeout_s, 0); /* absent: the module's default */
+    assert_int_equal(app->min_idle_instances, -1);
+    assert_int_equal(app->max_idle_instances, -1);
     af_appyaml_free(app);
 
     /* Bounds of max_concurrent_requests. */
@@ -341,6 +347,56 @@ static void test_scaling(void **state)
     expect_error("runtime: native\nbasic_scaling:\n  max_instances: 1\n"
                  "automatic_scaling: {}\n",
                  "app.yaml:4:1: automatic_scaling: only one of");
+}
+
+/* basic_scaling's idle_timeout and automatic_scaling's idle instances, as
+ * app.yaml gives them, with their errors at the value's position. */
+static void test_idle_scaling_keys(void **state)
+{
+    struct af_app_yaml *app =
+        load_ok("runtime: native\nbasic_scaling:\n  max_instances: 1\n  idle_timeout: 1s\n");
+    assert_int_equal(app->basic_idle_timeout_s, 1);
+    af_appyaml_free(app);
+
+    expect_error("runtime: native\nbasic_scaling:\n  max_instances: 1\n  idle_timeout: 5\n",
+                 "app.yaml:4:17: idle_timeout: expected a duration of digits and one unit, s, m "
+                 "or h, such as '10s' or '5m' (at least 1s, at most a year), got '5'");
+    expect_error("runtime: native\nbasic_scaling:\n  max_instances: 1\n  idle_timeout: 0s\n",
+                 "app.yaml:4:17: idle_timeout: expected a duration");
+    expect_error("runtime: native\nbasic_scaling:\n  max_instances: 1\n  idle_timeout: 1m30s\n",
+                 "got '1m30s'");
+    expect_error("runtime: native\nbasic_scaling:\n  max_instances: 1\n  idle_timeout: [1m]\n",
+                 "app.yaml:4:17: idle_timeout: expected a duration");
+
+    /* The hour loads, with a warning that deployment wants minutes. */
+    char *log = load_ok_warnings(
+        "runtime: native\nbasic_scaling:\n  max_instances: 1\n  idle_timeout: 2h\n", &app);
+    assert_int_equal(app->basic_idle_timeout_s, 7200);
+    assert_non_null(strstr(log, "app.yaml:4:17: idle_timeout: App Engine's deployment accepts "
+                                "only seconds and minutes: write '120m'"));
+    free(log);
+    af_appyaml_free(app);
+
+    app = load_ok("runtime: native\nautomatic_scaling:\n  min_idle_instances: 1\n"
+                  "  max_idle_instances: 3\n");
+    assert_int_equal(app->min_idle_instances, 1);
+    assert_int_equal(app->max_idle_instances, 3);
+    af_appyaml_free(app);
+    app = load_ok("runtime: native\nautomatic_scaling:\n  min_idle_instances: automatic\n"
+                  "  max_idle_instances: 0\n");
+    assert_int_equal(app->min_idle_instances, -1);
+    assert_int_equal(app->max_idle_instances, 0);
+    af_appyaml_free(app);
+    expect_error("runtime: native\nautomatic_scaling:\n  max_idle_instances: -1\n",
+                 "app.yaml:3:23: max_idle_instances: expected an integer >= 0 or 'automatic', "
+                 "got '-1'");
+    expect_error("runtime: native\nautomatic_scaling:\n  min_idle_instances: auto\n",
+                 "app.yaml:3:23: min_idle_instances: expected an integer >= 0 or 'automatic', "
+                 "got 'auto'");
+    expect_error("runtime: native\nautomatic_scaling:\n  min_idle_instances: 4\n"
+                 "  max_idle_instances: 2\n",
+                 "app.yaml:3:3: automatic_scaling: min_idle_instances (4) is above "
+                 "max_idle_instances (2)");
 }
 
 static void test_unknown_scaling_key_warns(void **state)
@@ -648,6 +704,35 @@ static void test_runtime_is_stock(void **state)
     }
 }
 
+static void test_idle_timeout_parse(void **state)
+{
+    static const struct {
+        const char *text;
+        int seconds; /* -1: refused */
+    } cases[] = {
+        {"1s", 1},        {"10s", 10},       {"5m", 300},     {"1h", 3600},
+        {"90m", 5400},    {"007s", 7},       {"8784h", 366 * 86400},
+        {"527040m", 366 * 86400},            {"31622400s", 366 * 86400},
+        {"0s", -1},       {"0m", -1},        {"", -1},        {"s", -1},
+        {"10", -1},       {"10d", -1},       {"10S", -1},     {"10 s", -1},
+        {" 10s", -1},     {"10s ", -1},      {"1m30s", -1},   {"1.5m", -1},
+        {"-1s", -1},      {"+1s", -1},       {"8785h", -1},   {"31622401s", -1},
+        {"99999999999999999999s", -1},       {"10ms", -1},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int secs = -2;
+        int rc = af_idle_timeout_parse(cases[i].text, &secs);
+        if (cases[i].seconds < 0) {
+            if (rc != -1)
+                fail_msg("af_idle_timeout_parse('%s') accepted it as %d", cases[i].text, secs);
+            assert_int_equal(secs, -2); /* untouched on failure */
+        } else if (rc != 0 || secs != cases[i].seconds) {
+            fail_msg("af_idle_timeout_parse('%s'): rc %d, %d s; expected %d s", cases[i].text, rc,
+                     secs, cases[i].seconds);
+        }
+    }
+}
+
 static void test_expiration_parse(void **state)
 {
     long long s = -1;
@@ -792,6 +877,8 @@ int main(void)
         cmocka_unit_test(test_null_values_are_absent),
         cmocka_unit_test(test_runtime_is_stock),
         cmocka_unit_test(test_expiration_parse),
+        cmocka_unit_test(test_idle_timeout_parse),
+        cmocka_unit_test(test_idle_scaling_keys),
         cmocka_unit_test_setup_teardown(test_load_from_disk, make_tmpdir, remove_tmpdir),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
