@@ -41,7 +41,11 @@ struct af_instance {
     bool ever_ready; /* counted by the module as ready, not starting */
     int gen;         /* the module generation it was spawned into */
     bool retired;    /* a newer generation exists (module.h) */
-    bool draining;   /* retired and the new generation serves: no new requests */
+    bool draining;   /* retired or scaled down: no new requests, stopped once idle */
+    /* Scaling down (module.c): stopped for being idle, and out of the
+     * module's counts; and when it last became idle, in monotonic ms. */
+    bool scaled_down;
+    long long idle_since_ms;
     int refs; /* the module's list + exchanges + upstream connections */
 
     char *sock_path; /* Unix socket the instance serves on, or NULL */

@@ -2,13 +2,22 @@
  * module — instances, slots, the wait queue and scaling. See module.h.
  *
  * Scaling rules (docs/architecture.md):
- *   manual:    exactly `instances`, respawned when one dies;
+ *   manual:    exactly `instances`, respawned when one dies, never stopped
+ *              for being idle;
  *   automatic: min_instances (at least 1) at start; one more whenever the
  *              queued requests exceed what the starting instances will take,
- *              up to max_instances;
- *   basic:     like automatic, from 1, up to max_instances.
+ *              up to max_instances; an instance idle for AUTOMATIC_IDLE_MS
+ *              is stopped while more than min_instances (at least 1) run and
+ *              more than max_idle_instances are idle;
+ *   basic:     like automatic, from 1, up to max_instances; an instance idle
+ *              for idle_timeout is stopped, down to none.
  * A crash delays the next spawn (100 ms, doubling to 5 s); an instance that
  * served for a while resets the delay.
+ *
+ * Scaling down loses no request: the idle instance is first marked
+ * draining, so nothing new is routed to it (a request arriving then goes to
+ * another instance, or waits for a new one), and the drain path that
+ * restarts use stops it only while it holds no request.
  *
  * The developer loop (docs/devloop.md): the watcher reports changed files;
  * app.yaml is re-read, the app rebuilt when it needs a build, and a new
@@ -20,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -42,6 +52,18 @@
 #define BUILD_ECHO_MS 300
 /* At most this many paths changed during one build are remembered. */
 #define DURING_MAX 4096
+/* Automatic scaling stops an instance beyond min_instances once it has held
+ * no request for this long. dev_appserver quit at most one idle instance a
+ * minute. A minute also outlasts the pauses between a developer's bursts of
+ * requests (a page and what it loads, a test run, a benchmark's rounds), so
+ * a burst does not pay again for the cold starts of the instances the one
+ * before needed, while what a load test added is gone soon after it ends.
+ * The environment variable below replaces it, for appfront's own tests. */
+#define AUTOMATIC_IDLE_MS 60000
+#define AUTOMATIC_IDLE_ENV "APPFRONT_TEST_AUTOMATIC_IDLE_MS"
+/* basic_scaling without idle_timeout: App Engine's default, 5 minutes
+ * (dev_appserver used 15). */
+#define BASIC_IDLE_DEFAULT_S 300
 
 static void spawn_one(struct af_module *mod);
 
@@ -226,6 +248,111 @@ static void switch_over(struct af_module *mod)
         event_active(mod->drain_ev, EV_TIMEOUT, 0);
 }
 
+/* ---- scaling down --------------------------------------------------------- */
+
+/* Milliseconds of a monotonic clock: idle periods must not stretch or
+ * shrink when the wall clock is set. The coarse clock (a few ms of
+ * resolution) is read without a system call, on every release. */
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* AUTOMATIC_IDLE_MS, or what the test variable says (read once). */
+static long long automatic_idle_ms(void)
+{
+    static long long ms = -1;
+    if (ms >= 0)
+        return ms;
+    ms = AUTOMATIC_IDLE_MS;
+    const char *v = getenv(AUTOMATIC_IDLE_ENV);
+    if (!v || !*v)
+        return ms;
+    char *end;
+    long long n = strtoll(v, &end, 10);
+    if (*end || n < 1 || n > 86400000LL || !(*v >= '0' && *v <= '9'))
+        af_log(AF_LOG_ERROR, "%s=%s: expected milliseconds from 1 to 86400000; idle instances "
+               "of automatic scaling are stopped after %d ms", AUTOMATIC_IDLE_ENV, v,
+               AUTOMATIC_IDLE_MS);
+    else
+        ms = n;
+    return ms;
+}
+
+/* An instance scaling down may stop: ready, serving the current
+ * generation, holding no request. */
+static bool is_idle(const struct af_instance *inst)
+{
+    return inst->state == AF_INST_READY && !inst->draining && !inst->retired &&
+           inst->active == 0 && inst->active_direct == 0;
+}
+
+/* Arms the idle check for a full period from now, unless it is armed (for
+ * an earlier instance, whose deadline comes first: every instance of the
+ * module has the same period) or no instance could be stopped. */
+static void idle_arm(struct af_module *mod)
+{
+    if (mod->idle_armed || mod->idle_ms == 0 || live_count(mod) <= mod->keep_min)
+        return;
+    struct timeval tv = {(time_t)(mod->idle_ms / 1000), (suseconds_t)(mod->idle_ms % 1000) * 1000};
+    evtimer_add(mod->idle_timer, &tv);
+    mod->idle_armed = true;
+}
+
+/*
+ * Stops the instances idle for a whole period, the longest idle first,
+ * while more than keep_min run and more than keep_idle are idle; then arms
+ * itself for the next one due. When nothing may be stopped it stays unarmed
+ * until an instance becomes idle or ready again (idle_arm).
+ */
+static void idle_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct af_module *mod = arg;
+    mod->idle_armed = false;
+    /* While the build fails, the running instances are what the direct port
+     * still reaches (docs/devloop.md): keep them. */
+    if (mod->idle_ms == 0 || mod->stopping || mod->unavailable || mod->build_failure)
+        return;
+    long long now = now_ms();
+    for (;;) {
+        struct af_instance *inst, *oldest = NULL;
+        int idle = 0;
+        TAILQ_FOREACH(inst, &mod->instances, link)
+        {
+            if (!is_idle(inst))
+                continue;
+            idle++;
+            if (!oldest || inst->idle_since_ms < oldest->idle_since_ms)
+                oldest = inst;
+        }
+        /* Waiting requests need every instance there is. */
+        if (!oldest || live_count(mod) <= mod->keep_min || idle <= mod->keep_idle ||
+            mod->queue_len > 0)
+            return;
+        long long due = oldest->idle_since_ms + mod->idle_ms;
+        if (due > now) {
+            struct timeval tv = {(time_t)((due - now) / 1000),
+                                 (suseconds_t)((due - now) % 1000) * 1000};
+            evtimer_add(mod->idle_timer, &tv);
+            mod->idle_armed = true;
+            return;
+        }
+        /* Out of rotation at once: from here on pick_routed() and
+         * pick_direct() pass it by, and it leaves the counts that scaling up
+         * goes by, so a request arriving now goes to another instance or
+         * starts one. drain_cb stops it (SIGTERM, then SIGKILL), which also
+         * closes its pooled connections. */
+        oldest->scaled_down = true;
+        oldest->draining = true;
+        mod->n_ready--;
+        af_log(AF_LOG_INFO, "Instance %s held no request for %lld ms: stopping it (%d left)",
+               oldest->name, now - oldest->idle_since_ms, live_count(mod));
+        event_active(mod->drain_ev, EV_TIMEOUT, 0);
+    }
+}
+
 void af_module_restart(struct af_module *mod)
 {
     if (mod->stopping || mod->unavailable || !mod->entrypoint)
@@ -235,7 +362,7 @@ void af_module_restart(struct af_module *mod)
     struct af_instance *inst;
     TAILQ_FOREACH(inst, &mod->instances, link)
     {
-        if (inst->retired)
+        if (inst->retired || inst->scaled_down)
             continue;
         inst->retired = true;
         if (inst->ever_ready)
@@ -327,6 +454,32 @@ static void configure(struct af_module *mod, const struct af_app_yaml *app)
         mod->max_instances = cfg->max_module_instances;
     if (mod->min_instances > mod->max_instances)
         mod->min_instances = mod->max_instances;
+    switch (app->scaling) {
+    case AF_SCALING_MANUAL:
+        mod->idle_ms = 0;
+        break;
+    case AF_SCALING_BASIC:
+        mod->idle_ms = 1000LL * (app->basic_idle_timeout_s > 0 ? app->basic_idle_timeout_s
+                                                               : BASIC_IDLE_DEFAULT_S);
+        mod->keep_min = 0;
+        mod->keep_idle = 0;
+        break;
+    case AF_SCALING_AUTOMATIC:
+        /* min_idle_instances only keeps instances here: appfront starts
+         * none ahead of the load to have them idle. */
+        mod->idle_ms = automatic_idle_ms();
+        mod->keep_min = mod->min_instances;
+        mod->keep_idle = app->max_idle_instances > app->min_idle_instances
+                             ? app->max_idle_instances
+                             : app->min_idle_instances;
+        if (mod->keep_idle < 0)
+            mod->keep_idle = 0;
+        break;
+    }
+    /* A timer armed for the old period would hold back a shorter new one. */
+    event_del(mod->idle_timer);
+    mod->idle_armed = false;
+    idle_arm(mod);
 
     free(mod->unavailable);
     mod->unavailable = NULL;
@@ -372,6 +525,7 @@ struct af_module *af_module_new(struct af_server *srv, const struct af_app_yaml 
     mod->dispatch_ev = event_new(srv->base, -1, 0, dispatch_cb, mod);
     mod->spawn_timer = evtimer_new(srv->base, spawn_timer_cb, mod);
     mod->drain_ev = event_new(srv->base, -1, 0, drain_cb, mod);
+    mod->idle_timer = evtimer_new(srv->base, idle_cb, mod);
     mod->echo_ev = evtimer_new(srv->base, echo_cb, mod);
     configure(mod, app);
     if (mod->unavailable) {
@@ -448,8 +602,14 @@ void af_module_release(struct af_module *mod, struct af_instance *inst, bool dir
         inst->active_direct--;
     else
         inst->active--;
-    if (inst->draining && inst->active == 0 && inst->active_direct == 0)
-        event_active(mod->drain_ev, EV_TIMEOUT, 0);
+    if (inst->active == 0 && inst->active_direct == 0) {
+        if (inst->draining) {
+            event_active(mod->drain_ev, EV_TIMEOUT, 0);
+        } else if (mod->idle_ms) {
+            inst->idle_since_ms = now_ms();
+            idle_arm(mod);
+        }
+    }
     if (mod->queue_len > 0)
         dispatch_soon(mod);
 }
@@ -462,6 +622,9 @@ void af_module_instance_ready(struct af_module *mod, struct af_instance *inst)
     mod->n_ready++;
     free(mod->start_failure);
     mod->start_failure = NULL;
+    /* Idle from the start: an instance nobody asks for goes too. */
+    inst->idle_since_ms = now_ms();
+    idle_arm(mod);
     if (mod->n_retired > 0) {
         struct timeval now, d;
         gettimeofday(&now, NULL);
@@ -487,10 +650,12 @@ static void fail_waiters(struct af_module *mod, int status, const char *why)
 
 void af_module_instance_died(struct af_module *mod, struct af_instance *inst)
 {
-    if (inst->retired) {
-        /* An old generation's instance: stopped on purpose, or it died
-         * before its turn came; either way no backoff and no respawn. */
-        mod->n_retired--;
+    if (inst->retired || inst->scaled_down) {
+        /* An old generation's instance, or one scaled down: stopped on
+         * purpose, or it died before its turn came; either way no backoff
+         * and no respawn. */
+        if (inst->retired)
+            mod->n_retired--;
         TAILQ_REMOVE(&mod->instances, inst, link);
         af_instance_unref(inst);
         if (mod->stopping)
@@ -543,6 +708,8 @@ void af_module_stop(struct af_module *mod, int grace_ms)
 {
     mod->stopping = true;
     event_del(mod->spawn_timer);
+    event_del(mod->idle_timer);
+    mod->idle_armed = false;
     if (mod->builder)
         af_builder_cancel(mod->builder);
     fail_waiters(mod, 503, "The server is shutting down.");
@@ -575,6 +742,7 @@ void af_module_free(struct af_module *mod)
     event_free(mod->dispatch_ev);
     event_free(mod->spawn_timer);
     event_free(mod->drain_ev);
+    event_free(mod->idle_timer);
     event_free(mod->echo_ev);
     list_clear(&mod->outputs, &mod->n_outputs);
     list_clear(&mod->during, &mod->n_during);

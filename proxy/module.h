@@ -98,6 +98,18 @@ struct af_module {
     struct af_app_yaml **own_apps; /* configurations reloaded; freed with the module */
     size_t n_own_apps;
     struct event *drain_ev;   /* deferred stop of idle draining instances */
+
+    /*
+     * Scaling down (docs/architecture.md, "Scaling limits"): an instance
+     * that has held no request for idle_ms is taken out of rotation and
+     * stopped through the drain path, as long as more than keep_min
+     * instances are left and more than keep_idle of them are idle.
+     */
+    long long idle_ms;        /* 0: never (manual scaling) */
+    int keep_min;             /* never fewer instances than this */
+    int keep_idle;            /* idle instances kept beyond the busy ones */
+    struct event *idle_timer; /* armed while an instance could be stopped */
+    bool idle_armed;
 };
 
 /* Creates the module for app and starts its initial instances, or the build
