@@ -18,6 +18,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <event2/event.h>
+
 #include "apiserver/apiserver.h"
 #include "apiserver/apiserver-internal.h"
 #include "apiserver/backend.h"
@@ -48,6 +50,13 @@ struct af_api {
     bool bound_socket; /* socket_path is ours to unlink */
     struct af_backend *backend;
     struct af_api_listener *listener;
+    /* Main thread only: who gets which internal reply (apiserver.h). */
+    struct {
+        af_api_internal_fn fn; /* NULL: the id is free */
+        void *arg;
+    } consumers[AF_API_MAX_CONSUMERS + 1]; /* [0] unused: id 0 is no one */
+    int n_consumers;
+    struct event *internal_ev; /* watches mainq while anyone subscribes */
 };
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
@@ -511,8 +520,7 @@ int af_api_post(struct af_api *api, const char *service, const char *method,
     return 0;
 }
 
-void af_api_internal_take(struct af_api *api,
-                          void (*fn)(void *arg, const struct af_api_internal_reply *r), void *arg)
+void af_api_internal_take(struct af_api *api, af_api_internal_fn fn, void *arg)
 {
     bool closed;
     struct af_api_job *list = af_api_jobq_take_all(&api->mainq, &closed);
@@ -526,6 +534,8 @@ void af_api_internal_take(struct af_api *api,
             r.service = job->req ? job->req->service_name : "";
             r.tag = job->tag;
             r.ok = job->status == 0;
+            r.app_error = !r.ok && job->res.kind == AF_RESULT_APP_ERROR;
+            r.code = r.ok ? 0 : job->res.code;
             r.data = job->reply;
             r.len = job->reply_len;
         }
@@ -534,10 +544,75 @@ void af_api_internal_take(struct af_api *api,
     }
 }
 
+/* The dispatcher: a reply goes to the consumer its tag names, a notice
+ * to everyone (a consumer that has no use for it ignores it). */
+static void dispatch_one(void *arg, const struct af_api_internal_reply *r)
+{
+    struct af_api *api = arg;
+    if (r->notice) {
+        for (int id = 1; id <= AF_API_MAX_CONSUMERS; id++)
+            if (api->consumers[id].fn)
+                api->consumers[id].fn(api->consumers[id].arg, r);
+        return;
+    }
+    int id = AF_API_TAG_CONSUMER(r->tag);
+    if (id >= 1 && id <= AF_API_MAX_CONSUMERS && api->consumers[id].fn)
+        api->consumers[id].fn(api->consumers[id].arg, r);
+}
+
+static void dispatch_cb(evutil_socket_t fd, short what, void *arg)
+{
+    af_api_internal_take(arg, dispatch_one, arg);
+}
+
+int af_api_internal_subscribe(struct af_api *api, struct event_base *base, af_api_internal_fn fn,
+                              void *arg)
+{
+    int id = 1;
+    while (id <= AF_API_MAX_CONSUMERS && api->consumers[id].fn)
+        id++;
+    if (id > AF_API_MAX_CONSUMERS) {
+        af_error("api: no room for another consumer of internal replies (%d)",
+                 AF_API_MAX_CONSUMERS);
+        return -1;
+    }
+    if (!api->internal_ev) {
+        api->internal_ev =
+            event_new(base, af_api_internal_fd(api), EV_READ | EV_PERSIST, dispatch_cb, api);
+        if (!api->internal_ev || event_add(api->internal_ev, NULL) != 0) {
+            af_error("api: cannot watch the internal replies");
+            if (api->internal_ev)
+                event_free(api->internal_ev);
+            api->internal_ev = NULL;
+            return -1;
+        }
+    }
+    api->consumers[id].fn = fn;
+    api->consumers[id].arg = arg;
+    api->n_consumers++;
+    return id;
+}
+
+void af_api_internal_unsubscribe(struct af_api *api, int id)
+{
+    if (!api || id < 1 || id > AF_API_MAX_CONSUMERS || !api->consumers[id].fn)
+        return;
+    api->consumers[id].fn = NULL;
+    api->consumers[id].arg = NULL;
+    if (--api->n_consumers == 0 && api->internal_ev) {
+        event_free(api->internal_ev);
+        api->internal_ev = NULL;
+    }
+}
+
 void af_api_stop(struct af_api *api)
 {
     if (!api)
         return;
+    /* Every consumer should have unsubscribed; if one did not, its event
+     * must not outlive the queue it watches. */
+    if (api->internal_ev)
+        event_free(api->internal_ev);
     /* Listener first so no new call arrives; then the backend, which
      * finishes its current call; then whatever both left behind. */
     af_api_listener_stop(api->listener);

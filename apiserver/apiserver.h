@@ -80,9 +80,19 @@ int af_api_port(const struct af_api *api);
 
 /*
  * Internal calls: the main thread's way into a service (the task runner of
- * proxy/taskrunner.c), through the same hand-off as every call
- * (apiserver/backend.c). They run methods of the service's `internal`
- * table, which no client can reach. Main thread only.
+ * proxy/taskrunner.c, the admin console of proxy/console.c), through the
+ * same hand-off as every call (apiserver/backend.c). They run methods of
+ * the service's `internal` table, which no client can reach. Main thread
+ * only.
+ *
+ * Several parts of the main thread make internal calls and all replies
+ * come back on one queue, so they are routed by consumer: a part
+ * subscribes once (af_api_internal_subscribe) and gets an id, builds every
+ * tag it passes to af_api_internal_call with AF_API_TAG(id, seq), and its
+ * function gets the replies whose tag carries its id, plus every notice.
+ * The dispatcher owns the one event that watches af_api_internal_fd. A
+ * reply for a consumer that has unsubscribed meanwhile is dropped: that is
+ * how a part that goes away forgets the calls it still had out.
  */
 
 /* A descriptor to watch for reading: replies or notices are waiting. */
@@ -100,15 +110,45 @@ struct af_api_internal_reply {
     const char *service; /* notice: the service that asked to be heard */
     uint64_t tag;        /* reply: the tag given to af_api_internal_call */
     bool ok;             /* reply: the method succeeded */
+    /* reply, failed: the service's application error code (app_error
+     * true), else an RPC error; data/len then hold the failure's detail
+     * for a person (not NUL-terminated; may be empty). */
+    bool app_error;
+    int code;
     const uint8_t *data; /* reply: the encoded response */
     size_t len;
 };
 
+typedef void (*af_api_internal_fn)(void *arg, const struct af_api_internal_reply *r);
+
 /* Takes everything waiting for the main thread, oldest first, and calls
- * fn(arg, reply) for each. */
-void af_api_internal_take(struct af_api *api,
-                          void (*fn)(void *arg, const struct af_api_internal_reply *r),
-                          void *arg);
+ * fn(arg, reply) for each. The dispatcher below is built on it; a part
+ * that subscribed must not call it (it would take other parts' replies). */
+void af_api_internal_take(struct af_api *api, af_api_internal_fn fn, void *arg);
+
+/* Consumers of internal replies: ids 1..AF_API_MAX_CONSUMERS, in the top
+ * byte of a tag; the low 56 bits are the consumer's own. */
+#define AF_API_MAX_CONSUMERS 8
+#define AF_API_TAG_SHIFT 56
+#define AF_API_TAG(id, seq)                                                                        \
+    (((uint64_t)(id) << AF_API_TAG_SHIFT) |                                                        \
+     ((uint64_t)(seq) & ((UINT64_C(1) << AF_API_TAG_SHIFT) - 1)))
+#define AF_API_TAG_CONSUMER(tag) ((int)((tag) >> AF_API_TAG_SHIFT))
+
+/* Subscribes fn(arg, reply) to the replies tagged with the returned id and
+ * to every notice. The first subscription adds the dispatcher's event to
+ * base (the main thread's loop; every subscriber passes the same). Returns
+ * the id, or -1 with a log line when all ids are taken or the event cannot
+ * be added. Main thread only. */
+struct event_base;
+int af_api_internal_subscribe(struct af_api *api, struct event_base *base, af_api_internal_fn fn,
+                              void *arg);
+
+/* Unsubscribes id (-1 and an unknown id are no-ops): replies still out for
+ * it are dropped when they come. The last one out frees the event; so
+ * every subscriber unsubscribes before base is freed, and before
+ * af_api_stop(). Main thread only. */
+void af_api_internal_unsubscribe(struct af_api *api, int id);
 
 /*
  * One-way posts: the main thread hands a copy of data (len bytes) to the

@@ -467,6 +467,16 @@ static void run_internal(struct af_backend *be, struct af_api_job *job)
     } else {
         af_error("api: internal call %s.%s failed: %s", be->services[idx]->name, m->name,
                  res.detail ? res.detail : "no detail");
+        /* The caller may show the failure to a person (the admin console:
+         * "no such queue"): its kind and code go back, its detail as the
+         * reply's bytes. */
+        job->res.kind = res.kind;
+        job->res.code = res.code;
+        if (res.detail) {
+            job->reply_len = strlen(res.detail);
+            job->reply = (uint8_t *)res.detail;
+            res.detail = NULL;
+        }
         if (res.kind == AF_RESULT_DEFER) {
             job->defer_ops = res.defer_ops;
             job->defer_arg = res.defer_arg;

@@ -26,7 +26,8 @@ enum af_api_job_kind {
     AF_API_JOB_CLEAR, /* POST /clear: reset one service (stub) or all (stub NULL) */
     /* main thread -> backend -> main thread: run req through the service's
      * `internal` table; reply is the service's own response, status 0 (ok)
-     * or -1 (failed, already logged). */
+     * or -1 (failed, already logged; then res.kind and res.code say how
+     * and reply holds the detail, not NUL-terminated, or is NULL). */
     AF_API_JOB_INTERNAL,
     /* backend -> main thread: the service named in stub asked to be heard
      * (struct af_result.notify_main). */

@@ -70,7 +70,7 @@ struct rt_module {
 struct af_taskrunner {
     struct af_server *srv;
     struct af_api *api;
-    struct event *reply_ev; /* the API server's internal replies */
+    int consumer;           /* its id with the internal-reply dispatcher; -1: none */
     struct event *timer;    /* the next poll the service asked for */
     struct rt_module *mods; /* every module, in the server's order */
     size_t n_mods;
@@ -79,7 +79,7 @@ struct af_taskrunner {
 
     bool polling;     /* a RunnerPoll is out */
     bool poll_again;  /* something happened while it was out */
-    uint64_t poll_tag;
+    uint64_t poll_seq, poll_tag;
     int running;
     struct run *runs; /* every task in flight */
 
@@ -397,7 +397,8 @@ static void poll_now(struct af_taskrunner *r)
     size_t len = af__taskqueue__runner_poll__get_packed_size(&p);
     uint8_t *buf = af_xmalloc(len ? len : 1);
     af__taskqueue__runner_poll__pack(&p, buf);
-    af_api_internal_call(r->api, "taskqueue", "RunnerPoll", buf, len, ++r->poll_tag);
+    r->poll_tag = AF_API_TAG(r->consumer, ++r->poll_seq);
+    af_api_internal_call(r->api, "taskqueue", "RunnerPoll", buf, len, r->poll_tag);
     free(buf);
     results_free(r->results, r->n_results);
     r->n_results = 0;
@@ -464,12 +465,6 @@ static void on_reply(void *arg, const struct af_api_internal_reply *rep)
         on_poll_answer(r, rep);
 }
 
-static void on_internal(evutil_socket_t fd, short what, void *arg)
-{
-    struct af_taskrunner *r = arg;
-    af_api_internal_take(r->api, on_reply, r);
-}
-
 /* ---- start and stop ---------------------------------------------------------- */
 
 /* The numeric address of a listener, with a wildcard made loopback. */
@@ -531,6 +526,7 @@ struct af_taskrunner *af_taskrunner_start(struct af_server *srv, struct af_api *
     struct af_taskrunner *r = af_xcalloc(1, sizeof(*r));
     r->srv = srv;
     r->api = api;
+    r->consumer = -1;
     if (module_table(r) < 0 || make_secret() < 0) {
         af_warn("tasks: cannot start the task runner (no main port address or no random "
                 "bytes); push tasks will not run");
@@ -539,9 +535,8 @@ struct af_taskrunner *af_taskrunner_start(struct af_server *srv, struct af_api *
     }
     r->timer = evtimer_new(srv->base, on_timer, r);
     r->reap_ev = evtimer_new(srv->base, on_reap, r);
-    r->reply_ev =
-        event_new(srv->base, af_api_internal_fd(api), EV_READ | EV_PERSIST, on_internal, r);
-    if (!r->timer || !r->reap_ev || !r->reply_ev || event_add(r->reply_ev, NULL) != 0) {
+    r->consumer = af_api_internal_subscribe(api, srv->base, on_reply, r);
+    if (!r->timer || !r->reap_ev || r->consumer < 0) {
         af_warn("tasks: cannot start the task runner (event setup failed); push tasks will "
                 "not run");
         af_taskrunner_free(r);
@@ -573,8 +568,7 @@ void af_taskrunner_free(struct af_taskrunner *r)
         event_free(r->reap_ev);
     if (r->timer)
         event_free(r->timer);
-    if (r->reply_ev)
-        event_free(r->reply_ev);
+    af_api_internal_unsubscribe(r->api, r->consumer);
     for (size_t i = 0; i < r->n_mods; i++)
         free(r->mods[i].hostname);
     free(r->mods);
