@@ -38,6 +38,7 @@
 #include <time.h>
 
 #include "apiserver/service.h"
+#include "apiserver/services/datastore_admin.h"
 #include "apiserver/services/datastore_index.h"
 #include "apiserver/services/datastore_index_yaml.h"
 #include "apiserver/services/datastore_key.h"
@@ -46,6 +47,7 @@
 #include "apiserver/services/datastore_wire.h"
 #include "apiserver/services/pbwire.h"
 #include "apiserver/services/txn_hooks.h"
+#include "common/b64url.h"
 #include "common/log.h"
 #include "common/xalloc.h"
 
@@ -1734,6 +1736,321 @@ static void ds_get_indices(void *state, const struct af_call *call, struct af_re
 }
 
 /* ------------------------------------------------------------------------ */
+/* The admin console (docs/admin.md)                                         */
+/* ------------------------------------------------------------------------ */
+
+/* Internal methods only the main thread's admin console calls. They read
+ * outside any transaction, as a client's non-transactional Get would, and
+ * turn what they find into proto/admin.proto's ready-to-show messages. */
+
+#define ADMIN_PAGE_DEFAULT 50
+#define ADMIN_PAGE_MAX 500
+
+static void admin_result(struct af_result *res, const ProtobufCMessage *m)
+{
+    size_t n = protobuf_c_message_get_packed_size(m);
+    uint8_t *out = af_xmalloc(n ? n : 1);
+    protobuf_c_message_pack(m, out);
+    af_result_ok(res, out, n);
+}
+
+/* A URL-safe key from the console, decoded and checked; NULL with res set
+ * to a BAD_REQUEST that says what is wrong (`what`: "key", "cursor"). */
+static ds_reference_t *admin_key(const char *text, const char *what, struct af_result *res)
+{
+    uint8_t *bytes;
+    size_t n;
+    if (!text || !*text) {
+        af_result_app_error(res, ERR_BAD_REQUEST, "no %s given", what);
+        return NULL;
+    }
+    if (strlen(text) > 4 * DS_MAX_ENTITY_BYTES / 3 || af_b64url_decode(text, &bytes, &n) != 0) {
+        af_result_app_error(res, ERR_BAD_REQUEST, "the %s is not a URL-safe base64 datastore key",
+                            what);
+        return NULL;
+    }
+    ds_reference_t *ref =
+        (ds_reference_t *)af_ds_wire_unpack(&af__datastore__reference__descriptor, bytes, n);
+    free(bytes);
+    if (!ref) {
+        af_result_app_error(res, ERR_BAD_REQUEST, "the %s does not decode as a datastore key",
+                            what);
+        return NULL;
+    }
+    const char *bad = af_ds_key_check(ref, false);
+    if (bad) {
+        af_result_app_error(res, ERR_BAD_REQUEST, "the %s is not a valid key: %s", what, bad);
+        protobuf_c_message_free_unpacked(&ref->base, NULL);
+        return NULL;
+    }
+    return ref;
+}
+
+static void admin_kind_add(void *arg, const char *name)
+{
+    Af__Admin__DsPartition *p = arg;
+    p->kind = af_xrealloc(p->kind, (p->n_kind + 1) * sizeof(*p->kind));
+    p->kind[p->n_kind++] = af_xstrdup(name);
+}
+
+static void ds_admin_kinds(void *state, const struct af_call *call, struct af_result *res)
+{
+    struct ds_state *s = state;
+    if (!db_ready(s, res))
+        return;
+    Af__Admin__DsKindsResponse resp = AF__ADMIN__DS_KINDS_RESPONSE__INIT;
+    sqlite3_stmt *st = af_ds_prepare(s->db, "SELECT id, app, ns FROM partition ORDER BY app, ns");
+    int rc = SQLITE_ERROR;
+    /* Partitions are few (one per app and namespace); their kinds are
+     * read after the scan, since the statements share the cache. */
+    int64_t *ids = NULL;
+    while (st && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        Af__Admin__DsPartition *p = af_xmalloc(sizeof(*p));
+        af__admin__ds_partition__init(p);
+        p->app = af_xstrdup((const char *)sqlite3_column_text(st, 1));
+        p->namespace_ = af_xstrdup((const char *)sqlite3_column_text(st, 2));
+        resp.partition =
+            af_xrealloc(resp.partition, (resp.n_partition + 1) * sizeof(*resp.partition));
+        ids = af_xrealloc(ids, (resp.n_partition + 1) * sizeof(*ids));
+        ids[resp.n_partition] = sqlite3_column_int64(st, 0);
+        resp.partition[resp.n_partition++] = p;
+    }
+    if (rc != SQLITE_DONE) {
+        internal_error(res, "listing partitions");
+    } else {
+        size_t kept = 0;
+        for (size_t i = 0; i < resp.n_partition; i++) {
+            Af__Admin__DsPartition *p = resp.partition[i];
+            if (af_ds_list_kinds(s->db, ids[i], admin_kind_add, p) != 0)
+                rc = SQLITE_ERROR;
+            if (p->n_kind) /* a partition whose entities were all deleted */
+                resp.partition[kept++] = p;
+            else
+                protobuf_c_message_free_unpacked(&p->base, NULL);
+        }
+        resp.n_partition = kept;
+        if (rc != SQLITE_DONE)
+            internal_error(res, "listing kinds");
+        else
+            admin_result(res, &resp.base);
+    }
+    free(ids);
+    for (size_t i = 0; i < resp.n_partition; i++) {
+        Af__Admin__DsPartition *p = resp.partition[i];
+        for (size_t k = 0; k < p->n_kind; k++)
+            free(p->kind[k]);
+        free(p->kind);
+        free(p->app);
+        free(p->namespace_);
+        free(p);
+    }
+    free(resp.partition);
+}
+
+/* Adds the stored entity data to the page; false when it does not decode
+ * (logged: the file holds something this code did not write). */
+static bool admin_add_entity(Af__Admin__DsListResponse *resp, const uint8_t *data, size_t len)
+{
+    ds_entity_t *e =
+        (ds_entity_t *)af_ds_wire_unpack(&af__datastore__entity_proto__descriptor, data, len);
+    if (!e) {
+        af_error("datastore: a stored entity does not decode (%zu bytes)", len);
+        return false;
+    }
+    resp->entity = af_xrealloc(resp->entity, (resp->n_entity + 1) * sizeof(*resp->entity));
+    resp->entity[resp->n_entity++] = af_ds_admin_entity(e);
+    protobuf_c_message_free_unpacked(&e->base, NULL);
+    return true;
+}
+
+static void ds_admin_list(void *state, const struct af_call *call, struct af_result *res)
+{
+    struct ds_state *s = state;
+    Af__Admin__DsListRequest *req =
+        af__admin__ds_list_request__unpack(NULL, call->request_len, call->request);
+    if (!req) {
+        parse_error(res, "AdminList");
+        return;
+    }
+    Af__Admin__DsListResponse resp = AF__ADMIN__DS_LIST_RESPONSE__INIT;
+    ds_reference_t *after = NULL;
+    struct af_ds_buf from = {0};
+    const char *app = req->app ? req->app : "", *ns = req->namespace_ ? req->namespace_ : "";
+    const char *kind = req->kind ? req->kind : "";
+    uint32_t limit = req->has_limit ? req->limit : ADMIN_PAGE_DEFAULT;
+    if (!*app || !*kind) {
+        af_result_app_error(res, ERR_BAD_REQUEST, "no %s given", *app ? "kind" : "app");
+        goto done;
+    }
+    if (limit < 1 || limit > ADMIN_PAGE_MAX) {
+        af_result_app_error(res, ERR_BAD_REQUEST, "a page holds 1 to %d entities, not %" PRIu32,
+                            ADMIN_PAGE_MAX, limit);
+        goto done;
+    }
+    if (req->after) {
+        if (!(after = admin_key(req->after, "page cursor", res)))
+            goto done;
+        const ds_path_t *p = after->path;
+        if (strcmp(after->app, app) != 0 || strcmp(ns_of(after), ns) != 0 ||
+            strcmp(p->element[p->n_element - 1]->type, kind) != 0) {
+            af_result_app_error(res, ERR_BAD_REQUEST,
+                                "the page cursor is a key of another kind, app or namespace");
+            goto done;
+        }
+        key_blobs(after, &from, NULL);
+    }
+    if (!db_ready(s, res))
+        goto done;
+    int64_t part = 0;
+    if (af_ds_partition(s->db, app, ns, false, &part) != 0) {
+        internal_error(res, "AdminList");
+        goto done;
+    }
+    if (part) {
+        sqlite3_stmt *st = af_ds_prepare(s->db, "SELECT data FROM entity WHERE part=?1 AND"
+                                                " kind=?2 AND key>?3 ORDER BY key LIMIT ?4");
+        if (!st) {
+            internal_error(res, "AdminList");
+            goto done;
+        }
+        sqlite3_bind_int64(st, 1, part);
+        sqlite3_bind_text(st, 2, kind, -1, SQLITE_STATIC);
+        sqlite3_bind_blob(st, 3, from.p ? (const void *)from.p : "", (int)from.len, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 4, (int64_t)limit + 1); /* one more: is there a next page? */
+        int rc;
+        bool more = false;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+            if (resp.n_entity == limit) {
+                more = true;
+                break;
+            }
+            if (!admin_add_entity(&resp, sqlite3_column_blob(st, 0),
+                                  (size_t)sqlite3_column_bytes(st, 0))) {
+                rc = SQLITE_ERROR;
+                break;
+            }
+        }
+        sqlite3_reset(st);
+        if (rc != SQLITE_DONE && !more) {
+            internal_error(res, "AdminList");
+            goto done;
+        }
+        if (more)
+            resp.next = resp.entity[resp.n_entity - 1]->key; /* borrowed until packed */
+    }
+    admin_result(res, &resp.base);
+done:
+    for (size_t i = 0; i < resp.n_entity; i++)
+        af_ds_admin_entity_free(resp.entity[i]);
+    free(resp.entity);
+    af_ds_buf_release(&from);
+    if (after)
+        protobuf_c_message_free_unpacked(&after->base, NULL);
+    af__admin__ds_list_request__free_unpacked(req, NULL);
+}
+
+/* The stored bytes of the entity at key (NULL: none), or false with res
+ * set when the store fails. */
+static bool admin_fetch(struct ds_state *s, const ds_reference_t *key, uint8_t **data, size_t *len,
+                        struct af_result *res)
+{
+    *data = NULL;
+    *len = 0;
+    if (!db_ready(s, res))
+        return false;
+    int64_t part = 0;
+    struct af_ds_buf k = {0};
+    key_blobs(key, &k, NULL);
+    int rc = af_ds_partition(s->db, key->app, ns_of(key), false, &part);
+    if (rc == 0 && part)
+        rc = af_ds_entity_get(s->db, part, k.p, k.len, data, len);
+    af_ds_buf_release(&k);
+    if (rc != 0)
+        internal_error(res, "reading an entity");
+    return rc == 0;
+}
+
+static void ds_admin_get(void *state, const struct af_call *call, struct af_result *res)
+{
+    struct ds_state *s = state;
+    Af__Admin__DsKeyRequest *req =
+        af__admin__ds_key_request__unpack(NULL, call->request_len, call->request);
+    if (!req) {
+        parse_error(res, "AdminGet");
+        return;
+    }
+    ds_reference_t *key = admin_key(req->key, "key", res);
+    uint8_t *data = NULL;
+    size_t len;
+    if (key && admin_fetch(s, key, &data, &len, res)) {
+        Af__Admin__DsListResponse one = AF__ADMIN__DS_LIST_RESPONSE__INIT;
+        Af__Admin__DsGetResponse resp = AF__ADMIN__DS_GET_RESPONSE__INIT;
+        if (data && !admin_add_entity(&one, data, len)) {
+            internal_error(res, "AdminGet");
+        } else {
+            resp.entity = one.n_entity ? one.entity[0] : NULL;
+            admin_result(res, &resp.base);
+        }
+        for (size_t i = 0; i < one.n_entity; i++)
+            af_ds_admin_entity_free(one.entity[i]);
+        free(one.entity);
+    }
+    free(data);
+    if (key)
+        protobuf_c_message_free_unpacked(&key->base, NULL);
+    af__admin__ds_key_request__free_unpacked(req, NULL);
+}
+
+/* Deletes through ds_delete, so the group's version moves and index rows
+ * go exactly as for a client's Delete. */
+static void ds_admin_delete(void *state, const struct af_call *call, struct af_result *res)
+{
+    struct ds_state *s = state;
+    Af__Admin__DsKeyRequest *req =
+        af__admin__ds_key_request__unpack(NULL, call->request_len, call->request);
+    if (!req) {
+        parse_error(res, "AdminDelete");
+        return;
+    }
+    ds_reference_t *key = admin_key(req->key, "key", res);
+    uint8_t *data = NULL;
+    size_t len;
+    if (key && admin_fetch(s, key, &data, &len, res)) {
+        Af__Datastore__DeleteRequest del = AF__DATASTORE__DELETE_REQUEST__INIT;
+        del.n_key = 1;
+        del.key = &key;
+        size_t n;
+        uint8_t *bytes = af_ds_wire_pack(&del.base, &n);
+        struct af_call c = {.service = call->service,
+                            .method = "Delete",
+                            .request = bytes,
+                            .request_len = n,
+                            .request_id = ""};
+        ds_delete(s, &c, res);
+        free(bytes);
+        if (res->kind == AF_RESULT_OK) {
+            free(res->response);
+            Af__Admin__DsDeleteResponse resp = AF__ADMIN__DS_DELETE_RESPONSE__INIT;
+            resp.has_existed = true;
+            resp.existed = data != NULL;
+            admin_result(res, &resp.base);
+        }
+    }
+    free(data);
+    if (key)
+        protobuf_c_message_free_unpacked(&key->base, NULL);
+    af__admin__ds_key_request__free_unpacked(req, NULL);
+}
+
+static const struct af_method ds_internal[] = {
+    {"AdminKinds", ds_admin_kinds},
+    {"AdminList", ds_admin_list},
+    {"AdminGet", ds_admin_get},
+    {"AdminDelete", ds_admin_delete},
+    {NULL, NULL},
+};
+
+/* ------------------------------------------------------------------------ */
 /* Lifecycle                                                                 */
 /* ------------------------------------------------------------------------ */
 
@@ -1838,4 +2155,5 @@ const struct af_service af_service_datastore_v3 = {
     .create = ds_create,
     .clear = ds_clear,
     .destroy = ds_destroy,
+    .internal = ds_internal,
 };

@@ -46,6 +46,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "admin.pb-c.h"
 #include "datastore_v3.pb-c.h"
 #include "taskqueue.pb-c.h"
 
@@ -1997,6 +1998,180 @@ done:
     af__taskqueue__runner_poll__free_unpacked(p, NULL);
 }
 
+/* ---- the admin console (docs/admin.md) ----------------------------------------- */
+
+/* Internal methods only the main thread's admin console calls; they
+ * answer proto/admin.proto's ready-to-show messages. */
+
+#define ADMIN_TASKS_MAX 1000
+
+/* The queue called name, or NULL with res set to UNKNOWN_QUEUE. */
+static struct tq_queue *admin_queue(struct tq_state *st, const char *name, struct af_result *res)
+{
+    struct tq_queue *q = name ? find_queue(st, name) : NULL;
+    if (!q)
+        af_result_app_error(res, TQERR(UNKNOWN_QUEUE),
+                            "there is no queue \"%.200s\" (queue.yaml defines the queues)",
+                            name ? name : "");
+    return q;
+}
+
+static void tq_admin_queues(void *state, const struct af_call *call, struct af_result *res)
+{
+    struct tq_state *st = state;
+    if (!store_ready(st, res))
+        return;
+    size_t n = st->cfg->n;
+    Af__Admin__TqQueue *qs = af_xcalloc(n ? n : 1, sizeof(*qs));
+    Af__Admin__TqQueue **ptrs = af_xcalloc(n ? n : 1, sizeof(*ptrs));
+    bool failed = false;
+    for (size_t i = 0; i < n; i++) {
+        const struct af_queue_def *d = &st->cfg->queues[i];
+        Af__Admin__TqQueue *q = &qs[i];
+        af__admin__tq_queue__init(q);
+        q->name = d->name;
+        q->mode = d->pull ? "pull" : "push";
+        q->rate = d->rate_text;
+        int64_t count = 0, oldest = -1;
+        if (af_tq_store_count(st->store, d->name, &count, &oldest) < 0)
+            failed = true;
+        q->has_tasks = true;
+        q->tasks = count;
+        q->has_oldest_eta_usec = oldest >= 0;
+        q->oldest_eta_usec = oldest;
+        ptrs[i] = q;
+    }
+    if (failed) {
+        internal_error(res);
+    } else {
+        Af__Admin__TqQueuesResponse out = AF__ADMIN__TQ_QUEUES_RESPONSE__INIT;
+        out.n_queue = n;
+        out.queue = ptrs;
+        af_result_pack(res, &out.base);
+    }
+    free(ptrs);
+    free(qs);
+}
+
+static const char *admin_method(const Af__Taskqueue__TaskQueueAddRequest *a, bool pull)
+{
+    if (pull)
+        return "PULL";
+    return method_name(a && a->has_method ? (int)a->method : 2); /* POST is the default */
+}
+
+static void tq_admin_tasks(void *state, const struct af_call *call, struct af_result *res)
+{
+    struct tq_state *st = state;
+    Af__Admin__TqTasksRequest *req =
+        af__admin__tq_tasks_request__unpack(NULL, call->request_len, call->request);
+    if (!req) {
+        af_result_app_error(res, TQERR(INVALID_REQUEST), "cannot decode TqTasksRequest");
+        return;
+    }
+    uint32_t limit = req->has_limit ? req->limit : 100;
+    if (!store_ready(st, res) || !admin_queue(st, req->queue, res))
+        goto done;
+    if (limit < 1 || limit > ADMIN_TASKS_MAX) {
+        af_result_app_error(res, TQERR(INVALID_REQUEST), "a page holds 1 to %d tasks, not %u",
+                            ADMIN_TASKS_MAX, limit);
+        goto done;
+    }
+    int64_t total = 0, oldest;
+    struct af_tq_task *tasks = NULL;
+    size_t n = 0;
+    struct af_tq_query q = {.queue = req->queue, .pull = -1, .start_eta = INT64_MIN,
+                            .start_name = "", .limit = limit};
+    if (af_tq_store_count(st->store, req->queue, &total, &oldest) < 0 ||
+        af_tq_store_list(st->store, &q, &tasks, &n) < 0) {
+        internal_error(res);
+        goto done;
+    }
+    Af__Admin__TqTask *items = af_xcalloc(n ? n : 1, sizeof(*items));
+    Af__Admin__TqTask **ptrs = af_xcalloc(n ? n : 1, sizeof(*ptrs));
+    Af__Taskqueue__TaskQueueAddRequest **adds = af_xcalloc(n ? n : 1, sizeof(*adds));
+    char **urls = af_xcalloc(n ? n : 1, sizeof(*urls));
+    for (size_t i = 0; i < n; i++) {
+        const struct af_tq_task *t = &tasks[i];
+        Af__Admin__TqTask *o = &items[i];
+        af__admin__tq_task__init(o);
+        adds[i] = af__taskqueue__task_queue_add_request__unpack(NULL, t->request_len, t->request);
+        o->name = t->name;
+        o->has_eta_usec = o->has_retry_count = true;
+        o->eta_usec = t->eta;
+        o->retry_count = t->retry_count;
+        o->method = (char *)admin_method(adds[i], t->pull);
+        if (adds[i] && adds[i]->has_url)
+            urls[i] = af_xstrndup((const char *)adds[i]->url.data, adds[i]->url.len);
+        o->url = urls[i] ? urls[i] : "";
+        ptrs[i] = o;
+    }
+    Af__Admin__TqTasksResponse out = AF__ADMIN__TQ_TASKS_RESPONSE__INIT;
+    out.n_task = n;
+    out.task = ptrs;
+    out.has_total = true;
+    out.total = total;
+    af_result_pack(res, &out.base);
+    for (size_t i = 0; i < n; i++) {
+        if (adds[i])
+            af__taskqueue__task_queue_add_request__free_unpacked(adds[i], NULL);
+        free(urls[i]);
+    }
+    free(urls);
+    free(adds);
+    free(ptrs);
+    free(items);
+    af_tq_tasks_free(tasks, n);
+done:
+    af__admin__tq_tasks_request__free_unpacked(req, NULL);
+}
+
+/* AdminDeleteTask (task set) and AdminPurge (the whole queue). */
+static void tq_admin_remove(void *state, const struct af_call *call, struct af_result *res)
+{
+    struct tq_state *st = state;
+    Af__Admin__TqTaskRequest *req =
+        af__admin__tq_task_request__unpack(NULL, call->request_len, call->request);
+    if (!req) {
+        af_result_app_error(res, TQERR(INVALID_REQUEST), "cannot decode TqTaskRequest");
+        return;
+    }
+    bool purge = strcmp(call->method, "AdminPurge") == 0;
+    if (!store_ready(st, res) || !admin_queue(st, req->queue, res))
+        goto done;
+    Af__Admin__TqTaskResponse out = AF__ADMIN__TQ_TASK_RESPONSE__INIT;
+    if (purge) {
+        if (af_tq_store_purge(st->store, req->queue) < 0) {
+            internal_error(res);
+            goto done;
+        }
+        af_info("taskqueue: queue '%s' purged from the admin console", req->queue);
+    } else {
+        const char *name = req->task ? req->task : "";
+        bool removed = false;
+        if (!valid_task_name(name, strlen(name))) {
+            af_result_app_error(res, TQERR(INVALID_TASK_NAME), "\"%.200s\" is not a task name",
+                                name);
+            goto done;
+        }
+        /* With a tombstone, as the Delete method leaves one. */
+        if (af_tq_store_delete(st->store, req->queue, name, true, now_usec(), &removed) < 0) {
+            internal_error(res);
+            goto done;
+        }
+        if (!removed) {
+            af_result_app_error(res, TQERR(UNKNOWN_TASK), "no task \"%.200s\" in queue \"%s\"",
+                                name, req->queue);
+            goto done;
+        }
+        out.has_existed = true;
+        out.existed = true;
+    }
+    af_result_pack(res, &out.base);
+done:
+    af__admin__tq_task_request__free_unpacked(req, NULL);
+}
+
 /* ---- the tables ------------------------------------------------------------- */
 
 static const struct af_method tq_methods[] = {
@@ -2017,6 +2192,10 @@ static const struct af_method tq_methods[] = {
 
 static const struct af_method tq_internal[] = {
     {.name = "RunnerPoll", .fn = tq_runner_poll},
+    {.name = "AdminQueues", .fn = tq_admin_queues},
+    {.name = "AdminTasks", .fn = tq_admin_tasks},
+    {.name = "AdminDeleteTask", .fn = tq_admin_remove},
+    {.name = "AdminPurge", .fn = tq_admin_remove},
     {.name = NULL},
 };
 
