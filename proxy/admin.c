@@ -1,6 +1,7 @@
 /*
- * admin — the admin server: GET /quit and GET / (the status JSON), on
- * evhttp, on the main thread.
+ * admin — the admin server: GET /quit, GET / (the status JSON, or the
+ * console's overview for a browser) and the console's pages
+ * (proxy/console.c), on evhttp, on the main thread.
  */
 #include "proxy/admin.h"
 
@@ -16,6 +17,7 @@
 
 #include "common/log.h"
 #include "common/xalloc.h"
+#include "proxy/console.h"
 #include "proxy/dispatch.h"
 #include "proxy/instance.h"
 #include "proxy/module.h"
@@ -26,9 +28,13 @@ struct af_admin {
     struct evhttp *http;
     int port;
     struct event *quit_ev;
+    struct af_console *console;
 };
 
-static const char *state_name(enum af_instance_state s)
+/* A console form is a few fields; a bigger body is refused unread. */
+#define ADMIN_MAX_BODY (64 << 10)
+
+const char *af_admin_state_name(enum af_instance_state s)
 {
     static const char *const names[] = {
         [AF_INST_STARTING] = "starting",
@@ -79,8 +85,9 @@ static void module_json(struct evbuffer *b, const struct af_server *srv, size_t 
         evbuffer_add_printf(b,
                             "%s{\"name\": \"%s\", \"pid\": %d, \"state\": \"%s\", "
                             "\"active\": %d, \"idle_connections\": %d}",
-                            first ? "" : ", ", inst->name, (int)inst->pid, state_name(inst->state),
-                            inst->active + inst->active_direct, inst->n_idle);
+                            first ? "" : ", ", inst->name, (int)inst->pid,
+                            af_admin_state_name(inst->state), inst->active + inst->active_direct,
+                            inst->n_idle);
         first = false;
     }
     evbuffer_add_printf(b, "]}");
@@ -133,6 +140,15 @@ static void quit_sent_cb(struct evhttp_request *req, void *arg)
     event_active(a->quit_ev, EV_TIMEOUT, 0);
 }
 
+/* A browser asks for HTML (its Accept names text/html); programs that
+ * read the status send no Accept, or application/json, and keep getting
+ * JSON (docs/admin.md). */
+static bool wants_html(struct evhttp_request *req)
+{
+    const char *accept = evhttp_find_header(evhttp_request_get_input_headers(req), "Accept");
+    return accept && strcasestr(accept, "text/html") != NULL;
+}
+
 static void request_cb(struct evhttp_request *req, void *arg)
 {
     struct af_admin *a = arg;
@@ -150,18 +166,26 @@ static void request_cb(struct evhttp_request *req, void *arg)
         return;
     }
     if (strcmp(path, "/") == 0) {
-        status_page(a, req);
+        if (wants_html(req))
+            af_console_overview(a->console, req);
+        else
+            status_page(a, req);
         return;
     }
-    evhttp_send_error(req, 404, "Not found: the admin server answers / and /quit");
+    if (af_console_handle(a->console, req, path))
+        return;
+    evhttp_send_error(req, 404,
+                      "Not found: the admin server answers /, /quit, /datastore, /memcache and "
+                      "/taskqueue");
 }
 
-struct af_admin *af_admin_start(struct af_server *srv, const char *host, int port, char *err,
-                                size_t errlen)
+struct af_admin *af_admin_start(struct af_server *srv, struct af_api *api, const char *host,
+                                int port, char *err, size_t errlen)
 {
     struct af_admin *a = af_xcalloc(1, sizeof(*a));
     a->srv = srv;
     a->http = evhttp_new(srv->base);
+    evhttp_set_max_body_size(a->http, ADMIN_MAX_BODY);
     evhttp_set_gencb(a->http, request_cb, a);
     evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD);
     struct evhttp_bound_socket *s = evhttp_bind_socket_with_handle(a->http, host, (ev_uint16_t)port);
@@ -177,6 +201,7 @@ struct af_admin *af_admin_start(struct af_server *srv, const char *host, int por
     a->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
                                              : ((struct sockaddr_in *)&ss)->sin_port);
     a->quit_ev = event_new(srv->base, -1, 0, quit_cb, a);
+    a->console = af_console_new(srv, api);
     return a;
 }
 
@@ -189,6 +214,8 @@ void af_admin_free(struct af_admin *a)
 {
     if (!a)
         return;
+    /* Its pending requests belong to the evhttp: answered before it goes. */
+    af_console_free(a->console);
     evhttp_free(a->http);
     event_free(a->quit_ev);
     free(a);

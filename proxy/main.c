@@ -437,7 +437,7 @@ int main(int argc, char **argv)
                            srv.modules[i]->name, cfg.host, srv.direct_ports[i]->port);
         }
     }
-    struct af_admin *admin = af_admin_start(&srv, cfg.admin_host, cfg.admin_port, err, sizeof(err));
+    struct af_admin *admin = af_admin_start(&srv, api, cfg.admin_host, cfg.admin_port, err, sizeof(err));
     if (!admin)
         fatal("%s", err);
     af_log_raw("Starting admin server at: http://%s:%d", cfg.admin_host, af_admin_port(admin));
@@ -453,9 +453,9 @@ int main(int argc, char **argv)
     /* Whatever is left of the instances goes with us. */
     af_instances_kill_all(SIGKILL);
     af_taskrunner_free(tasks);
+    af_admin_free(admin); /* its console calls the API server */
     af_reqlog_stop();
     af_api_stop(api);
-    af_admin_free(admin);
     event_free(sigint);
     event_free(sigterm);
     event_free(sigchld);
