@@ -411,8 +411,8 @@ int af_api_internal_fd(const struct af_api *api)
     return api->mainq.efd;
 }
 
-void af_api_internal_call(struct af_api *api, const char *service, const char *method,
-                          const uint8_t *req, size_t len, uint64_t tag)
+int af_api_internal_call(struct af_api *api, const char *service, const char *method,
+                         const uint8_t *req, size_t len, uint64_t tag)
 {
     /* Encoded and decoded like a client's call, so the job owns a Request
      * exactly as the listener's jobs do. */
@@ -430,10 +430,12 @@ void af_api_internal_call(struct af_api *api, const char *service, const char *m
     job->deadline_ns = UINT64_MAX;
     free(buf);
     if (!job->req) {
+        af_error("api: internal call %.64s.%.64s does not encode", service, method);
         af_api_job_free(job);
-        return;
+        return -1;
     }
     af_api_jobq_push(&api->inbox, job);
+    return 0;
 }
 
 /* Posts out at once (posted, not back yet). Every post job is made by

@@ -99,9 +99,10 @@ int af_api_port(const struct af_api *api);
 int af_api_internal_fd(const struct af_api *api);
 
 /* Queues a call of service.method (an internal method) with the encoded
- * request req (copied). tag comes back with the reply. */
-void af_api_internal_call(struct af_api *api, const char *service, const char *method,
-                          const uint8_t *req, size_t len, uint64_t tag);
+ * request req (copied). tag comes back with the reply. Returns 0, or -1
+ * with a log line when the call could not be queued: no reply will come. */
+int af_api_internal_call(struct af_api *api, const char *service, const char *method,
+                         const uint8_t *req, size_t len, uint64_t tag);
 
 /* A reply to an internal call, or a notice from a service
  * (af_result.notify_main). Everything is borrowed for the callback only. */

@@ -50,6 +50,7 @@
  * boundary); the entity's own page shows it whole. */
 #define LIST_TEXT_MAX 80
 #define DS_PAGE 50
+#define MAX_COLUMNS 64
 #define TQ_PAGE 100
 /* A POST body (a form of a few fields) is refused past this. */
 #define FORM_MAX_BYTES 8192
@@ -222,7 +223,8 @@ static bool room(struct af_console *c, struct evhttp_request *req)
     return true;
 }
 
-/* Makes the call for p (taken) with the packed message m (NULL: empty). */
+/* Makes the call for p (taken: fill it first) with the packed message m
+ * (NULL: empty); when the call cannot be made, answers 500 and frees p. */
 static void call(struct af_console *c, struct pending *p, const char *service, const char *method,
                  const ProtobufCMessage *m)
 {
@@ -231,8 +233,14 @@ static void call(struct af_console *c, struct pending *p, const char *service, c
     if (m)
         protobuf_c_message_pack(m, buf);
     p->tag = AF_API_TAG(c->consumer, ++c->seq);
-    af_api_internal_call(c->api, service, method, buf, n, p->tag);
+    int rc = af_api_internal_call(c->api, service, method, buf, n, p->tag);
     free(buf);
+    if (rc < 0) { /* no reply will come */
+        error_page(p->req, 500, "Internal Server Error", "cannot call %s.%s (see appfront's log)",
+                   service, method);
+        pending_free(p);
+        return;
+    }
     p->next = c->pending;
     c->pending = p;
     c->n_pending++;
@@ -337,33 +345,31 @@ static void ns_text(struct evbuffer *b, const char *ns)
         evbuffer_add_printf(b, "(default)");
 }
 
-/* One value: keys as links, blobs as their size, long text cut when
- * `cut` (the list), each with its type. */
-static void value_html(struct evbuffer *b, const Af__Admin__DsValue *v, bool cut)
+/* One value: keys as links, blobs as their size, a text the datastore
+ * cut (a list's) with an ellipsis, each with its type. */
+static void value_html(struct evbuffer *b, const Af__Admin__DsValue *v)
 {
     const char *text = v->text ? v->text : "";
-    size_t n = strlen(text);
     if (v->key) {
         entity_link(b, v->key, text);
     } else {
-        size_t show = cut ? af_utf8_prefix(text, n, LIST_TEXT_MAX) : n;
         evbuffer_add_printf(b, "<code>");
-        af_html_escape(b, text, show);
-        evbuffer_add_printf(b, "</code>%s", show < n ? "&hellip;" : "");
+        af_html_text(b, text);
+        evbuffer_add_printf(b, "</code>%s", v->cut ? "&hellip;" : "");
     }
     evbuffer_add_printf(b, "<span class=\"t\">");
     af_html_text(b, v->type);
     evbuffer_add_printf(b, "</span>");
 }
 
-static void property_html(struct evbuffer *b, const Af__Admin__DsProperty *p, bool cut)
+static void property_html(struct evbuffer *b, const Af__Admin__DsProperty *p)
 {
     if (p->multiple)
         evbuffer_add_printf(b, "[");
     for (size_t i = 0; i < p->n_value; i++) {
         if (i)
             evbuffer_add_printf(b, ", ");
-        value_html(b, p->value[i], cut);
+        value_html(b, p->value[i]);
     }
     if (p->multiple)
         evbuffer_add_printf(b, "]");
@@ -438,14 +444,15 @@ static void ds_list_page(struct af_console *c, struct evhttp_request *req, const
     m.namespace_ = ns ? ns : "";
     m.kind = kind;
     m.after = after && *after ? after : NULL;
-    m.has_limit = true;
+    m.has_limit = m.has_text_max = true;
     m.limit = DS_PAGE;
+    m.text_max = LIST_TEXT_MAX;
     struct pending *p = pending_new(c, req, DS_LIST);
-    call(c, p, "datastore_v3", "AdminList", &m.base);
     p->a = app;
     p->b = ns ? ns : af_xstrdup("");
     p->c = kind;
     p->later = m.after != NULL;
+    call(c, p, "datastore_v3", "AdminList", &m.base);
     free(after);
     return;
 fail:
@@ -455,21 +462,29 @@ fail:
     free(after);
 }
 
-/* The columns of a page: every property name, in order of first sight. */
-static size_t column_names(const Af__Admin__DsListResponse *r, const char ***out)
+/* The columns of a page: the property names, in order of first sight,
+ * at most MAX_COLUMNS of them (*more: some were left out). The bound keeps
+ * a page of entities with thousands of names each from costing the main
+ * thread a quadratic scan; their entity pages show them all. */
+static size_t column_names(const Af__Admin__DsListResponse *r, const char ***out, bool *more)
 {
     const char **names = NULL;
     size_t n = 0;
+    *more = false;
     for (size_t i = 0; i < r->n_entity; i++)
         for (size_t k = 0; k < r->entity[i]->n_property; k++) {
             const char *name = r->entity[i]->property[k]->name;
             size_t j = 0;
             while (j < n && strcmp(names[j], name) != 0)
                 j++;
-            if (j == n) {
-                names = af_xrealloc(names, (n + 1) * sizeof(*names));
-                names[n++] = name;
+            if (j < n)
+                continue;
+            if (n == MAX_COLUMNS) {
+                *more = true;
+                continue;
             }
+            names = af_xrealloc(names, (n + 1) * sizeof(*names));
+            names[n++] = name;
         }
     *out = names;
     return n;
@@ -496,7 +511,13 @@ static void ds_list_reply(struct pending *p, const uint8_t *data, size_t len)
     af_html_text(b, p->a);
     evbuffer_add_printf(b, "; %zu entities on this page, in key order.</p>\n", r->n_entity);
     const char **cols;
-    size_t n_cols = column_names(r, &cols);
+    bool more_cols;
+    size_t n_cols = column_names(r, &cols, &more_cols);
+    if (more_cols)
+        evbuffer_add_printf(b,
+                            "<p>Only the first %d property names have a column; each "
+                            "entity's page shows all of its properties.</p>\n",
+                            MAX_COLUMNS);
     evbuffer_add_printf(b, "<table><tr><th>Key</th>");
     for (size_t k = 0; k < n_cols; k++) {
         evbuffer_add_printf(b, "<th>");
@@ -513,7 +534,7 @@ static void ds_list_reply(struct pending *p, const uint8_t *data, size_t len)
             evbuffer_add_printf(b, "<td>");
             for (size_t j = 0; j < e->n_property; j++)
                 if (strcmp(e->property[j]->name, cols[k]) == 0)
-                    property_html(b, e->property[j], true);
+                    property_html(b, e->property[j]);
             evbuffer_add_printf(b, "</td>");
         }
         evbuffer_add_printf(b, "</tr>\n");
@@ -545,8 +566,8 @@ static void ds_entity_page(struct af_console *c, struct evhttp_request *req, con
     Af__Admin__DsKeyRequest m = AF__ADMIN__DS_KEY_REQUEST__INIT;
     m.key = key;
     struct pending *p = pending_new(c, req, DS_ENTITY);
-    call(c, p, "datastore_v3", "AdminGet", &m.base);
     p->a = key;
+    call(c, p, "datastore_v3", "AdminGet", &m.base);
 }
 
 static void ds_entity_reply(struct af_console *c, struct pending *p, const uint8_t *data,
@@ -579,7 +600,7 @@ static void ds_entity_reply(struct af_console *c, struct pending *p, const uint8
         evbuffer_add_printf(b, "<tr><td>");
         af_html_text(b, prop->name);
         evbuffer_add_printf(b, "</td><td>");
-        property_html(b, prop, false);
+        property_html(b, prop);
         evbuffer_add_printf(b, "</td><td>%s</td></tr>\n", prop->indexed ? "yes" : "no");
     }
     evbuffer_add_printf(b, "</table>\n<form method=\"post\" action=\"/datastore/delete\">");
@@ -601,8 +622,8 @@ static void ds_delete_post(struct af_console *c, struct evhttp_request *req, con
     Af__Admin__DsKeyRequest m = AF__ADMIN__DS_KEY_REQUEST__INIT;
     m.key = key;
     struct pending *p = pending_new(c, req, DS_DELETE);
-    call(c, p, "datastore_v3", "AdminDelete", &m.base);
     p->a = key;
+    call(c, p, "datastore_v3", "AdminDelete", &m.base);
 }
 
 static void ds_delete_reply(struct pending *p, const uint8_t *data, size_t len)
@@ -637,10 +658,10 @@ static void mc_page(struct af_console *c, struct evhttp_request *req, const char
         goto fail;
     Af__Memcache__MemcacheStatsRequest m = AF__MEMCACHE__MEMCACHE_STATS_REQUEST__INIT;
     struct pending *p = pending_new(c, req, MC_STATS);
-    call(c, p, "memcache", "AdminStats", &m.base);
     p->a = key; /* NULL: no lookup asked */
     p->a_len = key_len;
     p->b = ns;
+    call(c, p, "memcache", "AdminStats", &m.base);
     return;
 fail:
     free(key);
@@ -818,8 +839,8 @@ static void tq_tasks_page(struct af_console *c, struct evhttp_request *req, cons
     m.has_limit = true;
     m.limit = TQ_PAGE;
     struct pending *p = pending_new(c, req, TQ_TASKS);
-    call(c, p, "taskqueue", "AdminTasks", &m.base);
     p->a = name;
+    call(c, p, "taskqueue", "AdminTasks", &m.base);
 }
 
 /* A form that posts to action with the queue (and a task) as fields. */
@@ -887,9 +908,9 @@ static void tq_remove_post(struct af_console *c, struct evhttp_request *req, con
     m.queue = queue;
     m.task = task;
     struct pending *p = pending_new(c, req, purge ? TQ_PURGE : TQ_DELETE);
-    call(c, p, "taskqueue", purge ? "AdminPurge" : "AdminDeleteTask", &m.base);
     p->a = queue;
     p->c = task;
+    call(c, p, "taskqueue", purge ? "AdminPurge" : "AdminDeleteTask", &m.base);
 }
 
 static void tq_delete_post(struct af_console *c, struct evhttp_request *req, const char *form)

@@ -1849,7 +1849,8 @@ static void ds_admin_kinds(void *state, const struct af_call *call, struct af_re
 
 /* Adds the stored entity data to the page; false when it does not decode
  * (logged: the file holds something this code did not write). */
-static bool admin_add_entity(Af__Admin__DsListResponse *resp, const uint8_t *data, size_t len)
+static bool admin_add_entity(Af__Admin__DsListResponse *resp, const uint8_t *data, size_t len,
+                             size_t text_max)
 {
     ds_entity_t *e =
         (ds_entity_t *)af_ds_wire_unpack(&af__datastore__entity_proto__descriptor, data, len);
@@ -1858,7 +1859,7 @@ static bool admin_add_entity(Af__Admin__DsListResponse *resp, const uint8_t *dat
         return false;
     }
     resp->entity = af_xrealloc(resp->entity, (resp->n_entity + 1) * sizeof(*resp->entity));
-    resp->entity[resp->n_entity++] = af_ds_admin_entity(e);
+    resp->entity[resp->n_entity++] = af_ds_admin_entity(e, text_max);
     protobuf_c_message_free_unpacked(&e->base, NULL);
     return true;
 }
@@ -1925,7 +1926,7 @@ static void ds_admin_list(void *state, const struct af_call *call, struct af_res
                 break;
             }
             if (!admin_add_entity(&resp, sqlite3_column_blob(st, 0),
-                                  (size_t)sqlite3_column_bytes(st, 0))) {
+                                  (size_t)sqlite3_column_bytes(st, 0), req->text_max)) {
                 rc = SQLITE_ERROR;
                 break;
             }
@@ -1985,7 +1986,7 @@ static void ds_admin_get(void *state, const struct af_call *call, struct af_resu
     if (key && admin_fetch(s, key, &data, &len, res)) {
         Af__Admin__DsListResponse one = AF__ADMIN__DS_LIST_RESPONSE__INIT;
         Af__Admin__DsGetResponse resp = AF__ADMIN__DS_GET_RESPONSE__INIT;
-        if (data && !admin_add_entity(&one, data, len)) {
+        if (data && !admin_add_entity(&one, data, len, 0)) {
             internal_error(res, "AdminGet");
         } else {
             resp.entity = one.n_entity ? one.entity[0] : NULL;

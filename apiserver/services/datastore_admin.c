@@ -135,7 +135,7 @@ static const char *string_type(int meaning)
     }
 }
 
-void af_ds_admin_value(const ds_property_t *p, Af__Admin__DsValue *v)
+void af_ds_admin_value(const ds_property_t *p, size_t text_max, Af__Admin__DsValue *v)
 {
     af__admin__ds_value__init(v);
     const ds_value_t *pv = p->value;
@@ -166,7 +166,10 @@ void af_ds_admin_value(const ds_property_t *p, Af__Admin__DsValue *v)
             type = meaning == MEANING(ENTITY_PROTO) ? "embedded entity" : "blob";
             text = af_xasprintf("%zu bytes", n);
         } else {
-            text = af_xstrndup((const char *)s, n);
+            size_t keep = text_max ? af_utf8_prefix((const char *)s, n, text_max) : n;
+            text = af_xstrndup((const char *)s, keep);
+            if (keep < n)
+                v->has_cut = v->cut = true;
         }
     } else if (pv->has_double_value) {
         type = "float";
@@ -225,7 +228,8 @@ void af_ds_admin_value_release(Af__Admin__DsValue *v)
 
 /* Appends p to m: to the last property when it has the same name and is
  * a list value, else as a new property. */
-static void add_property(Af__Admin__DsEntity *m, const ds_property_t *p, bool indexed)
+static void add_property(Af__Admin__DsEntity *m, const ds_property_t *p, bool indexed,
+                         size_t text_max)
 {
     Af__Admin__DsProperty *dp = m->n_property ? m->property[m->n_property - 1] : NULL;
     if (!dp || !p->multiple || !dp->multiple || dp->indexed != indexed ||
@@ -240,12 +244,12 @@ static void add_property(Af__Admin__DsEntity *m, const ds_property_t *p, bool in
         m->property[m->n_property++] = dp;
     }
     Af__Admin__DsValue *v = af_xmalloc(sizeof(*v));
-    af_ds_admin_value(p, v);
+    af_ds_admin_value(p, text_max, v);
     dp->value = af_xrealloc(dp->value, (dp->n_value + 1) * sizeof(*dp->value));
     dp->value[dp->n_value++] = v;
 }
 
-Af__Admin__DsEntity *af_ds_admin_entity(const ds_entity_t *e)
+Af__Admin__DsEntity *af_ds_admin_entity(const ds_entity_t *e, size_t text_max)
 {
     Af__Admin__DsEntity *m = af_xmalloc(sizeof(*m));
     af__admin__ds_entity__init(m);
@@ -257,9 +261,9 @@ Af__Admin__DsEntity *af_ds_admin_entity(const ds_entity_t *e)
     size_t n = key->path->n_element;
     m->kind = af_xstrdup(n ? key->path->element[n - 1]->type : "");
     for (size_t i = 0; i < e->n_property; i++)
-        add_property(m, e->property[i], true);
+        add_property(m, e->property[i], true, text_max);
     for (size_t i = 0; i < e->n_raw_property; i++)
-        add_property(m, e->raw_property[i], false);
+        add_property(m, e->raw_property[i], false, text_max);
     return m;
 }
 

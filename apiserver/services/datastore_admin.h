@@ -21,14 +21,16 @@ char *af_ds_admin_key(const ds_reference_t *ref);
 char *af_ds_admin_path(const ds_path_t *path);
 
 /* Fills v (initialized here) with the type and text of p's value; the
- * strings are malloc'd, released by af_ds_admin_value_release. */
-void af_ds_admin_value(const ds_property_t *p, Af__Admin__DsValue *v);
+ * strings are malloc'd, released by af_ds_admin_value_release. A text
+ * longer than text_max bytes (0: no limit) is cut on a character boundary
+ * and v->cut set. */
+void af_ds_admin_value(const ds_property_t *p, size_t text_max, Af__Admin__DsValue *v);
 void af_ds_admin_value_release(Af__Admin__DsValue *v);
 
 /* The whole entity, its properties (indexed ones, then unindexed) grouped
- * by name in the order they come. A message to release with
- * af_ds_admin_entity_free. */
-Af__Admin__DsEntity *af_ds_admin_entity(const ds_entity_t *e);
+ * by name in the order they come, texts cut at text_max bytes (0: whole).
+ * A message to release with af_ds_admin_entity_free. */
+Af__Admin__DsEntity *af_ds_admin_entity(const ds_entity_t *e, size_t text_max);
 void af_ds_admin_entity_free(Af__Admin__DsEntity *m);
 
 #endif

@@ -214,7 +214,7 @@ def test_kinds_and_entities_with_their_types(appfront):
                bio=("text", "x" * 300)),
         entity([("Person", 1)], name="Al", age=40),
         entity([("Person", 1), ("Pet", "rex")], name="Rex"),
-        entity([("Note", 7)], body="hi"),
+        entity([("Note", 7)], body="hi", accents="é" * 50),
         entity([("Other", 1)], ns="ns1", v=1))
     text = page(af, "/datastore")
     assert [urllib.parse.parse_qs(urllib.parse.urlsplit(h).query)["kind"][0]
@@ -247,6 +247,20 @@ def test_kinds_and_entities_with_their_types(appfront):
 
     text = page(af, kind_url("Other", ns="ns1"))
     assert len(entity_keys(text)) == 1
+
+    # A cut never splits a character: 80 bytes are 40 of these.
+    text = page(af, kind_url("Note"))
+    assert "<code>" + "é" * 40 + "</code>&hellip;" in text
+
+
+def test_columns_are_bounded(appfront):
+    af = appfront()
+    put(af, entity([("Wide", 1)], **{f"p{i:03}": i for i in range(70)}))
+    text = page(af, kind_url("Wide"))
+    assert "Only the first 64 property names have a column" in text
+    assert "<th>p063</th>" in text and "<th>p064</th>" not in text
+    text = page(af, "/datastore/entity?key=" + urlsafe(reference(("Wide", 1))))
+    assert "<td>p069</td>" in text
 
 
 def test_paging_across_120_entities(appfront):

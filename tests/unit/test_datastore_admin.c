@@ -27,7 +27,7 @@ static void check(ds_value_t *pv, int meaning, const char *type, const char *tex
         p.meaning = meaning;
     }
     Af__Admin__DsValue v;
-    af_ds_admin_value(&p, &v);
+    af_ds_admin_value(&p, 0, &v);
     assert_string_equal(v.type, type);
     assert_string_equal(v.text, text);
     assert_null(v.key);
@@ -87,6 +87,38 @@ static void test_strings_and_blobs(void **state)
     check_string("", 0, 0, "string", "");
 }
 
+static void test_long_texts_are_cut_on_a_character(void **state)
+{
+    ds_value_t v = AF__DATASTORE__PROPERTY_VALUE__INIT;
+    v.has_string_value = true;
+    v.string_value.data = (uint8_t *)"ab\xc3\xa9" "cd"; /* "abécd", 6 bytes */
+    v.string_value.len = 6;
+    ds_property_t p = AF__DATASTORE__PROPERTY__INIT;
+    p.name = "p";
+    p.value = &v;
+    Af__Admin__DsValue out;
+    size_t maxes[] = {3, 4, 6, 0};
+    const char *texts[] = {"ab", "ab\xc3\xa9",
+                           "ab\xc3\xa9"
+                           "cd",
+                           "ab\xc3\xa9"
+                           "cd"};
+    bool cuts[] = {true, true, false, false};
+    for (size_t i = 0; i < 4; i++) {
+        af_ds_admin_value(&p, maxes[i], &out);
+        assert_string_equal(out.text, texts[i]);
+        assert_int_equal(out.cut, cuts[i]);
+        af_ds_admin_value_release(&out);
+    }
+    /* A blob's text is its size: nothing to cut. */
+    p.has_meaning = true;
+    p.meaning = MEANING(BLOB);
+    af_ds_admin_value(&p, 2, &out);
+    assert_string_equal(out.text, "6 bytes");
+    assert_false(out.cut);
+    af_ds_admin_value_release(&out);
+}
+
 static void test_point_and_user(void **state)
 {
     ds_value_t v = AF__DATASTORE__PROPERTY_VALUE__INIT;
@@ -140,7 +172,7 @@ static void test_key_values_link_to_their_entity(void **state)
     p.name = "k";
     p.value = &v;
     Af__Admin__DsValue out;
-    af_ds_admin_value(&p, &out);
+    af_ds_admin_value(&p, 0, &out);
     assert_string_equal(out.type, "key");
     assert_string_equal(out.text, "Parent:7 > Child:\"x\"y\"");
     assert_non_null(out.key);
@@ -200,7 +232,7 @@ static void test_entity_groups_lists_and_keeps_order(void **state)
     e.n_raw_property = 1;
     e.raw_property = raw;
 
-    Af__Admin__DsEntity *m = af_ds_admin_entity(&e);
+    Af__Admin__DsEntity *m = af_ds_admin_entity(&e, 0);
     assert_string_equal(m->path, "Person:3");
     assert_string_equal(m->kind, "Person");
     assert_string_equal(m->app, "dev~app");
@@ -227,6 +259,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_scalars),
         cmocka_unit_test(test_strings_and_blobs),
+        cmocka_unit_test(test_long_texts_are_cut_on_a_character),
         cmocka_unit_test(test_point_and_user),
         cmocka_unit_test(test_key_values_link_to_their_entity),
         cmocka_unit_test(test_entity_groups_lists_and_keeps_order),
