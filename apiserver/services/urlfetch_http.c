@@ -803,6 +803,22 @@ static SSL *make_ssl(struct uf_fetch *f, char *err, size_t errlen)
     return ssl;
 }
 
+/* libevent's bufferevent constructors fail only when they cannot allocate
+ * (or add an event). What they have freed by then differs: an openssl one
+ * may have freed the SSL, closed the socket or freed the underlying
+ * bufferevent, or not, depending on how far it got and on libevent's
+ * version. Rather than guess, and as for any allocation failure
+ * (common/xalloc.h), appfront stops: ownership passes to the new
+ * bufferevent at the call, always. */
+static struct bufferevent *bev_made(struct bufferevent *bev, const char *what)
+{
+    if (!bev) {
+        fprintf(stderr, "appfront: out of memory making the %s connection of a fetch\n", what);
+        abort();
+    }
+    return bev;
+}
+
 /* f->bev is set up: send the request, parse the response. */
 static void start_exchange(struct uf_fetch *f)
 {
@@ -827,17 +843,12 @@ static void tunnel_open(struct uf_fetch *f)
         fetch_fail(f, UFERR(FETCH_ERROR), "cannot fetch %s: %s", f->original_url, err);
         return;
     }
-    /* The filter owns the plain connection from now on (and frees the SSL
-     * even when it cannot be made). */
+    /* The filter owns the plain connection and the SSL from now on. */
     struct bufferevent *plain = f->bev;
-    f->bev = bufferevent_openssl_filter_new(f->base, plain, ssl, BUFFEREVENT_SSL_CONNECTING,
-                                            BEV_OPT_CLOSE_ON_FREE);
-    if (!f->bev) {
-        fetch_fail(f, UFERR(INTERNAL_TRANSIENT_ERROR),
-                   "cannot set up TLS with %s through the proxy %s", f->url.authority,
-                   f->proxy->authority);
-        return;
-    }
+    f->bev = bev_made(bufferevent_openssl_filter_new(f->base, plain, ssl,
+                                                     BUFFEREVENT_SSL_CONNECTING,
+                                                     BEV_OPT_CLOSE_ON_FREE),
+                      "TLS");
     bufferevent_openssl_set_allow_dirty_shutdown(f->bev, 1);
     start_exchange(f);
 }
@@ -939,22 +950,16 @@ static void connected(struct uf_fetch *f)
             fetch_fail(f, UFERR(FETCH_ERROR), "cannot fetch %s: %s", f->original_url, err);
             return;
         }
-        f->bev = bufferevent_openssl_socket_new(f->base, fd, ssl, BUFFEREVENT_SSL_CONNECTING,
-                                                BEV_OPT_CLOSE_ON_FREE);
-        if (f->bev)
-            /* Many servers close without a TLS close_notify; the end of
-             * the connection still ends the response. */
-            bufferevent_openssl_set_allow_dirty_shutdown(f->bev, 1);
-        else
-            SSL_free(ssl);
+        /* From here on the bufferevent owns the SSL and the socket. */
+        f->bev = bev_made(bufferevent_openssl_socket_new(f->base, fd, ssl,
+                                                         BUFFEREVENT_SSL_CONNECTING,
+                                                         BEV_OPT_CLOSE_ON_FREE),
+                          "TLS");
+        /* Many servers close without a TLS close_notify; the end of the
+         * connection still ends the response. */
+        bufferevent_openssl_set_allow_dirty_shutdown(f->bev, 1);
     } else {
-        f->bev = bufferevent_socket_new(f->base, fd, BEV_OPT_CLOSE_ON_FREE);
-    }
-    if (!f->bev) {
-        close(fd);
-        fetch_fail(f, UFERR(INTERNAL_TRANSIENT_ERROR), "cannot set up a connection to %s",
-                   f->url.authority);
-        return;
+        f->bev = bev_made(bufferevent_socket_new(f->base, fd, BEV_OPT_CLOSE_ON_FREE), "TCP");
     }
     if (f->url.https && f->proxy)
         start_tunnel(f);
