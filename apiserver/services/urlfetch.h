@@ -9,6 +9,7 @@
  *   urlfetch_http.c  the HTTP/1.1 client that runs on the I/O thread
  *   urlfetch_gzip.c  the streaming gzip decoder for Content-Encoding: gzip
  *   urlfetch_proxy.c the outbound proxy from the environment (http_proxy, ...)
+ *   urlfetch_pool.c  idle connections kept for the next fetch (I/O thread)
  *
  * Internal to apiserver/services/.
  */
@@ -173,6 +174,51 @@ void uf_proxy_config_unref(struct uf_proxy_config *c);
 const struct uf_proxy *uf_proxy_for(const struct uf_proxy_config *c, const struct uf_url *u);
 /* Whether host (as in a URL, without []) is this machine's loopback. */
 bool uf_proxy_is_loopback(const char *host);
+
+/* ---- urlfetch_pool.c ---- */
+
+/* Idle connections: per key, in all, and for how long (seconds). */
+#define UF_POOL_PER_KEY 4
+#define UF_POOL_MAX 32
+#define UF_POOL_IDLE_S 4
+/* Room for "[ipv6]:port", as in messages. */
+#define UF_ADDR_LEN 56
+
+/* What a connection can serve, as a malloc'd string: scheme, host (lower
+ * case) and port, the proxy (NULL: direct) and, for https, whether the
+ * certificate is checked. Fetches with equal keys may share connections. */
+char *uf_pool_key(const struct uf_url *u, const struct uf_proxy *proxy, bool validate);
+
+/* What is known of a connection when its response ended. */
+struct uf_reuse {
+    int http_major, http_minor; /* the response's version */
+    int status;
+    const struct uf_header *headers; /* the response's fields (borrowed) */
+    size_t n_headers;
+    bool framed;   /* the message ended by its framing (Content-Length, chunked,
+                      no body), not by the end of the connection */
+    bool cut;      /* reading stopped before the end (content over the limit) */
+    bool leftover; /* bytes arrived after the message */
+    bool unsent;   /* part of the request was still unwritten */
+};
+
+/* Whether the connection may carry another request (RFC 9112 section 9.3). */
+bool uf_pool_reusable(const struct uf_reuse *r);
+
+/* The idle connections of the I/O thread: af_io_local(call, &uf_pool_local). */
+struct uf_pool;
+extern const struct af_io_local_ops uf_pool_local;
+
+struct bufferevent;
+/* Parks bev under key (taken: the pool closes it when it must); fd is its
+ * socket, addr the address for messages (borrowed). */
+void uf_pool_put(struct uf_pool *p, const char *key, struct bufferevent *bev, int fd,
+                 const char *addr);
+/* An idle connection for key, with its callbacks, timeouts and reading
+ * cleared (owned by the caller), its socket in *fd and its address in addr;
+ * or NULL. Connections found closed on the way are dropped. */
+struct bufferevent *uf_pool_take(struct uf_pool *p, const char *key, int *fd, char *addr,
+                                 size_t addrlen);
 
 /* ---- urlfetch_http.c ---- */
 

@@ -22,9 +22,23 @@
  * reached (the proxy's name, its port, its refusal to tunnel) is
  * FETCH_ERROR naming the proxy.
  *
- * One connection per hop, closed after it ("Connection: close"): a
- * development server gains nothing from pooling and avoids every question
- * of reuse. The deadline covers the whole fetch, redirects included.
+ * Connections are reused (urlfetch_pool.c): a hop first asks the I/O
+ * thread's pool for an idle connection with its key (origin, proxy, TLS
+ * checking) and only without one resolves and connects. When a response
+ * leaves its connection fit for another request (uf_pool_reusable: it ended
+ * by its framing, read exactly, neither side said close), the connection is
+ * parked again before the answer goes out or the redirect is followed, so
+ * a redirect to the same origin runs on it too.
+ *
+ * A parked connection may have been closed by the server just as the
+ * request went out. When a reused connection ends or fails before any byte
+ * of the response arrived, the hop runs again once on a fresh connection —
+ * for GET, HEAD, PUT and DELETE only, the methods RFC 9110 section 9.2.2
+ * makes idempotent: the server may have read the request before it closed,
+ * and a POST or PATCH must never reach it twice. Those fail with
+ * CONNECTION_ERROR instead; the pool's check that an idle socket has not
+ * ended just before it is used keeps that rare. The deadline covers the
+ * whole fetch, redirects and the retry included.
  *
  * DONE does not free the fetch at once: the answer is handed over from a
  * zero-delay event (done_ev), so no callback ever frees the fetch while a
@@ -48,6 +62,7 @@
 #include <errno.h>
 #include <math.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -114,7 +129,13 @@ struct uf_fetch {
     int fd; /* connecting socket, until the bufferevent owns it */
     struct event *connect_ev;
     int connect_errno;
-    char last_addr[INET6_ADDRSTRLEN + 8];
+    char last_addr[UF_ADDR_LEN];
+
+    /* Connection reuse (urlfetch_pool.c) */
+    struct uf_pool *pool; /* the I/O thread's (borrowed), or NULL */
+    char *pool_key;       /* this hop's */
+    int conn_fd;          /* the socket under bev (not owned), -1 without one */
+    bool reused;          /* this hop's connection came from the pool */
 
     /* EXCHANGING */
     struct bufferevent *bev;
@@ -122,6 +143,8 @@ struct uf_fetch {
     bool head_only; /* the response has no body (HEAD) */
     bool got_bytes; /* some of this hop's response arrived */
     bool complete;  /* the response message ended */
+    bool leftover;  /* bytes arrived after the message */
+    bool eof;       /* the server closed the connection */
     int status;
     struct uf_header *hdrs;
     size_t n_hdrs, cap_hdrs;
@@ -140,6 +163,7 @@ struct uf_fetch {
 };
 
 static void begin_hop(struct uf_fetch *f);
+static void connect_fresh(struct uf_fetch *f);
 static void try_connect(struct uf_fetch *f);
 
 /* ---- teardown and results ------------------------------------------------ */
@@ -175,6 +199,8 @@ static void hop_release(struct uf_fetch *f)
     if (f->bev)
         bufferevent_free(f->bev); /* closes the socket, frees the SSL */
     f->bev = NULL;
+    f->conn_fd = -1;
+    f->reused = f->leftover = f->eof = false;
     free_headers(f->hdrs, f->n_hdrs);
     f->hdrs = NULL;
     f->n_hdrs = f->cap_hdrs = 0;
@@ -208,6 +234,7 @@ static void fetch_free(struct uf_fetch *f)
     uf_request_release(&f->req);
     uf_url_release(&f->url);
     free(f->original_url);
+    free(f->pool_key);
     uf_proxy_config_unref(f->proxies);
     free(f);
 }
@@ -394,7 +421,9 @@ static void send_request(struct uf_fetch *f)
     bool body = method_has_body(f->req.method);
     if (body)
         evbuffer_add_printf(out, "Content-Length: %zu\r\n", f->req.payload_len);
-    evbuffer_add(out, "Connection: close\r\n\r\n", 21);
+    /* No Connection field: HTTP/1.1 connections persist (RFC 9112
+     * section 9.3), and this one may be parked for the next fetch. */
+    evbuffer_add(out, "\r\n", 2);
     if (body && f->req.payload_len)
         evbuffer_add(out, f->req.payload, f->req.payload_len);
     f->bytes_sent += (int64_t)evbuffer_get_length(out);
@@ -596,6 +625,34 @@ static const http_parser_settings parser_settings = {
     .on_message_complete = on_message_complete,
 };
 
+/* Parks this hop's connection in the pool when the response left it fit
+ * for another request. */
+static void keep_connection(struct uf_fetch *f)
+{
+    if (!f->pool || !f->bev)
+        return;
+    struct uf_reuse r = {
+        .http_major = f->parser.http_major,
+        .http_minor = f->parser.http_minor,
+        .status = f->status,
+        .headers = f->hdrs,
+        .n_headers = f->n_hdrs,
+        .framed = !f->eof,
+        .cut = f->truncated,
+        .leftover = f->leftover,
+        .unsent = evbuffer_get_length(bufferevent_get_output(f->bev)) > 0,
+    };
+    if (!uf_pool_reusable(&r))
+        return;
+    /* Everything read belonged to this response (no leftover): the next
+     * one starts on an empty buffer. */
+    struct evbuffer *in = bufferevent_get_input(f->bev);
+    evbuffer_drain(in, evbuffer_get_length(in));
+    uf_pool_put(f->pool, f->pool_key, f->bev, f->conn_fd, f->last_addr);
+    f->bev = NULL;
+    f->conn_fd = -1;
+}
+
 /* The response of this hop is complete: answer, or follow a redirect. */
 static void response_complete(struct uf_fetch *f)
 {
@@ -604,6 +661,7 @@ static void response_complete(struct uf_fetch *f)
                    f->original_url, uf_gunzip_error(f->gunzip));
         return;
     }
+    keep_connection(f);
     const char *location = find_header(f, "Location");
     if (!will_follow(f) || f->truncated) {
         fetch_succeed(f);
@@ -651,9 +709,9 @@ static const char *parser_error(const http_parser *p)
     return http_errno_description(HTTP_PARSER_ERRNO(p));
 }
 
-/* Feeds what arrived to the parser; returns false once the fetch is DONE
- * or moved to another hop. */
-static bool feed(struct uf_fetch *f, const char *data, size_t len)
+/* Feeds what arrived to the parser (more: bytes follow this piece);
+ * returns false once the fetch is DONE or moved to another hop. */
+static bool feed(struct uf_fetch *f, const char *data, size_t len, bool more)
 {
     size_t used = http_parser_execute(&f->parser, &parser_settings, data, len);
     enum http_errno e = HTTP_PARSER_ERRNO(&f->parser);
@@ -662,6 +720,8 @@ static bool feed(struct uf_fetch *f, const char *data, size_t len)
         return false;
     }
     if (f->complete) {
+        /* The parser stops at the message's last byte. */
+        f->leftover = used < len || more;
         response_complete(f);
         return false;
     }
@@ -696,7 +756,7 @@ static void on_read(struct bufferevent *bev, void *arg)
     evbuffer_peek(in, -1, NULL, v, n);
     bool more = true;
     for (int i = 0; i < n && more; i++)
-        more = feed(f, v[i].iov_base, v[i].iov_len);
+        more = feed(f, v[i].iov_base, v[i].iov_len, i + 1 < n);
     if (v != vec_small)
         free(v);
     if (more)
@@ -731,13 +791,45 @@ static bool report_tls_error(struct uf_fetch *f)
     return false;
 }
 
+static bool method_idempotent(int m)
+{
+    return m == UF_GET || m == UF_HEAD || m == UF_PUT || m == UF_DELETE;
+}
+
+/* This hop's connection ended or failed (how: "was closed", an error)
+ * before any byte of the response. When it came from the pool it was
+ * stale: the hop runs again on a fresh connection if the method may be
+ * repeated, or fails saying why it is not. Returns false when the
+ * connection was a fresh one, for the caller to report. */
+static bool stale_connection(struct uf_fetch *f, const char *how)
+{
+    if (!f->reused || f->got_bytes)
+        return false;
+    if (!method_idempotent(f->req.method)) {
+        fetch_fail(f, UFERR(CONNECTION_ERROR),
+                   "the kept-alive connection to %s (%s) %s before any answer to %s %s; the "
+                   "request is not sent again, as the server may have read it",
+                   f->url.authority, f->last_addr, how, method_name(f->req.method),
+                   f->original_url);
+        return true;
+    }
+    af_debug("urlfetch: the kept-alive connection to %s (%s) %s before any answer; %s %s "
+             "again on a new connection",
+             f->url.authority, f->last_addr, how, method_name(f->req.method), f->original_url);
+    hop_release(f);
+    connect_fresh(f);
+    return true;
+}
+
 static void on_event(struct bufferevent *bev, short what, void *arg)
 {
     struct uf_fetch *f = arg;
     if (what & BEV_EVENT_CONNECTED)
         return; /* the TLS handshake is done; the request is already queued */
     if (what & BEV_EVENT_EOF) {
-        /* The end of the connection ends a body that has no length. */
+        /* The end of the connection ends a body that has no length, and
+         * the connection cannot be kept. */
+        f->eof = true;
         on_read(bev, f);
         if (f->state != F_EXCHANGING || f->bev != bev)
             return;
@@ -746,6 +838,8 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
             response_complete(f);
             return;
         }
+        if (stale_connection(f, "was closed"))
+            return;
         if (!f->got_bytes)
             fetch_fail(f, UFERR(CONNECTION_ERROR),
                        "%s (%s) closed the connection without answering", f->original_url,
@@ -759,6 +853,10 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     }
     if (what & (BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) {
         int err = EVUTIL_SOCKET_ERROR();
+        char how[120];
+        snprintf(how, sizeof(how), "failed (%s)", err ? strerror(err) : "unknown error");
+        if (stale_connection(f, how))
+            return;
         if (f->url.https && report_tls_error(f))
             return;
         fetch_fail(f, UFERR(CONNECTION_ERROR), "the connection to %s (%s) failed%s: %s",
@@ -961,6 +1059,7 @@ static void connected(struct uf_fetch *f)
     } else {
         f->bev = bev_made(bufferevent_socket_new(f->base, fd, BEV_OPT_CLOSE_ON_FREE), "TCP");
     }
+    f->conn_fd = fd;
     if (f->url.https && f->proxy)
         start_tunnel(f);
     else
@@ -1017,6 +1116,12 @@ static void try_connect(struct uf_fetch *f)
                        f->original_url, strerror(e));
             return;
         }
+        /* A request leaves in several writes (TLS makes a record of each
+         * piece of the buffer): with Nagle's algorithm the second waits for
+         * the server's delayed ACK of the first, 40 ms, on every request
+         * of a kept-alive connection. */
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
             f->fd = fd;
             connected(f);
@@ -1069,17 +1174,36 @@ static void on_resolved(int result, struct evutil_addrinfo *res, void *arg)
     try_connect(f);
 }
 
-/* Starts this hop: resolve, then connect. */
+/* Starts this hop: on an idle connection of the pool, or on a new one. */
 static void begin_hop(struct uf_fetch *f)
 {
-    f->state = F_RESOLVING;
-    f->last_addr[0] = '\0';
-    f->connect_errno = 0;
     f->proxy = uf_proxy_for(f->proxies, &f->url);
     if (f->proxy && f->proxy->error) {
         fetch_fail(f, UFERR(FETCH_ERROR), "cannot fetch %s: %s", f->original_url, f->proxy->error);
         return;
     }
+    free(f->pool_key);
+    f->pool_key = uf_pool_key(&f->url, f->proxy, f->req.validate_certificate);
+    if (f->pool) {
+        f->bev = uf_pool_take(f->pool, f->pool_key, &f->conn_fd, f->last_addr,
+                              sizeof(f->last_addr));
+        if (f->bev) {
+            f->reused = true;
+            af_debug("urlfetch: %s on the kept-alive connection to %s (%s)", f->original_url,
+                     f->url.authority, f->last_addr);
+            start_exchange(f);
+            return;
+        }
+    }
+    connect_fresh(f);
+}
+
+/* Resolves this hop's host (or its proxy's), then connects. */
+static void connect_fresh(struct uf_fetch *f)
+{
+    f->state = F_RESOLVING;
+    f->last_addr[0] = '\0';
+    f->connect_errno = 0;
     /* Through a proxy only the proxy's name is looked up; the proxy
      * resolves the origin's. */
     const char *host = f->proxy ? f->proxy->host : f->url.host;
@@ -1117,6 +1241,7 @@ static void fetch_start(void *arg, struct af_io_call *call)
     f->base = af_io_base(call);
     f->done_ev = evtimer_new(f->base, on_done, f);
     f->deadline_ev = evtimer_new(f->base, on_deadline, f);
+    f->pool = af_io_local(call, &uf_pool_local);
     double whole;
     double frac = modf(f->deadline_s, &whole);
     struct timeval tv = {.tv_sec = (time_t)whole, .tv_usec = (suseconds_t)(frac * 1e6)};
@@ -1139,6 +1264,7 @@ struct uf_fetch *uf_fetch_new(struct uf_fetch_spec *spec)
 {
     struct uf_fetch *f = af_xcalloc(1, sizeof(*f));
     f->fd = -1;
+    f->conn_fd = -1;
     f->req = spec->req;
     f->url = spec->url;
     f->deadline_s = spec->deadline_s;

@@ -55,7 +55,11 @@ class TinyProxy:
     origin form; CONNECT host:port opens a tunnel, or gets 403 when host is
     in `refuse`; with `auth`, a request without that Proxy-Authorization
     gets 407. Every host is taken to be 127.0.0.1. `seen` lists (method,
-    target, headers) of every request."""
+    target, headers) of every request.
+
+    A forwarded request is the connection's only one: its response gets
+    `Connection: close` (and the origin's close ends it). A tunnel lasts
+    as long as both ends keep it."""
 
     def __init__(self, refuse=(), auth=None):
         self.refuse = set(refuse)
@@ -108,6 +112,9 @@ class TinyProxy:
                        + "\r\n".join(lines[1:]).encode("latin-1") + b"\r\n\r\n")
         if extra:
             up.sendall(extra)
+        if method != "CONNECT":
+            head, _, rest = read_head(up).partition(b"\r\n\r\n")
+            c.sendall(head + b"\r\nConnection: close\r\n\r\n" + rest)
         pipe(c, up)
 
     def targets(self):
@@ -188,6 +195,12 @@ def test_https_through_connect_tunnel(tmp_path, proxy, tls_port):
         # certificate is trusted but names 127.0.0.1, not origin.test.
         detail = fetch_error(c, f"https://origin.test:{tls_port}/echo", SSL_CERTIFICATE_ERROR)
         assert "mismatch" in detail, detail
+        # The first tunnel was kept: another unchecked fetch runs in it, but
+        # the checked one above could not (its TLS must check the name).
+        assert len(proxy.seen) == 2
+        r = fetch_ok(c, f"https://origin.test:{tls_port}/echo?again=1", validate=False)
+        assert json.loads(r.content)["path"] == "/echo?again=1"
+        assert len(proxy.seen) == 2
         c.close()
     finally:
         stopped(srv)
