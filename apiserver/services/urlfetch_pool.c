@@ -67,7 +67,9 @@ char *uf_pool_key(const struct uf_url *u, const struct uf_proxy *proxy, bool val
     bool v6 = strchr(u->host, ':') != NULL;
     char *key = af_xasprintf("%s://%s%s%s:%d via %s%s", u->https ? "https" : "http", v6 ? "[" : "",
                              u->host, v6 ? "]" : "", u->port, proxy ? proxy->authority : "-",
-                             !u->https ? "" : validate ? " verified" : " unverified");
+                             !u->https  ? ""
+                             : validate ? " verified"
+                                        : " unverified");
     for (char *c = key; *c; c++)
         *c = (char)tolower((unsigned char)*c);
     return key;

@@ -77,10 +77,10 @@ static void test_key_different_origins(void **state)
 
 static void test_key_proxy(void **state)
 {
-    struct uf_proxy p1 = {.var = "http_proxy", .host = "proxy", .port = 3128,
-                          .authority = "proxy:3128"};
-    struct uf_proxy p2 = {.var = "http_proxy", .host = "proxy", .port = 3129,
-                          .authority = "proxy:3129"};
+    struct uf_proxy p1 = {
+        .var = "http_proxy", .host = "proxy", .port = 3128, .authority = "proxy:3128"};
+    struct uf_proxy p2 = {
+        .var = "http_proxy", .host = "proxy", .port = 3129, .authority = "proxy:3129"};
     char *direct = key("http://example.com/", NULL, true);
     char *via1 = key("http://example.com/", &p1, true);
     char *via1b = key("http://example.com/other", &p1, true);
@@ -98,8 +98,12 @@ static void test_key_proxy(void **state)
 /* A response that leaves its connection reusable, to vary. */
 static struct uf_reuse good(const struct uf_header *h, size_t n)
 {
-    return (struct uf_reuse){.http_major = 1, .http_minor = 1, .status = 200, .headers = h,
-                             .n_headers = n, .framed = true};
+    return (struct uf_reuse){.http_major = 1,
+                             .http_minor = 1,
+                             .status = 200,
+                             .headers = h,
+                             .n_headers = n,
+                             .framed = true};
 }
 
 static void test_reusable_http11(void **state)
@@ -180,12 +184,9 @@ static void test_reusable_framing(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_key_same_origin),
-        cmocka_unit_test(test_key_different_origins),
-        cmocka_unit_test(test_key_proxy),
-        cmocka_unit_test(test_reusable_http11),
-        cmocka_unit_test(test_reusable_http10),
-        cmocka_unit_test(test_reusable_framing),
+        cmocka_unit_test(test_key_same_origin), cmocka_unit_test(test_key_different_origins),
+        cmocka_unit_test(test_key_proxy),       cmocka_unit_test(test_reusable_http11),
+        cmocka_unit_test(test_reusable_http10), cmocka_unit_test(test_reusable_framing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
