@@ -183,6 +183,43 @@ static const struct flag flags[] = {
      .offset = OFF(enable_task_running),
      .metavar = "BOOL",
      .help = "run push-queue tasks automatically"},
+    {.name = "smtp_host",
+     .type = FLAG_STRING,
+     .offset = OFF(smtp_host),
+     .metavar = "HOST",
+     .help = "deliver mail through this SMTP server (unset: mail is logged, not sent)"},
+    {.name = "smtp_port",
+     .type = FLAG_INT,
+     .offset = OFF(smtp_port),
+     .metavar = "PORT",
+     .help = "port of the SMTP server",
+     .min = 1,
+     .max = 65535},
+    {.name = "smtp_user",
+     .type = FLAG_STRING,
+     .offset = OFF(smtp_user),
+     .metavar = "USER",
+     .help = "log in to the SMTP server as this user (AUTH PLAIN or LOGIN)"},
+    {.name = "smtp_password",
+     .type = FLAG_STRING,
+     .offset = OFF(smtp_password),
+     .metavar = "PASSWORD",
+     .help = "password for --smtp_user"},
+    {.name = "smtp_allow_tls",
+     .type = FLAG_BOOL,
+     .offset = OFF(smtp_allow_tls),
+     .metavar = "BOOL",
+     .help = "use STARTTLS when the SMTP server offers it"},
+    {.name = "show_mail_body",
+     .type = FLAG_BOOL,
+     .offset = OFF(show_mail_body),
+     .metavar = "BOOL",
+     .help = "log the body of every mail the app sends"},
+    {.name = "enable_sendmail",
+     .type = FLAG_BOOL,
+     .offset = OFF(enable_sendmail),
+     .metavar = "BOOL",
+     .help = "accepted; no effect (a warning when true: use --smtp_host=localhost)"},
     {.name = "skip_sdk_update_check",
      .type = FLAG_NOOP_BOOL,
      .metavar = "BOOL",
@@ -377,6 +414,8 @@ void af_config_init(struct af_config *cfg)
     cfg->enable_task_running = true;
     cfg->auth_domain = af_xstrdup("gmail.com");
     cfg->enable_host_checking = true;
+    cfg->smtp_port = 25;
+    cfg->smtp_allow_tls = true;
     cfg->max_connections = 10000;
     cfg->max_body_bytes = 32LL << 20;
     cfg->request_deadline_ms = 60000;
@@ -411,6 +450,9 @@ void af_config_release(struct af_config *cfg)
     for (size_t i = 0; i < cfg->n_ignored; i++)
         free(cfg->ignored[i]);
     free(cfg->ignored);
+    free(cfg->smtp_host);
+    free(cfg->smtp_user);
+    free(cfg->smtp_password);
     for (size_t i = 0; i < cfg->n_app_paths; i++)
         free(cfg->app_paths[i]);
     free(cfg->app_paths);
@@ -726,6 +768,21 @@ static int set_noop_string(const struct flag *f, const char *value, struct af_co
     return 0;
 }
 
+/* Records the startup warning of an ignored flag, once however often the
+ * flag is given. */
+static void add_ignored(struct af_config *cfg, const char *name, const char *why)
+{
+    char *line = af_xasprintf("--%s has no effect in appfront: %s", name, why);
+    for (size_t i = 0; i < cfg->n_ignored; i++) {
+        if (strcmp(cfg->ignored[i], line) == 0) {
+            free(line);
+            return;
+        }
+    }
+    cfg->ignored = af_xrealloc(cfg->ignored, (cfg->n_ignored + 1) * sizeof(cfg->ignored[0]));
+    cfg->ignored[cfg->n_ignored++] = line;
+}
+
 /* Records the startup warning of an ignored flag (once per flag). */
 static int set_ignored(const struct flag *f, const char *value, struct af_config *cfg, char *err,
                        size_t errlen)
@@ -733,15 +790,7 @@ static int set_ignored(const struct flag *f, const char *value, struct af_config
     if (f->type == FLAG_IGNORED_BOOL ? set_bool(f, value, cfg, err, errlen) < 0
                                      : set_noop_string(f, value, cfg, err, errlen) < 0)
         return -1;
-    char *line = af_xasprintf("--%s has no effect in appfront: %s", f->name, f->why_ignored);
-    for (size_t i = 0; i < cfg->n_ignored; i++) {
-        if (strcmp(cfg->ignored[i], line) == 0) {
-            free(line);
-            return 0;
-        }
-    }
-    cfg->ignored = af_xrealloc(cfg->ignored, (cfg->n_ignored + 1) * sizeof(cfg->ignored[0]));
-    cfg->ignored[cfg->n_ignored++] = line;
+    add_ignored(cfg, f->name, f->why_ignored);
     return 0;
 }
 
@@ -816,6 +865,50 @@ static void add_app_path(struct af_config *cfg, const char *path)
     cfg->app_paths =
         af_xrealloc(cfg->app_paths, (cfg->n_app_paths + 1) * sizeof(cfg->app_paths[0]));
     cfg->app_paths[cfg->n_app_paths++] = af_xstrdup(path);
+}
+
+/* A host name or an address as getaddrinfo takes it: letters, digits and
+ * ".-_:" (IPv6 without brackets; "[::1]" is taken and unbracketed here). */
+static bool host_ok(char *host)
+{
+    size_t n = strlen(host);
+    if (n >= 2 && host[0] == '[' && host[n - 1] == ']') {
+        memmove(host, host + 1, n - 2);
+        host[n - 2] = '\0';
+        n -= 2;
+    }
+    if (n == 0 || n > 253)
+        return false;
+    for (const char *p = host; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              strchr(".-_:", *p)))
+            return false;
+    return true;
+}
+
+/* What the mail flags mean together, checked once every flag is read. */
+static int check_mail_flags(struct af_config *cfg, char *err, size_t errlen)
+{
+    /* Like the flags of features appfront lacks (FLAG_IGNORED), a warning;
+     * but only when it asks for sendmail: "false" is what appfront does. */
+    if (cfg->enable_sendmail)
+        add_ignored(cfg, "enable_sendmail",
+                    "appfront runs no sendmail program; give --smtp_host=localhost to deliver "
+                    "through the local mail server");
+    if (cfg->smtp_host && !host_ok(cfg->smtp_host)) {
+        set_err(err, errlen, "--smtp_host: '%s' is not a host name or address", cfg->smtp_host);
+        return -1;
+    }
+    if (!cfg->smtp_host && (cfg->smtp_user || cfg->smtp_password)) {
+        set_err(err, errlen, "--%s: has no effect without --smtp_host",
+                cfg->smtp_user ? "smtp_user" : "smtp_password");
+        return -1;
+    }
+    if (cfg->smtp_password && !cfg->smtp_user) {
+        set_err(err, errlen, "--smtp_password: needs --smtp_user (the user to log in as)");
+        return -1;
+    }
+    return 0;
 }
 
 /* "-port" is almost always a mistyped "--port": say so instead of only
@@ -911,6 +1004,8 @@ enum af_cli_result af_cli_parse(int argc, char **argv, struct af_config *cfg, ch
             return AF_CLI_ERROR;
     }
 
+    if (check_mail_flags(cfg, err, errlen) != 0)
+        return AF_CLI_ERROR;
     if (cfg->api_only && cfg->n_app_paths > 0) {
         set_err(err, errlen, "'appfront api' runs the API server alone and takes no app, got '%s'",
                 cfg->app_paths[0]);

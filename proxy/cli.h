@@ -66,6 +66,15 @@ struct af_config {
     char *dev_appserver_log_level; /* "info"; appfront's own log level */
     bool enable_task_running;      /* true */
 
+    /* Mail delivery (docs/services.md, "mail"). */
+    char *smtp_host;     /* --smtp_host; NULL: mail is logged and kept, not delivered */
+    int smtp_port;       /* --smtp_port, 25 */
+    char *smtp_user;     /* --smtp_user; NULL: no AUTH */
+    char *smtp_password; /* --smtp_password; NULL: empty */
+    bool smtp_allow_tls; /* --smtp_allow_tls, true: STARTTLS when the server offers it */
+    bool show_mail_body; /* --show_mail_body: log the body of every message */
+    bool enable_sendmail; /* --enable_sendmail: refused when true (no sendmail is run) */
+
     /* appfront's own flags (not in dev_appserver). */
     int max_connections;       /* --max_connections, 10000 */
     long long max_body_bytes;  /* --max_request_body_bytes, 32 MiB */

@@ -103,6 +103,13 @@ static void test_defaults(void **state)
     assert_int_equal(c->instance_startup_ms, 30000);
     assert_int_equal(c->memcache_max_bytes, 64LL << 20);
     assert_null(c->build_command);
+    assert_null(c->smtp_host);
+    assert_int_equal(c->smtp_port, 25);
+    assert_null(c->smtp_user);
+    assert_null(c->smtp_password);
+    assert_true(c->smtp_allow_tls);
+    assert_false(c->show_mail_body);
+    assert_false(c->enable_sendmail);
     assert_int_equal(c->n_app_paths, 1);
     assert_string_equal(c->app_paths[0], "app");
     af_config_release(&r.cfg);
@@ -600,6 +607,14 @@ static void test_usage(void **state)
         "--instance_startup_timeout=SECONDS",
         "--memcache_max_bytes=BYTES",
         "--build_command=COMMAND",
+        "--smtp_host=HOST",
+        "--smtp_port=PORT",
+        "--smtp_user=USER",
+        "--smtp_password=PASSWORD",
+        "--smtp_allow_tls=BOOL",
+        "--show_mail_body=BOOL",
+        "--enable_sendmail=BOOL",
+        "(default: 25)",
         "(default: 8080)",
         "(default: 8000)",
         "(default: localhost)",
@@ -614,6 +629,60 @@ static void test_usage(void **state)
             fail_msg("usage lacks \"%s\"", wanted[i]);
     }
     free(text);
+}
+
+/* The mail flags, alone and together, in both modes. */
+static void test_mail_flags(void **state)
+{
+    struct run r;
+    expect_ok(&r, "--smtp_host=mail.example.com", "--smtp_port", "587", "--smtp_user=me",
+              "--smtp_password", "p=ss w0rd", "--smtp_allow_tls=no", "--show_mail_body", "app",
+              NULL);
+    assert_string_equal(r.cfg.smtp_host, "mail.example.com");
+    assert_int_equal(r.cfg.smtp_port, 587);
+    assert_string_equal(r.cfg.smtp_user, "me");
+    assert_string_equal(r.cfg.smtp_password, "p=ss w0rd");
+    assert_false(r.cfg.smtp_allow_tls);
+    assert_true(r.cfg.show_mail_body);
+    af_config_release(&r.cfg);
+
+    /* appfront api takes them too; an IPv6 address loses its brackets. */
+    expect_ok(&r, "api", "--smtp_host=[::1]", "--enable_sendmail=false", NULL);
+    assert_true(r.cfg.api_only);
+    assert_string_equal(r.cfg.smtp_host, "::1");
+    assert_int_equal(r.cfg.n_ignored, 0); /* false is what appfront does: no warning */
+    af_config_release(&r.cfg);
+    /* Asking for sendmail is a startup warning (once) that names the way. */
+    expect_ok(&r, "--enable_sendmail", "--enable_sendmail=yes", "app", NULL);
+    assert_int_equal(r.cfg.n_ignored, 1);
+    assert_non_null(strstr(r.cfg.ignored[0], "--enable_sendmail has no effect in appfront"));
+    assert_non_null(strstr(r.cfg.ignored[0], "--smtp_host=localhost"));
+    af_config_release(&r.cfg);
+    expect_ok(&r, "--smtp_host", "127.0.0.1", "--smtp_user=u", "app", NULL);
+    assert_null(r.cfg.smtp_password);
+    af_config_release(&r.cfg);
+
+    expect_error("--smtp_port: '0' is not an integer from 1 to 65535", "--smtp_port=0", "app",
+                 NULL);
+    expect_error("--smtp_port: '65536' is not an integer", "--smtp_port=65536", "app", NULL);
+    expect_error("--smtp_port: 'smtp' is not an integer", "--smtp_port=smtp", "app", NULL);
+    expect_error("--smtp_host: empty value", "--smtp_host=", "app", NULL);
+    expect_error("--smtp_host: 'mail example.com' is not a host name or address",
+                 "--smtp_host=mail example.com", "app", NULL);
+    expect_error("--smtp_host: 'smtp://x' is not a host name", "--smtp_host=smtp://x", "app",
+                 NULL);
+    expect_error("--smtp_host: missing value", "--smtp_host", "--port=1", "app", NULL);
+    expect_error("--smtp_allow_tls: 'sometimes' is not a boolean", "--smtp_allow_tls=sometimes",
+                 "app", NULL);
+    expect_error("--show_mail_body: 'loud' is not a boolean", "--show_mail_body=loud", "app",
+                 NULL);
+    expect_error("--smtp_user: has no effect without --smtp_host", "--smtp_user=me", "app", NULL);
+    expect_error("--smtp_password: has no effect without --smtp_host", "--smtp_password=pw",
+                 "app", NULL);
+    expect_error("--smtp_password: needs --smtp_user", "--smtp_host=h", "--smtp_password=pw",
+                 "app", NULL);
+    expect_error("--enable_sendmail: 'sometimes' is not a boolean", "--enable_sendmail=sometimes",
+                 "app", NULL);
 }
 
 /* Releasing twice is harmless: release leaves a zeroed struct. */
@@ -647,6 +716,7 @@ int main(void)
         cmocka_unit_test(test_help),
         cmocka_unit_test(test_modes),
         cmocka_unit_test(test_usage),
+        cmocka_unit_test(test_mail_flags),
         cmocka_unit_test(test_release_twice),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
