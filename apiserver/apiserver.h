@@ -63,6 +63,17 @@ struct af_api_options {
     const char *auth_domain;
     /* --default_gcs_bucket_name; NULL: "APP_ID.appspot.com". */
     const char *default_gcs_bucket_name;
+    /* Mail (docs/services.md, "mail"): deliver through the SMTP server at
+     * smtp_host:smtp_port (NULL: log and keep, deliver nothing), logging
+     * in as smtp_user (NULL: no AUTH) with smtp_password, using STARTTLS
+     * when offered and smtp_allow_tls; show_mail_body logs every body.
+     * Borrowed like the strings above: the mail service copies them. */
+    const char *smtp_host;
+    int smtp_port;
+    const char *smtp_user;
+    const char *smtp_password;
+    bool smtp_allow_tls;
+    bool show_mail_body;
 };
 
 /* Opaque: the running server. */

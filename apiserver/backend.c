@@ -373,6 +373,7 @@ static bool run_call(struct af_backend *be, struct af_api_job *job)
 {
     struct af_call call;
     af_envelope_call_from_request(job->req, &call);
+    call.deadline_ns = job->deadline_ns;
     uint64_t start = af_api_now_ns();
     char detail[256];
 

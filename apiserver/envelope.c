@@ -65,6 +65,7 @@ void af_envelope_call_from_request(const Af__RemoteApi__Request *req, struct af_
     call->request = req->request.data ? req->request.data : (const uint8_t *)"";
     call->request_len = req->request.len;
     call->request_id = req->request_id ? req->request_id : "";
+    call->deadline_ns = 0; /* the job's, set by the backend */
 }
 
 static size_t pack_response(const Af__RemoteApi__Response *resp, uint8_t **out)

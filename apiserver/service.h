@@ -22,6 +22,10 @@ struct af_call {
     const uint8_t *request; /* request (field 4), the encoded service message */
     size_t request_len;
     const char *request_id; /* request_id (field 5); "" when absent */
+    /* When the caller gives up (CLOCK_MONOTONIC ns, af_api_now_ns); 0: not
+     * known. Deferred work that the caller could no longer see finish
+     * (a mail the app would believe unsent) stops by then. */
+    uint64_t deadline_ns;
 };
 
 enum af_result_kind {

@@ -409,6 +409,12 @@ int main(int argc, char **argv)
         .require_indexes = cfg.require_indexes,
         .auth_domain = cfg.auth_domain,
         .default_gcs_bucket_name = cfg.default_gcs_bucket_name,
+        .smtp_host = cfg.smtp_host,
+        .smtp_port = cfg.smtp_port,
+        .smtp_user = cfg.smtp_user,
+        .smtp_password = cfg.smtp_password,
+        .smtp_allow_tls = cfg.smtp_allow_tls,
+        .show_mail_body = cfg.show_mail_body,
         .modules = given.n ? api_mods : NULL,
         .n_modules = given.n,
     };

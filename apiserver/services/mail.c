@@ -1,12 +1,17 @@
 /*
- * mail — the "mail" service: Send and SendToAdmins.
+ * mail — the "mail" service: Send and SendToAdmins (docs/services.md).
  *
- * A development server must not mail real people, so nothing leaves the
- * machine: a message is validated the way production validates it, logged
- * as one summary line, and kept in memory (the newest MAIL_MAX_KEPT
- * messages, at most MAIL_MAX_BYTES of them in all) for tests and a future
- * admin page. Delivery over SMTP, if it ever comes, belongs on a thread of
- * its own (DESIGN.md: slow I/O must not stall the backend).
+ * A message is validated the way production validates it, logged as one
+ * summary line (and its body with --show_mail_body), and kept in memory
+ * (the newest MAIL_MAX_KEPT messages, at most MAIL_MAX_BYTES of them in
+ * all) for tests and a future admin page. A development server must not
+ * mail real people unless told to, so by default nothing leaves the
+ * machine. With --smtp_host, Send delivers: the message is built here
+ * (mail_mime.c) and the SMTP session is deferred to the API I/O thread
+ * (mail_smtp.c; DESIGN.md: slow I/O must not stall the backend), and the
+ * app's call is answered when the server has accepted the message, or
+ * with INTERNAL_ERROR saying why it did not. SendToAdmins is never
+ * delivered: there are no admins locally (dev_appserver only logs it).
  *
  * What production refuses, and how (MailServiceError):
  *  - a sender or recipient that is not an RFC 5322 address → BAD_REQUEST;
@@ -22,14 +27,19 @@
 #include <ctype.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
 
+#include <sys/random.h>
+
 #include "mail.pb-c.h"
 
+#include "apiserver/backend.h"
 #include "apiserver/service.h"
+#include "apiserver/services/mail.h"
 #include "common/log.h"
 #include "common/xalloc.h"
 
@@ -40,8 +50,14 @@
 #define MAIL_MAX_ADDRESS 1024
 /* Longest subject echoed in the summary line. */
 #define MAIL_LOG_SUBJECT 120
-
-#define MAILERR(name) AF__MAIL__MAIL_SERVICE_ERROR__ERROR_CODE__##name
+/* Most of a body --show_mail_body logs. */
+#define MAIL_LOG_BODY 4096
+/* An SMTP session takes at most this long, and never longer than the
+ * caller waits (its API deadline). */
+#define MAIL_SMTP_DEADLINE_S 30.0
+/* Messages waiting in SMTP sessions take at most this much memory; a Send
+ * beyond it fails at once (32 MiB messages grow by a third in base64). */
+#define MAIL_SMTP_MAX_INFLIGHT ((size_t)256 << 20)
 
 /* One kept message: the request exactly as sent, plus what the summary
  * needs without decoding it again. */
@@ -57,11 +73,20 @@ struct mail_state {
     size_t head, count;
     size_t bytes;
     unsigned long long sent; /* total accepted, including dropped ones */
+    struct mail_relay *relay; /* --smtp_host, or NULL: nothing is delivered */
+    bool show_body;           /* --show_mail_body */
+    uint64_t id_seed;         /* Message-IDs and boundaries: random, then counted */
 };
 
 static void *mail_create(const struct af_api_options *opts)
 {
-    return af_xcalloc(1, sizeof(struct mail_state));
+    struct mail_state *st = af_xcalloc(1, sizeof(struct mail_state));
+    if (opts && opts->smtp_host && opts->smtp_host[0])
+        st->relay = mail_relay_new(opts);
+    st->show_body = opts && opts->show_mail_body;
+    if (getrandom(&st->id_seed, sizeof(st->id_seed), GRND_NONBLOCK) != sizeof(st->id_seed))
+        st->id_seed = (uint64_t)time(NULL) * 2654435761u;
+    return st;
 }
 
 static void drop_oldest(struct mail_state *st)
@@ -87,6 +112,8 @@ static void mail_destroy(void *state)
     if (!state)
         return;
     mail_clear(state);
+    /* Sessions still delivering hold their own references. */
+    mail_relay_unref(((struct mail_state *)state)->relay);
     free(state);
 }
 
@@ -310,6 +337,79 @@ static void summary_subject(const char *subject, char *out, size_t outlen)
     out[o] = '\0';
 }
 
+/* --show_mail_body: the body as log lines, indented, control bytes but
+ * newlines and tabs as '?', cut at MAIL_LOG_BODY bytes. */
+static void log_body(const char *kind, const char *body)
+{
+    size_t n = strlen(body);
+    size_t shown = n < MAIL_LOG_BODY ? n : MAIL_LOG_BODY;
+    char *out = af_xmalloc(shown * 5 + 64);
+    size_t o = 0;
+    for (size_t i = 0; i < shown; i++) {
+        unsigned char c = (unsigned char)body[i];
+        if (c == '\r' && i + 1 < shown && body[i + 1] == '\n')
+            continue;
+        if (c == '\n' || c == '\r') {
+            memcpy(out + o, "\n    ", 5);
+            o += 5;
+        } else {
+            out[o++] = (c < 0x20 && c != '\t') || c == 0x7f ? '?' : (char)c;
+        }
+    }
+    out[o] = '\0';
+    af_info("mail: %s body (%zu bytes%s):\n    %s", kind, n, shown < n ? ", the first shown" : "",
+            out);
+    free(out);
+}
+
+/* The message as the SMTP server gets it, deferred to the I/O thread.
+ * Returns false with res set when it cannot be. */
+static bool defer_delivery(struct mail_state *st, const Af__Mail__MailMessage *m,
+                           const struct af_call *call, const char *subject, struct af_result *res)
+{
+    size_t waiting = atomic_load(&st->relay->inflight);
+    if (waiting > MAIL_SMTP_MAX_INFLIGHT) {
+        af_result_app_error(res, MAILERR(INTERNAL_ERROR),
+                            "%zu bytes of messages are still being delivered to %s; retry later",
+                            waiting, st->relay->authority);
+        return false;
+    }
+    double deadline = MAIL_SMTP_DEADLINE_S;
+    if (call->deadline_ns) {
+        uint64_t now = af_api_now_ns();
+        double left = call->deadline_ns > now ? (double)(call->deadline_ns - now) / 1e9 : 0;
+        if (left < deadline)
+            deadline = left;
+    }
+    if (deadline < 0.001) {
+        af_result_app_error(res, MAILERR(INTERNAL_ERROR),
+                            "the call's deadline passed before the message could be delivered");
+        return false;
+    }
+    struct mail_delivery d = {.deadline_s = deadline};
+    size_t n;
+    const char *spec = mail_addr_spec(m->sender, &n);
+    d.from = af_xstrndup(spec, n);
+    d.rcpt = af_xcalloc(m->n_to + m->n_cc + m->n_bcc + 1, sizeof(char *));
+    char **lists[] = {m->to, m->cc, m->bcc};
+    size_t counts[] = {m->n_to, m->n_cc, m->n_bcc};
+    for (size_t l = 0; l < 3; l++) {
+        for (size_t i = 0; i < counts[l]; i++) {
+            spec = mail_addr_spec(lists[l][i], &n);
+            /* One RCPT per mailbox, however often the app named it. */
+            bool dup = false;
+            for (size_t j = 0; j < d.n_rcpt && !dup; j++)
+                dup = strlen(d.rcpt[j]) == n && strncasecmp(d.rcpt[j], spec, n) == 0;
+            if (!dup)
+                d.rcpt[d.n_rcpt++] = af_xstrndup(spec, n);
+        }
+    }
+    d.data = mail_mime_build(m, (int64_t)time(NULL), st->id_seed++, &d.len);
+    d.what = af_xasprintf("\"%s\" from %s", subject, d.from);
+    af_result_defer(res, &mail_session_ops, mail_session_new(st->relay, &d));
+    return true;
+}
+
 static void send_common(struct mail_state *st, const struct af_call *call, bool to_admins,
                         struct af_result *res)
 {
@@ -332,14 +432,29 @@ static void send_common(struct mail_state *st, const struct af_call *call, bool 
     summary_subject(m->subject, subject, sizeof(subject));
     char from[MAIL_LOG_SUBJECT + 1];
     summary_subject(m->sender, from, sizeof(from));
-    if (to_admins)
-        af_info("mail: to admins from %s: \"%s\" (%zu attachment(s); not delivered, kept "
-                "in memory)",
-                from, subject, m->n_attachment);
+    bool deliver = st->relay && !to_admins;
+    char how[300];
+    if (deliver)
+        snprintf(how, sizeof(how), "delivering through the SMTP server %s",
+                 st->relay->authority);
+    else if (to_admins)
+        snprintf(how, sizeof(how), "not delivered: there are no admins locally; kept in memory");
     else
-        af_info("mail: from %s to %zu recipient(s): \"%s\" (%zu attachment(s); not "
-                "delivered, kept in memory)",
-                from, m->n_to + m->n_cc + m->n_bcc, subject, m->n_attachment);
+        snprintf(how, sizeof(how), "not delivered without --smtp_host; kept in memory");
+    if (to_admins)
+        af_info("mail: to admins from %s: \"%s\" (%zu attachment(s); %s)", from, subject,
+                m->n_attachment, how);
+    else
+        af_info("mail: from %s to %zu recipient(s): \"%s\" (%zu attachment(s); %s)", from,
+                m->n_to + m->n_cc + m->n_bcc, subject, m->n_attachment, how);
+    if (st->show_body) {
+        if (m->textbody && m->textbody[0])
+            log_body("text", m->textbody);
+        if (m->htmlbody && m->htmlbody[0])
+            log_body("HTML", m->htmlbody);
+    }
+    if (deliver && !defer_delivery(st, m, call, subject, res))
+        goto done;
 
     while (st->count > 0 &&
            (st->count == MAIL_MAX_KEPT || st->bytes + call->request_len > MAIL_MAX_BYTES))
@@ -353,8 +468,9 @@ static void send_common(struct mail_state *st, const struct af_call *call, bool 
     st->count++;
     st->bytes += k->len;
     st->sent++;
-    /* The response is base.VoidProto: empty. */
-    af_result_ok(res, NULL, 0);
+    /* The response is base.VoidProto: empty. A delivery answers later. */
+    if (!deliver)
+        af_result_ok(res, NULL, 0);
 done:
     af__mail__mail_message__free_unpacked(m, NULL);
 }
