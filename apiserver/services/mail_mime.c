@@ -79,7 +79,7 @@ static void putf(struct mbuf *b, const char *fmt, ...)
 
 /* ---- encodings ------------------------------------------------------------ */
 
-static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+static const char b64_alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 /* Base64 of n bytes, without line breaks. */
 static void put_base64(struct mbuf *b, const uint8_t *s, size_t n)
@@ -91,10 +91,10 @@ static void put_base64(struct mbuf *b, const uint8_t *s, size_t n)
             v |= (uint32_t)s[i + 1] << 8;
         if (i + 2 < n)
             v |= s[i + 2];
-        out[0] = b64[v >> 18 & 63];
-        out[1] = b64[v >> 12 & 63];
-        out[2] = i + 1 < n ? b64[v >> 6 & 63] : '=';
-        out[3] = i + 2 < n ? b64[v & 63] : '=';
+        out[0] = b64_alphabet[v >> 18 & 63];
+        out[1] = b64_alphabet[v >> 12 & 63];
+        out[2] = i + 1 < n ? b64_alphabet[v >> 6 & 63] : '=';
+        out[3] = i + 2 < n ? b64_alphabet[v & 63] : '=';
         put(b, out, 4);
     }
 }

@@ -425,7 +425,7 @@ static void send_mail_from(struct mail_session *s)
     send_cmd(s, S_MAIL, shown, "MAIL FROM:<%s>%s", s->d.from, params);
 }
 
-static void b64(const char *in, size_t n, char *out)
+static void encode_base64(const char *in, size_t n, char *out)
 {
     EVP_EncodeBlock((unsigned char *)out, (const unsigned char *)in, (int)n);
 }
@@ -464,7 +464,7 @@ static void after_hello(struct mail_session *s)
         raw[1 + ul] = '\0';
         memcpy(raw + 2 + ul, r->password, pl);
         char *enc = af_xmalloc((ul + pl + 2) / 3 * 4 + 8);
-        b64(raw, ul + pl + 2, enc);
+        encode_base64(raw, ul + pl + 2, enc);
         send_cmd(s, S_AUTH_PLAIN, "AUTH PLAIN", "AUTH PLAIN %s", enc);
         explicit_bzero(raw, ul + pl + 2);
         explicit_bzero(enc, strlen(enc));
@@ -535,7 +535,7 @@ static void after_auth_login(struct mail_session *s, int code, const char *text)
      * "Password:") are not read; LOGIN always asks in that order. */
     size_t n = strlen(s->relay->user);
     char *enc = af_xmalloc(n / 3 * 4 + 8);
-    b64(s->relay->user, n, enc);
+    encode_base64(s->relay->user, n, enc);
     send_cmd(s, S_AUTH_LOGIN_USER, "AUTH LOGIN (the user name)", "%s", enc);
     free(enc);
 }
@@ -544,7 +544,7 @@ static void after_auth_login_user(struct mail_session *s, int code, const char *
 {
     size_t n = strlen(s->relay->password);
     char *enc = af_xmalloc(n / 3 * 4 + 8);
-    b64(s->relay->password, n, enc);
+    encode_base64(s->relay->password, n, enc);
     send_cmd(s, S_AUTH_LOGIN_PASS, "AUTH LOGIN (the password)", "%s", enc);
     explicit_bzero(enc, strlen(enc));
     free(enc);

@@ -1,6 +1,7 @@
 /*
  * Unit tests of the "mail" service: validation as production does it,
- * messages kept in memory within bounds.
+ * messages kept in memory within bounds, and Send deferred to the SMTP
+ * session with --smtp_host.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,6 +13,7 @@
 #include <cmocka.h>
 
 #include "apiserver/services/mail.c"
+#include "apiserver/services/mail_smtp.c" /* struct mail_session */
 #include "tests/unit/svc_call.h"
 
 static struct af_result call_raw(void *state, const char *method, const uint8_t *req, size_t len)
@@ -230,6 +232,64 @@ static void test_undecodable(void **state)
     assert_int_equal(((struct mail_state *)*state)->count, 0);
 }
 
+/* With --smtp_host, Send is deferred to the I/O thread with the message
+ * and its envelope; SendToAdmins still answers at once. */
+static void test_smtp_deferred(void **state)
+{
+    struct af_api_options o = {.smtp_host = "127.0.0.1", .smtp_port = 2525};
+    struct mail_state *st = af_service_mail.create(&o);
+    assert_non_null(st->relay);
+    Af__Mail__MailMessage m = good_message();
+    char *cc[] = {"Nurse <nurse@capulet.org>", "JULIET@capulet.org"};
+    m.n_cc = 2;
+    m.cc = cc;
+    struct af_result res = call(st, "Send", &m);
+    assert_int_equal(res.kind, AF_RESULT_DEFER);
+    assert_ptr_equal(res.defer_ops, &mail_session_ops);
+    struct mail_session *s = res.defer_arg;
+    assert_string_equal(s->d.from, "romeo@montague.com");
+    /* Addr-specs, one per mailbox (case-insensitively). */
+    assert_int_equal(s->d.n_rcpt, 2);
+    assert_string_equal(s->d.rcpt[0], "juliet@capulet.org");
+    assert_string_equal(s->d.rcpt[1], "nurse@capulet.org");
+    assert_non_null(strstr(s->d.data, "Subject: See you tonight\r\n"));
+    assert_true(s->d.deadline_s == MAIL_SMTP_DEADLINE_S);
+    assert_int_equal(atomic_load(&st->relay->inflight), s->d.len);
+    res.defer_ops->cancel(res.defer_arg);
+    assert_int_equal(atomic_load(&st->relay->inflight), 0);
+    assert_int_equal(st->count, 1); /* kept, as without SMTP */
+
+    res = call(st, "SendToAdmins", &m);
+    assert_int_equal(res.kind, AF_RESULT_OK);
+    svc_result_free(&res);
+
+    /* The caller's deadline bounds the session; a passed one fails. */
+    size_t len = af__mail__mail_message__get_packed_size(&m);
+    uint8_t *buf = malloc(len);
+    af__mail__mail_message__pack(&m, buf);
+    struct af_call c = {.service = "mail", .method = "Send", .request = buf, .request_len = len,
+                        .request_id = "", .deadline_ns = af_api_now_ns() + 2000000000ull};
+    res = (struct af_result){0};
+    mail_send(st, &c, &res);
+    assert_int_equal(res.kind, AF_RESULT_DEFER);
+    s = res.defer_arg;
+    assert_true(s->d.deadline_s > 1.5 && s->d.deadline_s <= 2.0);
+    res.defer_ops->cancel(res.defer_arg);
+    c.deadline_ns = af_api_now_ns() - 1;
+    res = (struct af_result){0};
+    mail_send(st, &c, &res);
+    assert_int_equal(res.kind, AF_RESULT_APP_ERROR);
+    assert_int_equal(res.code, MAILERR(INTERNAL_ERROR));
+    svc_result_free(&res);
+    free(buf);
+
+    /* Too much already waiting: refused at once. */
+    atomic_store(&st->relay->inflight, MAIL_SMTP_MAX_INFLIGHT + 1);
+    expect_error(st, "Send", &m, MAILERR(INTERNAL_ERROR), "retry later");
+    atomic_store(&st->relay->inflight, 0);
+    af_service_mail.destroy(st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -238,6 +298,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_refusals, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_undecodable, setup, teardown),
+        cmocka_unit_test(test_smtp_deferred),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
