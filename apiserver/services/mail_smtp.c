@@ -353,6 +353,11 @@ static void session_fail(struct mail_session *s, const char *fmt, ...)
 {
     if (s->state == S_DONE)
         return;
+    if (s->accepted) {
+        /* Only QUIT is left: the message was accepted, and stays so. */
+        session_done(s);
+        return;
+    }
     char why[640];
     va_list ap;
     va_start(ap, fmt);
