@@ -203,9 +203,11 @@ static bool valid_address(const char *addr)
     size_t n = strnlen(addr, MAIL_MAX_ADDRESS + 1);
     if (n > MAIL_MAX_ADDRESS)
         return false;
-    while (n > 0 && isspace((unsigned char)addr[n - 1]))
+    /* Spaces and tabs around it only: a CR or LF would end a header
+     * field of the delivered message early (found by fuzz_mail). */
+    while (n > 0 && (addr[n - 1] == ' ' || addr[n - 1] == '\t'))
         n--;
-    while (n > 0 && isspace((unsigned char)*addr)) {
+    while (n > 0 && (*addr == ' ' || *addr == '\t')) {
         addr++;
         n--;
     }
@@ -266,9 +268,18 @@ static bool check_attachment(const Af__Mail__MailAttachment *a, struct af_result
     }
     if (a->contentid) {
         size_t n = strlen(a->contentid);
-        if (n < 3 || a->contentid[0] != '<' || a->contentid[n - 1] != '>') {
+        /* RFC 5322 section 3.6.4's msg-id: visible characters between the
+         * brackets, none of them brackets (a CR or LF here would end the
+         * part's header field early: found by fuzz_mail). */
+        bool ok = n >= 3 && a->contentid[0] == '<' && a->contentid[n - 1] == '>';
+        for (size_t i = 1; ok && i + 1 < n; i++) {
+            unsigned char c = (unsigned char)a->contentid[i];
+            ok = c > 0x20 && c < 0x7f && c != '<' && c != '>';
+        }
+        if (!ok) {
             af_result_app_error(res, MAILERR(INVALID_CONTENT_ID),
-                                "attachment Content-ID \"%.200s\" must look like <id>",
+                                "attachment Content-ID \"%.200s\" must look like <id> "
+                                "(visible characters, no brackets inside)",
                                 a->contentid);
             return false;
         }

@@ -397,6 +397,16 @@ def test_duplicate_recipients_one_rcpt(client, smtp):
     assert smtp.messages[0]["rcpt"] == ["<a@x.example>"]
 
 
+def test_garbled_quit_answer_keeps_success(client, smtp):
+    """Once the server said 250 to the message, how QUIT goes changes
+    nothing: the app is told the message was sent."""
+    smtp.refuse = {"QUIT": "this is not an SMTP reply"}
+    r = send(client, mail_message())
+    assert r.ok, r
+    assert len(smtp.messages) == 1
+    assert smtp.commands()[-1] == "QUIT"
+
+
 def test_helo_fallback(client, smtp):
     smtp.refuse = {"EHLO": "502 5.5.1 EHLO not implemented"}
     r = send(client, mail_message())

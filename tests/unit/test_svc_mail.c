@@ -114,6 +114,9 @@ static void test_addresses(void **state)
         "<>",
         "a\r\nBcc: x@y.z <a@b.c>",
         "user@example.com, other@example.com",
+        "user@example.com\r\n",
+        "\n user@example.com",
+        "Juliet <juliet@capulet.org>\r\n\r\n",
     };
     for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
         if (!valid_address(good[i]))
@@ -178,6 +181,10 @@ static void test_refusals(void **state)
     att.filename = "photo.jpg";
     att.contentid = "no-brackets";
     expect_error(st, "Send", &m, MAILERR(INVALID_CONTENT_ID), "no-brackets");
+    att.contentid = "<photo\r\nX-Injected: 1>";
+    expect_error(st, "Send", &m, MAILERR(INVALID_CONTENT_ID), "no brackets inside");
+    att.contentid = "<a<b>";
+    expect_error(st, "Send", &m, MAILERR(INVALID_CONTENT_ID), "<a<b>");
     att.contentid = "<photo1>";
     struct af_result res = call(st, "Send", &m);
     assert_int_equal(res.kind, AF_RESULT_OK);
