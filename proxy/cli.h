@@ -73,7 +73,7 @@ struct af_config {
     char *smtp_password; /* --smtp_password; NULL: empty */
     bool smtp_allow_tls; /* --smtp_allow_tls, true: STARTTLS when the server offers it */
     bool show_mail_body; /* --show_mail_body: log the body of every message */
-    bool enable_sendmail; /* --enable_sendmail: refused when true (no sendmail is run) */
+    bool enable_sendmail; /* --enable_sendmail: when true, a startup warning (no sendmail is run) */
 
     /* appfront's own flags (not in dev_appserver). */
     int max_connections;       /* --max_connections, 10000 */

@@ -636,7 +636,7 @@ def test_starttls_handshake_fails(client, smtp, tls_context):
     ("--smtp_port=0", "--smtp_port: '0' is not an integer from 1 to 65535"),
     ("--smtp_host=a b", "--smtp_host: 'a b' is not a host name or address"),
     ("--smtp_user=me", "--smtp_user: has no effect without --smtp_host"),
-    ("--enable_sendmail", "--enable_sendmail: appfront runs no sendmail"),
+    ("--enable_sendmail=perhaps", "--enable_sendmail: 'perhaps' is not a boolean"),
 ])
 def test_bad_flags(tmp_path, flag, want):
     p = subprocess.run([str(APPFRONT_BIN), "api", flag], cwd=tmp_path, capture_output=True,
@@ -672,3 +672,22 @@ def test_stop_with_delivery_in_flight(tmp_path, smtp):
     assert time.monotonic() - t0 < 3.0
     t.join(10)
     assert "r" not in result or not result["r"].ok, "no success for an unfinished delivery"
+
+
+def test_enable_sendmail_warns(tmp_path):
+    """--enable_sendmail is accepted, as dev_appserver's other flags for
+    features appfront lacks, with one warning that says what to use."""
+    srv = ApiServer(tmp_path, flags=["--enable_sendmail", "--enable_sendmail=true"]).start()
+    try:
+        warnings = [l for l in srv.lines if "--enable_sendmail has no effect" in l]
+        assert len(warnings) == 1, srv.lines
+        assert "WARNING" in warnings[0] and "--smtp_host=localhost" in warnings[0]
+    finally:
+        assert srv.stop() == 0
+    quiet = ApiServer(tmp_path / "quiet", flags=["--enable_sendmail=false"])
+    (tmp_path / "quiet").mkdir()
+    quiet.start()
+    try:
+        assert not any("sendmail" in l for l in quiet.lines), quiet.lines
+    finally:
+        assert quiet.stop() == 0
