@@ -483,6 +483,22 @@ static void after_hello(struct mail_session *s)
     }
 }
 
+/* libevent's bufferevent constructors fail only when they cannot allocate,
+ * and what they have freed by then (the SSL, the socket, the underlying
+ * bufferevent) depends on how far they got and on libevent's version. As
+ * for any allocation failure (common/xalloc.h), appfront stops rather than
+ * guess: ownership passes to the new bufferevent at the call, always (as
+ * urlfetch_http.c does). */
+static struct bufferevent *bev_made(struct bufferevent *bev, const char *what)
+{
+    if (!bev) {
+        fprintf(stderr, "appfront: out of memory making the %s connection of a mail delivery\n",
+                what);
+        abort();
+    }
+    return bev;
+}
+
 /* Answers a STARTTLS 220: TLS over the plain connection, then EHLO again
  * (RFC 3207 section 4.2: what was learnt before is forgotten). */
 static void start_tls(struct mail_session *s)
@@ -499,15 +515,12 @@ static void start_tls(struct mail_session *s)
     unsigned char ip[16];
     if (inet_pton(AF_INET, s->relay->host, ip) != 1 && inet_pton(AF_INET6, s->relay->host, ip) != 1)
         SSL_set_tlsext_host_name(ssl, s->relay->host); /* SNI is for names only (RFC 6066) */
-    /* The filter owns the plain connection from now on (and frees the SSL
-     * even when it cannot be made). */
+    /* The filter owns the plain connection and the SSL from now on. */
     struct bufferevent *plain = s->bev;
-    s->bev = bufferevent_openssl_filter_new(s->base, plain, ssl, BUFFEREVENT_SSL_CONNECTING,
-                                            BEV_OPT_CLOSE_ON_FREE);
-    if (!s->bev) {
-        session_fail(s, "cannot set up TLS");
-        return;
-    }
+    s->bev = bev_made(bufferevent_openssl_filter_new(s->base, plain, ssl,
+                                                     BUFFEREVENT_SSL_CONNECTING,
+                                                     BEV_OPT_CLOSE_ON_FREE),
+                      "TLS");
     s->tls_on = true;
     s->ext[0] = '\0';
     session_setcb(s);
@@ -774,12 +787,8 @@ static void connected(struct mail_session *s)
 {
     int fd = s->fd;
     s->fd = -1;
-    s->bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
-    if (!s->bev) {
-        close(fd);
-        session_fail(s, "cannot set up a connection");
-        return;
-    }
+    /* From here on the bufferevent owns the socket. */
+    s->bev = bev_made(bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE), "TCP");
     s->state = S_GREETING;
     snprintf(s->shown, sizeof(s->shown), "the greeting");
     session_setcb(s);
