@@ -416,15 +416,17 @@ def appfront_module(tmp_path_factory):
     launcher.teardown()
 
 
-def run_appfront(args, cwd, app_dirs=(), timeout=5.0):
+def run_appfront(args, cwd, app_dirs=(), timeout=5.0, env=None):
     """Runs appfront to completion, for the tests of its exit status.
     Returns a CompletedProcess (text stdout and stderr) with two more
     attributes: timed_out (it had to be killed after TIMEOUT seconds) and
     leftovers (processes still running in one of APP_DIRS afterwards, which
-    are then killed so they do not outlive the test)."""
+    are then killed so they do not outlive the test). ENV adds to the
+    environment."""
     proc = subprocess.Popen(
         [str(APPFRONT_BIN)] + [str(a) for a in args],
         cwd=cwd,
+        env=dict(os.environ, **(env or {})),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -139,3 +139,17 @@ def test_ignored_flags_still_check_their_values(tmp_path):
     r = run_appfront(["--enable_console=sure", tmp_path], cwd=tmp_path)
     assert r.returncode == 2
     assert "--enable_console: 'sure' is not a boolean" in r.stderr
+
+
+def test_app_yaml_application_cannot_escape_the_default_storage(appfront, tmp_path):
+    app = appfront.app()
+    text = (app / "app.yaml").read_text().replace("application: e2e-app",
+                                                  "application: ../../escaped")
+    (app / "app.yaml").write_text(text)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    r = run_appfront(["--port=0", "--admin_port=0", "--api_port=0", app], cwd=tmp_path,
+                     app_dirs=[app], env={"TMPDIR": str(tmp)})
+    assert r.returncode != 0 and not r.timed_out, r
+    assert 'the application id "../../escaped" cannot name the storage directory' in r.stderr
+    assert not (tmp_path / "escaped").exists() and not (tmp.parent.parent / "escaped").exists()
