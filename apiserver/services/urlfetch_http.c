@@ -4,31 +4,31 @@
  * small state machine on that thread's libevent loop, so any number of them
  * wait on slow servers at once and none holds the backend.
  *
- *   RESOLVING --addresses--> CONNECTING --connected--> EXCHANGING
- *       (evdns, no blocking)    (one address     (request written, the response
- *                               after another)    parsed with http-parser)
- *   CONNECTING --https through a proxy--> TUNNELING --200--> EXCHANGING
- *                                         (CONNECT sent, the answer read)
- *   EXCHANGING --3xx, following--> RESOLVING (the next hop)
+ *   DIALING --connected--> EXCHANGING
+ *   (dial.c: the lookup,    (request written, the response
+ *   then one address         parsed with http-parser)
+ *   after another)
+ *   DIALING --https through a proxy--> TUNNELING --200--> EXCHANGING
+ *                                      (CONNECT sent, the answer read)
+ *   EXCHANGING --3xx, following--> DIALING (the next hop)
  *   any state --answer, error, deadline--> DONE
  *
  * With a proxy (urlfetch_proxy.c; chosen again for every hop) the proxy is
- * resolved and connected to instead of the origin. An http URL is then
- * asked for in absolute form ("GET http://host/path HTTP/1.1", RFC 9112
- * section 3.2.2); an https URL gets a tunnel ("CONNECT host:port", RFC 9110
- * section 9.3.6), and TLS with the origin runs inside it as a filter over
- * the plain connection, the certificate checked against the origin's name
- * as on a direct connection. Whatever goes wrong before the origin is
- * reached (the proxy's name, its port, its refusal to tunnel) is
- * FETCH_ERROR naming the proxy.
+ * dialed instead of the origin. An http URL is then asked for in absolute
+ * form ("GET http://host/path HTTP/1.1", RFC 9112 section 3.2.2); an https
+ * URL gets a tunnel ("CONNECT host:port", RFC 9110 section 9.3.6), and TLS
+ * with the origin runs inside it as a filter over the plain connection, the
+ * certificate checked against the origin's name as on a direct connection.
+ * Whatever goes wrong before the origin is reached (the proxy's name, its
+ * port, its refusal to tunnel) is FETCH_ERROR naming the proxy.
  *
  * Connections are reused (urlfetch_pool.c): a hop first asks the I/O
  * thread's pool for an idle connection with its key (origin, proxy, TLS
- * checking) and only without one resolves and connects. When a response
- * leaves its connection fit for another request (uf_pool_reusable: it ended
- * by its framing, read exactly, neither side said close), the connection is
- * parked again before the answer goes out or the redirect is followed, so
- * a redirect to the same origin runs on it too.
+ * checking) and only without one dials (dial.c). When a response leaves
+ * its connection fit for another request (uf_pool_reusable: it ended by its
+ * framing, read exactly, neither side said close), the connection is parked
+ * again before the answer goes out or the redirect is followed, so a
+ * redirect to the same origin runs on it too.
  *
  * A parked connection may have been closed by the server just as the
  * request went out. When a reused connection ends or fails before any byte
@@ -42,8 +42,7 @@
  *
  * DONE does not free the fetch at once: the answer is handed over from a
  * zero-delay event (done_ev), so no callback ever frees the fetch while a
- * caller further up the stack (http-parser, the resolver, libevent) still
- * uses it.
+ * caller further up the stack (http-parser, libevent) still uses it.
  *
  * Compression, as the stock development server does it: when the app sent
  * no Accept-Encoding the service asks for gzip itself, and a response with
@@ -83,6 +82,7 @@
 #include <openssl/x509v3.h>
 
 #include "apiserver/envelope.h"
+#include "apiserver/services/dial.h"
 #include "apiserver/services/urlfetch.h"
 #include "common/log.h"
 #include "common/xalloc.h"
@@ -90,18 +90,10 @@
 #define USER_AGENT_SUFFIX "AppEngine-Google; (+http://code.google.com/appengine)"
 
 enum fetch_state {
-    F_RESOLVING,
-    F_CONNECTING,
+    F_DIALING,
     F_TUNNELING,
     F_EXCHANGING,
     F_DONE,
-};
-
-/* A pending lookup. Separate from the fetch because the resolver calls back
- * even after a cancel: a cancelled wait (f == NULL) just frees itself. */
-struct dns_wait {
-    struct uf_fetch *f;
-    struct evdns_getaddrinfo_request *req;
 };
 
 struct uf_fetch {
@@ -123,13 +115,9 @@ struct uf_fetch {
     struct event *done_ev;
     struct af_result result; /* what done_ev hands over */
 
-    /* RESOLVING / CONNECTING */
-    struct dns_wait *dns;
-    struct evutil_addrinfo *addrs, *next_addr;
-    int fd; /* connecting socket, until the bufferevent owns it */
-    struct event *connect_ev;
-    int connect_errno;
-    char last_addr[UF_ADDR_LEN];
+    /* DIALING */
+    struct af_dial *dial;
+    char last_addr[UF_ADDR_LEN]; /* the connection's address, for messages */
 
     /* Connection reuse (urlfetch_pool.c) */
     struct uf_pool *pool; /* the I/O thread's (borrowed), or NULL */
@@ -164,7 +152,6 @@ struct uf_fetch {
 
 static void begin_hop(struct uf_fetch *f);
 static void connect_fresh(struct uf_fetch *f);
-static void try_connect(struct uf_fetch *f);
 
 /* ---- teardown and results ------------------------------------------------ */
 
@@ -180,22 +167,8 @@ static void free_headers(struct uf_header *h, size_t n)
 /* Drops everything of the current hop: lookup, sockets, parsed response. */
 static void hop_release(struct uf_fetch *f)
 {
-    if (f->dns) {
-        struct dns_wait *w = f->dns;
-        f->dns = NULL;
-        w->f = NULL;
-        if (w->req)
-            evdns_getaddrinfo_cancel(w->req);
-    }
-    if (f->addrs)
-        evutil_freeaddrinfo(f->addrs);
-    f->addrs = f->next_addr = NULL;
-    if (f->connect_ev)
-        event_free(f->connect_ev);
-    f->connect_ev = NULL;
-    if (f->fd >= 0)
-        close(f->fd);
-    f->fd = -1;
+    af_dial_cancel(f->dial);
+    f->dial = NULL;
     if (f->bev)
         bufferevent_free(f->bev); /* closes the socket, frees the SSL */
     f->bev = NULL;
@@ -344,15 +317,16 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
 {
     struct uf_fetch *f = arg;
     static const char *const doing[] = {
-        [F_RESOLVING] = "resolving the host",
-        [F_CONNECTING] = "connecting",
+        [F_DIALING] = "connecting",
         [F_TUNNELING] = "waiting for the proxy to open a tunnel",
         [F_EXCHANGING] = "waiting for the response",
         [F_DONE] = "finishing",
     };
     fetch_fail(f, UFERR(DEADLINE_EXCEEDED),
                "no complete response from %s within the %.3g s deadline (still %s%s)",
-               f->original_url, f->deadline_s, doing[f->state],
+               f->original_url, f->deadline_s,
+               f->state == F_DIALING && af_dial_resolving(f->dial) ? "resolving the host"
+                                                                   : doing[f->state],
                f->state == F_EXCHANGING && f->got_bytes ? ", part of it arrived" : "");
 }
 
@@ -901,22 +875,6 @@ static SSL *make_ssl(struct uf_fetch *f, char *err, size_t errlen)
     return ssl;
 }
 
-/* libevent's bufferevent constructors fail only when they cannot allocate
- * (or add an event). What they have freed by then differs: an openssl one
- * may have freed the SSL, closed the socket or freed the underlying
- * bufferevent, or not, depending on how far it got and on libevent's
- * version. Rather than guess, and as for any allocation failure
- * (common/xalloc.h), appfront stops: ownership passes to the new
- * bufferevent at the call, always. */
-static struct bufferevent *bev_made(struct bufferevent *bev, const char *what)
-{
-    if (!bev) {
-        fprintf(stderr, "appfront: out of memory making the %s connection of a fetch\n", what);
-        abort();
-    }
-    return bev;
-}
-
 /* f->bev is set up: send the request, parse the response. */
 static void start_exchange(struct uf_fetch *f)
 {
@@ -943,10 +901,10 @@ static void tunnel_open(struct uf_fetch *f)
     }
     /* The filter owns the plain connection and the SSL from now on. */
     struct bufferevent *plain = f->bev;
-    f->bev = bev_made(bufferevent_openssl_filter_new(f->base, plain, ssl,
-                                                     BUFFEREVENT_SSL_CONNECTING,
-                                                     BEV_OPT_CLOSE_ON_FREE),
-                      "TLS");
+    f->bev = af_dial_bev_made(bufferevent_openssl_filter_new(f->base, plain, ssl,
+                                                             BUFFEREVENT_SSL_CONNECTING,
+                                                             BEV_OPT_CLOSE_ON_FREE),
+                              "the TLS connection of a fetch");
     bufferevent_openssl_set_allow_dirty_shutdown(f->bev, 1);
     start_exchange(f);
 }
@@ -1035,11 +993,9 @@ static void start_tunnel(struct uf_fetch *f)
     bufferevent_enable(f->bev, EV_READ | EV_WRITE);
 }
 
-/* The socket is connected: wrap it and send the request. */
-static void connected(struct uf_fetch *f)
+/* fd (taken) is connected: wrap it and send the request. */
+static void connected(struct uf_fetch *f, int fd)
 {
-    int fd = f->fd;
-    f->fd = -1;
     if (f->url.https && !f->proxy) {
         char err[128];
         SSL *ssl = make_ssl(f, err, sizeof(err));
@@ -1049,15 +1005,16 @@ static void connected(struct uf_fetch *f)
             return;
         }
         /* From here on the bufferevent owns the SSL and the socket. */
-        f->bev = bev_made(bufferevent_openssl_socket_new(f->base, fd, ssl,
-                                                         BUFFEREVENT_SSL_CONNECTING,
-                                                         BEV_OPT_CLOSE_ON_FREE),
-                          "TLS");
+        f->bev = af_dial_bev_made(bufferevent_openssl_socket_new(f->base, fd, ssl,
+                                                                 BUFFEREVENT_SSL_CONNECTING,
+                                                                 BEV_OPT_CLOSE_ON_FREE),
+                                  "the TLS connection of a fetch");
         /* Many servers close without a TLS close_notify; the end of the
          * connection still ends the response. */
         bufferevent_openssl_set_allow_dirty_shutdown(f->bev, 1);
     } else {
-        f->bev = bev_made(bufferevent_socket_new(f->base, fd, BEV_OPT_CLOSE_ON_FREE), "TCP");
+        f->bev = af_dial_bev_made(bufferevent_socket_new(f->base, fd, BEV_OPT_CLOSE_ON_FREE),
+                                  "the TCP connection of a fetch");
     }
     f->conn_fd = fd;
     if (f->url.https && f->proxy)
@@ -1066,112 +1023,42 @@ static void connected(struct uf_fetch *f)
         start_exchange(f);
 }
 
-static void on_connect(evutil_socket_t fd, short what, void *arg)
+/* The dial of connect_fresh ended. */
+static void on_dialed(const struct af_dial_result *r, void *arg)
 {
     struct uf_fetch *f = arg;
-    int err = 0;
-    socklen_t len = sizeof(err);
-    if (getsockopt(f->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
-        err = errno;
-    event_free(f->connect_ev);
-    f->connect_ev = NULL;
-    if (err) {
-        close(f->fd);
-        f->fd = -1;
-        f->connect_errno = err;
-        try_connect(f);
+    f->dial = NULL;
+    _Static_assert(UF_ADDR_LEN >= AF_DIAL_ADDR_LEN, "an address for messages is cut");
+    snprintf(f->last_addr, sizeof(f->last_addr), "%s", r->addr);
+    switch (r->stage) {
+    case AF_DIAL_CONNECTED:
+        connected(f, r->fd);
         return;
-    }
-    connected(f);
-}
-
-/* "1.2.3.4:80" or "[::1]:80", for messages. */
-static void format_addr(const struct sockaddr *sa, char *buf, size_t len)
-{
-    char host[INET6_ADDRSTRLEN] = "?";
-    if (sa->sa_family == AF_INET) {
-        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
-        inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
-        snprintf(buf, len, "%s:%d", host, ntohs(in->sin_port));
-    } else if (sa->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
-        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
-        snprintf(buf, len, "[%s]:%d", host, ntohs(in6->sin6_port));
-    } else {
-        snprintf(buf, len, "?");
-    }
-}
-
-/* Tries the next address of the lookup; when none is left, fails. */
-static void try_connect(struct uf_fetch *f)
-{
-    while (f->next_addr) {
-        struct evutil_addrinfo *ai = f->next_addr;
-        f->next_addr = ai->ai_next;
-        format_addr(ai->ai_addr, f->last_addr, sizeof(f->last_addr));
-        int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (fd < 0) {
-            int e = errno;
-            fetch_fail(f, UFERR(INTERNAL_TRANSIENT_ERROR), "cannot open a socket to fetch %s: %s",
-                       f->original_url, strerror(e));
-            return;
-        }
-        /* A request leaves in several writes (TLS makes a record of each
-         * piece of the buffer): with Nagle's algorithm the second waits for
-         * the server's delayed ACK of the first, 40 ms, on every request
-         * of a kept-alive connection. */
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
-            f->fd = fd;
-            connected(f);
-            return;
-        }
-        if (errno == EINPROGRESS) {
-            f->fd = fd;
-            f->connect_ev = event_new(f->base, fd, EV_WRITE, on_connect, f);
-            event_add(f->connect_ev, NULL);
-            return;
-        }
-        f->connect_errno = errno;
-        close(fd);
-    }
-    const char *why = strerror(f->connect_errno ? f->connect_errno : ECONNREFUSED);
-    if (f->proxy)
-        fetch_fail(f, UFERR(FETCH_ERROR), "cannot connect to the proxy %s (%s, %s) to fetch %s: %s",
-                   f->proxy->authority, f->proxy->var, f->last_addr, f->original_url, why);
-    else
-        fetch_fail(f, UFERR(CONNECTION_ERROR), "cannot connect to %s (%s): %s", f->url.authority,
-                   f->last_addr, why);
-}
-
-static void on_resolved(int result, struct evutil_addrinfo *res, void *arg)
-{
-    struct dns_wait *w = arg;
-    struct uf_fetch *f = w->f;
-    free(w);
-    if (!f) { /* cancelled */
-        if (res)
-            evutil_freeaddrinfo(res);
-        return;
-    }
-    f->dns = NULL;
-    if (result != 0 || !res) {
-        if (res)
-            evutil_freeaddrinfo(res);
+    case AF_DIAL_LOOKUP:
         if (f->proxy)
             fetch_fail(f, UFERR(FETCH_ERROR),
                        "cannot resolve the host of the proxy %s (%s) to fetch %s: %s",
                        f->proxy->authority, f->proxy->var, f->original_url,
-                       evutil_gai_strerror(result));
+                       evutil_gai_strerror(r->gai_error));
         else
             fetch_fail(f, UFERR(DNS_ERROR), "cannot resolve the host \"%s\": %s", f->url.host,
-                       evutil_gai_strerror(result));
+                       evutil_gai_strerror(r->gai_error));
+        return;
+    case AF_DIAL_SOCKET:
+        fetch_fail(f, UFERR(INTERNAL_TRANSIENT_ERROR), "cannot open a socket to fetch %s: %s",
+                   f->original_url, strerror(r->err));
+        return;
+    case AF_DIAL_CONNECT:
+        if (f->proxy)
+            fetch_fail(f, UFERR(FETCH_ERROR),
+                       "cannot connect to the proxy %s (%s, %s) to fetch %s: %s",
+                       f->proxy->authority, f->proxy->var, f->last_addr, f->original_url,
+                       strerror(r->err));
+        else
+            fetch_fail(f, UFERR(CONNECTION_ERROR), "cannot connect to %s (%s): %s",
+                       f->url.authority, f->last_addr, strerror(r->err));
         return;
     }
-    f->addrs = f->next_addr = res;
-    f->state = F_CONNECTING;
-    try_connect(f);
 }
 
 /* Starts this hop: on an idle connection of the pool, or on a new one. */
@@ -1198,38 +1085,18 @@ static void begin_hop(struct uf_fetch *f)
     connect_fresh(f);
 }
 
-/* Resolves this hop's host (or its proxy's), then connects. */
+/* Dials this hop's host (or its proxy's). */
 static void connect_fresh(struct uf_fetch *f)
 {
-    f->state = F_RESOLVING;
+    f->state = F_DIALING;
     f->last_addr[0] = '\0';
-    f->connect_errno = 0;
     /* Through a proxy only the proxy's name is looked up; the proxy
-     * resolves the origin's. */
-    const char *host = f->proxy ? f->proxy->host : f->url.host;
-    struct evutil_addrinfo hints = {
-        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_protocol = IPPROTO_TCP};
-    char port[8];
-    snprintf(port, sizeof(port), "%d", f->proxy ? f->proxy->port : f->url.port);
-    struct evdns_base *dns = af_io_dns(f->call);
-    if (!dns) {
-        struct evutil_addrinfo *res = NULL;
-        int rc = evutil_getaddrinfo(host, port, &hints, &res);
-        struct dns_wait *w = af_xcalloc(1, sizeof(*w));
-        w->f = f;
-        on_resolved(rc, res, w);
-        return;
-    }
-    struct dns_wait *w = af_xcalloc(1, sizeof(*w));
-    w->f = f;
-    f->dns = w;
-    /* May call on_resolved before it returns (a literal address, a name in
-     * /etc/hosts); w is then freed and f->dns cleared, and f is still
-     * alive because DONE only frees from done_ev. */
-    struct evdns_getaddrinfo_request *req =
-        evdns_getaddrinfo(dns, host, port, &hints, on_resolved, w);
-    if (f->dns == w)
-        w->req = req;
+     * resolves the origin's. A request leaves in several writes (TLS makes
+     * a record of each piece of the buffer): with Nagle's algorithm the
+     * second waits for the server's delayed ACK of the first, 40 ms, on
+     * every request of a kept-alive connection; hence NODELAY. */
+    f->dial = af_dial_start(f->base, af_io_dns(f->call), f->proxy ? f->proxy->host : f->url.host,
+                            f->proxy ? f->proxy->port : f->url.port, AF_DIAL_NODELAY, on_dialed, f);
 }
 
 /* ---- the deferred-call interface ----------------------------------------- */
@@ -1263,7 +1130,6 @@ const struct af_defer_ops uf_fetch_ops = {
 struct uf_fetch *uf_fetch_new(struct uf_fetch_spec *spec)
 {
     struct uf_fetch *f = af_xcalloc(1, sizeof(*f));
-    f->fd = -1;
     f->conn_fd = -1;
     f->req = spec->req;
     f->url = spec->url;

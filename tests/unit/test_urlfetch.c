@@ -14,9 +14,6 @@
 #include <string.h>
 
 #include <cmocka.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include "apiserver/services/urlfetch.c"
 #include "apiserver/services/urlfetch_http.c"
@@ -494,44 +491,6 @@ static void test_header_count_limit(void **state)
     free(buf);
 }
 
-/* A lookup still pending when its fetch ends (deadline, shutdown) is
- * cancelled; the resolver calls back later, from the loop, and the wait
- * frees itself without touching the fetch. ASan checks nothing leaks. */
-static void test_dns_cancel(void **state)
-{
-    struct event_base *base = event_base_new();
-    struct evdns_base *dns = evdns_base_new(base, 0);
-    assert_non_null(dns);
-    /* A nameserver that never answers: a UDP socket nobody reads. */
-    int u = socket(AF_INET, SOCK_DGRAM, 0);
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof(sin);
-    assert_int_equal(bind(u, (struct sockaddr *)&sin, sizeof(sin)), 0);
-    getsockname(u, (struct sockaddr *)&sin, &len);
-    char ns[32];
-    snprintf(ns, sizeof(ns), "127.0.0.1:%d", ntohs(sin.sin_port));
-    assert_int_equal(evdns_base_nameserver_ip_add(dns, ns), 0);
-
-    struct uf_fetch *f = af_xcalloc(1, sizeof(*f));
-    f->fd = -1;
-    struct dns_wait *w = af_xcalloc(1, sizeof(*w));
-    w->f = f;
-    f->dns = w;
-    struct evutil_addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-    w->req = evdns_getaddrinfo(dns, "pending.test", "80", &hints, on_resolved, w);
-    assert_non_null(w->req); /* really pending */
-    assert_ptr_equal(f->dns, w);
-
-    hop_release(f); /* what the deadline and a cancel do */
-    assert_null(f->dns);
-    for (int i = 0; i < 3; i++)
-        event_base_loop(base, EVLOOP_NONBLOCK);
-    free(f);
-    evdns_base_free(dns, 0);
-    event_base_free(base);
-    close(u);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -546,7 +505,6 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_payload_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deadlines_and_defer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_header_count_limit, setup, teardown),
-        cmocka_unit_test(test_dns_cancel),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
