@@ -5,7 +5,7 @@
  * a small state machine on that thread's libevent loop, so a slow or
  * silent mail server holds neither the backend nor other calls.
  *
- *   RESOLVING -> CONNECTING -> GREETING (220) -> EHLO (250; HELO when the
+ *   DIALING (dial.c) -> GREETING (220) -> EHLO (250; HELO when the
  *   server does not know EHLO) [-> STARTTLS (220) -> TLS -> EHLO again]
  *   [-> AUTH PLAIN (235) | AUTH LOGIN (334, 334, 235)] -> MAIL FROM (250)
  *   -> RCPT TO (250/251, one per recipient) -> DATA (354) -> the message,
@@ -40,7 +40,7 @@
  *
  * DONE does not free the session at once: the answer is handed over from a
  * zero-delay event (done_ev), so no callback frees the session while
- * libevent or the resolver up the stack still uses it.
+ * libevent up the stack still uses it.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -64,6 +64,7 @@
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
 
+#include "apiserver/services/dial.h"
 #include "apiserver/services/mail.h"
 #include "common/log.h"
 #include "common/xalloc.h"
@@ -227,8 +228,7 @@ char *mail_smtp_dot_stuff(const char *data, size_t len, size_t *outlen)
 /* ---- the session ------------------------------------------------------------- */
 
 enum smtp_state {
-    S_RESOLVING,
-    S_CONNECTING,
+    S_DIALING,
     S_GREETING,
     S_EHLO,
     S_HELO,
@@ -243,13 +243,6 @@ enum smtp_state {
     S_BODY,
     S_QUIT,
     S_DONE,
-};
-
-/* A pending lookup; the resolver calls back even after a cancel, and a
- * cancelled wait (s == NULL) just frees itself. */
-struct dns_wait {
-    struct mail_session *s;
-    struct evdns_getaddrinfo_request *req;
 };
 
 struct mail_session {
@@ -272,36 +265,17 @@ struct mail_session {
     bool accepted;           /* the server took the message: result is OK */
     char accepted_reply[200];
 
-    struct dns_wait *dns;
-    struct evutil_addrinfo *addrs, *next_addr;
-    int fd; /* connecting socket, until the bufferevent owns it */
-    struct event *connect_ev;
-    int connect_errno;
-    char last_addr[INET6_ADDRSTRLEN + 8];
+    struct af_dial *dial; /* DIALING */
+    char last_addr[AF_DIAL_ADDR_LEN];
     struct bufferevent *bev;
 };
 
-static void try_connect(struct mail_session *s);
 static void session_setcb(struct mail_session *s);
 
 static void conn_release(struct mail_session *s)
 {
-    if (s->dns) {
-        struct dns_wait *w = s->dns;
-        s->dns = NULL;
-        w->s = NULL;
-        if (w->req)
-            evdns_getaddrinfo_cancel(w->req);
-    }
-    if (s->addrs)
-        evutil_freeaddrinfo(s->addrs);
-    s->addrs = s->next_addr = NULL;
-    if (s->connect_ev)
-        event_free(s->connect_ev);
-    s->connect_ev = NULL;
-    if (s->fd >= 0)
-        close(s->fd);
-    s->fd = -1;
+    af_dial_cancel(s->dial);
+    s->dial = NULL;
     if (s->bev)
         bufferevent_free(s->bev); /* closes the socket, frees the SSL */
     s->bev = NULL;
@@ -483,22 +457,6 @@ static void after_hello(struct mail_session *s)
     }
 }
 
-/* libevent's bufferevent constructors fail only when they cannot allocate,
- * and what they have freed by then (the SSL, the socket, the underlying
- * bufferevent) depends on how far they got and on libevent's version. As
- * for any allocation failure (common/xalloc.h), appfront stops rather than
- * guess: ownership passes to the new bufferevent at the call, always (as
- * urlfetch_http.c does). */
-static struct bufferevent *bev_made(struct bufferevent *bev, const char *what)
-{
-    if (!bev) {
-        fprintf(stderr, "appfront: out of memory making the %s connection of a mail delivery\n",
-                what);
-        abort();
-    }
-    return bev;
-}
-
 /* Answers a STARTTLS 220: TLS over the plain connection, then EHLO again
  * (RFC 3207 section 4.2: what was learnt before is forgotten). */
 static void start_tls(struct mail_session *s)
@@ -517,10 +475,10 @@ static void start_tls(struct mail_session *s)
         SSL_set_tlsext_host_name(ssl, s->relay->host); /* SNI is for names only (RFC 6066) */
     /* The filter owns the plain connection and the SSL from now on. */
     struct bufferevent *plain = s->bev;
-    s->bev = bev_made(bufferevent_openssl_filter_new(s->base, plain, ssl,
-                                                     BUFFEREVENT_SSL_CONNECTING,
-                                                     BEV_OPT_CLOSE_ON_FREE),
-                      "TLS");
+    s->bev = af_dial_bev_made(bufferevent_openssl_filter_new(s->base, plain, ssl,
+                                                             BUFFEREVENT_SSL_CONNECTING,
+                                                             BEV_OPT_CLOSE_ON_FREE),
+                              "the TLS connection of a mail delivery");
     s->tls_on = true;
     s->ext[0] = '\0';
     session_setcb(s);
@@ -767,10 +725,10 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
         session_done(s); /* QUIT's reply is only waited for a second */
         return;
     }
-    const char *doing = s->state == S_RESOLVING    ? "resolving the host"
-                        : s->state == S_CONNECTING ? "connecting"
-                        : s->state == S_GREETING   ? "waiting for its greeting"
-                                                   : "waiting for the answer to ";
+    const char *doing = s->state == S_GREETING     ? "waiting for its greeting"
+                        : s->state != S_DIALING    ? "waiting for the answer to "
+                        : af_dial_resolving(s->dial) ? "resolving the host"
+                                                     : "connecting";
     bool cmd = s->state > S_GREETING;
     session_fail(s, "no answer within %.3g s (%s%s)%s%s", s->d.deadline_s, doing,
                  cmd ? s->shown : "",
@@ -783,104 +741,33 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
 
 /* ---- connecting -------------------------------------------------------------- */
 
-static void connected(struct mail_session *s)
-{
-    int fd = s->fd;
-    s->fd = -1;
-    /* From here on the bufferevent owns the socket. */
-    s->bev = bev_made(bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE), "TCP");
-    s->state = S_GREETING;
-    snprintf(s->shown, sizeof(s->shown), "the greeting");
-    session_setcb(s);
-}
-
-static void on_connect(evutil_socket_t fd, short what, void *arg)
+/* The dial of session_start ended. */
+static void on_dialed(const struct af_dial_result *r, void *arg)
 {
     struct mail_session *s = arg;
-    int err = 0;
-    socklen_t len = sizeof(err);
-    if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
-        err = errno;
-    event_free(s->connect_ev);
-    s->connect_ev = NULL;
-    if (err) {
-        close(s->fd);
-        s->fd = -1;
-        s->connect_errno = err;
-        try_connect(s);
+    s->dial = NULL;
+    snprintf(s->last_addr, sizeof(s->last_addr), "%s", r->addr);
+    switch (r->stage) {
+    case AF_DIAL_CONNECTED:
+        /* From here on the bufferevent owns the socket. */
+        s->bev = af_dial_bev_made(bufferevent_socket_new(s->base, r->fd, BEV_OPT_CLOSE_ON_FREE),
+                                  "the TCP connection of a mail delivery");
+        s->state = S_GREETING;
+        snprintf(s->shown, sizeof(s->shown), "the greeting");
+        session_setcb(s);
         return;
-    }
-    connected(s);
-}
-
-static void format_addr(const struct sockaddr *sa, char *buf, size_t len)
-{
-    char host[INET6_ADDRSTRLEN] = "?";
-    if (sa->sa_family == AF_INET) {
-        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
-        inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
-        snprintf(buf, len, "%s:%d", host, ntohs(in->sin_port));
-    } else if (sa->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
-        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
-        snprintf(buf, len, "[%s]:%d", host, ntohs(in6->sin6_port));
-    } else {
-        snprintf(buf, len, "?");
-    }
-}
-
-/* Tries the next address of the lookup; when none is left, fails. */
-static void try_connect(struct mail_session *s)
-{
-    while (s->next_addr) {
-        struct evutil_addrinfo *ai = s->next_addr;
-        s->next_addr = ai->ai_next;
-        format_addr(ai->ai_addr, s->last_addr, sizeof(s->last_addr));
-        int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (fd < 0) {
-            int e = errno;
-            session_fail(s, "cannot open a socket: %s", strerror(e));
-            return;
-        }
-        if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
-            s->fd = fd;
-            connected(s);
-            return;
-        }
-        if (errno == EINPROGRESS) {
-            s->fd = fd;
-            s->connect_ev = event_new(s->base, fd, EV_WRITE, on_connect, s);
-            event_add(s->connect_ev, NULL);
-            return;
-        }
-        s->connect_errno = errno;
-        close(fd);
-    }
-    session_fail(s, "cannot connect (%s): %s; is a mail server running there?", s->last_addr,
-                 strerror(s->connect_errno ? s->connect_errno : ECONNREFUSED));
-}
-
-static void on_resolved(int result, struct evutil_addrinfo *res, void *arg)
-{
-    struct dns_wait *w = arg;
-    struct mail_session *s = w->s;
-    free(w);
-    if (!s) { /* cancelled */
-        if (res)
-            evutil_freeaddrinfo(res);
-        return;
-    }
-    s->dns = NULL;
-    if (result != 0 || !res) {
-        if (res)
-            evutil_freeaddrinfo(res);
+    case AF_DIAL_LOOKUP:
         session_fail(s, "cannot resolve the host \"%s\": %s", s->relay->host,
-                     evutil_gai_strerror(result));
+                     evutil_gai_strerror(r->gai_error));
+        return;
+    case AF_DIAL_SOCKET:
+        session_fail(s, "cannot open a socket: %s", strerror(r->err));
+        return;
+    case AF_DIAL_CONNECT:
+        session_fail(s, "cannot connect (%s): %s; is a mail server running there?", s->last_addr,
+                     strerror(r->err));
         return;
     }
-    s->addrs = s->next_addr = res;
-    s->state = S_CONNECTING;
-    try_connect(s);
 }
 
 static void session_start(void *arg, struct af_io_call *call)
@@ -895,28 +782,9 @@ static void session_start(void *arg, struct af_io_call *call)
     struct timeval tv = {.tv_sec = (time_t)whole, .tv_usec = (suseconds_t)(frac * 1e6)};
     evtimer_add(s->deadline_ev, &tv);
 
-    s->state = S_RESOLVING;
-    struct evutil_addrinfo hints = {
-        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_protocol = IPPROTO_TCP};
-    char port[8];
-    snprintf(port, sizeof(port), "%d", s->relay->port);
-    struct dns_wait *w = af_xcalloc(1, sizeof(*w));
-    w->s = s;
-    struct evdns_base *dns = af_io_dns(call);
-    if (!dns) {
-        struct evutil_addrinfo *res = NULL;
-        int rc = evutil_getaddrinfo(s->relay->host, port, &hints, &res);
-        on_resolved(rc, res, w);
-        return;
-    }
-    s->dns = w;
-    /* May call on_resolved before it returns (an address, a name in
-     * /etc/hosts); w is then freed and s->dns cleared, and s is still
-     * alive because DONE only frees from done_ev. */
-    struct evdns_getaddrinfo_request *req =
-        evdns_getaddrinfo(dns, s->relay->host, port, &hints, on_resolved, w);
-    if (s->dns == w)
-        w->req = req;
+    s->state = S_DIALING;
+    s->dial = af_dial_start(s->base, af_io_dns(call), s->relay->host, s->relay->port, 0,
+                            on_dialed, s);
 }
 
 static void session_cancel(void *arg)
@@ -933,7 +801,6 @@ const struct af_defer_ops mail_session_ops = {
 struct mail_session *mail_session_new(struct mail_relay *relay, struct mail_delivery *d)
 {
     struct mail_session *s = af_xcalloc(1, sizeof(*s));
-    s->fd = -1;
     s->relay = mail_relay_ref(relay);
     s->d = *d;
     memset(d, 0, sizeof(*d));
