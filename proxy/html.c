@@ -9,6 +9,7 @@
 
 #include <event2/buffer.h>
 
+#include "common/pct.h"
 #include "common/xalloc.h"
 
 void af_html_escape(struct evbuffer *b, const char *s, size_t n)
@@ -69,42 +70,19 @@ void af_html_query(struct evbuffer *b, const char *s, size_t n)
     }
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Decodes the n bytes at p into a new string; -1 on a bad %-escape. */
 static int form_decode(const char *p, size_t n, char **out, size_t *len)
 {
     char *v = af_xmalloc(n + 1);
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (p[i] == '+') {
-            v[o++] = ' ';
-        } else if (p[i] == '%') {
-            int hi = i + 1 < n ? hexval(p[i + 1]) : -1;
-            int lo = i + 2 < n ? hexval(p[i + 2]) : -1;
-            if (hi < 0 || lo < 0) {
-                free(v);
-                return -1;
-            }
-            v[o++] = (char)(hi << 4 | lo);
-            i += 2;
-        } else {
-            v[o++] = p[i];
-        }
+    ssize_t o = af_pct_decode(p, n, v, AF_PCT_PLUS_SPACE);
+    if (o < 0) {
+        free(v);
+        return -1;
     }
     v[o] = '\0';
     *out = v;
     if (len)
-        *len = o;
+        *len = (size_t)o;
     return 0;
 }
 

@@ -3,6 +3,8 @@
 #include <stdbool.h>
 #include <string.h>
 
+#include "common/pct.h"
+
 enum {
     /* head */
     H_START,      /* before the request line; empty lines allowed */
@@ -59,17 +61,6 @@ static const unsigned char value_ok[256] = {
     [0x20 ... 0x7e] = 1,
     [0x80 ... 0xff] = 1,
 };
-
-static int hex_value(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
 
 void af_strict_head(struct af_strict *s)
 {
@@ -249,7 +240,7 @@ ssize_t af_strict_scan(struct af_strict *s, const char *p, size_t n, const char 
 
         case C_SIZE_FIRST:
         case C_SIZE: {
-            int h = hex_value(c);
+            int h = af_hex_digit(c);
             if (h >= 0) {
                 if (++s->digits > MAX_CHUNK_DIGITS)
                     FAIL("a chunk size is too large");

@@ -6,44 +6,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/pct.h"
 #include "common/xalloc.h"
-
-static int hex_value(unsigned char ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    ch |= 0x20;
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    return -1;
-}
 
 char *af_url_decode(const char *s, size_t n, bool plus_is_space)
 {
     char *out = af_xmalloc(n + 1);
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        if (ch == '%') {
-            int hi = i + 2 < n ? hex_value((unsigned char)s[i + 1]) : -1;
-            int lo = hi >= 0 ? hex_value((unsigned char)s[i + 2]) : -1;
-            if (lo < 0 || (hi == 0 && lo == 0))
-                goto bad;
-            out[o++] = (char)(hi << 4 | lo);
-            i += 2;
-        } else if (ch == '+' && plus_is_space) {
-            out[o++] = ' ';
-        } else if (ch == '\0') {
-            goto bad;
-        } else {
-            out[o++] = (char)ch;
-        }
+    ssize_t len = af_pct_decode(s, n, out, AF_PCT_NO_NUL | (plus_is_space ? AF_PCT_PLUS_SPACE : 0));
+    if (len < 0) {
+        free(out);
+        return NULL;
     }
-    out[o] = '\0';
+    out[len] = '\0';
     return out;
-bad:
-    free(out);
-    return NULL;
 }
 
 char *af_url_encode(const char *s)

@@ -42,6 +42,7 @@
 
 #include "apiserver/services/urlfetch.h"
 #include "common/log.h"
+#include "common/pct.h"
 #include "common/xalloc.h"
 
 struct no_proxy_entry {
@@ -70,29 +71,12 @@ static const char *lookup2(char *(*get)(const char *), const char *lower, const 
     return v;
 }
 
-static int hexval(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c = (unsigned char)tolower(c);
-    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
-/* Percent-decodes [s, s + n) (RFC 3986 section 2.1) into a new string. */
+/* Percent-decodes [s, s + n) (RFC 3986 section 2.1) into a new string; a
+ * '%' that starts no escape is kept, as curl reads proxy credentials. */
 static char *pct_decode(const char *s, size_t n)
 {
-    char *out = af_xmalloc(n + 1), *o = out;
-    for (size_t i = 0; i < n; i++) {
-        int hi = i + 2 < n ? hexval((unsigned char)s[i + 1]) : -1;
-        int lo = i + 2 < n ? hexval((unsigned char)s[i + 2]) : -1;
-        if (s[i] == '%' && hi >= 0 && lo >= 0) {
-            *o++ = (char)(hi << 4 | lo);
-            i += 2;
-        } else {
-            *o++ = s[i];
-        }
-    }
-    *o = '\0';
+    char *out = af_xmalloc(n + 1);
+    out[af_pct_decode(s, n, out, AF_PCT_KEEP_BAD)] = '\0'; /* never -1 with KEEP_BAD */
     return out;
 }
 
