@@ -215,14 +215,7 @@ static bool valid_address(const char *addr)
         return false;
     if (addr[n - 1] != '>')
         return valid_addr_spec(addr, n);
-    const char *lt = NULL;
-    bool quoted = false;
-    for (size_t i = 0; i < n - 1; i++) {
-        if (addr[i] == '"' && (i == 0 || addr[i - 1] != '\\'))
-            quoted = !quoted;
-        else if (addr[i] == '<' && !quoted)
-            lt = addr + i;
-    }
+    const char *lt = mail_angle_open(addr, n);
     if (!lt)
         return false;
     for (const char *p = addr; p < lt; p++)

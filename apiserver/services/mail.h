@@ -30,6 +30,11 @@
  * addr and its length in *len. */
 const char *mail_addr_spec(const char *addr, size_t *len);
 
+/* In "Name <spec>" (n bytes, ending with '>'), the '<' that opens the spec:
+ * the last one outside double quotes (a backslash escapes a quote), or
+ * NULL. */
+const char *mail_angle_open(const char *addr, size_t n);
+
 /*
  * The message as it goes over SMTP's DATA (before dot-stuffing): header
  * fields (From, To, Cc, Reply-To, Subject, Date, Message-ID, MIME-Version,

@@ -192,6 +192,19 @@ static void put_text(struct mbuf *b, const char *s)
 
 /* ---- addresses ------------------------------------------------------------ */
 
+const char *mail_angle_open(const char *addr, size_t n)
+{
+    const char *lt = NULL;
+    bool quoted = false;
+    for (size_t i = 0; i + 1 < n; i++) {
+        if (addr[i] == '"' && (i == 0 || addr[i - 1] != '\\'))
+            quoted = !quoted;
+        else if (addr[i] == '<' && !quoted)
+            lt = addr + i;
+    }
+    return lt;
+}
+
 const char *mail_addr_spec(const char *addr, size_t *len)
 {
     size_t n = strlen(addr);
@@ -202,15 +215,8 @@ const char *mail_addr_spec(const char *addr, size_t *len)
         n--;
     }
     if (n > 0 && addr[n - 1] == '>') {
-        /* The last '<' outside quotes starts it (mail.c checked the form). */
-        const char *lt = NULL;
-        bool quoted = false;
-        for (size_t i = 0; i < n - 1; i++) {
-            if (addr[i] == '"' && (i == 0 || addr[i - 1] != '\\'))
-                quoted = !quoted;
-            else if (addr[i] == '<' && !quoted)
-                lt = addr + i;
-        }
+        /* mail.c checked the form. */
+        const char *lt = mail_angle_open(addr, n);
         if (lt) {
             *len = (size_t)(addr + n - 1 - (lt + 1));
             return lt + 1;
