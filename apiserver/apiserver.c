@@ -26,6 +26,7 @@
 #include "apiserver/envelope.h"
 #include "apiserver/listener.h"
 #include "apiserver/service.h"
+#include "common/hostcheck.h"
 #include "common/log.h"
 #include "common/xalloc.h"
 
@@ -37,6 +38,7 @@ struct af_api {
         *datastore_path;
     struct af_api_module *modules; /* the copy opts.modules points at; strings owned */
     char *info_json;
+    struct af_hostcheck hostcheck; /* the HTTP port's; the listener borrows it */
     int port;
     struct af_api_jobq inbox, outbox;
     bool inbox_ok, outbox_ok;
@@ -328,6 +330,8 @@ int af_api_start_services(const struct af_api_options *opts,
     if (api->opts.default_deadline_ms <= 0)
         api->opts.default_deadline_ms = 60000;
     api->info_json = build_info_json(&api->opts, services, n_services);
+    af_hostcheck_init(&api->hostcheck, opts->enable_host_checking, opts->host, opts->addn_hosts,
+                      opts->n_addn_hosts);
 
     if (bind_http(api->host, opts->port, http_fds, &api->port, err, errlen) < 0)
         goto fail;
@@ -373,6 +377,7 @@ int af_api_start_services(const struct af_api_options *opts,
         .outbox = &api->outbox,
         .default_deadline_ms = api->opts.default_deadline_ms,
         .info_json = api->info_json,
+        .hostcheck = &api->hostcheck,
     };
     rc = af_api_listener_start(&cfg, &api->listener);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
@@ -645,5 +650,6 @@ void af_api_stop(struct af_api *api)
     free(api->storage_path);
     free(api->datastore_path);
     free(api->info_json);
+    af_hostcheck_release(&api->hostcheck);
     free(api);
 }

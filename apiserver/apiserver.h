@@ -63,6 +63,12 @@ struct af_api_options {
     const char *auth_domain;
     /* --default_gcs_bucket_name; NULL: "APP_ID.appspot.com". */
     const char *default_gcs_bucket_name;
+    /* --enable_host_checking and --addn_host: which Host values the HTTP
+     * port answers (common/hostcheck.h, with `host` as the bound name).
+     * The zero value (false) answers every Host. */
+    bool enable_host_checking;
+    char *const *addn_hosts;
+    size_t n_addn_hosts;
     /* Mail (docs/services.md, "mail"): deliver through the SMTP server at
      * smtp_host:smtp_port (NULL: log and keep, deliver nothing), logging
      * in as smtp_user (NULL: no AUTH) with smtp_password, using STARTTLS

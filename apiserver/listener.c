@@ -100,6 +100,11 @@ struct http_req {
     size_t value_len;
     bool in_value; /* the last header callback was a value */
 
+    char host[HTTP_VALUE_MAX + 1]; /* the Host field */
+    size_t host_len;
+    bool has_host;
+    bool host_too_long;
+
     bool has_deadline;
     double deadline_s;
     bool expect_continue;
@@ -141,6 +146,7 @@ struct af_api_listener {
     struct af_api_jobq *inbox, *outbox;
     int default_deadline_ms;
     const char *info_json;
+    const struct af_hostcheck *hostcheck;
     struct conn *conns;
     unsigned long next_id;
 };
@@ -457,6 +463,14 @@ static void append_bounded(char *dst, size_t *len, size_t cap, const char *src, 
 
 static void http_header_done(struct http_req *r)
 {
+    if (r->field_len < HTTP_FIELD_MAX && strcasecmp(r->field, "Host") == 0) {
+        /* Checked whole in http_dispatch: a cut one is refused, not ignored. */
+        r->has_host = true;
+        r->host_too_long = r->value_len >= HTTP_VALUE_MAX;
+        memcpy(r->host, r->value, r->value_len + 1);
+        r->host_len = r->value_len;
+        return;
+    }
     if (r->field_len >= HTTP_FIELD_MAX || r->value_len >= HTTP_VALUE_MAX)
         return; /* truncated: not a header we interpret */
     if (strcasecmp(r->field, "X-Google-RPC-Service-Deadline") == 0) {
@@ -626,6 +640,17 @@ static void http_dispatch(struct conn *c)
     if (r->url_too_long) {
         c->close_after_write = true;
         http_respond_text(c, 414, "URL too long\n");
+        return;
+    }
+    if (r->has_host && (r->host_too_long ||
+                        !af_hostcheck_ok(c->l->hostcheck, r->host, r->host_len))) {
+        c->close_after_write = true;
+        char *msg = af_xasprintf(
+            "the API server does not answer for Host \"%.*s\": only for this machine's names "
+            "(DNS rebinding protection); start appfront with --addn_host=NAME or "
+            "--enable_host_checking=false to allow it\n",
+            (int)(r->host_len > 100 ? 100 : r->host_len), r->host);
+        http_respond(c, 403, "text/plain; charset=utf-8", (uint8_t *)msg, strlen(msg));
         return;
     }
 
@@ -917,6 +942,7 @@ int af_api_listener_start(const struct af_api_listener_config *cfg, struct af_ap
     l->outbox = cfg->outbox;
     l->default_deadline_ms = cfg->default_deadline_ms > 0 ? cfg->default_deadline_ms : 60000;
     l->info_json = cfg->info_json;
+    l->hostcheck = cfg->hostcheck;
     l->stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     l->base = event_base_new();
     if (l->stop_efd < 0 || !l->base) {

@@ -12,6 +12,7 @@
 #include <stddef.h>
 
 #include "apiserver/backend.h"
+#include "common/hostcheck.h"
 
 struct af_api_listener_config {
     /* Listening sockets, already bound and listening, non-blocking. Ownership
@@ -22,6 +23,7 @@ struct af_api_listener_config {
     struct af_api_jobq *outbox; /* borrowed: where replies come from; non-blocking eventfd */
     int default_deadline_ms;    /* for calls that carry no deadline of their own */
     const char *info_json;      /* borrowed, must outlive the listener: body of GET / */
+    const struct af_hostcheck *hostcheck; /* borrowed likewise: which Host values HTTP answers */
 };
 
 struct af_api_listener;

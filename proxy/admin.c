@@ -15,6 +15,7 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 
+#include "common/hostcheck.h"
 #include "common/log.h"
 #include "common/xalloc.h"
 #include "proxy/console.h"
@@ -29,6 +30,7 @@ struct af_admin {
     int port;
     struct event *quit_ev;
     struct af_console *console;
+    struct af_hostcheck hostcheck; /* which Host values it answers */
 };
 
 /* A console form is a few fields; a bigger body is refused unread. */
@@ -152,6 +154,21 @@ static bool wants_html(struct evhttp_request *req)
 static void request_cb(struct evhttp_request *req, void *arg)
 {
     struct af_admin *a = arg;
+    const char *host = evhttp_find_header(evhttp_request_get_input_headers(req), "Host");
+    if (!af_hostcheck_ok(&a->hostcheck, host, host ? strlen(host) : 0)) {
+        /* Plain text: the refused name is the requester's to choose. */
+        struct evbuffer *b = evbuffer_new();
+        evbuffer_add_printf(b,
+                            "The admin server does not answer for Host \"%.100s\": only for this "
+                            "machine's names (DNS rebinding protection). Start appfront with "
+                            "--addn_host=NAME or --enable_host_checking=false to allow it.\n",
+                            host);
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                          "text/plain; charset=utf-8");
+        evhttp_send_reply(req, 403, "Forbidden", b);
+        evbuffer_free(b);
+        return;
+    }
     const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
     if (!path)
         path = "/";
@@ -184,6 +201,8 @@ struct af_admin *af_admin_start(struct af_server *srv, struct af_api *api, const
 {
     struct af_admin *a = af_xcalloc(1, sizeof(*a));
     a->srv = srv;
+    af_hostcheck_init(&a->hostcheck, srv->cfg->enable_host_checking, host, srv->cfg->addn_hosts,
+                      srv->cfg->n_addn_hosts);
     a->http = evhttp_new(srv->base);
     evhttp_set_max_body_size(a->http, ADMIN_MAX_BODY);
     evhttp_set_gencb(a->http, request_cb, a);
@@ -192,6 +211,7 @@ struct af_admin *af_admin_start(struct af_server *srv, struct af_api *api, const
     if (!s) {
         snprintf(err, errlen, "cannot listen on %s:%d for the admin server", host, port);
         evhttp_free(a->http);
+        af_hostcheck_release(&a->hostcheck);
         free(a);
         return NULL;
     }
@@ -218,5 +238,6 @@ void af_admin_free(struct af_admin *a)
     af_console_free(a->console);
     evhttp_free(a->http);
     event_free(a->quit_ev);
+    af_hostcheck_release(&a->hostcheck);
     free(a);
 }

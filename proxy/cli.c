@@ -37,7 +37,7 @@ enum flag_type {
     FLAG_CHOICE,     /* one of choices[], stored lower-case */
     FLAG_ENV,        /* KEY=VALUE, appended to env_vars */
     FLAG_THREADSAFE, /* a boolean, or MODULE:BOOL,... */
-    FLAG_NOOP_STRING, /* a value dev_appserver knows that appfront ignores, silently */
+    FLAG_HOST_LIST,  /* a host name or pattern, appended to addn_hosts */
     FLAG_APP_ID,     /* an application id as App Engine spells them */
     FLAG_IGNORED,    /* a value dev_appserver knows that appfront does not act on: warned */
     FLAG_IGNORED_BOOL, /* the same for a boolean */
@@ -251,11 +251,13 @@ static const struct flag flags[] = {
      .type = FLAG_BOOL,
      .offset = OFF(enable_host_checking),
      .metavar = "BOOL",
-     .help = "accepted for compatibility; appfront does not check Host headers"},
+     .help = "the admin server and the API server's HTTP port answer only this machine's host "
+             "names and IP addresses (against DNS rebinding)"},
     {.name = "addn_host",
-     .type = FLAG_NOOP_STRING,
+     .type = FLAG_HOST_LIST,
      .metavar = "HOST",
-     .help = "accepted for compatibility (repeatable); appfront does not check Host headers"},
+     .help = "one more host name they answer: NAME, *.DOMAIN (one label) or **.DOMAIN (any "
+             "depth); repeatable"},
     /* dev_appserver flags for features appfront does not have, or for
      * other runtimes' tooling: scripts that pass them still run, and the
      * startup warning says what the flag would have done. */
@@ -449,6 +451,9 @@ void af_config_release(struct af_config *cfg)
     free(cfg->default_gcs_bucket_name);
     for (size_t i = 0; i < cfg->n_ignored; i++)
         free(cfg->ignored[i]);
+    for (size_t i = 0; i < cfg->n_addn_hosts; i++)
+        free(cfg->addn_hosts[i]);
+    free(cfg->addn_hosts);
     free(cfg->ignored);
     free(cfg->smtp_host);
     free(cfg->smtp_user);
@@ -768,6 +773,28 @@ static int set_noop_string(const struct flag *f, const char *value, struct af_co
     return 0;
 }
 
+/* A host name, "*.domain" or "**.domain": letters, digits, '-', '.', '_'. */
+static int set_host_list(const struct flag *f, const char *value, struct af_config *cfg,
+                         char *err, size_t errlen)
+{
+    const char *name = value;
+    if (strncmp(name, "**.", 3) == 0)
+        name += 3;
+    else if (strncmp(name, "*.", 2) == 0)
+        name += 2;
+    size_t n = strlen(name);
+    if (n == 0 || n > 253 || name[0] == '.' ||
+        strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._") != n) {
+        set_err(err, errlen, "--%s: '%s' is not a host name, *.DOMAIN or **.DOMAIN", f->name,
+                value);
+        return -1;
+    }
+    cfg->addn_hosts =
+        af_xrealloc(cfg->addn_hosts, (cfg->n_addn_hosts + 1) * sizeof(cfg->addn_hosts[0]));
+    cfg->addn_hosts[cfg->n_addn_hosts++] = af_xstrdup(value);
+    return 0;
+}
+
 /* Records the startup warning of an ignored flag, once however often the
  * flag is given. */
 static void add_ignored(struct af_config *cfg, const char *name, const char *why)
@@ -806,7 +833,7 @@ static const setter_fn setters[] = {
     [FLAG_CHOICE] = set_choice,
     [FLAG_ENV] = set_env,
     [FLAG_THREADSAFE] = set_threadsafe,
-    [FLAG_NOOP_STRING] = set_noop_string,
+    [FLAG_HOST_LIST] = set_host_list,
     [FLAG_APP_ID] = set_app_id,
     [FLAG_IGNORED] = set_ignored,
     [FLAG_IGNORED_BOOL] = set_ignored,
@@ -1058,7 +1085,7 @@ static void format_default(const struct flag *f, struct af_config *def, char *bu
             snprintf(buf, len, "%s", *(char *const *)p);
         break;
     case FLAG_NOOP_BOOL:
-    case FLAG_NOOP_STRING:
+    case FLAG_HOST_LIST:
     case FLAG_IGNORED:
     case FLAG_IGNORED_BOOL:
     case FLAG_ENV:

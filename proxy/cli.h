@@ -55,7 +55,9 @@ struct af_config {
     char *application;             /* -A/--application: overrides app.yaml's; NULL if not given */
     char *auth_domain;             /* "gmail.com": the signed-in users' auth domain */
     char *default_gcs_bucket_name; /* NULL: app_identity's "APP_ID.appspot.com" */
-    bool enable_host_checking;     /* true; accepted, appfront does not check Host */
+    bool enable_host_checking;     /* true: the admin and API HTTP ports check Host */
+    char **addn_hosts;             /* --addn_host, repeatable: more names they answer */
+    size_t n_addn_hosts;
     /* Flags dev_appserver knows that appfront accepts but does not act on,
      * each a one-line warning to print at startup ("--logs_path has no
      * effect in appfront: ..."), in the order given. */

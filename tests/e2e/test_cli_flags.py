@@ -3,11 +3,12 @@
 flags appfront accepts, and dev_appserver flags appfront accepts without
 acting on them (one startup warning each). Real binary, real HTTP."""
 
+import http.client
 import json
 
 import requests
 
-from apiclient import HttpClient, field_bytes, parse_fields
+from apiclient import HttpClient, encode_request, field_bytes, parse_fields
 from conftest import run_appfront
 
 
@@ -115,12 +116,75 @@ def test_auth_domain_defaults_to_gmail(appfront):
         assert h["x-appengine-auth-domain"] == "gmail.com"
 
 
-def test_host_checking_flags_are_accepted(appfront):
-    af = appfront(flags=["--enable_host_checking=false", "--addn_host=dev.example",
-                         "--addn_host", "*.example.org"])
-    status, _, _ = af.get("/", headers={"Host": "dev.example"})
+def get_with_host(af, which, path, host, method="GET", body=None, headers=None):
+    """One request with the given Host field (http.client leaves a given Host alone)."""
+    h, port = af.hostport(which)
+    c = http.client.HTTPConnection(h, port, timeout=10)
+    try:
+        c.request(method, path, body=body, headers=dict(headers or {}, Host=host))
+        r = c.getresponse()
+        return r.status, r.read()
+    finally:
+        c.close()
+
+
+def rpc(af, host):
+    body = encode_request("memcache", "Get", b"")
+    return get_with_host(af, "api", "/rpc_http", host, method="POST", body=body, headers={
+        "Content-Type": "application/octet-stream",
+        "X-Google-RPC-Service-Endpoint": "app-engine-apis",
+        "X-Google-RPC-Service-Method": "/VMRemoteAPI.CallRemoteAPI"})
+
+
+def test_host_checking_refuses_other_names_on_admin_and_api(appfront):
+    """DNS rebinding: a page whose name now resolves to 127.0.0.1 sends that
+    name as Host; the admin console and the API server refuse it."""
+    af = appfront()
+    _, admin_port = af.hostport("admin")
+    _, api_port = af.hostport("api")
+    for host in (f"localhost:{admin_port}", f"127.0.0.1:{admin_port}", f"[::1]:{admin_port}",
+                 "default.localhost"):
+        status, body = get_with_host(af, "admin", "/", host)
+        assert status == 200, (host, status, body[:200])
+    status, body = get_with_host(af, "admin", "/", "evil.example:8000")
+    assert status == 403, body
+    assert b'does not answer for Host "evil.example:8000"' in body
+    assert b"--addn_host=NAME or --enable_host_checking=false" in body
+    # Nothing the page asks for passes, the token-guarded POSTs included.
+    status, _ = get_with_host(af, "admin", "/memcache", "evil.example", method="POST",
+                              body=b"action=flush")
+    assert status == 403
+    # The hostile name is not reflected as HTML.
+    status, body = get_with_host(af, "admin", "/", "<b>x</b>.example")
+    assert status in (400, 403)
+    # The API server: GET / and the RPC.
+    status, _ = get_with_host(af, "api", "/", f"localhost:{api_port}")
     assert status == 200
-    assert not [l for l in af.lines if "WARNING" in l and "host" in l.lower()]
+    status, body = rpc(af, f"localhost:{api_port}")
+    assert status == 200, body
+    status, body = get_with_host(af, "api", "/", "evil.example")
+    assert status == 403 and b'does not answer for Host "evil.example"' in body, body
+    status, body = rpc(af, "evil.example")
+    assert status == 403, body
+    # A cut-off Host is refused, not ignored.
+    status, _ = get_with_host(af, "api", "/", "a" * 300 + ".example")
+    assert status == 403
+    # The app's own port is not checked: apps are reached by any name.
+    status, _ = get_with_host(af, "main", "/", "evil.example")
+    assert status == 200
+
+
+def test_addn_host_and_disabling(appfront):
+    af = appfront(flags=["--addn_host=dev.example", "--addn_host", "*.lan.example"])
+    assert get_with_host(af, "admin", "/", "dev.example:8000")[0] == 200
+    assert get_with_host(af, "admin", "/", "box.lan.example")[0] == 200
+    assert get_with_host(af, "admin", "/", "a.box.lan.example")[0] == 403
+    assert rpc(af, "dev.example")[0] == 200
+    assert get_with_host(af, "api", "/", "other.example")[0] == 403
+    af2 = appfront(flags=["--enable_host_checking=false"])
+    assert get_with_host(af2, "admin", "/", "evil.example")[0] == 200
+    assert rpc(af2, "evil.example")[0] == 200
+    assert not [l for l in af2.lines if "WARNING" in l and "host" in l.lower()]
 
 
 def test_ignored_flags_warn_once_and_serve(appfront):

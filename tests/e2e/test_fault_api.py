@@ -18,7 +18,7 @@ import pytest
 from apiclient import (FramedClient, HttpClient, encode_request, field_bytes,
                        memcache_increment, memcache_increment_value)
 
-H = b"Host: e2e\r\n"
+H = b"Host: localhost\r\n"  # a name the API server answers (docs/cli.md, --enable_host_checking)
 
 
 @pytest.fixture(scope="module")

@@ -304,10 +304,21 @@ static void test_service_identity_flags(void **state)
     assert_string_equal(r.cfg.auth_domain, "example.com");
     assert_string_equal(r.cfg.default_gcs_bucket_name, "my-bucket");
     assert_false(r.cfg.enable_host_checking);
-    assert_int_equal(r.cfg.n_ignored, 0); /* no warning: appfront never checks Host */
+    assert_int_equal(r.cfg.n_addn_hosts, 2);
+    assert_string_equal(r.cfg.addn_hosts[0], "a.example");
+    assert_string_equal(r.cfg.addn_hosts[1], "*.b.example");
+    assert_int_equal(r.cfg.n_ignored, 0);
+    af_config_release(&r.cfg);
+    expect_ok(&r, "--addn_host=**.dev.example", "app", NULL);
+    assert_string_equal(r.cfg.addn_hosts[0], "**.dev.example");
     af_config_release(&r.cfg);
     expect_error("--auth_domain: empty value", "--auth_domain=", "app", NULL);
-    expect_error("--addn_host: empty value", "--addn_host=", "app", NULL);
+    const char *bad_hosts[] = {"", "*.", "**.", ".x", "a b", "a/b", "x:80", "*x.example", "a*.b"};
+    for (size_t i = 0; i < sizeof(bad_hosts) / sizeof(bad_hosts[0]); i++) {
+        char arg[64];
+        snprintf(arg, sizeof(arg), "--addn_host=%s", bad_hosts[i]);
+        expect_error("is not a host name, *.DOMAIN or **.DOMAIN", arg, "app", NULL);
+    }
     expect_error("--enable_host_checking: 'maybe' is not a boolean", "--enable_host_checking=maybe",
                  "app", NULL);
 }
