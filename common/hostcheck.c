@@ -9,15 +9,24 @@
 
 #include "common/xalloc.h"
 
+/* Lower-cases the n bytes of s in place, drops a trailing dot and ends
+ * the name with a NUL (s has room for it); returns the new length. Names
+ * are compared in this form. */
+static size_t normalize(char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (s[i] >= 'A' && s[i] <= 'Z')
+            s[i] = (char)(s[i] + 32);
+    if (n > 1 && s[n - 1] == '.')
+        n--;
+    s[n] = '\0';
+    return n;
+}
+
 static char *lower_dup(const char *s)
 {
     char *d = af_xstrdup(s);
-    for (char *p = d; *p; p++)
-        if (*p >= 'A' && *p <= 'Z')
-            *p = (char)(*p + 32);
-    size_t n = strlen(d);
-    if (n > 1 && d[n - 1] == '.')
-        d[n - 1] = '\0';
+    normalize(d, strlen(d));
     return d;
 }
 
@@ -97,13 +106,8 @@ bool af_hostcheck_ok(const struct af_hostcheck *h, const char *host, size_t len)
     }
     if (n == 0)
         return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = host[i];
-        name[i] = c >= 'A' && c <= 'Z' ? (char)(c + 32) : c;
-    }
-    if (n > 1 && name[n - 1] == '.')
-        n--;
-    name[n] = '\0';
+    memcpy(name, host, n);
+    n = normalize(name, n);
     if (is_ip_literal(name))
         return true;
     if (strcmp(name, "localhost") == 0 ||

@@ -763,16 +763,6 @@ static int set_app_id(const struct flag *f, const char *value, struct af_config 
     return set_string(f, value, cfg, err, errlen);
 }
 
-static int set_noop_string(const struct flag *f, const char *value, struct af_config *cfg,
-                           char *err, size_t errlen)
-{
-    if (*value == '\0') {
-        set_err(err, errlen, "--%s: empty value", f->name);
-        return -1;
-    }
-    return 0;
-}
-
 /* A host name, "*.domain" or "**.domain": letters, digits, '-', '.', '_'. */
 static int set_host_list(const struct flag *f, const char *value, struct af_config *cfg,
                          char *err, size_t errlen)
@@ -810,13 +800,18 @@ static void add_ignored(struct af_config *cfg, const char *name, const char *why
     cfg->ignored[cfg->n_ignored++] = line;
 }
 
-/* Records the startup warning of an ignored flag (once per flag). */
+/* Checks the value of an ignored flag (a boolean, or any non-empty
+ * string) and records its startup warning. */
 static int set_ignored(const struct flag *f, const char *value, struct af_config *cfg, char *err,
                        size_t errlen)
 {
-    if (f->type == FLAG_IGNORED_BOOL ? set_bool(f, value, cfg, err, errlen) < 0
-                                     : set_noop_string(f, value, cfg, err, errlen) < 0)
+    if (f->type == FLAG_IGNORED_BOOL) {
+        if (set_bool(f, value, cfg, err, errlen) < 0)
+            return -1;
+    } else if (*value == '\0') {
+        set_err(err, errlen, "--%s: empty value", f->name);
         return -1;
+    }
     add_ignored(cfg, f->name, f->why_ignored);
     return 0;
 }
@@ -1059,6 +1054,7 @@ static void format_default(const struct flag *f, struct af_config *def, char *bu
     case FLAG_REGEX:
     case FLAG_CHOICE:
     case FLAG_THREADSAFE:
+    case FLAG_APP_ID:
         if (*(char *const *)p)
             snprintf(buf, len, "%s", *(char *const *)p);
         break;
@@ -1079,10 +1075,6 @@ static void format_default(const struct flag *f, struct af_config *def, char *bu
         break;
     case FLAG_SECONDS_MS:
         snprintf(buf, len, "%g", *(const int *)p / 1000.0);
-        break;
-    case FLAG_APP_ID:
-        if (*(char *const *)p)
-            snprintf(buf, len, "%s", *(char *const *)p);
         break;
     case FLAG_NOOP_BOOL:
     case FLAG_HOST_LIST:

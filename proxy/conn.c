@@ -82,15 +82,15 @@ static const char *reason_phrase(int status)
  * API ticket, so service calls can be attributed to their request. */
 static void make_request_id(char out[40])
 {
-    static char prefix_hex[16]; /* rendered once: 2.5% of a request's instructions when it was not */
-    static bool have_prefix;
+    /* Rendered once: 2.5% of a request's instructions when it was not.
+     * Hex digits are never NUL, so a first byte of 0 means not yet. */
+    static char prefix_hex[16];
     static uint64_t counter;
-    if (!have_prefix) {
+    if (!prefix_hex[0]) {
         uint64_t prefix;
         if (getrandom(&prefix, sizeof(prefix), 0) != sizeof(prefix))
             prefix = (uint64_t)getpid() << 32 ^ (uint64_t)time(NULL);
         af_put_hex16(prefix_hex, prefix);
-        have_prefix = true;
     }
     memcpy(out, prefix_hex, 16);
     char *p = af_put_hex16(out + 16, ++counter);
