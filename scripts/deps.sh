@@ -4,7 +4,7 @@
 set -e
 PKGS="build-essential pkg-config libevent-dev libhttp-parser-dev libprotobuf-c-dev
 protobuf-c-compiler libyaml-dev libsqlite3-dev libpcre2-dev libcmocka-dev libssl-dev zlib1g-dev
-python3 python3-pytest python3-requests golang-go golang-google-appengine-dev curl
+python3 python3-pytest python3-requests golang-go golang-google-appengine-dev curl openssl
 clang libclang-rt-14-dev"
 missing=""
 for p in $PKGS; do
