@@ -75,7 +75,7 @@ static void call_raw(void *ds, const char *method, const uint8_t *req, size_t le
     memset(res, 0xa5, sizeof(*res));
     for (const struct af_method *m = af_service_datastore_v3.methods; m->name; m++) {
         if (strcmp(m->name, method) == 0) {
-            struct af_call c = {"datastore_v3", method, req, len, ""};
+            struct af_call c = {"datastore_v3", method, req, len, "", 0};
             m->fn(ds, &c, res);
             return;
         }

@@ -661,7 +661,7 @@ static struct af_result run_query(void *ds, const char *spec)
     uint8_t *req = af_ds_wire_pack(&s.q.base, &n);
     struct af_result res;
     memset(&res, 0, sizeof(res));
-    struct af_call c = {"datastore_v3", "RunQuery", req, n, ""};
+    struct af_call c = {"datastore_v3", "RunQuery", req, n, "", 0};
     for (const struct af_method *m = af_service_datastore_v3.methods; m->name; m++)
         if (strcmp(m->name, "RunQuery") == 0)
             m->fn(ds, &c, &res);

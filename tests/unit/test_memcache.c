@@ -76,7 +76,7 @@ static void call(void *st, const char *method, const uint8_t *req, size_t len,
     memset(res, 0xa5, sizeof(*res)); /* the handler must set every field */
     for (const struct af_method *m = af_service_memcache.methods; m->name; m++) {
         if (strcmp(m->name, method) == 0) {
-            struct af_call c = {"memcache", method, req, len, ""};
+            struct af_call c = {"memcache", method, req, len, "", 0};
             m->fn(st, &c, res);
             return;
         }
