@@ -331,6 +331,47 @@ static int parse_string(struct ctx *c, const struct field *f, const struct node 
     return 0;
 }
 
+bool af_app_id_ok(const char *s)
+{
+    const char *colon = strchr(s, ':');
+    if (colon) {
+        size_t n = (size_t)(colon - s);
+        if (n == 0 || n > 100 || s[0] == '-' ||
+            strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789-.") != n)
+            return false;
+        s = colon + 1;
+    }
+    size_t n = strlen(s);
+    return n >= 1 && n <= 100 && s[0] != '-' && s[n - 1] != '-' &&
+           strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789-") == n;
+}
+
+/* application / project: an id as af_app_id_ok spells it, after an optional
+ * partition ("s~", "e~"), which is dropped: appfront serves the app as
+ * "dev~ID" whatever partition production used. */
+static int parse_app_id(struct ctx *c, const struct field *f, const struct node *val, void *obj)
+{
+    if (val->kind != NODE_SCALAR)
+        return fail_expected(c, f->key, val, "a string");
+    const char *id = val->text;
+    const char *tilde = strchr(id, '~');
+    if (tilde && tilde > id && tilde - id <= 100 &&
+        strspn(id, "abcdefghijklmnopqrstuvwxyz0123456789-") == (size_t)(tilde - id))
+        id = tilde + 1;
+    if (!af_app_id_ok(id)) {
+        char buf[MAX_QUOTE + 8];
+        return fail_at(c, val,
+                       "%s: %s is not an application id (1-100 lower-case letters, digits and "
+                       "hyphens, neither first nor last a hyphen, optionally after DOMAIN: "
+                       "and a PARTITION~)",
+                       f->key, describe(val, buf, sizeof(buf)));
+    }
+    char **slot = (char **)((char *)obj + f->offset);
+    free(*slot);
+    *slot = af_xstrdup(id);
+    return 0;
+}
+
 static const struct choice bool_words[] = {
     {"true", 1}, {"yes", 1}, {"on", 1}, {"false", 0}, {"no", 0}, {"off", 0}, {NULL, 0},
 };
@@ -916,11 +957,10 @@ static int parse_scaling(struct ctx *c, const struct field *f, const struct node
 }
 
 static const struct field top_fields[] = {
-    {.key = "application", .parse = parse_string, .offset = A_OFF(application), .nonempty = true},
+    {.key = "application", .parse = parse_app_id, .offset = A_OFF(application)},
     {.key = "project",
-     .parse = parse_string,
+     .parse = parse_app_id,
      .offset = A_OFF(application),
-     .nonempty = true,
      .same_as = "application"},
     {.key = "service", .parse = parse_string, .offset = A_OFF(service), .nonempty = true},
     {.key = "module",

@@ -124,6 +124,13 @@ int af_expiration_parse(const char *s, long long *seconds);
  * 0 with *seconds set, or -1 for anything else ("0s", "1m30s", "1.5m"). */
 int af_idle_timeout_parse(const char *s, int *seconds);
 
+/* An application id as App Engine spells one: an optional domain
+ * ("example.com:"), then 1-100 lower-case letters, digits and hyphens,
+ * neither first nor last a hyphen. The id also names a directory (the
+ * default --storage_path), so nothing else passes. The partition ("dev~") is
+ * appfront's to add; app.yaml's loader drops one it finds. */
+bool af_app_id_ok(const char *s);
+
 /* True for runtimes that only know $PORT (go1xx, python3x, nodejsxx, java,
  * php, ruby): appfront passes PORT. Others ("native", custom) get a Unix
  * socket in APPFRONT_HTTP_SOCKET. */

@@ -10,6 +10,7 @@
  * prints, logs or exits. proxy/main.c decides what to do with the result.
  */
 #include "proxy/cli.h"
+#include "proxy/appyaml.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -730,30 +731,10 @@ static int set_threadsafe(const struct flag *f, const char *value, struct af_con
     return set_string(f, value, cfg, err, errlen);
 }
 
-/* An application id as app.yaml's application names it: an optional
- * domain ("example.com:"), then 1-100 lower-case letters, digits and
- * hyphens, neither first nor last a hyphen. The partition ("dev~") is
- * appfront's to add. The id also names a directory (the default
- * --storage_path), so nothing else passes. */
-static bool app_id_ok(const char *s)
-{
-    const char *colon = strchr(s, ':');
-    if (colon) {
-        size_t n = (size_t)(colon - s);
-        if (n == 0 || n > 100 || s[0] == '-' ||
-            strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789-.") != n)
-            return false;
-        s = colon + 1;
-    }
-    size_t n = strlen(s);
-    return n >= 1 && n <= 100 && s[0] != '-' && s[n - 1] != '-' &&
-           strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789-") == n;
-}
-
 static int set_app_id(const struct flag *f, const char *value, struct af_config *cfg, char *err,
                       size_t errlen)
 {
-    if (!app_id_ok(value)) {
+    if (!af_app_id_ok(value)) {
         set_err(err, errlen,
                 "--%s: '%s' is not an application id (1-100 lower-case letters, digits and "
                 "hyphens, optionally after DOMAIN:)",

@@ -106,13 +106,9 @@ static int mkdirs(const char *path)
  * datastore and memcache state live there. */
 static char *default_storage(const char *app_id)
 {
-    /* The id names a directory below base: one that would leave it, or
-     * hide, is refused (-A's are checked by the parser; app.yaml's are
-     * only known non-empty). */
-    if (strchr(app_id, '/') || app_id[0] == '.')
-        fatal("the application id \"%s\" cannot name the storage directory (it has a '/' or "
-              "starts with '.'): fix app.yaml's application, or pass -A or --storage_path",
-              app_id);
+    /* The id names a directory below base. -A's and app.yaml's parsers
+     * (af_app_id_ok) let through no '/' and no leading '.', so it cannot
+     * leave base or hide. */
     const char *tmp = getenv("TMPDIR");
     char *base = af_xasprintf("%s/appfront-%u", tmp && *tmp ? tmp : "/tmp", (unsigned)getuid());
     if (mkdirs(base) < 0)

@@ -287,6 +287,43 @@ static void test_aliases_of_keys(void **state)
                  "app.yaml:3:1: duplicate key 'runtime' (first at line 1)");
 }
 
+static void test_application_id(void **state)
+{
+    static const struct {
+        const char *given, *kept;
+    } good[] = {
+        {"guestbook", "guestbook"},       {"a", "a"},
+        {"my-app-2", "my-app-2"},         {"example.com:my-app", "example.com:my-app"},
+        {"s~my-app", "my-app"},           {"dev~x", "x"},
+        {"e~example.com:y", "example.com:y"},
+    };
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        char text[128];
+        snprintf(text, sizeof(text), "application: %s\nruntime: native\n", good[i].given);
+        struct af_app_yaml *app = load_ok(text);
+        assert_string_equal(app->application, good[i].kept);
+        af_appyaml_free(app);
+    }
+    static const char *const bad[] = {"../../escaped", ".hidden", "My-App", "a_b", "-a", "a-",
+                                      "a/b", "~a", "s~", "x:", ":x", "a b", ""};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char text[128], want[256];
+        snprintf(text, sizeof(text), "application: '%s'\nruntime: native\n", bad[i]);
+        struct af_app_yaml *app = NULL;
+        char msg[512];
+        assert_int_equal(af_appyaml_parse("app.yaml", text, strlen(text), NULL, &app, msg,
+                                          sizeof(msg)),
+                         -1);
+        snprintf(want, sizeof(want), "app.yaml:1:14: application: ");
+        if (strncmp(msg, want, strlen(want)) != 0 || !strstr(msg, "is not an application id"))
+            fail_msg("%s: %s", bad[i], msg);
+    }
+    expect_error("project: Big\nruntime: native\n",
+                 "app.yaml:1:10: project: 'Big' is not an application id (1-100 lower-case "
+                 "letters, digits and hyphens, neither first nor last a hyphen, optionally after "
+                 "DOMAIN: and a PARTITION~)");
+}
+
 static void test_scaling(void **state)
 {
     struct af_app_yaml *app = load_ok("runtime: native\nmanual_scaling:\n  instances: 3\n");
@@ -859,6 +896,7 @@ int main(void)
         cmocka_unit_test(test_minimal_defaults),
         cmocka_unit_test(test_realistic),
         cmocka_unit_test(test_aliases_of_keys),
+        cmocka_unit_test(test_application_id),
         cmocka_unit_test(test_scaling),
         cmocka_unit_test(test_unknown_scaling_key_warns),
         cmocka_unit_test(test_handler_errors),
