@@ -645,12 +645,10 @@ static void http_dispatch(struct conn *c)
     if (r->has_host && (r->host_too_long ||
                         !af_hostcheck_ok(c->l->hostcheck, r->host, r->host_len))) {
         c->close_after_write = true;
-        char *msg = af_xasprintf(
-            "the API server does not answer for Host \"%.*s\": only for this machine's names "
-            "(DNS rebinding protection); start appfront with --addn_host=NAME or "
-            "--enable_host_checking=false to allow it\n",
-            (int)(r->host_len > 100 ? 100 : r->host_len), r->host);
-        http_respond(c, 403, "text/plain; charset=utf-8", (uint8_t *)msg, strlen(msg));
+        char msg[512];
+        af_hostcheck_refusal(msg, sizeof(msg) - 1, "The API server", r->host, r->host_len);
+        strcat(msg, "\n");
+        http_respond_text(c, 403, msg);
         return;
     }
 

@@ -2,6 +2,7 @@
 #include "common/hostcheck.h"
 
 #include <arpa/inet.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -120,4 +121,15 @@ bool af_hostcheck_ok(const struct af_hostcheck *h, const char *host, size_t len)
         if (matches(h->extra[i], name))
             return true;
     return false;
+}
+
+char *af_hostcheck_refusal(char *buf, size_t len, const char *server, const char *host,
+                           size_t host_len)
+{
+    snprintf(buf, len,
+             "%s does not answer for Host \"%.*s\": only for this machine's names (DNS "
+             "rebinding protection). Start appfront with --addn_host=NAME or "
+             "--enable_host_checking=false to allow it.",
+             server, (int)(host_len > 100 ? 100 : host_len), host ? host : "");
+    return buf;
 }

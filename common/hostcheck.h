@@ -44,4 +44,10 @@ void af_hostcheck_release(struct af_hostcheck *h);
  * is NULL). */
 bool af_hostcheck_ok(const struct af_hostcheck *h, const char *host, size_t len);
 
+/* Writes the one-line refusal every checked server sends with its 403,
+ * naming the server ("the admin server"), the refused Host (cut at 100
+ * bytes) and the two flags that allow it; returns buf. */
+char *af_hostcheck_refusal(char *buf, size_t len, const char *server, const char *host,
+                           size_t host_len);
+
 #endif

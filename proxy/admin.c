@@ -157,12 +157,11 @@ static void request_cb(struct evhttp_request *req, void *arg)
     const char *host = evhttp_find_header(evhttp_request_get_input_headers(req), "Host");
     if (!af_hostcheck_ok(&a->hostcheck, host, host ? strlen(host) : 0)) {
         /* Plain text: the refused name is the requester's to choose. */
+        char msg[512];
         struct evbuffer *b = evbuffer_new();
-        evbuffer_add_printf(b,
-                            "The admin server does not answer for Host \"%.100s\": only for this "
-                            "machine's names (DNS rebinding protection). Start appfront with "
-                            "--addn_host=NAME or --enable_host_checking=false to allow it.\n",
-                            host);
+        evbuffer_add_printf(b, "%s\n",
+                            af_hostcheck_refusal(msg, sizeof(msg), "The admin server", host,
+                                                 strlen(host)));
         evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
                           "text/plain; charset=utf-8");
         evhttp_send_reply(req, 403, "Forbidden", b);

@@ -84,6 +84,23 @@ static void test_off(void **state)
     assert_true(af_hostcheck_ok(NULL, "evil.example", 12));
 }
 
+static void test_refusal_names_host_and_flags(void **state)
+{
+    char buf[512];
+    assert_string_equal(af_hostcheck_refusal(buf, sizeof(buf), "The admin server", "evil.example:80",
+                                             15),
+                        "The admin server does not answer for Host \"evil.example:80\": only for "
+                        "this machine's names (DNS rebinding protection). Start appfront with "
+                        "--addn_host=NAME or --enable_host_checking=false to allow it.");
+    /* A long name is cut at 100 bytes; the host need not end in a NUL. */
+    char host[300];
+    memset(host, 'a', sizeof(host));
+    af_hostcheck_refusal(buf, sizeof(buf), "X", host, sizeof(host));
+    const char *q = strchr(buf, '"');
+    assert_non_null(q);
+    assert_int_equal(strchr(q + 1, '"') - (q + 1), 100);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -91,6 +108,7 @@ int main(void)
         cmocka_unit_test(test_bound_and_machine_names),
         cmocka_unit_test(test_patterns),
         cmocka_unit_test(test_off),
+        cmocka_unit_test(test_refusal_names_host_and_flags),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
