@@ -466,8 +466,12 @@ static void run_internal(struct af_backend *be, struct af_api_job *job)
         job->reply_len = res.response_len;
         res.response = NULL;
     } else {
-        af_error("api: internal call %s.%s failed: %s", be->services[idx]->name, m->name,
-                 res.detail ? res.detail : "no detail");
+        /* An application error is an answer the caller expected and shows
+         * ("no such queue" for a mistyped console URL); only an RPC error
+         * is appfront's own failure. */
+        af_log(res.kind == AF_RESULT_APP_ERROR ? AF_LOG_DEBUG : AF_LOG_ERROR,
+               "api: internal call %s.%s failed: %s", be->services[idx]->name, m->name,
+               res.detail ? res.detail : "no detail");
         /* The caller may show the failure to a person (the admin console:
          * "no such queue"): its kind and code go back, its detail as the
          * reply's bytes. */

@@ -364,6 +364,10 @@ def test_bad_input_is_a_clear_error(appfront):
     assert len(entity_keys(page(af, kind_url("A")))) == 1
     st, _, body = af.get("/", which="admin")
     assert st == 200 and json.loads(body)["application"] == "e2e-app"
+    # A person's typo is answered on the page, not logged as appfront's own
+    # failure.
+    errors = [line for line in af.lines if line.startswith("ERROR")]
+    assert not errors, errors
 
 
 def stats(text):
