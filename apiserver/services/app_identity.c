@@ -4,10 +4,11 @@
  * A development server holds no Google credentials, so everything here is
  * made up but shaped like production: the service account is the
  * production-style "APP@appspot.gserviceaccount.com", access tokens are
- * clearly fake strings that expire an hour after they are issued, and the
- * calls that would need a real private key (SignForApp,
- * GetPublicCertificatesForApp) answer NOT_IMPLEMENTED instead of signing
- * with a key nobody could verify.
+ * clearly fake strings that expire an hour after they are issued, and
+ * SignForApp signs with a key of the app's own, made on first use and kept
+ * in the storage directory (app_identity_key.h), whose self-signed
+ * certificate GetPublicCertificatesForApp lists: an app verifies its own
+ * signatures as in production, and no one else trusts them.
  */
 #include <stdbool.h>
 #include <stdint.h>
@@ -18,10 +19,15 @@
 #include "app_identity.pb-c.h"
 
 #include "apiserver/service.h"
+#include "apiserver/services/app_identity_key.h"
 #include "common/xalloc.h"
 
 /* An access token lives one hour, as production tokens do. */
 #define TOKEN_LIFETIME_S 3600
+
+/* How long an app may cache the certificate list (production says an
+ * hour too; the key never changes here). */
+#define CERT_CACHE_S 3600
 
 /* Bounds on what GetAccessToken accepts: a real scope is a URL of well
  * under a hundred bytes, and an app asks for a handful. */
@@ -35,6 +41,7 @@ struct aid_state {
     char *account;     /* "testapp@appspot.gserviceaccount.com" */
     char *bucket;      /* "testapp.appspot.com" */
     unsigned long long tokens_issued;
+    struct aid_key *key; /* the signing key, made on first use */
 };
 
 /*
@@ -64,6 +71,11 @@ static void *aid_create(const struct af_api_options *opts)
                      ? af_xstrdup(opts->default_gcs_bucket_name)
                      : af_xasprintf("%s.appspot.com", name);
     free(name);
+    char *key_path = opts && opts->storage_path
+                         ? af_xasprintf("%s/app_identity_key.pem", opts->storage_path)
+                         : NULL;
+    st->key = aid_key_new(key_path, st->account);
+    free(key_path);
     return st;
 }
 
@@ -75,6 +87,7 @@ static void aid_destroy(void *state)
     free(st->server_host);
     free(st->account);
     free(st->bucket);
+    aid_key_free(st->key);
     free(st);
 }
 
@@ -194,24 +207,56 @@ done:
 
 static void sign_for_app(void *state, const struct af_call *call, struct af_result *res)
 {
-    ProtobufCMessage *m = decode(&af__app_identity__sign_for_app_request__descriptor, call, res);
-    if (!m)
+    struct aid_state *st = state;
+    Af__AppIdentity__SignForAppRequest *req =
+        af__app_identity__sign_for_app_request__unpack(NULL, call->request_len, call->request);
+    if (!req) {
+        bad_request(res, "SignForAppRequest");
         return;
-    protobuf_c_message_free_unpacked(m, NULL);
-    af_result_app_error(res, AID(NOT_IMPLEMENTED),
-                        "appfront has no signing key: SignForApp is not implemented");
+    }
+    char err[512];
+    size_t siglen = 0;
+    uint8_t *sig = aid_key_sign(st->key, req->has_bytes_to_sign ? req->bytes_to_sign.data : NULL,
+                                req->has_bytes_to_sign ? req->bytes_to_sign.len : 0, &siglen, err,
+                                sizeof(err));
+    af__app_identity__sign_for_app_request__free_unpacked(req, NULL);
+    if (!sig) {
+        af_result_app_error(res, AID(UNKNOWN_ERROR), "SignForApp: %s", err);
+        return;
+    }
+    Af__AppIdentity__SignForAppResponse out = AF__APP_IDENTITY__SIGN_FOR_APP_RESPONSE__INIT;
+    out.key_name = (char *)aid_key_name(st->key);
+    out.has_signature_bytes = true;
+    out.signature_bytes.data = sig;
+    out.signature_bytes.len = siglen;
+    af_result_pack(res, &out.base);
+    free(sig);
 }
 
 static void get_public_certificates(void *state, const struct af_call *call, struct af_result *res)
 {
+    struct aid_state *st = state;
     ProtobufCMessage *m =
         decode(&af__app_identity__get_public_certificate_for_app_request__descriptor, call, res);
     if (!m)
         return;
     protobuf_c_message_free_unpacked(m, NULL);
-    af_result_app_error(res, AID(NOT_IMPLEMENTED),
-                        "appfront has no signing key: GetPublicCertificatesForApp is not "
-                        "implemented");
+    char err[512];
+    if (aid_key_ready(st->key, err, sizeof(err)) < 0) {
+        af_result_app_error(res, AID(UNKNOWN_ERROR), "GetPublicCertificatesForApp: %s", err);
+        return;
+    }
+    Af__AppIdentity__PublicCertificate cert = AF__APP_IDENTITY__PUBLIC_CERTIFICATE__INIT;
+    cert.key_name = (char *)aid_key_name(st->key);
+    cert.x509_certificate_pem = (char *)aid_key_cert_pem(st->key);
+    Af__AppIdentity__PublicCertificate *list[1] = {&cert};
+    Af__AppIdentity__GetPublicCertificateForAppResponse out =
+        AF__APP_IDENTITY__GET_PUBLIC_CERTIFICATE_FOR_APP_RESPONSE__INIT;
+    out.n_public_certificate_list = 1;
+    out.public_certificate_list = list;
+    out.has_max_client_cache_time_in_second = true;
+    out.max_client_cache_time_in_second = CERT_CACHE_S;
+    af_result_pack(res, &out.base);
 }
 
 static const struct af_method aid_methods[] = {

@@ -5,6 +5,11 @@ package appfronttest
 // header instead), sent with appengine.APICall.
 
 import (
+	"crypto"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/pem"
 	"strings"
 	"testing"
 	"time"
@@ -62,16 +67,53 @@ func TestAppIdentityServiceAccount(t *testing.T) {
 	}
 }
 
-func TestAppIdentitySigningNotImplemented(t *testing.T) {
+// SignBytes signs with the app's key; the certificate PublicCertificates
+// lists under the same key name verifies it as production's would:
+// RSASSA-PKCS1-v1_5 over SHA-256.
+func TestAppIdentitySignBytes(t *testing.T) {
 	ctx := newContext(t)
 
-	if _, _, err := appengine.SignBytes(ctx, []byte("hello")); err == nil ||
-		!strings.Contains(err.Error(), "NOT_IMPLEMENTED") {
-		t.Errorf("SignBytes: err = %v, want NOT_IMPLEMENTED", err)
+	data := []byte("a token to sign")
+	keyName, sig, err := appengine.SignBytes(ctx, data)
+	if err != nil {
+		t.Fatalf("SignBytes: %v", err)
 	}
-	if _, err := appengine.PublicCertificates(ctx); err == nil ||
-		!strings.Contains(err.Error(), "NOT_IMPLEMENTED") {
-		t.Errorf("PublicCertificates: err = %v, want NOT_IMPLEMENTED", err)
+	certs, err := appengine.PublicCertificates(ctx)
+	if err != nil {
+		t.Fatalf("PublicCertificates: %v", err)
+	}
+	var pemData []byte
+	for _, c := range certs {
+		if c.KeyName == keyName {
+			pemData = c.Data
+		}
+	}
+	if pemData == nil {
+		t.Fatalf("no certificate named %q among %d", keyName, len(certs))
+	}
+	block, _ := pem.Decode(pemData)
+	if block == nil || block.Type != "CERTIFICATE" {
+		t.Fatalf("certificate is not PEM: %q", pemData)
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatalf("ParseCertificate: %v", err)
+	}
+	pub, ok := cert.PublicKey.(*rsa.PublicKey)
+	if !ok {
+		t.Fatalf("public key is %T, want RSA", cert.PublicKey)
+	}
+	digest := sha256.Sum256(data)
+	if err := rsa.VerifyPKCS1v15(pub, crypto.SHA256, digest[:], sig); err != nil {
+		t.Errorf("signature does not verify: %v", err)
+	}
+	other := sha256.Sum256([]byte("other bytes"))
+	if rsa.VerifyPKCS1v15(pub, crypto.SHA256, other[:], sig) == nil {
+		t.Errorf("signature verifies for other bytes")
+	}
+	// The same key signs again.
+	if again, _, err := appengine.SignBytes(ctx, data); err != nil || again != keyName {
+		t.Errorf("second SignBytes: key %q, %v; want %q", again, err, keyName)
 	}
 }
 
