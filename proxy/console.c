@@ -41,6 +41,8 @@
 #include "common/utf8.h"
 #include "common/xalloc.h"
 #include "proxy/admin.h"
+#include "proxy/cron.h"
+#include "proxy/cronyaml.h"
 #include "proxy/html.h"
 #include "proxy/instance.h"
 #include "proxy/module.h"
@@ -71,6 +73,15 @@ enum step {
     TQ_PURGE,
 };
 
+/* A request waiting for a cron job it ran. */
+struct cron_wait {
+    struct cron_wait *next;
+    struct af_console *c;
+    struct evhttp_request *req;
+    struct af_cron_run *run;
+    char *url;
+};
+
 /* A request waiting for its internal reply. */
 struct pending {
     struct pending *next;
@@ -94,6 +105,9 @@ struct af_console {
     struct pending *pending;
     int n_pending;
     char token[33];
+    struct af_cron *cron;           /* runs cron jobs ("Run now") */
+    struct cron_wait *cron_waiting; /* requests waiting for one */
+    int n_cron_waiting;
 };
 
 /* ---- pages --------------------------------------------------------------- */
@@ -116,7 +130,7 @@ static struct evbuffer *page_begin(const char *title)
                         " - appfront</title><style>%s</style></head><body>"
                         "<nav><a href=\"/\">appfront</a><a href=\"/datastore\">Datastore</a>"
                         "<a href=\"/memcache\">Memcache</a><a href=\"/taskqueue\">Task "
-                        "queues</a></nav>\n<h1>",
+                        "queues</a><a href=\"/cron\">Cron jobs</a></nav>\n<h1>",
                         style);
     af_html_text(b, title);
     evbuffer_add_printf(b, "</h1>\n");
@@ -942,6 +956,154 @@ static void tq_removed_reply(struct pending *p)
     page_send(p->req, b, 200, "OK");
 }
 
+/* ---- cron jobs ------------------------------------------------------------------ */
+
+/* The default module's cron.yaml, read again for every page (a developer
+ * edits it while appfront runs): 0 with *out (NULL when there is none), or
+ * -1 after answering with the file's error. */
+static int cron_load(struct af_console *c, struct evhttp_request *req, struct af_cron_yaml **out)
+{
+    *out = NULL;
+    if (c->srv->n_modules == 0) {
+        error_page(req, 404, "Not Found", "appfront serves no app, so there are no cron jobs");
+        return -1;
+    }
+    char err[512];
+    if (af_cron_yaml_load_dir(c->srv->apps[c->srv->default_index]->dir, out, err, sizeof(err)) <
+        0) {
+        error_page(req, 500, "Internal Server Error", "%s", err);
+        return -1;
+    }
+    return 0;
+}
+
+static void cron_page(struct af_console *c, struct evhttp_request *req, const char *qs)
+{
+    struct af_cron_yaml *cy;
+    if (cron_load(c, req, &cy) < 0)
+        return;
+    struct evbuffer *b = page_begin("Cron jobs");
+    if (!cy || cy->n == 0) {
+        evbuffer_add_printf(b, "<p>%s</p>\n", cy ? "cron.yaml lists no jobs."
+                                                 : "The app has no cron.yaml.");
+        af_cron_yaml_free(cy);
+        page_send(req, b, 200, "OK");
+        return;
+    }
+    evbuffer_add_printf(b, "<p>From <code>");
+    af_html_text(b, cy->path);
+    evbuffer_add_printf(b, "</code>. appfront does not run jobs on their schedule (nor did "
+                           "dev_appserver): run one here to try it. It is sent as App "
+                           "Engine sends it, <code>GET</code> with "
+                           "<code>X-AppEngine-Cron: true</code>, allowed through "
+                           "<code>login: admin</code>.</p>\n<table><tr><th>URL</th>"
+                           "<th>Schedule</th><th>Target</th><th>Description</th><th></th></tr>\n");
+    for (size_t i = 0; i < cy->n; i++) {
+        const struct af_cron_job *j = &cy->jobs[i];
+        evbuffer_add_printf(b, "<tr><td><code>");
+        af_html_text(b, j->url);
+        evbuffer_add_printf(b, "</code></td><td>");
+        af_html_text(b, j->schedule);
+        if (j->timezone) {
+            evbuffer_add_printf(b, " <span class=\"t\">(");
+            af_html_text(b, j->timezone);
+            evbuffer_add_printf(b, ")</span>");
+        }
+        evbuffer_add_printf(b, "</td><td>");
+        af_html_text(b, j->target ? j->target : "default");
+        evbuffer_add_printf(b, "</td><td>");
+        af_html_text(b, j->description ? j->description : "");
+        evbuffer_add_printf(b, "</td><td><form class=\"inline\" method=\"post\" "
+                               "action=\"/cron/run\">");
+        form_token(c, b);
+        evbuffer_add_printf(b, "<input type=\"hidden\" name=\"job\" value=\"%zu\">"
+                               "<input type=\"hidden\" name=\"url\" value=\"",
+                            i);
+        af_html_text(b, j->url);
+        evbuffer_add_printf(b, "\"><button>Run now</button></form></td></tr>\n");
+    }
+    evbuffer_add_printf(b, "</table>\n");
+    af_cron_yaml_free(cy);
+    page_send(req, b, 200, "OK");
+}
+
+static void cron_wait_unlink(struct af_console *c, struct cron_wait *w)
+{
+    for (struct cron_wait **pp = &c->cron_waiting; *pp; pp = &(*pp)->next)
+        if (*pp == w) {
+            *pp = w->next;
+            c->n_cron_waiting--;
+            return;
+        }
+}
+
+static void cron_done(void *arg, int status, long elapsed_ms)
+{
+    struct cron_wait *w = arg;
+    struct af_console *c = w->c;
+    cron_wait_unlink(c, w);
+    struct evbuffer *b = page_begin("Cron job run");
+    evbuffer_add_printf(b, "<p><code>GET ");
+    af_html_text(b, w->url);
+    if (status)
+        evbuffer_add_printf(b, "</code> answered <b%s>%d</b> in %ld ms.</p>\n",
+                            status >= 400 ? " class=\"err\"" : "", status, elapsed_ms);
+    else
+        evbuffer_add_printf(b, "</code> got <b class=\"err\">no answer</b> (after %ld ms): "
+                               "see appfront's log.</p>\n",
+                            elapsed_ms);
+    evbuffer_add_printf(b, "<p><a href=\"/cron\">Back to the cron jobs</a>.</p>\n");
+    page_send(w->req, b, 200, "OK");
+    free(w->url);
+    free(w);
+}
+
+static void cron_run_post(struct af_console *c, struct evhttp_request *req, const char *form)
+{
+    char *job = NULL, *url = NULL;
+    if (!need(req, form, "job", &job, false) || !need(req, form, "url", &url, false)) {
+        free(job);
+        return;
+    }
+    struct af_cron_yaml *cy = NULL;
+    char *end = NULL;
+    unsigned long i = strtoul(job, &end, 10);
+    if (!*job || *end || job[0] == '-') {
+        error_page(req, 400, "Bad Request", "job '%s' is not a job's number", job);
+    } else if (cron_load(c, req, &cy) == 0) {
+        if (!cy || i >= cy->n || strcmp(cy->jobs[i].url, url) != 0) {
+            error_page(req, 409, "Conflict",
+                       "cron.yaml has no job %lu with the URL %s any more (the file changed): "
+                       "reload the cron page",
+                       i, url);
+        } else if (c->n_cron_waiting >= AF_CONSOLE_MAX_PENDING) {
+            error_page(req, 503, "Service Unavailable", "%d cron jobs are already running; "
+                       "try again when one has answered", AF_CONSOLE_MAX_PENDING);
+        } else {
+            struct cron_wait *w = af_xcalloc(1, sizeof(*w));
+            char err[256];
+            w->c = c;
+            w->req = req;
+            w->url = af_xstrdup(url);
+            w->run = c->cron ? af_cron_start(c->cron, &cy->jobs[i], cron_done, w, err, sizeof(err))
+                             : NULL;
+            if (!w->run) {
+                error_page(req, 500, "Internal Server Error", "%s",
+                           c->cron ? err : "the console cannot run cron jobs");
+                free(w->url);
+                free(w);
+            } else {
+                w->next = c->cron_waiting;
+                c->cron_waiting = w;
+                c->n_cron_waiting++;
+            }
+        }
+    }
+    af_cron_yaml_free(cy);
+    free(job);
+    free(url);
+}
+
 /* ---- replies ------------------------------------------------------------------- */
 
 static void on_reply(void *arg, const struct af_api_internal_reply *r)
@@ -1017,6 +1179,8 @@ static const struct route {
     {"/taskqueue/queue", false, tq_tasks_page},
     {"/taskqueue/delete", true, tq_delete_post},
     {"/taskqueue/purge", true, tq_purge_post},
+    {"/cron", false, cron_page},
+    {"/cron/run", true, cron_run_post},
 };
 
 /* Compares in time that depends on the length only, which is public. */
@@ -1104,6 +1268,15 @@ struct af_console *af_console_new(struct af_server *srv, struct af_api *api)
     }
     if (api && (c->consumer = af_api_internal_subscribe(api, srv->base, on_reply, c)) < 0)
         af_warn("admin: the console cannot hear the services; its service pages answer 503");
+    if (srv->n_modules > 0) {
+        c->cron = af_cron_new(srv);
+        /* Said once at startup; the cron page reads the file again. */
+        struct af_cron_yaml *cy = NULL;
+        char err[512];
+        if (af_cron_yaml_load_dir(srv->apps[srv->default_index]->dir, &cy, err, sizeof(err)) < 0)
+            af_warn("%s (the app runs; its cron jobs are listed in the admin console)", err);
+        af_cron_yaml_free(cy);
+    }
     return c;
 }
 
@@ -1117,6 +1290,15 @@ void af_console_free(struct af_console *c)
         error_page(p->req, 503, "Service Unavailable", "appfront is shutting down");
         pending_free(p);
     }
+    while (c->cron_waiting) {
+        struct cron_wait *w = c->cron_waiting;
+        c->cron_waiting = w->next;
+        af_cron_cancel(c->cron, w->run);
+        error_page(w->req, 503, "Service Unavailable", "appfront is shutting down");
+        free(w->url);
+        free(w);
+    }
+    af_cron_free(c->cron);
     af_api_internal_unsubscribe(c->api, c->consumer);
     free(c);
 }

@@ -20,22 +20,17 @@
  */
 #include "proxy/taskrunner.h"
 
-#include <arpa/inet.h>
 #include <inttypes.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/random.h>
-#include <sys/socket.h>
 #include <time.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
-#include <event2/listener.h>
 
 #include "taskqueue.pb-c.h"
 
@@ -45,6 +40,7 @@
 #include "proxy/dispatch.h"
 #include "proxy/headers.h"
 #include "proxy/module.h"
+#include "proxy/selfreq.h"
 #include "proxy/server.h"
 
 /* Tasks running at once, over all queues (each holds a connection). */
@@ -52,9 +48,6 @@
 /* After a failed poll (the service answered an error), try again after
  * this long rather than at once. */
 #define AF_TASK_POLL_RETRY_MS 1000
-
-/* The secret of this process: 32 hex digits, "" while no runner runs. */
-static char task_secret[33];
 
 struct run;
 
@@ -119,25 +112,9 @@ bool af_taskrunner_trusted(struct af_headers *h)
             continue;
         f->drop = true; /* never forwarded, whoever sent it */
         seen++;
-        if (task_secret[0] && f->value_len == 32) {
-            /* Compared in constant time: nothing to learn from timing. */
-            unsigned char diff = 0;
-            for (size_t k = 0; k < 32; k++)
-                diff |= (unsigned char)(f->value[k] ^ task_secret[k]);
-            match = diff == 0;
-        }
+        match = af_selfreq_secret_is(f->value, f->value_len);
     }
     return seen == 1 && match;
-}
-
-static int make_secret(void)
-{
-    unsigned char raw[16];
-    if (getrandom(raw, sizeof(raw), 0) != (ssize_t)sizeof(raw))
-        return -1;
-    for (size_t i = 0; i < sizeof(raw); i++)
-        snprintf(task_secret + 2 * i, 3, "%02x", raw[i]);
-    return 0;
 }
 
 /* ---- results -------------------------------------------------------------- */
@@ -333,7 +310,7 @@ static void start_task(struct af_taskrunner *r, const Af__Taskqueue__RunnerTask 
     evhttp_add_header(h, "Host", host);
     free(host);
     evhttp_add_header(h, "Connection", "close");
-    evhttp_add_header(h, AF_TASK_SECRET_HEADER, task_secret);
+    evhttp_add_header(h, AF_TASK_SECRET_HEADER, af_selfreq_secret());
     evhttp_add_header(h, "X-AppEngine-QueueName", t->queue_name);
     evhttp_add_header(h, "X-AppEngine-TaskName", t->task_name);
     snprintf(num, sizeof(num), "%" PRId32, t->retry_count);
@@ -467,32 +444,6 @@ static void on_reply(void *arg, const struct af_api_internal_reply *rep)
 
 /* ---- start and stop ---------------------------------------------------------- */
 
-/* The numeric address of a listener, with a wildcard made loopback. */
-static int listener_address(const struct af_listener *lst, struct rt_module *m)
-{
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof(ss);
-    if (!lst || !lst->l ||
-        getsockname(evconnlistener_get_fd(lst->l), (struct sockaddr *)&ss, &len) != 0)
-        return -1;
-    if (ss.ss_family == AF_INET) {
-        struct sockaddr_in *in = (struct sockaddr_in *)&ss;
-        if (in->sin_addr.s_addr == htonl(INADDR_ANY))
-            in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        inet_ntop(AF_INET, &in->sin_addr, m->addr, sizeof(m->addr));
-        m->port = ntohs(in->sin_port);
-    } else if (ss.ss_family == AF_INET6) {
-        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
-        if (IN6_IS_ADDR_UNSPECIFIED(&in6->sin6_addr))
-            in6->sin6_addr = in6addr_loopback;
-        inet_ntop(AF_INET6, &in6->sin6_addr, m->addr, sizeof(m->addr));
-        m->port = ntohs(in6->sin6_port);
-    } else {
-        return -1;
-    }
-    return 0;
-}
-
 /* Every module's main port, and its names for messages. */
 static int module_table(struct af_taskrunner *r)
 {
@@ -507,7 +458,7 @@ static int module_table(struct af_taskrunner *r)
         struct rt_module *m = &r->mods[i];
         m->name = srv->modules[i]->name;
         m->version = srv->apps[i]->version;
-        if (listener_address(srv->main_ports[i], m) < 0)
+        if (af_selfreq_address(srv->main_ports[i], m->addr, sizeof(m->addr), &m->port) < 0)
             return -1;
         m->hostname = af_xasprintf("%s:%d", srv->cfg->host, srv->main_ports[i]->port);
         names_len += strlen(m->name) + 2;
@@ -527,7 +478,7 @@ struct af_taskrunner *af_taskrunner_start(struct af_server *srv, struct af_api *
     r->srv = srv;
     r->api = api;
     r->consumer = -1;
-    if (module_table(r) < 0 || make_secret() < 0) {
+    if (module_table(r) < 0 || !af_selfreq_secret()[0]) {
         af_warn("tasks: cannot start the task runner (no main port address or no random "
                 "bytes); push tasks will not run");
         af_taskrunner_free(r);
@@ -552,7 +503,6 @@ void af_taskrunner_free(struct af_taskrunner *r)
 {
     if (!r)
         return;
-    memset(task_secret, 0, sizeof(task_secret));
     while (r->runs) {
         struct run *run = r->runs;
         r->runs = run->next;

@@ -9,13 +9,13 @@
  * call. The service decides about rates, retries and deletion.
  *
  * Trust: the front end removes every X-AppEngine-* field a client sends.
- * The runner's requests carry a secret field, X-Appfront-Task-Secret, whose
- * value is 128 random bits drawn at start and never written anywhere; the
- * front end asks af_taskrunner_trusted() about each request of the main
- * port, which drops the field in every case and says whether it was the
- * runner's. Only then are the task's X-AppEngine-* fields kept, and the
- * request passes `login: admin` handlers, as dev_appserver lets task
- * requests do.
+ * The runner's requests (and the cron jobs the console runs, proxy/cron.h)
+ * carry a secret field, X-Appfront-Task-Secret, whose value is the
+ * process's secret (proxy/selfreq.h); the front end asks
+ * af_taskrunner_trusted() about each request of the main port, which drops
+ * the field in every case and says whether it held the secret. Only then
+ * are the request's X-AppEngine-* fields kept, and it passes `login: admin`
+ * handlers, as dev_appserver lets task and cron requests do.
  */
 #ifndef AF_TASKRUNNER_H
 #define AF_TASKRUNNER_H
@@ -45,7 +45,7 @@ void af_taskrunner_free(struct af_taskrunner *r);
 /*
  * For the front end, on every request of the main port: drops every
  * X-Appfront-Task-Secret field of h and returns true when there was exactly
- * one and it holds this process's secret (a runner is running).
+ * one and it holds this process's secret.
  */
 bool af_taskrunner_trusted(struct af_headers *h);
 
