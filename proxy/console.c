@@ -78,7 +78,7 @@ struct cron_wait {
     struct cron_wait *next;
     struct af_console *c;
     struct evhttp_request *req;
-    struct af_cron_run *run;
+    struct af_selfreq_run *run;
     char *url;
 };
 
@@ -105,7 +105,7 @@ struct af_console {
     struct pending *pending;
     int n_pending;
     char token[33];
-    struct af_cron *cron;           /* runs cron jobs ("Run now") */
+    struct af_selfreq *selfreq;     /* sends cron jobs ("Run now") */
     struct cron_wait *cron_waiting; /* requests waiting for one */
     int n_cron_waiting;
 };
@@ -1085,11 +1085,12 @@ static void cron_run_post(struct af_console *c, struct evhttp_request *req, cons
             w->c = c;
             w->req = req;
             w->url = af_xstrdup(url);
-            w->run = c->cron ? af_cron_start(c->cron, &cy->jobs[i], cron_done, w, err, sizeof(err))
-                             : NULL;
+            w->run = c->selfreq ? af_cron_start(c->selfreq, c->srv, &cy->jobs[i], cron_done, w,
+                                                err, sizeof(err))
+                                : NULL;
             if (!w->run) {
                 error_page(req, 500, "Internal Server Error", "%s",
-                           c->cron ? err : "the console cannot run cron jobs");
+                           c->selfreq ? err : "the console cannot run cron jobs");
                 free(w->url);
                 free(w);
             } else {
@@ -1269,7 +1270,7 @@ struct af_console *af_console_new(struct af_server *srv, struct af_api *api)
     if (api && (c->consumer = af_api_internal_subscribe(api, srv->base, on_reply, c)) < 0)
         af_warn("admin: the console cannot hear the services; its service pages answer 503");
     if (srv->n_modules > 0) {
-        c->cron = af_cron_new(srv);
+        c->selfreq = af_selfreq_new(srv);
         /* Said once at startup; the cron page reads the file again. */
         struct af_cron_yaml *cy = NULL;
         char err[512];
@@ -1293,12 +1294,12 @@ void af_console_free(struct af_console *c)
     while (c->cron_waiting) {
         struct cron_wait *w = c->cron_waiting;
         c->cron_waiting = w->next;
-        af_cron_cancel(c->cron, w->run);
+        af_selfreq_cancel(c->selfreq, w->run);
         error_page(w->req, 503, "Service Unavailable", "appfront is shutting down");
         free(w->url);
         free(w);
     }
-    af_cron_free(c->cron);
+    af_selfreq_free(c->selfreq);
     af_api_internal_unsubscribe(c->api, c->consumer);
     free(c);
 }

@@ -15,28 +15,17 @@
 
 #include <stddef.h>
 
-struct af_server;
+#include "proxy/selfreq.h"
+
 struct af_cron_job;
-struct af_cron;
-struct af_cron_run;
+struct af_server;
 
-/* status: the response's status, 0 when none came (refused, reset, timed
- * out); elapsed_ms from the start. */
-typedef void (*af_cron_done_fn)(void *arg, int status, long elapsed_ms);
-
-struct af_cron *af_cron_new(struct af_server *srv);
-
-/* Abandons every run (their callbacks are not called) and frees. NULL is a
- * no-op. */
-void af_cron_free(struct af_cron *c);
-
-/* Starts job; done is called once, on a later loop turn, unless the run is
- * cancelled first. Returns the run, or NULL with a one-line reason in err
- * (a target that names no module, no address). */
-struct af_cron_run *af_cron_start(struct af_cron *c, const struct af_cron_job *job,
-                                  af_cron_done_fn done, void *arg, char *err, size_t errlen);
-
-/* Forgets run: done is not called. */
-void af_cron_cancel(struct af_cron *c, struct af_cron_run *run);
+/* Starts job on sr (proxy/selfreq.h): done is called once on a later loop
+ * turn unless the run is cancelled (af_selfreq_cancel). Returns the run,
+ * or NULL with a one-line reason in err (a target that names no module,
+ * no address). */
+struct af_selfreq_run *af_cron_start(struct af_selfreq *sr, struct af_server *srv,
+                                     const struct af_cron_job *job, af_selfreq_done_fn done,
+                                     void *arg, char *err, size_t errlen);
 
 #endif

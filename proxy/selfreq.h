@@ -17,6 +17,9 @@
 #include <stddef.h>
 
 struct af_listener;
+struct af_server;
+struct af_selfreq;
+struct af_selfreq_run;
 
 /* The secret as 32 hex digits, drawn on first use; "" when the system had
  * no random bytes (then nothing is ever trusted). */
@@ -29,5 +32,40 @@ bool af_selfreq_secret_is(const char *value, size_t len);
  * loopback (where a request to it is sent). Returns 0, or -1 when the
  * listener is not bound. */
 int af_selfreq_address(const struct af_listener *lst, char *addr, size_t addrlen, int *port);
+
+/*
+ * Sending: a request to module mi's main port on a connection of its own,
+ * Host "HOST:PORT", the secret in the task runner's field
+ * (X-Appfront-Task-Secret, proxy/taskrunner.h), so it is trusted: its
+ * X-AppEngine-* fields are kept and `login: admin` lets it through. The
+ * answer's body is dropped. Used by the console (cron jobs, inbound mail).
+ */
+
+/* status: the answer's status, 0 when none came; elapsed_ms from the start. */
+typedef void (*af_selfreq_done_fn)(void *arg, int status, long elapsed_ms);
+
+/* One header of a request sent. */
+struct af_selfreq_header {
+    const char *name, *value;
+};
+
+struct af_selfreq *af_selfreq_new(struct af_server *srv);
+
+/* Abandons every run (their callbacks are not called) and frees. NULL is a
+ * no-op. */
+void af_selfreq_free(struct af_selfreq *sr);
+
+/* Sends method ("GET", "POST") url to module mi with the headers (and body,
+ * len bytes, when not NULL); done is called once on a later loop turn
+ * unless the run is cancelled first. Returns the run, or NULL with a
+ * one-line reason in err. */
+struct af_selfreq_run *af_selfreq_start(struct af_selfreq *sr, size_t mi, const char *method,
+                                        const char *url, const struct af_selfreq_header *headers,
+                                        size_t n_headers, const void *body, size_t len,
+                                        af_selfreq_done_fn done, void *arg, char *err,
+                                        size_t errlen);
+
+/* Forgets run: done is not called. */
+void af_selfreq_cancel(struct af_selfreq *sr, struct af_selfreq_run *run);
 
 #endif
