@@ -658,6 +658,36 @@ static int parse_skip_files(struct ctx *c, const struct field *f, const struct n
     return 0;
 }
 
+/* inbound_services: a list of production's service names. */
+static int parse_inbound_services(struct ctx *c, const struct field *f, const struct node *val,
+                                  void *obj)
+{
+    static const char *const known[] = {"mail",           "mail_bounce",   "xmpp_message",
+                                        "xmpp_presence",  "xmpp_subscribe", "xmpp_error",
+                                        "channel_presence", "warmup"};
+    struct af_app_yaml *app = obj;
+    if (val->kind != NODE_SEQ)
+        return fail_expected(c, f->key, val, "a list of services (- mail, - warmup, ...)");
+    for (size_t i = 0; i < val->n; i++) {
+        const struct node *it = val->items[i];
+        size_t k = 0;
+        while (it->kind == NODE_SCALAR && k < sizeof(known) / sizeof(known[0]) &&
+               strcmp(it->text, known[k]) != 0)
+            k++;
+        if (it->kind != NODE_SCALAR || k == sizeof(known) / sizeof(known[0])) {
+            char buf[MAX_QUOTE + 8];
+            return fail_at(c, it,
+                           "%s: %s is not an inbound service (mail, mail_bounce, warmup, "
+                           "xmpp_message, xmpp_presence, xmpp_subscribe, xmpp_error, "
+                           "channel_presence)",
+                           f->key, describe(it, buf, sizeof(buf)));
+        }
+        if (k == 0)
+            app->inbound_mail = true;
+    }
+    return 0;
+}
+
 static const struct choice login_choices[] = {
     {"optional", AF_LOGIN_OPTIONAL},
     {"required", AF_LOGIN_REQUIRED},
@@ -976,6 +1006,7 @@ static const struct field top_fields[] = {
     {.key = "handlers", .parse = parse_handlers},
     {.key = "env_variables", .parse = parse_env_variables},
     {.key = "skip_files", .parse = parse_skip_files},
+    {.key = "inbound_services", .parse = parse_inbound_services},
     {.key = "error_handlers", .parse = parse_error_handlers},
     {.key = "automatic_scaling", .parse = parse_scaling, .aux = AF_SCALING_AUTOMATIC},
     {.key = "manual_scaling", .parse = parse_scaling, .aux = AF_SCALING_MANUAL},
@@ -987,7 +1018,6 @@ static const struct field top_fields[] = {
     {.key = "includes"},
     {.key = "builtins"},
     {.key = "libraries"},
-    {.key = "inbound_services"},
     {.key = "instance_class"},
     {.key = "env"},
     {.key = "vm"},

@@ -78,6 +78,9 @@ struct af_app_yaml {
     size_t n_skip_files;
     struct af_error_handler *error_handlers;
     size_t n_error_handlers;
+    /* inbound_services: the ones appfront acts on (the others are
+     * production's XMPP, channel and bounce services, accepted). */
+    bool inbound_mail;   /* mail: the console's inbound mail page sends */
 
     enum af_scaling scaling;
     int max_concurrent_requests; /* automatic_scaling; default 10 */

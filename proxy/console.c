@@ -41,8 +41,7 @@
 #include "common/utf8.h"
 #include "common/xalloc.h"
 #include "proxy/admin.h"
-#include "proxy/cron.h"
-#include "proxy/cronyaml.h"
+#include "proxy/console_int.h"
 #include "proxy/html.h"
 #include "proxy/instance.h"
 #include "proxy/module.h"
@@ -73,15 +72,6 @@ enum step {
     TQ_PURGE,
 };
 
-/* A request waiting for a cron job it ran. */
-struct cron_wait {
-    struct cron_wait *next;
-    struct af_console *c;
-    struct evhttp_request *req;
-    struct af_selfreq_run *run;
-    char *url;
-};
-
 /* A request waiting for its internal reply. */
 struct pending {
     struct pending *next;
@@ -97,19 +87,6 @@ struct pending {
     struct evbuffer *body; /* a page begun by an earlier step (memcache) */
 };
 
-struct af_console {
-    struct af_server *srv;
-    struct af_api *api;
-    int consumer; /* with the API server's dispatcher; -1: none */
-    uint64_t seq;
-    struct pending *pending;
-    int n_pending;
-    char token[33];
-    struct af_selfreq *selfreq;     /* sends cron jobs ("Run now") */
-    struct cron_wait *cron_waiting; /* requests waiting for one */
-    int n_cron_waiting;
-};
-
 /* ---- pages --------------------------------------------------------------- */
 
 static const char style[] =
@@ -121,7 +98,7 @@ static const char style[] =
     "th{background:#eee}.t{color:#777;font-size:11px;margin-left:.3em}"
     ".err{color:#a00}form.inline{display:inline}code{white-space:pre-wrap}";
 
-static struct evbuffer *page_begin(const char *title)
+struct evbuffer *af_console_page_begin(const char *title)
 {
     struct evbuffer *b = evbuffer_new();
     evbuffer_add_printf(b, "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>");
@@ -139,8 +116,8 @@ static struct evbuffer *page_begin(const char *title)
 
 /* Sends b (freed) as an HTML page. The headers keep a page from being
  * framed, cached or read as another type, and allow no script at all. */
-static void page_send(struct evhttp_request *req, struct evbuffer *b, int status,
-                      const char *reason)
+void af_console_page_send(struct evhttp_request *req, struct evbuffer *b, int status,
+                          const char *reason)
 {
     evbuffer_add_printf(b, "</body></html>\n");
     struct evkeyvalq *h = evhttp_request_get_output_headers(req);
@@ -155,13 +132,10 @@ static void page_send(struct evhttp_request *req, struct evbuffer *b, int status
     evbuffer_free(b);
 }
 
-static void error_page(struct evhttp_request *req, int status, const char *reason, const char *fmt,
-                       ...) __attribute__((format(printf, 4, 5)));
-
 /* An error page whose message (formatted, then escaped) says what was
  * wrong. */
-static void error_page(struct evhttp_request *req, int status, const char *reason, const char *fmt,
-                       ...)
+void af_console_error_page(struct evhttp_request *req, int status, const char *reason,
+                           const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -169,16 +143,16 @@ static void error_page(struct evhttp_request *req, int status, const char *reaso
     if (vasprintf(&msg, fmt, ap) < 0)
         msg = NULL;
     va_end(ap);
-    struct evbuffer *b = page_begin(reason);
+    struct evbuffer *b = af_console_page_begin(reason);
     evbuffer_add_printf(b, "<p class=\"err\">");
     af_html_text(b, msg ? msg : reason);
     evbuffer_add_printf(b, "</p>\n");
     free(msg);
-    page_send(req, b, status, reason);
+    af_console_page_send(req, b, status, reason);
 }
 
 /* The hidden token field every state-changing form carries. */
-static void form_token(struct af_console *c, struct evbuffer *b)
+void af_console_form_token(const struct af_console *c, struct evbuffer *b)
 {
     evbuffer_add_printf(b, "<input type=\"hidden\" name=\"token\" value=\"%s\">", c->token);
 }
@@ -224,14 +198,14 @@ static void pending_free(struct pending *p)
 static bool room(struct af_console *c, struct evhttp_request *req)
 {
     if (!c->api || c->consumer < 0) {
-        error_page(req, 503, "Service Unavailable",
-                   "the console cannot reach the API server's services");
+        af_console_error_page(req, 503, "Service Unavailable",
+                              "the console cannot reach the API server's services");
         return false;
     }
     if (c->n_pending >= AF_CONSOLE_MAX_PENDING) {
-        error_page(req, 503, "Service Unavailable",
-                   "%d console requests are already waiting for the services; try again",
-                   AF_CONSOLE_MAX_PENDING);
+        af_console_error_page(req, 503, "Service Unavailable",
+                              "%d console requests are already waiting for the services; try again",
+                              AF_CONSOLE_MAX_PENDING);
         return false;
     }
     return true;
@@ -250,8 +224,8 @@ static void call(struct af_console *c, struct pending *p, const char *service, c
     int rc = af_api_internal_call(c->api, service, method, buf, n, p->tag);
     free(buf);
     if (rc < 0) { /* no reply will come */
-        error_page(p->req, 500, "Internal Server Error", "cannot call %s.%s (see appfront's log)",
-                   service, method);
+        af_console_error_page(p->req, 500, "Internal Server Error",
+                              "cannot call %s.%s (see appfront's log)", service, method);
         pending_free(p);
         return;
     }
@@ -280,9 +254,9 @@ static void failed_page(struct pending *p, const struct af_api_internal_reply *r
             status = 500, reason = "Internal Server Error";
     }
     if (r->len)
-        error_page(p->req, status, reason, "%.*s", (int)r->len, (const char *)r->data);
+        af_console_error_page(p->req, status, reason, "%.*s", (int)r->len, (const char *)r->data);
     else
-        error_page(p->req, status, reason, "the service failed (see appfront's log)");
+        af_console_error_page(p->req, status, reason, "the service failed (see appfront's log)");
 }
 
 /* ---- the overview --------------------------------------------------------------- */
@@ -290,7 +264,7 @@ static void failed_page(struct pending *p, const struct af_api_internal_reply *r
 void af_console_overview(struct af_console *c, struct evhttp_request *req)
 {
     const struct af_server *srv = c->srv;
-    struct evbuffer *b = page_begin("Overview");
+    struct evbuffer *b = af_console_page_begin("Overview");
     evbuffer_add_printf(b, "<p>Application <b>");
     af_html_text(b, srv->app_id);
     evbuffer_add_printf(b, "</b>; API server on port %d.</p>\n", srv->api_port);
@@ -321,7 +295,7 @@ void af_console_overview(struct af_console *c, struct evhttp_request *req)
     }
     evbuffer_add_printf(b, "<p>Programs get this page's data as JSON: GET / without "
                            "<code>text/html</code> in <code>Accept</code>.</p>\n");
-    page_send(req, b, 200, "OK");
+    af_console_page_send(req, b, 200, "OK");
 }
 
 /* ---- datastore ------------------------------------------------------------------ */
@@ -400,7 +374,7 @@ static void ds_kinds_page(struct af_console *c, struct evhttp_request *req, cons
 static void ds_kinds_reply(struct pending *p, const uint8_t *data, size_t len)
 {
     Af__Admin__DsKindsResponse *r = af__admin__ds_kinds_response__unpack(NULL, len, data);
-    struct evbuffer *b = page_begin("Datastore");
+    struct evbuffer *b = af_console_page_begin("Datastore");
     if (!r || r->n_partition == 0)
         evbuffer_add_printf(b, "<p>The datastore holds no entities.</p>\n");
     for (size_t i = 0; r && i < r->n_partition; i++) {
@@ -421,22 +395,23 @@ static void ds_kinds_reply(struct pending *p, const uint8_t *data, size_t len)
     }
     if (r)
         af__admin__ds_kinds_response__free_unpacked(r, NULL);
-    page_send(p->req, b, 200, "OK");
+    af_console_page_send(p->req, b, 200, "OK");
 }
 
 /* Reads a required query parameter; false after answering 400. */
-static bool need(struct evhttp_request *req, const char *qs, const char *name, char **out,
-                 bool may_be_empty)
+bool af_console_need(struct evhttp_request *req, const char *qs, const char *name, char **out,
+                     bool may_be_empty)
 {
     int rc = af_form_value(qs, name, out, NULL);
     if (rc < 0) {
-        error_page(req, 400, "Bad Request", "the parameter %s has a malformed %%-escape", name);
+        af_console_error_page(req, 400, "Bad Request", "the parameter %s has a malformed %%-escape",
+                              name);
         return false;
     }
     if (rc == 0 || (!may_be_empty && !**out)) {
         free(*out);
         *out = NULL;
-        error_page(req, 400, "Bad Request", "the parameter %s is missing", name);
+        af_console_error_page(req, 400, "Bad Request", "the parameter %s is missing", name);
         return false;
     }
     return true;
@@ -445,10 +420,12 @@ static bool need(struct evhttp_request *req, const char *qs, const char *name, c
 static void ds_list_page(struct af_console *c, struct evhttp_request *req, const char *qs)
 {
     char *app = NULL, *ns = NULL, *kind = NULL, *after = NULL;
-    if (!need(req, qs, "app", &app, false) || !need(req, qs, "kind", &kind, false))
+    if (!af_console_need(req, qs, "app", &app, false) ||
+        !af_console_need(req, qs, "kind", &kind, false))
         goto fail;
     if (af_form_value(qs, "ns", &ns, NULL) < 0 || af_form_value(qs, "after", &after, NULL) < 0) {
-        error_page(req, 400, "Bad Request", "the parameter ns or after has a malformed %%-escape");
+        af_console_error_page(req, 400, "Bad Request",
+                              "the parameter ns or after has a malformed %%-escape");
         goto fail;
     }
     if (!room(c, req))
@@ -508,17 +485,18 @@ static void ds_list_reply(struct pending *p, const uint8_t *data, size_t len)
 {
     Af__Admin__DsListResponse *r = af__admin__ds_list_response__unpack(NULL, len, data);
     if (!r) {
-        error_page(p->req, 500, "Internal Server Error", "the datastore's answer does not decode");
+        af_console_error_page(p->req, 500, "Internal Server Error",
+                              "the datastore's answer does not decode");
         return;
     }
     if (r->n_entity == 0 && !p->later) {
-        error_page(p->req, 404, "Not Found",
-                   "no entities of kind \"%s\" in namespace \"%s\" of app \"%s\"", p->c, p->b,
-                   p->a);
+        af_console_error_page(p->req, 404, "Not Found",
+                              "no entities of kind \"%s\" in namespace \"%s\" of app \"%s\"", p->c,
+                              p->b, p->a);
         af__admin__ds_list_response__free_unpacked(r, NULL);
         return;
     }
-    struct evbuffer *b = page_begin(p->c);
+    struct evbuffer *b = af_console_page_begin(p->c);
     evbuffer_add_printf(b, "<p>Namespace ");
     ns_text(b, p->b);
     evbuffer_add_printf(b, ", app ");
@@ -567,13 +545,13 @@ static void ds_list_reply(struct pending *p, const uint8_t *data, size_t len)
     evbuffer_add_printf(b, "</p>\n");
     free(cols);
     af__admin__ds_list_response__free_unpacked(r, NULL);
-    page_send(p->req, b, 200, "OK");
+    af_console_page_send(p->req, b, 200, "OK");
 }
 
 static void ds_entity_page(struct af_console *c, struct evhttp_request *req, const char *qs)
 {
     char *key = NULL;
-    if (!need(req, qs, "key", &key, false) || !room(c, req)) {
+    if (!af_console_need(req, qs, "key", &key, false) || !room(c, req)) {
         free(key);
         return;
     }
@@ -589,14 +567,15 @@ static void ds_entity_reply(struct af_console *c, struct pending *p, const uint8
 {
     Af__Admin__DsGetResponse *r = af__admin__ds_get_response__unpack(NULL, len, data);
     if (!r || !r->entity) {
-        error_page(p->req, r ? 404 : 500, r ? "Not Found" : "Internal Server Error",
-                   r ? "no entity has the key %s" : "the datastore's answer does not decode", p->a);
+        af_console_error_page(
+            p->req, r ? 404 : 500, r ? "Not Found" : "Internal Server Error",
+            r ? "no entity has the key %s" : "the datastore's answer does not decode", p->a);
         if (r)
             af__admin__ds_get_response__free_unpacked(r, NULL);
         return;
     }
     const Af__Admin__DsEntity *e = r->entity;
-    struct evbuffer *b = page_begin(e->path);
+    struct evbuffer *b = af_console_page_begin(e->path);
     evbuffer_add_printf(b, "<p>Kind <a href=\"");
     kind_href(b, e->app, e->namespace_, e->kind, NULL);
     evbuffer_add_printf(b, "\">");
@@ -618,18 +597,18 @@ static void ds_entity_reply(struct af_console *c, struct pending *p, const uint8
         evbuffer_add_printf(b, "</td><td>%s</td></tr>\n", prop->indexed ? "yes" : "no");
     }
     evbuffer_add_printf(b, "</table>\n<form method=\"post\" action=\"/datastore/delete\">");
-    form_token(c, b);
+    af_console_form_token(c, b);
     evbuffer_add_printf(b, "<input type=\"hidden\" name=\"key\" value=\"");
     af_html_text(b, e->key);
     evbuffer_add_printf(b, "\"><button>Delete this entity</button></form>\n");
     af__admin__ds_get_response__free_unpacked(r, NULL);
-    page_send(p->req, b, 200, "OK");
+    af_console_page_send(p->req, b, 200, "OK");
 }
 
 static void ds_delete_post(struct af_console *c, struct evhttp_request *req, const char *form)
 {
     char *key = NULL;
-    if (!need(req, form, "key", &key, false) || !room(c, req)) {
+    if (!af_console_need(req, form, "key", &key, false) || !room(c, req)) {
         free(key);
         return;
     }
@@ -647,15 +626,16 @@ static void ds_delete_reply(struct pending *p, const uint8_t *data, size_t len)
     if (r)
         af__admin__ds_delete_response__free_unpacked(r, NULL);
     if (!existed) {
-        error_page(p->req, 404, "Not Found", "no entity has the key %s (already deleted?)", p->a);
+        af_console_error_page(p->req, 404, "Not Found",
+                              "no entity has the key %s (already deleted?)", p->a);
         return;
     }
-    struct evbuffer *b = page_begin("Entity deleted");
+    struct evbuffer *b = af_console_page_begin("Entity deleted");
     evbuffer_add_printf(b, "<p>The entity with key <code>");
     af_html_text(b, p->a);
     evbuffer_add_printf(b, "</code> is deleted. <a href=\"/datastore\">Back to the "
                            "datastore</a>.</p>\n");
-    page_send(p->req, b, 200, "OK");
+    af_console_page_send(p->req, b, 200, "OK");
 }
 
 /* ---- memcache ------------------------------------------------------------------- */
@@ -665,7 +645,8 @@ static void mc_page(struct af_console *c, struct evhttp_request *req, const char
     char *key = NULL, *ns = NULL;
     size_t key_len = 0;
     if (af_form_value(qs, "key", &key, &key_len) < 0 || af_form_value(qs, "ns", &ns, NULL) < 0) {
-        error_page(req, 400, "Bad Request", "the parameter key or ns has a malformed %%-escape");
+        af_console_error_page(req, 400, "Bad Request",
+                              "the parameter key or ns has a malformed %%-escape");
         goto fail;
     }
     if (!room(c, req))
@@ -693,7 +674,7 @@ static void mc_form(struct af_console *c, struct evbuffer *b, const char *key, s
     af_html_text(b, ns);
     evbuffer_add_printf(b, "\"> <button>Look up</button></form>\n");
     evbuffer_add_printf(b, "<h2>Flush</h2>\n<form method=\"post\" action=\"/memcache/flush\">");
-    form_token(c, b);
+    af_console_form_token(c, b);
     evbuffer_add_printf(b, "<button>Flush all items</button></form>\n");
 }
 
@@ -701,7 +682,7 @@ static void mc_stats_reply(struct af_console *c, struct pending *p, const uint8_
 {
     Af__Memcache__MemcacheStatsResponse *r =
         af__memcache__memcache_stats_response__unpack(NULL, len, data);
-    struct evbuffer *b = page_begin("Memcache");
+    struct evbuffer *b = af_console_page_begin("Memcache");
     if (r && r->stats) {
         const Af__Memcache__MergedNamespaceStats *s = r->stats;
         uint64_t total = s->hits + s->misses;
@@ -725,7 +706,7 @@ static void mc_stats_reply(struct af_console *c, struct pending *p, const uint8_
         af__memcache__memcache_stats_response__free_unpacked(r, NULL);
     mc_form(c, b, p->a, p->a_len, p->b);
     if (!p->a) {
-        page_send(p->req, b, 200, "OK");
+        af_console_page_send(p->req, b, 200, "OK");
         return;
     }
     /* The lookup is the second step: the page so far waits with it. */
@@ -776,7 +757,7 @@ static void mc_lookup_reply(struct pending *p, const uint8_t *data, size_t len)
     }
     if (r)
         af__admin__mc_lookup_response__free_unpacked(r, NULL);
-    page_send(p->req, b, status, status == 200 ? "OK" : "Not Found");
+    af_console_page_send(p->req, b, status, status == 200 ? "OK" : "Not Found");
 }
 
 static void mc_flush_post(struct af_console *c, struct evhttp_request *req, const char *form)
@@ -789,10 +770,10 @@ static void mc_flush_post(struct af_console *c, struct evhttp_request *req, cons
 
 static void mc_flush_reply(struct pending *p)
 {
-    struct evbuffer *b = page_begin("Memcache flushed");
+    struct evbuffer *b = af_console_page_begin("Memcache flushed");
     evbuffer_add_printf(b, "<p>Every item is gone. <a href=\"/memcache\">Back to "
                            "memcache</a>.</p>\n");
-    page_send(p->req, b, 200, "OK");
+    af_console_page_send(p->req, b, 200, "OK");
 }
 
 /* ---- task queues --------------------------------------------------------------- */
@@ -815,10 +796,11 @@ static void tq_queues_reply(struct pending *p, const uint8_t *data, size_t len)
 {
     Af__Admin__TqQueuesResponse *r = af__admin__tq_queues_response__unpack(NULL, len, data);
     if (!r) {
-        error_page(p->req, 500, "Internal Server Error", "the taskqueue's answer does not decode");
+        af_console_error_page(p->req, 500, "Internal Server Error",
+                              "the taskqueue's answer does not decode");
         return;
     }
-    struct evbuffer *b = page_begin("Task queues");
+    struct evbuffer *b = af_console_page_begin("Task queues");
     evbuffer_add_printf(b, "<table><tr><th>Queue</th><th>Mode</th><th>Rate</th><th>Tasks</th>"
                            "<th>Oldest ETA</th></tr>\n");
     for (size_t i = 0; i < r->n_queue; i++) {
@@ -838,13 +820,13 @@ static void tq_queues_reply(struct pending *p, const uint8_t *data, size_t len)
     }
     evbuffer_add_printf(b, "</table>\n");
     af__admin__tq_queues_response__free_unpacked(r, NULL);
-    page_send(p->req, b, 200, "OK");
+    af_console_page_send(p->req, b, 200, "OK");
 }
 
 static void tq_tasks_page(struct af_console *c, struct evhttp_request *req, const char *qs)
 {
     char *name = NULL;
-    if (!need(req, qs, "name", &name, false) || !room(c, req)) {
+    if (!af_console_need(req, qs, "name", &name, false) || !room(c, req)) {
         free(name);
         return;
     }
@@ -862,7 +844,7 @@ static void tq_button(struct af_console *c, struct evbuffer *b, const char *acti
                       const char *queue, const char *task, const char *label)
 {
     evbuffer_add_printf(b, "<form class=\"inline\" method=\"post\" action=\"%s\">", action);
-    form_token(c, b);
+    af_console_form_token(c, b);
     evbuffer_add_printf(b, "<input type=\"hidden\" name=\"queue\" value=\"");
     af_html_text(b, queue);
     evbuffer_add_printf(b, "\">");
@@ -878,10 +860,11 @@ static void tq_tasks_reply(struct af_console *c, struct pending *p, const uint8_
 {
     Af__Admin__TqTasksResponse *r = af__admin__tq_tasks_response__unpack(NULL, len, data);
     if (!r) {
-        error_page(p->req, 500, "Internal Server Error", "the taskqueue's answer does not decode");
+        af_console_error_page(p->req, 500, "Internal Server Error",
+                              "the taskqueue's answer does not decode");
         return;
     }
-    struct evbuffer *b = page_begin(p->a);
+    struct evbuffer *b = af_console_page_begin(p->a);
     evbuffer_add_printf(b, "<p>%" PRId64 " task(s)", r->total);
     if ((int64_t)r->n_task < r->total)
         evbuffer_add_printf(b, ", the first %zu by ETA shown", r->n_task);
@@ -905,15 +888,15 @@ static void tq_tasks_reply(struct af_console *c, struct pending *p, const uint8_
     }
     evbuffer_add_printf(b, "</table>\n");
     af__admin__tq_tasks_response__free_unpacked(r, NULL);
-    page_send(p->req, b, 200, "OK");
+    af_console_page_send(p->req, b, 200, "OK");
 }
 
 static void tq_remove_post(struct af_console *c, struct evhttp_request *req, const char *form,
                            bool purge)
 {
     char *queue = NULL, *task = NULL;
-    if (!need(req, form, "queue", &queue, false) ||
-        (!purge && !need(req, form, "task", &task, false)) || !room(c, req)) {
+    if (!af_console_need(req, form, "queue", &queue, false) ||
+        (!purge && !af_console_need(req, form, "task", &task, false)) || !room(c, req)) {
         free(queue);
         free(task);
         return;
@@ -939,7 +922,8 @@ static void tq_purge_post(struct af_console *c, struct evhttp_request *req, cons
 
 static void tq_removed_reply(struct pending *p)
 {
-    struct evbuffer *b = page_begin(p->step == TQ_PURGE ? "Queue purged" : "Task deleted");
+    struct evbuffer *b =
+        af_console_page_begin(p->step == TQ_PURGE ? "Queue purged" : "Task deleted");
     evbuffer_add_printf(b, "<p>");
     if (p->step == TQ_PURGE) {
         evbuffer_add_printf(b, "Every task of queue <code>");
@@ -953,156 +937,71 @@ static void tq_removed_reply(struct pending *p)
                         p->step == TQ_PURGE ? "is gone" : "is deleted");
     queue_href(b, p->a);
     evbuffer_add_printf(b, "\">Back to the queue</a>.</p>\n");
-    page_send(p->req, b, 200, "OK");
+    af_console_page_send(p->req, b, 200, "OK");
 }
 
-/* ---- cron jobs ------------------------------------------------------------------ */
+/* ---- requests appfront sends its app ------------------------------------------- */
 
-/* The default module's cron.yaml, read again for every page (a developer
- * edits it while appfront runs): 0 with *out (NULL when there is none), or
- * -1 after answering with the file's error. */
-static int cron_load(struct af_console *c, struct evhttp_request *req, struct af_cron_yaml **out)
+struct af_console_wait *af_console_wait_new(struct af_console *c, struct evhttp_request *req,
+                                            const char *what, const char *back_href,
+                                            const char *back_text)
 {
-    *out = NULL;
-    if (c->srv->n_modules == 0) {
-        error_page(req, 404, "Not Found", "appfront serves no app, so there are no cron jobs");
-        return -1;
+    if (c->n_waiting >= AF_CONSOLE_MAX_PENDING) {
+        af_console_error_page(req, 503, "Service Unavailable",
+                              "%d requests to the app are already waiting; try again when one "
+                              "has answered",
+                              AF_CONSOLE_MAX_PENDING);
+        return NULL;
     }
-    char err[512];
-    if (af_cron_yaml_load_dir(c->srv->apps[c->srv->default_index]->dir, out, err, sizeof(err)) <
-        0) {
-        error_page(req, 500, "Internal Server Error", "%s", err);
-        return -1;
-    }
-    return 0;
+    struct af_console_wait *w = af_xcalloc(1, sizeof(*w));
+    w->c = c;
+    w->req = req;
+    w->what = af_xstrdup(what);
+    w->back_href = back_href;
+    w->back_text = back_text;
+    return w;
 }
 
-static void cron_page(struct af_console *c, struct evhttp_request *req, const char *qs)
+void af_console_wait_park(struct af_console_wait *w, struct af_selfreq_run *run, const char *err)
 {
-    struct af_cron_yaml *cy;
-    if (cron_load(c, req, &cy) < 0)
-        return;
-    struct evbuffer *b = page_begin("Cron jobs");
-    if (!cy || cy->n == 0) {
-        evbuffer_add_printf(b, "<p>%s</p>\n", cy ? "cron.yaml lists no jobs."
-                                                 : "The app has no cron.yaml.");
-        af_cron_yaml_free(cy);
-        page_send(req, b, 200, "OK");
+    struct af_console *c = w->c;
+    if (!run) {
+        af_console_error_page(w->req, 500, "Internal Server Error", "%s", err);
+        free(w->what);
+        free(w);
         return;
     }
-    evbuffer_add_printf(b, "<p>From <code>");
-    af_html_text(b, cy->path);
-    evbuffer_add_printf(b, "</code>. appfront does not run jobs on their schedule (nor did "
-                           "dev_appserver): run one here to try it. It is sent as App "
-                           "Engine sends it, <code>GET</code> with "
-                           "<code>X-AppEngine-Cron: true</code>, allowed through "
-                           "<code>login: admin</code>.</p>\n<table><tr><th>URL</th>"
-                           "<th>Schedule</th><th>Target</th><th>Description</th><th></th></tr>\n");
-    for (size_t i = 0; i < cy->n; i++) {
-        const struct af_cron_job *j = &cy->jobs[i];
-        evbuffer_add_printf(b, "<tr><td><code>");
-        af_html_text(b, j->url);
-        evbuffer_add_printf(b, "</code></td><td>");
-        af_html_text(b, j->schedule);
-        if (j->timezone) {
-            evbuffer_add_printf(b, " <span class=\"t\">(");
-            af_html_text(b, j->timezone);
-            evbuffer_add_printf(b, ")</span>");
-        }
-        evbuffer_add_printf(b, "</td><td>");
-        af_html_text(b, j->target ? j->target : "default");
-        evbuffer_add_printf(b, "</td><td>");
-        af_html_text(b, j->description ? j->description : "");
-        evbuffer_add_printf(b, "</td><td><form class=\"inline\" method=\"post\" "
-                               "action=\"/cron/run\">");
-        form_token(c, b);
-        evbuffer_add_printf(b, "<input type=\"hidden\" name=\"job\" value=\"%zu\">"
-                               "<input type=\"hidden\" name=\"url\" value=\"",
-                            i);
-        af_html_text(b, j->url);
-        evbuffer_add_printf(b, "\"><button>Run now</button></form></td></tr>\n");
-    }
-    evbuffer_add_printf(b, "</table>\n");
-    af_cron_yaml_free(cy);
-    page_send(req, b, 200, "OK");
+    w->run = run;
+    w->next = c->waiting;
+    c->waiting = w;
+    c->n_waiting++;
 }
 
-static void cron_wait_unlink(struct af_console *c, struct cron_wait *w)
+void af_console_wait_done(void *arg, int status, long elapsed_ms)
 {
-    for (struct cron_wait **pp = &c->cron_waiting; *pp; pp = &(*pp)->next)
+    struct af_console_wait *w = arg;
+    struct af_console *c = w->c;
+    for (struct af_console_wait **pp = &c->waiting; *pp; pp = &(*pp)->next)
         if (*pp == w) {
             *pp = w->next;
-            c->n_cron_waiting--;
-            return;
+            c->n_waiting--;
+            break;
         }
-}
-
-static void cron_done(void *arg, int status, long elapsed_ms)
-{
-    struct cron_wait *w = arg;
-    struct af_console *c = w->c;
-    cron_wait_unlink(c, w);
-    struct evbuffer *b = page_begin("Cron job run");
-    evbuffer_add_printf(b, "<p><code>GET ");
-    af_html_text(b, w->url);
+    struct evbuffer *b = af_console_page_begin("Sent to the app");
+    evbuffer_add_printf(b, "<p><code>");
+    af_html_text(b, w->what);
     if (status)
         evbuffer_add_printf(b, "</code> answered <b%s>%d</b> in %ld ms.</p>\n",
                             status >= 400 ? " class=\"err\"" : "", status, elapsed_ms);
     else
-        evbuffer_add_printf(b, "</code> got <b class=\"err\">no answer</b> (after %ld ms): "
-                               "see appfront's log.</p>\n",
+        evbuffer_add_printf(b,
+                            "</code> got <b class=\"err\">no answer</b> (after %ld ms): "
+                            "see appfront's log.</p>\n",
                             elapsed_ms);
-    evbuffer_add_printf(b, "<p><a href=\"/cron\">Back to the cron jobs</a>.</p>\n");
-    page_send(w->req, b, 200, "OK");
-    free(w->url);
+    evbuffer_add_printf(b, "<p><a href=\"%s\">%s</a>.</p>\n", w->back_href, w->back_text);
+    af_console_page_send(w->req, b, 200, "OK");
+    free(w->what);
     free(w);
-}
-
-static void cron_run_post(struct af_console *c, struct evhttp_request *req, const char *form)
-{
-    char *job = NULL, *url = NULL;
-    if (!need(req, form, "job", &job, false) || !need(req, form, "url", &url, false)) {
-        free(job);
-        return;
-    }
-    struct af_cron_yaml *cy = NULL;
-    char *end = NULL;
-    unsigned long i = strtoul(job, &end, 10);
-    if (!*job || *end || job[0] == '-') {
-        error_page(req, 400, "Bad Request", "job '%s' is not a job's number", job);
-    } else if (cron_load(c, req, &cy) == 0) {
-        if (!cy || i >= cy->n || strcmp(cy->jobs[i].url, url) != 0) {
-            error_page(req, 409, "Conflict",
-                       "cron.yaml has no job %lu with the URL %s any more (the file changed): "
-                       "reload the cron page",
-                       i, url);
-        } else if (c->n_cron_waiting >= AF_CONSOLE_MAX_PENDING) {
-            error_page(req, 503, "Service Unavailable", "%d cron jobs are already running; "
-                       "try again when one has answered", AF_CONSOLE_MAX_PENDING);
-        } else {
-            struct cron_wait *w = af_xcalloc(1, sizeof(*w));
-            char err[256];
-            w->c = c;
-            w->req = req;
-            w->url = af_xstrdup(url);
-            w->run = c->selfreq ? af_cron_start(c->selfreq, c->srv, &cy->jobs[i], cron_done, w,
-                                                err, sizeof(err))
-                                : NULL;
-            if (!w->run) {
-                error_page(req, 500, "Internal Server Error", "%s",
-                           c->selfreq ? err : "the console cannot run cron jobs");
-                free(w->url);
-                free(w);
-            } else {
-                w->next = c->cron_waiting;
-                c->cron_waiting = w;
-                c->n_cron_waiting++;
-            }
-        }
-    }
-    af_cron_yaml_free(cy);
-    free(job);
-    free(url);
 }
 
 /* ---- replies ------------------------------------------------------------------- */
@@ -1180,8 +1079,8 @@ static const struct route {
     {"/taskqueue/queue", false, tq_tasks_page},
     {"/taskqueue/delete", true, tq_delete_post},
     {"/taskqueue/purge", true, tq_purge_post},
-    {"/cron", false, cron_page},
-    {"/cron/run", true, cron_run_post},
+    {"/cron", false, af_console_cron_page},
+    {"/cron/run", true, af_console_cron_run},
 };
 
 /* Compares in time that depends on the length only, which is public. */
@@ -1202,8 +1101,8 @@ static char *form_body(struct evhttp_request *req)
     struct evbuffer *in = evhttp_request_get_input_buffer(req);
     size_t n = evbuffer_get_length(in);
     if (n > FORM_MAX_BYTES) {
-        error_page(req, 413, "Payload Too Large", "a console form is at most %d bytes, not %zu",
-                   FORM_MAX_BYTES, n);
+        af_console_error_page(req, 413, "Payload Too Large",
+                              "a console form is at most %d bytes, not %zu", FORM_MAX_BYTES, n);
         return NULL;
     }
     char *s = af_xmalloc(n + 1);
@@ -1225,10 +1124,11 @@ bool af_console_handle(struct af_console *c, struct evhttp_request *req, const c
     if (rt->post != is_post) {
         evhttp_add_header(evhttp_request_get_output_headers(req), "Allow",
                           rt->post ? "POST" : "GET, HEAD");
-        error_page(req, 405, "Method Not Allowed",
-                   rt->post ? "%s changes state: send it as a POST from the console's form"
-                            : "%s is a page to GET; it changes nothing",
-                   path);
+        af_console_error_page(req, 405, "Method Not Allowed",
+                              rt->post
+                                  ? "%s changes state: send it as a POST from the console's form"
+                                  : "%s is a page to GET; it changes nothing",
+                              path);
         return true;
     }
     if (!rt->post) {
@@ -1240,9 +1140,10 @@ bool af_console_handle(struct af_console *c, struct evhttp_request *req, const c
         return true;
     char *token = NULL;
     if (af_form_value(form, "token", &token, NULL) <= 0 || !token_ok(c, token)) {
-        error_page(req, 403, "Forbidden",
-                   "this request does not carry the console's token: send it from a form of "
-                   "the console's own pages (a page of another site cannot)");
+        af_console_error_page(
+            req, 403, "Forbidden",
+            "this request does not carry the console's token: send it from a form of "
+            "the console's own pages (a page of another site cannot)");
     } else {
         rt->fn(c, req, form);
     }
@@ -1271,12 +1172,7 @@ struct af_console *af_console_new(struct af_server *srv, struct af_api *api)
         af_warn("admin: the console cannot hear the services; its service pages answer 503");
     if (srv->n_modules > 0) {
         c->selfreq = af_selfreq_new(srv);
-        /* Said once at startup; the cron page reads the file again. */
-        struct af_cron_yaml *cy = NULL;
-        char err[512];
-        if (af_cron_yaml_load_dir(srv->apps[srv->default_index]->dir, &cy, err, sizeof(err)) < 0)
-            af_warn("%s (the app runs; its cron jobs are listed in the admin console)", err);
-        af_cron_yaml_free(cy);
+        af_console_cron_check(c);
     }
     return c;
 }
@@ -1288,15 +1184,15 @@ void af_console_free(struct af_console *c)
     while (c->pending) {
         struct pending *p = c->pending;
         c->pending = p->next;
-        error_page(p->req, 503, "Service Unavailable", "appfront is shutting down");
+        af_console_error_page(p->req, 503, "Service Unavailable", "appfront is shutting down");
         pending_free(p);
     }
-    while (c->cron_waiting) {
-        struct cron_wait *w = c->cron_waiting;
-        c->cron_waiting = w->next;
+    while (c->waiting) {
+        struct af_console_wait *w = c->waiting;
+        c->waiting = w->next;
         af_selfreq_cancel(c->selfreq, w->run);
-        error_page(w->req, 503, "Service Unavailable", "appfront is shutting down");
-        free(w->url);
+        af_console_error_page(w->req, 503, "Service Unavailable", "appfront is shutting down");
+        free(w->what);
         free(w);
     }
     af_selfreq_free(c->selfreq);

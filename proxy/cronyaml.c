@@ -24,9 +24,9 @@
 
 static const char *const weekdays[] = {"monday", "tuesday",  "wednesday", "thursday",
                                        "friday", "saturday", "sunday"};
-static const char *const months[] = {"january", "february", "march",     "april",
-                                     "may",     "june",     "july",      "august",
-                                     "september", "october", "november", "december"};
+static const char *const months[] = {"january",   "february", "march",    "april",
+                                     "may",       "june",     "july",     "august",
+                                     "september", "october",  "november", "december"};
 static const char *const ordinals[] = {"first", "second", "third", "fourth", "fifth"};
 static const char *const ordinal_nums[] = {"1st", "2nd", "3rd", "4th", "5th"};
 
@@ -192,8 +192,8 @@ bool af_cron_schedule_ok(const char *s, char *why, size_t whylen)
         return false;
     }
     if (!word_is(w[i + 1], n[i + 1], "month") && !list_of(w[i + 1], n[i + 1], L_MONTHS)) {
-        snprintf(why, whylen, "'%.*s' is not \"month\" or months (january,feb,...)",
-                 (int)n[i + 1], w[i + 1]);
+        snprintf(why, whylen, "'%.*s' is not \"month\" or months (january,feb,...)", (int)n[i + 1],
+                 w[i + 1]);
         return false;
     }
     return true;
@@ -258,10 +258,10 @@ static int p_target(struct af_yw *c, const yaml_node_t *v, void *obj)
     if (string_value(c, v, "target", &j->job.target) < 0)
         return -1;
     const char *t = j->job.target;
-    if (!t[0] || strspn(t, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.") !=
-                     strlen(t))
-        return af_yw_failf(c, v, "target: '%.*s' is not MODULE or VERSION.MODULE",
-                           AF_YW_MAX_QUOTE, t);
+    if (!t[0] ||
+        strspn(t, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.") != strlen(t))
+        return af_yw_failf(c, v, "target: '%.*s' is not MODULE or VERSION.MODULE", AF_YW_MAX_QUOTE,
+                           t);
     return 0;
 }
 

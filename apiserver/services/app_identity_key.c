@@ -297,8 +297,8 @@ const char *aid_key_cert_pem(const struct aid_key *k)
     return k->cert_pem;
 }
 
-uint8_t *aid_key_sign(struct aid_key *k, const uint8_t *data, size_t len, size_t *siglen,
-                      char *err, size_t errlen)
+uint8_t *aid_key_sign(struct aid_key *k, const uint8_t *data, size_t len, size_t *siglen, char *err,
+                      size_t errlen)
 {
     if (aid_key_ready(k, err, errlen) < 0)
         return NULL;

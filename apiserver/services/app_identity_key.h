@@ -37,7 +37,7 @@ const char *aid_key_cert_pem(const struct aid_key *k);
 
 /* RSASSA-PKCS1-v1_5 with SHA-256 over data, as production signs. Returns a
  * malloc'd signature of *siglen bytes, or NULL with a reason in err. */
-uint8_t *aid_key_sign(struct aid_key *k, const uint8_t *data, size_t len, size_t *siglen,
-                      char *err, size_t errlen);
+uint8_t *aid_key_sign(struct aid_key *k, const uint8_t *data, size_t len, size_t *siglen, char *err,
+                      size_t errlen);
 
 #endif

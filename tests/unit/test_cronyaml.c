@@ -87,8 +87,7 @@ static struct af_cron_yaml *parse_ok(const char *text)
 static void expect_error(const char *text, const char *want)
 {
     struct af_cron_yaml *c = (struct af_cron_yaml *)1;
-    assert_int_equal(af_cron_yaml_parse("cron.yaml", text, strlen(text), &c, err, sizeof(err)),
-                     -1);
+    assert_int_equal(af_cron_yaml_parse("cron.yaml", text, strlen(text), &c, err, sizeof(err)), -1);
     assert_null(c);
     if (!strstr(err, want))
         fail_msg("error '%s' lacks '%s'", err, want);
@@ -134,8 +133,7 @@ static void test_file_errors(void **state)
     expect_error("cron:\n- schedule: every 1 hours\n", "a job needs a url and a schedule");
     expect_error("cron:\n- url: tasks/a\n  schedule: every 1 hours\n",
                  "cron.yaml:2:8: url: 'tasks/a' is not a path starting with '/'");
-    expect_error("cron:\n- url: [/a]\n  schedule: every 1 hours\n",
-                 "url: expected a single value");
+    expect_error("cron:\n- url: [/a]\n  schedule: every 1 hours\n", "url: expected a single value");
     expect_error("cron:\n- url: /a\n  schedule: every 1 hours\n  target: 'a b'\n",
                  "target: 'a b' is not MODULE or VERSION.MODULE");
     expect_error("cron: /a\n", "cron.yaml:1:7: cron: expected a list of jobs");
