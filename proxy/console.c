@@ -107,7 +107,8 @@ struct evbuffer *af_console_page_begin(const char *title)
                         " - appfront</title><style>%s</style></head><body>"
                         "<nav><a href=\"/\">appfront</a><a href=\"/datastore\">Datastore</a>"
                         "<a href=\"/memcache\">Memcache</a><a href=\"/taskqueue\">Task "
-                        "queues</a><a href=\"/cron\">Cron jobs</a></nav>\n<h1>",
+                        "queues</a><a href=\"/cron\">Cron jobs</a><a href=\"/mail\">Inbound "
+                                  "mail</a></nav>\n<h1>",
                         style);
     af_html_text(b, title);
     evbuffer_add_printf(b, "</h1>\n");
@@ -1081,6 +1082,8 @@ static const struct route {
     {"/taskqueue/purge", true, tq_purge_post},
     {"/cron", false, af_console_cron_page},
     {"/cron/run", true, af_console_cron_run},
+    {"/mail", false, af_console_mail_page},
+    {"/mail/send", true, af_console_mail_send},
 };
 
 /* Compares in time that depends on the length only, which is public. */

@@ -1,6 +1,6 @@
 /*
  * console_int — what the admin console's page files share (console.c,
- * console_cron.c): the console's state, the page frame, error pages, forms,
+ * console_cron.c, console_mail.c): the console's state, the page frame, error pages, forms,
  * and the requests that wait for a request appfront sent its own app.
  * Main thread only.
  */
@@ -82,5 +82,9 @@ void af_console_wait_done(void *arg, int status, long elapsed_ms);
 void af_console_cron_page(struct af_console *c, struct evhttp_request *req, const char *qs);
 void af_console_cron_run(struct af_console *c, struct evhttp_request *req, const char *form);
 void af_console_cron_check(struct af_console *c);
+
+/* console_mail.c: the inbound mail page, and sending its message. */
+void af_console_mail_page(struct af_console *c, struct evhttp_request *req, const char *qs);
+void af_console_mail_send(struct af_console *c, struct evhttp_request *req, const char *form);
 
 #endif

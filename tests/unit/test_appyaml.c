@@ -324,6 +324,26 @@ static void test_application_id(void **state)
                  "DOMAIN: and a PARTITION~)");
 }
 
+static void test_inbound_services(void **state)
+{
+    struct af_app_yaml *app = load_ok("runtime: native\n");
+    assert_false(app->inbound_mail);
+    af_appyaml_free(app);
+    app = load_ok("runtime: native\ninbound_services:\n- warmup\n- mail\n- xmpp_message\n");
+    assert_true(app->inbound_mail);
+    af_appyaml_free(app);
+    app = load_ok("runtime: native\ninbound_services: [warmup, mail_bounce]\n");
+    assert_false(app->inbound_mail);
+    af_appyaml_free(app);
+    expect_error("runtime: native\ninbound_services:\n- email\n",
+                 "app.yaml:3:3: inbound_services: 'email' is not an inbound service (mail, "
+                 "mail_bounce, warmup, xmpp_message, xmpp_presence, xmpp_subscribe, xmpp_error, "
+                 "channel_presence)");
+    expect_error("runtime: native\ninbound_services: mail\n",
+                 "app.yaml:2:19: inbound_services: expected a list of services (- mail, - "
+                 "warmup, ...), got 'mail'");
+}
+
 static void test_scaling(void **state)
 {
     struct af_app_yaml *app = load_ok("runtime: native\nmanual_scaling:\n  instances: 3\n");
@@ -897,6 +917,7 @@ int main(void)
         cmocka_unit_test(test_realistic),
         cmocka_unit_test(test_aliases_of_keys),
         cmocka_unit_test(test_application_id),
+        cmocka_unit_test(test_inbound_services),
         cmocka_unit_test(test_scaling),
         cmocka_unit_test(test_unknown_scaling_key_warns),
         cmocka_unit_test(test_handler_errors),
