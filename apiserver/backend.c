@@ -574,7 +574,12 @@ static void *backend_main(void *arg)
             struct af_api_job *job = list;
             list = job->next;
             if (closed) {
-                /* Shutting down: nobody will read the reply. */
+                /* Shutting down: nobody will read the reply. A post is
+                 * still run: it is the front end's last finished requests
+                 * (proxy/reqlog.c, af_reqlog_stop), which --logs_path
+                 * must commit on a clean shutdown. */
+                if (job->kind == AF_API_JOB_POST)
+                    run_post(be, job);
                 af_api_job_free(job);
                 continue;
             }
