@@ -26,6 +26,7 @@
 #include "apiserver/envelope.h"
 #include "apiserver/listener.h"
 #include "apiserver/service.h"
+#include "apiserver/services/logservice_store.h"
 #include "common/hostcheck.h"
 #include "common/log.h"
 #include "common/xalloc.h"
@@ -624,6 +625,9 @@ void af_api_stop(struct af_api *api)
      * finishes its current call; then whatever both left behind. */
     af_api_listener_stop(api->listener);
     af_backend_stop(api->backend);
+    /* The backend has run every post it was handed (backend.c): the
+     * file now holds all it received. */
+    af_logstore_close(api->opts.logstore);
     af_api_listener_free(api->listener);
     if (api->inbox_ok)
         af_api_jobq_release(&api->inbox);

@@ -16,6 +16,7 @@
 
 struct af_queue_yaml; /* apiserver/services/taskqueue_yaml.h */
 struct af_index_yaml; /* apiserver/services/datastore_index_yaml.h */
+struct af_logstore;   /* apiserver/services/logservice_store.h */
 
 /* One module the front end serves, as the modules service reports it. */
 struct af_api_module {
@@ -80,6 +81,12 @@ struct af_api_options {
     const char *smtp_password;
     bool smtp_allow_tls;
     bool show_mail_body;
+    /* --logs_path: the logservice's SQLite file (af_logstore_open,
+     * apiserver/services/logservice_store.h), or NULL to keep request logs
+     * in memory alone. Owned by the API server from af_api_start() on,
+     * whether it succeeds or not: the backend thread alone uses it, and
+     * af_api_stop() closes it once that thread has stopped. */
+    struct af_logstore *logstore;
 };
 
 /* Opaque: the running server. */

@@ -114,6 +114,12 @@ static const struct flag flags[] = {
      .offset = OFF(datastore_path),
      .metavar = "FILE",
      .help = "SQLite file of the datastore (unset: under --storage_path)"},
+    {.name = "logs_path",
+     .type = FLAG_STRING,
+     .offset = OFF(logs_path),
+     .metavar = "FILE",
+     .help = "also keep request logs and app log lines in this SQLite file, across restarts "
+             "(unset: in memory only)"},
     {.name = "clear_datastore",
      .type = FLAG_BOOL,
      .offset = OFF(clear_datastore),
@@ -262,11 +268,6 @@ static const struct flag flags[] = {
     /* dev_appserver flags for features appfront does not have, or for
      * other runtimes' tooling: scripts that pass them still run, and the
      * startup warning says what the flag would have done. */
-    {.name = "logs_path",
-     .type = FLAG_IGNORED,
-     .metavar = "FILE",
-     .help = "accepted; no effect (request logs are kept in memory)",
-     .why_ignored = "request logs are kept in memory, the newest 10,000 requests"},
     {.name = "blobstore_path",
      .type = FLAG_IGNORED,
      .metavar = "DIR",
@@ -436,6 +437,7 @@ void af_config_release(struct af_config *cfg)
     free(cfg->api_host);
     free(cfg->storage_path);
     free(cfg->datastore_path);
+    free(cfg->logs_path);
     free(cfg->datastore_consistency_policy);
     free(cfg->watcher_ignore_re);
     free(cfg->threadsafe_override);

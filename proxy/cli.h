@@ -37,6 +37,7 @@ struct af_config {
 
     char *storage_path;   /* NULL: a private 0700 dir per app and user */
     char *datastore_path; /* NULL: under storage_path */
+    char *logs_path;      /* NULL: request logs in memory only */
     bool clear_datastore;
     char *datastore_consistency_policy; /* "time" | "random" | "consistent" */
     bool require_indexes;               /* a query index.yaml does not cover fails (NEED_INDEX) */

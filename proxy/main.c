@@ -27,6 +27,7 @@
 #include <event2/event.h>
 
 #include "apiserver/apiserver.h"
+#include "apiserver/services/logservice_store.h"
 #include "apiserver/services/datastore_index_yaml.h"
 #include "apiserver/services/taskqueue_yaml.h"
 #include "common/evmem.h"
@@ -363,6 +364,14 @@ int main(int argc, char **argv)
         fatal("--storage_path %s: %s", storage, strerror(errno));
     char *datastore = cfg.datastore_path ? af_xstrdup(cfg.datastore_path)
                                          : af_xasprintf("%s/datastore.sqlite3", storage);
+    /* Opened here, before anything listens, so a file that cannot be used
+     * stops the start with one line. Only when given: dev_appserver's
+     * default file under the storage path would put an SQLite insert
+     * behind every request of every user (docs/services.md). */
+    struct af_logstore *logstore = NULL;
+    if (cfg.logs_path && cfg.logs_path[0] &&
+        !(logstore = af_logstore_open(cfg.logs_path, err, sizeof(err))))
+        fatal("--logs_path: %s", err);
 
     if (!cfg.api_only && af_server_listen(&srv, err, sizeof(err)) < 0)
         fatal("%s", err);
@@ -421,6 +430,7 @@ int main(int argc, char **argv)
         .smtp_password = cfg.smtp_password,
         .smtp_allow_tls = cfg.smtp_allow_tls,
         .show_mail_body = cfg.show_mail_body,
+        .logstore = logstore, /* the API server's from here on */
         .modules = given.n ? api_mods : NULL,
         .n_modules = given.n,
     };

@@ -26,6 +26,13 @@
  * id has no record (the request is still running, or the calls came from
  * outside the front end, as aetest's do) form a request log of their own,
  * not finished, timed by its first and last line. See docs/services.md.
+ *
+ * With --logs_path (af_api_options.logstore), every line and record is
+ * also written to an SQLite file (logservice_store.h), one transaction per
+ * Flush and per batch of records, on this thread, after the memory copy;
+ * at startup the newest of them, within the same bounds, are loaded back
+ * with their sequence numbers, so Read (still served from memory) answers
+ * after a restart what it answered before, and its offsets stay valid.
  */
 #include <inttypes.h>
 #include <stdbool.h>
@@ -41,6 +48,7 @@
 
 #include "apiserver/reqlog.h"
 #include "apiserver/service.h"
+#include "apiserver/services/logservice_store.h"
 #include "common/log.h"
 #include "common/xalloc.h"
 
@@ -122,8 +130,17 @@ struct log_state {
      * (records name their module by index); the default one alone when
      * the options list none. */
     char **mod_names, **mod_versions;
+    /* Records loaded from the file may name modules and versions this run
+     * does not serve (app.yaml changed): they get slots after the
+     * options' ones, up to LOG_MAX_MODULE_SLOTS in all. */
     size_t n_mods;
+    /* --logs_path's file, or NULL (borrowed: the API server owns it). */
+    struct af_logstore *store;
 };
+
+#define LOG_MAX_MODULE_SLOTS 1024
+
+static void load_store(struct log_state *st);
 
 static void *log_create(const struct af_api_options *opts)
 {
@@ -142,6 +159,9 @@ static void *log_create(const struct af_api_options *opts)
         st->mod_versions[i] =
             af_xstrdup(m && m->version && m->version[0] ? m->version : st->version);
     }
+    st->store = opts ? opts->logstore : NULL;
+    if (st->store)
+        load_store(st);
     return st;
 }
 
@@ -182,9 +202,9 @@ static void drop_oldest_batch(struct log_state *st)
     free_chunk(b);
 }
 
-static void log_clear(void *state)
+/* Empties memory; the file is left alone (log_destroy). */
+static void clear_memory(struct log_state *st)
 {
-    struct log_state *st = state;
     while (st->count > 0)
         drop_oldest(st);
     st->head = 0;
@@ -194,12 +214,23 @@ static void log_clear(void *state)
     st->spare_chunk = NULL;
 }
 
+/* POST /clear?stub=logservice: memory and the file. The sequence goes on
+ * (and the file keeps where it stood), so an offset from before the clear
+ * never names a later log. */
+static void log_clear(void *state)
+{
+    struct log_state *st = state;
+    clear_memory(st);
+    if (st->store)
+        af_logstore_clear(st->store, st->next_seq << SEQ_SHIFT);
+}
+
 static void log_destroy(void *state)
 {
     struct log_state *st = state;
     if (!st)
         return;
-    log_clear(st);
+    clear_memory(st);
     for (size_t i = 0; i < st->n_mods; i++) {
         free(st->mod_names[i]);
         free(st->mod_versions[i]);
@@ -278,9 +309,10 @@ static void print_line(const struct log_line *l)
     free(text);
 }
 
-/* Takes ownership of nothing: copies what it keeps, within the bounds. */
-static void keep_line(struct log_state *st, const char *request_id, int64_t time_usec,
-                      int64_t level, const char *message)
+/* A line as kept: copies of the id and the message, both cut to their
+ * bounds. */
+static struct log_line make_line(const char *request_id, int64_t time_usec, int64_t level,
+                                 const char *message, uint64_t seq)
 {
     size_t mlen = strnlen(message, LOG_MAX_MESSAGE + 1);
     char *msg;
@@ -300,11 +332,15 @@ static void keep_line(struct log_state *st, const char *request_id, int64_t time
         .message = msg,
         .time_usec = time_usec,
         .level = clamp_level(level),
-        .seq = st->next_seq++ << SEQ_SHIFT,
+        .seq = seq,
     };
-    size_t size = strlen(l.message) + strlen(l.request_id);
-    print_line(&l);
+    return l;
+}
 
+/* Takes l's strings; drops the oldest lines past the bounds. */
+static void ring_add(struct log_state *st, struct log_line l)
+{
+    size_t size = strlen(l.message) + strlen(l.request_id);
     while (st->count > 0 && (st->count == LOG_MAX_LINES || st->bytes + size > LOG_MAX_BYTES))
         drop_oldest(st);
     st->ring[(st->head + st->count) % LOG_MAX_LINES] = l;
@@ -331,11 +367,21 @@ static void flush(void *state, const struct af_call *call, struct af_result *res
                                 req->logs.len);
             goto done;
         }
+        bool to_file = st->store && group->n_log_line > 0 && af_logstore_begin(st->store) == 0;
         for (size_t i = 0; i < group->n_log_line; i++) {
             const Af__Log__UserAppLogLine *in = group->log_line[i];
-            keep_line(st, call->request_id ? call->request_id : "", in->timestamp_usec, in->level,
-                      in->message);
+            struct log_line l = make_line(call->request_id ? call->request_id : "",
+                                          in->timestamp_usec, in->level, in->message,
+                                          st->next_seq++ << SEQ_SHIFT);
+            print_line(&l);
+            if (to_file)
+                to_file = af_logstore_put_line(st->store, l.seq, l.request_id, l.time_usec,
+                                               l.level, l.message) == 0;
+            ring_add(st, l);
         }
+        /* After a failed put this rolls back: the file misses the group. */
+        if (st->store && group->n_log_line > 0)
+            af_logstore_commit(st->store, LOG_MAX_REQUESTS, LOG_MAX_LINES);
         af__log__user_app_log_group__free_unpacked(group, NULL);
     }
     /* The response is base.VoidProto: empty. */
@@ -348,7 +394,8 @@ done:
 
 /* Copies the n records of a batch (rlen bytes at recs) to the end of the newest chunk or a new one, then drops the oldest records
  * past the bounds: whole chunks, or the front of the oldest one. */
-static void keep_batch(struct log_state *st, const uint8_t *recs, size_t rlen, size_t n)
+static void keep_batch(struct log_state *st, const uint8_t *recs, size_t rlen, size_t n,
+                       uint64_t seq)
 {
     struct req_batch *b = st->last_batch;
     if (!b || b->len + rlen > b->cap) {
@@ -374,7 +421,7 @@ static void keep_batch(struct log_state *st, const uint8_t *recs, size_t rlen, s
         st->last_batch = b;
         st->req_bytes += b->cap + b->cap_segs * sizeof(*b->segs);
     }
-    b->segs[b->n_segs++] = (struct req_seg){.first = b->n, .seq = st->next_seq++ << SEQ_SHIFT};
+    b->segs[b->n_segs++] = (struct req_seg){.first = b->n, .seq = seq};
     memcpy(b->data + b->len, recs, rlen);
     b->len += rlen;
     b->n += n;
@@ -393,6 +440,127 @@ static void keep_batch(struct log_state *st, const uint8_t *recs, size_t rlen, s
         drop_oldest_batch(st);
 }
 
+/* Writes the whole records from data to end, the first with sequence
+ * number seq, in one transaction. A failure costs the file this batch
+ * (said once, logservice_store.c); memory has it. */
+static void store_batch(struct log_state *st, const uint8_t *data, const uint8_t *end,
+                        uint64_t seq)
+{
+    if (af_logstore_begin(st->store) < 0)
+        return;
+    const uint8_t *p = data;
+    for (uint64_t i = 0; p && p < end; i++) {
+        const struct af_reqlog_head *h;
+        const char *s[AF_RQ_N];
+        p = af_reqlog_next(p, end, &h, s);
+        if (!p)
+            break;
+        size_t m = h->module < st->n_mods ? h->module : 0;
+        const char *method = h->method == AF_REQLOG_NO_METHOD ? "" : http_method_str(h->method);
+        if (af_logstore_put_record(st->store, seq + i, h, s, st->mod_names[m],
+                                   st->mod_versions[m], method) < 0)
+            break;
+    }
+    af_logstore_commit(st->store, LOG_MAX_REQUESTS, LOG_MAX_LINES);
+}
+
+/* ---- loading the file at startup --------------------------------------- */
+
+/* http-parser's number for a method name; AF_REQLOG_NO_METHOD for "" or
+ * a name it does not know. */
+static uint8_t method_code(const char *name)
+{
+    if (name[0])
+        for (int m = 0; m < AF_REQLOG_NO_METHOD; m++) {
+            const char *s = http_method_str((enum http_method)m);
+            if (strcmp(s, "<unknown>") == 0)
+                break;
+            if (strcmp(s, name) == 0)
+                return (uint8_t)m;
+        }
+    return AF_REQLOG_NO_METHOD;
+}
+
+/* The slot of a module and version in the state's table, added when new
+ * (within LOG_MAX_MODULE_SLOTS; past it, the default module's). */
+static uint16_t module_slot(struct log_state *st, const char *name, const char *version)
+{
+    for (size_t i = 0; i < st->n_mods; i++)
+        if (strcmp(st->mod_names[i], name) == 0 && strcmp(st->mod_versions[i], version) == 0)
+            return (uint16_t)i;
+    if (st->n_mods >= LOG_MAX_MODULE_SLOTS)
+        return 0;
+    st->mod_names = af_xrealloc(st->mod_names, (st->n_mods + 1) * sizeof(char *));
+    st->mod_versions = af_xrealloc(st->mod_versions, (st->n_mods + 1) * sizeof(char *));
+    st->mod_names[st->n_mods] = af_xstrdup(name[0] ? name : st->module);
+    st->mod_versions[st->n_mods] = af_xstrdup(version[0] ? version : st->version);
+    return (uint16_t)st->n_mods++;
+}
+
+/* Loaded records are rebuilt in the front end's layout and handed to
+ * keep_batch in runs of consecutive sequence numbers of one batch, a
+ * quarter chunk at most: the store then holds them exactly as if the
+ * batches had just arrived. */
+struct load_run {
+    struct log_state *st;
+    uint8_t *buf;
+    size_t len, cap, n;
+    uint64_t first_seq, last_seq;
+};
+
+static void load_run_flush(struct load_run *r)
+{
+    if (r->n)
+        keep_batch(r->st, r->buf, r->len, r->n, r->first_seq);
+    r->len = r->n = 0;
+}
+
+static void load_record(void *arg, const struct af_logstore_record *rec, const char *method)
+{
+    struct load_run *r = arg;
+    struct af_reqlog_head h = rec->h;
+    h.module = module_slot(r->st, rec->module, rec->version);
+    h.method = method_code(method);
+    size_t need = af_reqlog_size(&h);
+    if (r->n && (rec->seq != r->last_seq + 1 ||
+                 rec->seq >> SEQ_SHIFT != r->first_seq >> SEQ_SHIFT ||
+                 r->len + need > LOG_CHUNK / 4))
+        load_run_flush(r);
+    if (r->len + need > r->cap) {
+        r->cap = r->len + need > LOG_CHUNK ? r->len + need : LOG_CHUNK;
+        r->buf = af_xrealloc(r->buf, r->cap);
+    }
+    af_reqlog_put(r->buf + r->len, &h, rec->str);
+    if (r->n == 0)
+        r->first_seq = rec->seq;
+    r->last_seq = rec->seq;
+    r->len += need;
+    r->n++;
+}
+
+static void load_line(void *arg, uint64_t seq, const char *request_id, int64_t time_usec,
+                      int level, const char *message)
+{
+    struct log_state *st = arg;
+    ring_add(st, make_line(request_id, time_usec, level, message, seq));
+}
+
+/* The newest lines and records of the file, within the memory bounds; the
+ * sequence goes on after the file's. */
+static void load_store(struct log_state *st)
+{
+    long nl = af_logstore_load_lines(st->store, LOG_MAX_LINES, load_line, st);
+    struct load_run run = {.st = st};
+    long nr = af_logstore_load_records(st->store, LOG_MAX_REQUESTS, load_record, &run);
+    load_run_flush(&run);
+    free(run.buf);
+    uint64_t next = (af_logstore_max_seq(st->store) >> SEQ_SHIFT) + 1;
+    if (next > st->next_seq)
+        st->next_seq = next;
+    af_info("logservice: %ld request records and %ld app log lines from %s", nr < 0 ? 0 : nr,
+            nl < 0 ? 0 : nl, af_logstore_path(st->store));
+}
+
 /* Internal, posted by the front end (af_api_post, proxy/reqlog.c): records,
  * back to back (one turn's batch, or several joined), checked and copied
  * into the store as they are; Read parses them again. Records after a
@@ -404,8 +572,12 @@ static void request_logs(void *state, const struct af_call *call, struct af_resu
     const uint8_t *end = data + call->request_len;
     const uint8_t *p;
     size_t n = af_reqlog_count(data, end, (1u << SEQ_SHIFT) - 1, &p);
-    if (n > 0)
-        keep_batch(st, data, (size_t)(p - data), n);
+    if (n > 0) {
+        uint64_t seq = st->next_seq++ << SEQ_SHIFT;
+        keep_batch(st, data, (size_t)(p - data), n, seq);
+        if (st->store)
+            store_batch(st, data, p, seq);
+    }
     if (p < end) {
         af_result_app_error(res, LOGERR(INVALID_REQUEST),
                             "logservice: request record %zu of a batch is damaged "

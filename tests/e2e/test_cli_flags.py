@@ -188,11 +188,11 @@ def test_addn_host_and_disabling(appfront):
 
 
 def test_ignored_flags_warn_once_and_serve(appfront):
-    af = appfront(flags=["--logs_path=/nonexistent/logs.db", "--enable_console",
+    af = appfront(flags=["--search_indexes_path=/nonexistent/search", "--enable_console",
                          "--ssl_port=8443", "--ssl_port=9443"])
     warnings = [l for l in af.lines if "has no effect in appfront" in l]
-    assert any("--logs_path has no effect in appfront: request logs are kept in memory" in l
-               for l in warnings), af.lines
+    assert any("--search_indexes_path has no effect in appfront: there is no search service"
+               in l for l in warnings), af.lines
     assert any("--enable_console has no effect" in l for l in warnings)
     assert sum("--ssl_port has no effect in appfront: there is no https port" in l
                for l in warnings) == 1

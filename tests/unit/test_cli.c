@@ -326,11 +326,11 @@ static void test_service_identity_flags(void **state)
 static void test_ignored_flags(void **state)
 {
     struct run r;
-    expect_ok(&r, "--logs_path=/tmp/logs.db", "--enable_console", "app", NULL);
+    expect_ok(&r, "--search_indexes_path=/tmp/search", "--enable_console", "app", NULL);
     assert_int_equal(r.cfg.n_app_paths, 1); /* a bare boolean does not eat the app path */
     assert_int_equal(r.cfg.n_ignored, 2);
-    assert_string_equal(r.cfg.ignored[0], "--logs_path has no effect in appfront: request logs "
-                                          "are kept in memory, the newest 10,000 requests");
+    assert_string_equal(r.cfg.ignored[0], "--search_indexes_path has no effect in appfront: "
+                                          "there is no search service");
     assert_string_equal(r.cfg.ignored[1],
                         "--enable_console has no effect in appfront: there is no interactive "
                         "console");
@@ -344,6 +344,21 @@ static void test_ignored_flags(void **state)
                  NULL);
     expect_error("--blobstore_path: empty value", "--blobstore_path=", "app", NULL);
     expect_error("--search_indexes_path: missing value", "app", "--search_indexes_path", NULL);
+}
+
+/* --logs_path takes effect now (docs/cli.md): a file name, no warning;
+ * unset means request logs in memory alone. */
+static void test_logs_path(void **state)
+{
+    struct run r;
+    expect_ok(&r, "app", NULL);
+    assert_null(r.cfg.logs_path);
+    af_config_release(&r.cfg);
+    expect_ok(&r, "--logs_path", "/tmp/logs.db", "app", NULL);
+    assert_string_equal(r.cfg.logs_path, "/tmp/logs.db");
+    assert_int_equal(r.cfg.n_ignored, 0);
+    af_config_release(&r.cfg);
+    expect_error("--logs_path: empty value", "--logs_path=", "app", NULL);
 }
 
 static void test_env_var(void **state)
@@ -717,6 +732,7 @@ int main(void)
         cmocka_unit_test(test_application),
         cmocka_unit_test(test_service_identity_flags),
         cmocka_unit_test(test_ignored_flags),
+        cmocka_unit_test(test_logs_path),
         cmocka_unit_test(test_env_var),
         cmocka_unit_test(test_choices),
         cmocka_unit_test(test_numbers),
