@@ -80,16 +80,13 @@ func TestRequestLogApp(t *testing.T) {
 
 var moduleLine = regexp.MustCompile(`^Starting module "default" running at: (\S+)`)
 
-func TestRequestLogQuery(t *testing.T) {
-	bin := os.Getenv("APPENGINE_DEV_APPSERVER_BINARY")
-	if bin == "" {
-		t.Skip("APPENGINE_DEV_APPSERVER_BINARY is not set (run through tests/go/run.sh)")
-	}
+// reqlogApp writes the app directory of TestRequestLogApp under dir.
+func reqlogApp(t *testing.T, dir string) string {
+	t.Helper()
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
 	app := filepath.Join(dir, "app")
 	if err := os.Mkdir(app, 0o755); err != nil {
 		t.Fatal(err)
@@ -107,8 +104,17 @@ handlers:
 	if err := os.WriteFile(filepath.Join(app, "app.yaml"), []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "--port=0", "--admin_port=0", "--api_port=0",
-		"--storage_path="+filepath.Join(dir, "storage"), app)
+	return app
+}
+
+// startReqlogAppfront runs appfront on app with the extra flags; it
+// returns its default module's URL, a GET on it and a stop (SIGINT, then
+// wait: a clean shutdown).
+func startReqlogAppfront(t *testing.T, bin, dir, app string, flags ...string) (string, func(string) string, func()) {
+	t.Helper()
+	args := append([]string{"--port=0", "--admin_port=0", "--api_port=0",
+		"--storage_path=" + filepath.Join(dir, "storage")}, flags...)
+	cmd := exec.Command(bin, append(args, app)...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -116,10 +122,14 @@ handlers:
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() {
-		cmd.Process.Signal(os.Interrupt)
-		cmd.Wait()
-	}()
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			cmd.Process.Signal(os.Interrupt)
+			cmd.Wait()
+		}
+	}
 	urls := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
@@ -133,6 +143,7 @@ handlers:
 	select {
 	case base = <-urls:
 	case <-time.After(30 * time.Second):
+		stop()
 		t.Fatal("appfront did not print its module line")
 	}
 
@@ -151,6 +162,17 @@ handlers:
 		}
 		return string(body)
 	}
+	return base, get, stop
+}
+
+func TestRequestLogQuery(t *testing.T) {
+	bin := os.Getenv("APPENGINE_DEV_APPSERVER_BINARY")
+	if bin == "" {
+		t.Skip("APPENGINE_DEV_APPSERVER_BINARY is not set (run through tests/go/run.sh)")
+	}
+	dir := t.TempDir()
+	base, get, stop := startReqlogAppfront(t, bin, dir, reqlogApp(t, dir))
+	defer stop()
 	marker := fmt.Sprintf("request log test %d", time.Now().UnixNano())
 	id := get("/logme?marker=" + strings.ReplaceAll(marker, " ", "+"))
 	if id == "" {
@@ -184,5 +206,38 @@ handlers:
 	if len(l.Lines) != 1 || l.Lines[0] != marker || l.Levels[0] != 2 {
 		t.Errorf("app logs %q levels %v, want [%q] at level 2 (warning)", l.Lines, l.Levels,
 			marker)
+	}
+}
+
+// With --logs_path, log.Query in the app finds a request made before
+// appfront restarted, with its app line, as it found it before.
+func TestRequestLogQueryAfterRestart(t *testing.T) {
+	bin := os.Getenv("APPENGINE_DEV_APPSERVER_BINARY")
+	if bin == "" {
+		t.Skip("APPENGINE_DEV_APPSERVER_BINARY is not set (run through tests/go/run.sh)")
+	}
+	dir := t.TempDir()
+	app := reqlogApp(t, dir)
+	logsPath := "--logs_path=" + filepath.Join(dir, "logs.db")
+	_, get, stop := startReqlogAppfront(t, bin, dir, app, logsPath)
+	marker := fmt.Sprintf("kept across a restart %d", time.Now().UnixNano())
+	id := get("/logme?marker=" + strings.ReplaceAll(marker, " ", "+"))
+	before := get("/query?id=" + id)
+	stop()
+
+	_, get, stop = startReqlogAppfront(t, bin, dir, app, logsPath)
+	defer stop()
+	after := get("/query?id=" + id)
+	var logs []queriedLog
+	if err := json.Unmarshal([]byte(after), &logs); err != nil {
+		t.Fatal(err)
+	}
+	if len(logs) != 1 || logs[0].RequestID != id || logs[0].Status != 200 ||
+		len(logs[0].Lines) != 1 || logs[0].Lines[0] != marker {
+		t.Fatalf("log.Query for %s after the restart: %s, want the request and its line %q",
+			id, after, marker)
+	}
+	if after != before {
+		t.Errorf("after the restart log.Query answered\n%s\nbefore it\n%s", after, before)
 	}
 }
