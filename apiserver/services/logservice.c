@@ -485,6 +485,10 @@ static uint8_t method_code(const char *name)
  * (within LOG_MAX_MODULE_SLOTS; past it, the default module's). */
 static uint16_t module_slot(struct log_state *st, const char *name, const char *version)
 {
+    /* Never empty in a file this service wrote; a hand-edited one gets
+     * the defaults, as the options do. */
+    name = name[0] ? name : st->module;
+    version = version[0] ? version : st->version;
     for (size_t i = 0; i < st->n_mods; i++)
         if (strcmp(st->mod_names[i], name) == 0 && strcmp(st->mod_versions[i], version) == 0)
             return (uint16_t)i;
@@ -492,8 +496,8 @@ static uint16_t module_slot(struct log_state *st, const char *name, const char *
         return 0;
     st->mod_names = af_xrealloc(st->mod_names, (st->n_mods + 1) * sizeof(char *));
     st->mod_versions = af_xrealloc(st->mod_versions, (st->n_mods + 1) * sizeof(char *));
-    st->mod_names[st->n_mods] = af_xstrdup(name[0] ? name : st->module);
-    st->mod_versions[st->n_mods] = af_xstrdup(version[0] ? version : st->version);
+    st->mod_names[st->n_mods] = af_xstrdup(name);
+    st->mod_versions[st->n_mods] = af_xstrdup(version);
     return (uint16_t)st->n_mods++;
 }
 
