@@ -74,7 +74,10 @@
  *    job itself does, on a fifth queue nobody waits on (no eventfd write,
  *    af_api_jobq_push_lazy / af_api_jobq_take_nowait): the main thread
  *    reuses it and its buffer, so what the main thread allocates is freed
- *    by the main thread.
+ *    by the main thread. Once the inbox is closed (shutdown) the posts
+ *    still waiting are run, then freed here: a lazy post is never woken
+ *    for, and its records must reach the logservice (and --logs_path's
+ *    file) before it goes.
  */
 #include <errno.h>
 #include <inttypes.h>
