@@ -60,6 +60,10 @@ struct af_api_options {
     /* --require_indexes: a query that needs a composite index index.yaml
      * does not define fails with NEED_INDEX instead of adding it. */
     bool require_indexes;
+    /* --datastore_consistency_policy: "time", "random" or "consistent"
+     * (docs/datastore.md, "Consistency"); NULL: consistent, every write
+     * visible to every query at once. */
+    const char *datastore_consistency_policy;
     /* --auth_domain: the OAuth user's auth domain; NULL: "gmail.com". */
     const char *auth_domain;
     /* --default_gcs_bucket_name; NULL: "APP_ID.appspot.com". */

@@ -419,6 +419,7 @@ int main(int argc, char **argv)
         .queues = queues,
         .indexes = indexes,
         .require_indexes = cfg.require_indexes,
+        .datastore_consistency_policy = cfg.datastore_consistency_policy,
         .auth_domain = cfg.auth_domain,
         .default_gcs_bucket_name = cfg.default_gcs_bucket_name,
         .enable_host_checking = cfg.enable_host_checking,

@@ -22,6 +22,16 @@
  * This is snapshot isolation with first-committer-wins per group, which for
  * the groups a transaction touched is serializable.
  *
+ * Eventual consistency (datastore_eventual.h): under the policies `time`
+ * and `random` every write goes to its group's durable job log, in the
+ * SQLite transaction that acknowledges it, and global queries see it once
+ * it is applied. A Get, an ancestor query and a new write roll their group
+ * forward first. A transaction's snapshot may hold jobs of a group it
+ * touches for the first time: the group is rolled forward and the snapshot
+ * taken again, which is sound only while no group it already noted moved
+ * (otherwise it could never commit, and says so at once, as dev_appserver
+ * does).
+ *
  * Other services' work can wait for a transaction (tasks added in it): the
  * datastore owns the handles and tells them how each transaction ends
  * through txn_hooks.h. Commit prepares their work before applying the
@@ -39,6 +49,7 @@
 
 #include "apiserver/service.h"
 #include "apiserver/services/datastore_admin.h"
+#include "apiserver/services/datastore_eventual.h"
 #include "apiserver/services/datastore_index.h"
 #include "apiserver/services/datastore_index_yaml.h"
 #include "apiserver/services/datastore_key.h"
@@ -112,6 +123,7 @@ struct ds_txn {
     char *app;
     bool xg, read_only;
     struct af_ds_conn *snap; /* connection holding the snapshot */
+    bool jobs_seen;          /* the snapshot may hold pending jobs */
     struct ds_group *groups;
     size_t n_groups;
     struct ds_mutation *muts;
@@ -132,6 +144,7 @@ struct ds_state {
     char *path;
     struct af_ds_conn *db; /* NULL when the file could not be opened */
     char open_error[512];
+    struct af_ds_eventual ev; /* --datastore_consistency_policy and pending writes */
     struct ds_txn *txns;
     size_t n_txns;
     struct af_ds_conn *pool[DS_POOL_IDLE];
@@ -328,13 +341,64 @@ static bool txn_touch_handle(void *arg, uint64_t handle)
     return false;
 }
 
+/* The current version of a noted group (0: never written), read on the
+ * main connection. */
+static int group_version_now(struct ds_state *s, const struct ds_group *g, int64_t *v)
+{
+    int64_t part = g->part;
+    *v = 0;
+    /* A partition new since the snapshot may hold the group by now. */
+    if (!part && af_ds_partition(s->db, g->app, g->ns, false, &part) != 0)
+        return -1;
+    if (part && af_ds_group_version(s->db, part, g->root.p, g->root.len, v) != 0)
+        return -1;
+    return 0;
+}
+
+/*
+ * t's snapshot holds jobs of group (part, root), which t touches for the
+ * first time: rolls the group forward and takes the snapshot again. Sound
+ * only while no group t noted has moved since (their data is then what t
+ * read: they had no jobs, and any write would have moved them); otherwise
+ * t could never commit and fails now with CONCURRENT_TRANSACTION.
+ */
+static bool txn_resnap(struct ds_state *s, struct ds_txn *t, int64_t part,
+                       const struct af_ds_buf *root, struct af_result *res)
+{
+    if (af_ds_ev_catch_up(&s->ev, s->db, part, root->p, root->len) != 0) {
+        internal_error(res, "applying an entity group's pending writes");
+        return false;
+    }
+    for (size_t i = 0; i < t->n_groups; i++) {
+        int64_t v;
+        if (group_version_now(s, &t->groups[i], &v) != 0) {
+            internal_error(res, "reading an entity group version");
+            return false;
+        }
+        if (v != t->groups[i].version) {
+            af_result_app_error(res, ERR_CONCURRENT,
+                                "datastore: concurrent transaction: an entity group this "
+                                "transaction used was modified after it began");
+            return false;
+        }
+    }
+    af_ds_rollback(t->snap);
+    if (af_ds_begin_read(t->snap) != 0) {
+        internal_error(res, "taking a transaction's snapshot");
+        return false;
+    }
+    t->jobs_seen = s->ev.pending > 0;
+    return true;
+}
+
 /*
  * Notes that transaction t touches group (part, root), reading its version
- * in the snapshot the first time. Enforces the group limits. Returns false
- * with res set on failure.
+ * in the snapshot the first time (after rolling the group forward when the
+ * snapshot holds its pending writes). Enforces the group limits. Returns
+ * false with res set on failure.
  */
-static bool txn_touch(struct ds_txn *t, const char *app, const char *ns, int64_t part,
-                      const struct af_ds_buf *root, struct af_result *res)
+static bool txn_touch(struct ds_state *s, struct ds_txn *t, const char *app, const char *ns,
+                      int64_t part, const struct af_ds_buf *root, struct af_result *res)
 {
     for (size_t i = 0; i < t->n_groups; i++) {
         const struct ds_group *g = &t->groups[i];
@@ -354,6 +418,15 @@ static bool txn_touch(struct ds_txn *t, const char *app, const char *ns, int64_t
                             "groups",
                             DS_MAX_GROUPS);
         return false;
+    }
+    if (t->jobs_seen && part != 0) {
+        bool pending;
+        if (af_ds_job_group_pending(t->snap, part, root->p, root->len, &pending) != 0) {
+            internal_error(res, "looking for an entity group's pending writes");
+            return false;
+        }
+        if (pending && !txn_resnap(s, t, part, root, res))
+            return false;
     }
     int64_t v = 0;
     if (part != 0 && af_ds_group_version(t->snap, part, root->p, root->len, &v) != 0) {
@@ -455,6 +528,124 @@ static int write_entity(struct af_ds_conn *c, int64_t part, const struct af_ds_b
     return rc;
 }
 
+/* Applies a job's write (datastore_eventual.h's callback): the entity was
+ * checked when the write was acknowledged. */
+static int apply_write(void *arg, struct af_ds_conn *c, int64_t part,
+                       const struct af_ds_job_write *w)
+{
+    (void)arg;
+    if (!w->is_put) {
+        bool existed;
+        return af_ds_entity_delete(c, part, w->key, w->key_len, &existed);
+    }
+    ds_entity_t *e =
+        (ds_entity_t *)af_ds_wire_unpack(&af__datastore__entity_proto__descriptor, w->data, w->data_len);
+    if (!e || !e->key || !e->key->path || !e->key->path->n_element) {
+        if (e)
+            protobuf_c_message_free_unpacked(&e->base, NULL);
+        af_error("datastore: a pending write holds an entity that does not decode");
+        return -1;
+    }
+    struct af_ds_buf key = {.p = w->key, .len = w->key_len};
+    char *why = NULL;
+    int rc = write_entity(c, part, &key, e, w->data, w->data_len, &why);
+    protobuf_c_message_free_unpacked(&e->base, NULL);
+    free(why);
+    return rc;
+}
+
+/* The groups one write call (Put, Delete, Commit) writes to under an
+ * eventual policy: each rolled forward once, before the call's first write
+ * to it, then given one job that holds all the call's writes to it. */
+struct call_groups {
+    struct call_group {
+        int64_t part;
+        struct af_ds_buf root;
+        int64_t job; /* 0: no write yet */
+        int64_t n;   /* writes in the job */
+    } *g;
+    size_t n;
+};
+
+static void call_groups_release(struct call_groups *cg)
+{
+    for (size_t i = 0; i < cg->n; i++)
+        af_ds_buf_release(&cg->g[i].root);
+    free(cg->g);
+    memset(cg, 0, sizeof(*cg));
+}
+
+/* The call's entry for group (part, root), rolling the group forward the
+ * first time. NULL on an SQLite failure. */
+static struct call_group *call_group(struct ds_state *s, struct call_groups *cg, int64_t part,
+                                     const struct af_ds_buf *root)
+{
+    for (size_t i = 0; i < cg->n; i++) {
+        struct call_group *g = &cg->g[i];
+        if (g->part == part && g->root.len == root->len &&
+            memcmp(g->root.p, root->p, root->len) == 0)
+            return g;
+    }
+    if (af_ds_ev_apply_group(&s->ev, s->db, part, root->p, root->len) != 0)
+        return NULL;
+    cg->g = af_xrealloc(cg->g, (cg->n + 1) * sizeof(*cg->g));
+    struct call_group *g = &cg->g[cg->n++];
+    memset(g, 0, sizeof(*g));
+    g->part = part;
+    af_ds_buf_put(&g->root, root->p, root->len);
+    return g;
+}
+
+/* Appends a put (data) or a delete (data NULL) of key to the group's job. */
+static int call_group_write(struct ds_state *s, struct call_group *g, const struct af_ds_buf *key,
+                            const uint8_t *data, size_t len)
+{
+    if (!g->job && af_ds_ev_job_new(&s->ev, s->db, g->part, g->root.p, g->root.len, &g->job) != 0)
+        return -1;
+    return af_ds_job_write_add(s->db, g->job, ++g->n, key->p, key->len, data, len);
+}
+
+/*
+ * Writes a checked entity in the current write transaction on s->db:
+ * directly under `consistent`, else into its group's job. *why is set (and
+ * -1 returned) when the entity cannot be indexed.
+ */
+static int store_put(struct ds_state *s, struct call_groups *cg, int64_t part,
+                     const struct af_ds_buf *key, const struct af_ds_buf *root,
+                     const ds_entity_t *e, const uint8_t *data, size_t len, char **why)
+{
+    if (!af_ds_ev_deferred(&s->ev))
+        return write_entity(s->db, part, key, e, data, len, why);
+    struct ds_rows rows; /* refused now, not when applied */
+    *why = entity_rows(e, &rows);
+    rows_release(&rows);
+    if (*why)
+        return -1;
+    struct call_group *g = call_group(s, cg, part, root);
+    return g ? call_group_write(s, g, key, data, len) : -1;
+}
+
+/* Deletes key in the current write transaction on s->db, the same way;
+ * *changed says whether there was an entity to delete (with the group's
+ * writes so far counted). */
+static int store_delete(struct ds_state *s, struct call_groups *cg, int64_t part,
+                        const struct af_ds_buf *key, const struct af_ds_buf *root, bool *changed)
+{
+    if (!af_ds_ev_deferred(&s->ev))
+        return af_ds_entity_delete(s->db, part, key->p, key->len, changed);
+    struct call_group *g = call_group(s, cg, part, root);
+    if (!g)
+        return -1;
+    uint8_t *data = NULL;
+    size_t len;
+    if (af_ds_entity_get(s->db, part, key->p, key->len, &data, &len) != 0)
+        return -1;
+    /* An earlier write of this call may have put it. */
+    *changed = data != NULL || g->n > 0;
+    free(data);
+    return *changed ? call_group_write(s, g, key, NULL, 0) : 0;
+}
+
 /*
  * Checks and completes one entity of a Put: validates the key (allocating
  * an id from *next_id when incomplete), sets entity_group to the root,
@@ -553,8 +744,12 @@ static void ds_get(void *state, const struct af_call *call, struct af_result *re
         }
         key.len = root.len = 0;
         key_blobs(k, &key, &root);
-        if (t && !txn_touch(t, k->app, ns_of(k), part, &root, res))
+        if (t && !txn_touch(s, t, k->app, ns_of(k), part, &root, res))
             goto done;
+        if (!t && af_ds_ev_catch_up(&s->ev, s->db, part, root.p, root.len) != 0) {
+            internal_error(res, "Get");
+            goto done;
+        }
         uint8_t *data = NULL;
         size_t len = 0;
         if (part && af_ds_entity_get(c, part, key.p, key.len, &data, &len) != 0) {
@@ -678,7 +873,7 @@ static void put_in_txn(struct ds_state *s, struct ds_txn *t, Af__Datastore__PutR
         }
         key.len = root.len = 0;
         key_blobs(e->key, &key, &root);
-        if (!txn_touch(t, e->key->app, ns_of(e->key), part, &root, res)) {
+        if (!txn_touch(s, t, e->key->app, ns_of(e->key), part, &root, res)) {
             free(data);
             goto out;
         }
@@ -706,6 +901,7 @@ static void ds_put(void *state, const struct af_call *call, struct af_result *re
         return;
     }
     struct af_ds_buf key = {0}, root = {0};
+    struct call_groups cg = {0};
     bool in_write = false;
     if (!db_ready(s, res))
         goto done;
@@ -748,7 +944,7 @@ static void ds_put(void *state, const struct af_call *call, struct af_result *re
         key_blobs(e->key, &key, &root);
         int rc = af_ds_partition(s->db, e->key->app, ns_of(e->key), true, &part);
         if (rc == 0)
-            rc = write_entity(s->db, part, &key, e, data, len, &why);
+            rc = store_put(s, &cg, part, &key, &root, e, data, len, &why);
         if (rc == 0)
             rc = af_ds_group_bump(s->db, part, root.p, root.len, &version);
         free(data);
@@ -768,6 +964,7 @@ static void ds_put(void *state, const struct af_call *call, struct af_result *re
         goto done;
     }
     in_write = false;
+    af_ds_ev_end(&s->ev, true);
     Af__Datastore__PutResponse resp = AF__DATASTORE__PUT_RESPONSE__INIT;
     resp.n_key = req->n_entity;
     resp.key = af_xcalloc(req->n_entity + 1, sizeof(*resp.key));
@@ -776,8 +973,11 @@ static void ds_put(void *state, const struct af_call *call, struct af_result *re
     result_msg(res, &resp.base);
     free(resp.key);
 done:
-    if (in_write)
+    if (in_write) {
         af_ds_rollback(s->db);
+        af_ds_ev_end(&s->ev, false);
+    }
+    call_groups_release(&cg);
     af_ds_buf_release(&key);
     af_ds_buf_release(&root);
     protobuf_c_message_free_unpacked(&req->base, NULL);
@@ -793,6 +993,7 @@ static void ds_delete(void *state, const struct af_call *call, struct af_result 
         return;
     }
     struct af_ds_buf key = {0}, root = {0};
+    struct call_groups cg = {0};
     bool in_write = false;
     if (!db_ready(s, res))
         goto done;
@@ -835,14 +1036,14 @@ static void ds_delete(void *state, const struct af_call *call, struct af_result 
             goto done;
         }
         if (t) {
-            if (!txn_touch(t, k->app, ns_of(k), part, &root, res))
+            if (!txn_touch(s, t, k->app, ns_of(k), part, &root, res))
                 goto done;
             txn_add_mutation(t, false, k, &key, &root, NULL, 0);
             continue;
         }
         bool existed = false;
         int64_t version;
-        if (part && (af_ds_entity_delete(s->db, part, key.p, key.len, &existed) != 0 ||
+        if (part && (store_delete(s, &cg, part, &key, &root, &existed) != 0 ||
                      (existed && af_ds_group_bump(s->db, part, root.p, root.len, &version) != 0))) {
             internal_error(res, "Delete");
             goto done;
@@ -851,15 +1052,20 @@ static void ds_delete(void *state, const struct af_call *call, struct af_result 
     if (in_write) {
         in_write = false;
         if (af_ds_commit(s->db) != 0) {
+            af_ds_ev_end(&s->ev, false);
             internal_error(res, "Delete");
             goto done;
         }
+        af_ds_ev_end(&s->ev, true);
     }
     Af__Datastore__DeleteResponse resp = AF__DATASTORE__DELETE_RESPONSE__INIT;
     result_msg(res, &resp.base);
 done:
-    if (in_write)
+    if (in_write) {
         af_ds_rollback(s->db);
+        af_ds_ev_end(&s->ev, false);
+    }
+    call_groups_release(&cg);
     af_ds_buf_release(&key);
     af_ds_buf_release(&root);
     protobuf_c_message_free_unpacked(&req->base, NULL);
@@ -977,6 +1183,7 @@ static void ds_begin_transaction(void *state, const struct af_call *call, struct
         req->has_mode &&
         req->mode == AF__DATASTORE__BEGIN_TRANSACTION_REQUEST__TRANSACTION_MODE__READ_ONLY;
     t->snap = snap;
+    t->jobs_seen = s->ev.pending > 0;
     t->last_used = now;
     t->next = s->txns;
     s->txns = t;
@@ -998,15 +1205,13 @@ static int txn_apply(struct ds_state *s, struct ds_txn *t, struct af_result *res
      * consistent whatever committed since; there is nothing to conflict. */
     if (t->n_muts == 0)
         return 0;
+    struct call_groups cg = {0};
     if (af_ds_begin_write(s->db) != 0)
         goto fail;
     for (size_t i = 0; i < t->n_groups; i++) {
         const struct ds_group *g = &t->groups[i];
-        int64_t part = g->part, v = 0;
-        /* A partition new since the snapshot may hold the group by now. */
-        if (!part && af_ds_partition(s->db, g->app, g->ns, false, &part) != 0)
-            goto fail;
-        if (part && af_ds_group_version(s->db, part, g->root.p, g->root.len, &v) != 0)
+        int64_t v = 0;
+        if (group_version_now(s, g, &v) != 0)
             goto fail;
         if (v != g->version) {
             af_ds_rollback(s->db);
@@ -1028,7 +1233,7 @@ static int txn_apply(struct ds_state *s, struct ds_txn *t, struct af_result *res
             char *why = NULL;
             int rc = af_ds_partition(s->db, e->key->app, ns_of(e->key), true, &part);
             if (rc == 0)
-                rc = write_entity(s->db, part, &m->key, e, m->data, m->data_len, &why);
+                rc = store_put(s, &cg, part, &m->key, &m->root, e, m->data, m->data_len, &why);
             protobuf_c_message_free_unpacked(&e->base, NULL);
             free(why); /* checked when the Put was buffered */
             if (rc != 0)
@@ -1036,7 +1241,7 @@ static int txn_apply(struct ds_state *s, struct ds_txn *t, struct af_result *res
         } else {
             if (af_ds_partition(s->db, m->app, m->ns, false, &part) != 0)
                 goto fail;
-            if (part && af_ds_entity_delete(s->db, part, m->key.p, m->key.len, &changed) != 0)
+            if (part && store_delete(s, &cg, part, &m->key, &m->root, &changed) != 0)
                 goto fail;
             changed = part && changed;
         }
@@ -1045,9 +1250,13 @@ static int txn_apply(struct ds_state *s, struct ds_txn *t, struct af_result *res
     }
     if (af_ds_commit(s->db) != 0)
         goto fail;
+    af_ds_ev_end(&s->ev, true);
+    call_groups_release(&cg);
     return 0;
 fail:
     af_ds_rollback(s->db);
+    af_ds_ev_end(&s->ev, false);
+    call_groups_release(&cg);
     internal_error(res, "Commit");
     return -1;
 }
@@ -1510,6 +1719,23 @@ static bool check_index(struct ds_state *s, const ds_query_t *q, struct af_resul
     return true;
 }
 
+/*
+ * What a query outside a transaction sees: an ancestor query's group is
+ * rolled forward (part 0: the partition does not exist yet, nothing to
+ * do), a global query applies what the consistency policy allows. At
+ * RunQuery only, as dev_appserver grooms once per query: Next goes on with
+ * what is applied by then. false with res set on failure.
+ */
+static bool query_catch_up(struct ds_state *s, int64_t part, const struct af_ds_buf *root,
+                           struct af_result *res)
+{
+    int rc = root->len ? af_ds_ev_catch_up(&s->ev, s->db, part, root->p, root->len)
+                       : af_ds_ev_groom(&s->ev, s->db);
+    if (rc != 0)
+        internal_error(res, "applying pending writes");
+    return rc == 0;
+}
+
 static void ds_run_query(void *state, const struct af_call *call, struct af_result *res)
 {
     struct ds_state *s = state;
@@ -1520,6 +1746,7 @@ static void ds_run_query(void *state, const struct af_call *call, struct af_resu
         return;
     }
     struct ds_cursor *cur = NULL;
+    struct af_ds_buf root = {0};
     if (!db_ready(s, res))
         goto done;
     struct ds_txn *t = NULL;
@@ -1531,13 +1758,17 @@ static void ds_run_query(void *state, const struct af_call *call, struct af_resu
         goto done;
     }
     struct af_ds_conn *c = t ? t->snap : s->db;
-    if (metadata_query(s, c, q, res))
-        goto done;
     int64_t part;
     if (af_ds_partition(c, q->app, q->name_space, false, &part) != 0) {
         internal_error(res, "RunQuery");
         goto done;
     }
+    if (q->ancestor && q->ancestor->path && q->ancestor->path->n_element)
+        af_ds_path_encode(&root, q->ancestor->path, 1);
+    if (!t && !query_catch_up(s, part, &root, res))
+        goto done;
+    if (metadata_query(s, c, q, res))
+        goto done;
     char *why = NULL;
     struct af_ds_plan *plan = af_ds_plan_compile(q, part, &why);
     if (!plan) {
@@ -1549,15 +1780,9 @@ static void ds_run_query(void *state, const struct af_call *call, struct af_resu
         af_ds_plan_free(plan);
         goto done;
     }
-    if (t) {
-        struct af_ds_buf root = {0};
-        af_ds_path_encode(&root, q->ancestor->path, 1);
-        bool ok = txn_touch(t, q->app, q->name_space ? q->name_space : "", part, &root, res);
-        af_ds_buf_release(&root);
-        if (!ok) {
-            af_ds_plan_free(plan);
-            goto done;
-        }
+    if (t && !txn_touch(s, t, q->app, q->name_space ? q->name_space : "", part, &root, res)) {
+        af_ds_plan_free(plan);
+        goto done;
     }
     uint64_t now = now_ns();
     cursor_make_room(s, now);
@@ -1591,6 +1816,7 @@ static void ds_run_query(void *state, const struct af_call *call, struct af_resu
 done:
     if (cur)
         cursor_free(cur);
+    af_ds_buf_release(&root);
     protobuf_c_message_free_unpacked(&q->base, NULL);
 }
 
@@ -1793,10 +2019,23 @@ static void admin_kind_add(void *arg, const char *name)
     p->kind[p->n_kind++] = af_xstrdup(name);
 }
 
+/* The console shows the latest data, as a Get would: every pending write is
+ * applied first (so global queries see them too from then on). */
+static bool admin_catch_up(struct ds_state *s, struct af_result *res)
+{
+    if (!db_ready(s, res))
+        return false;
+    if (af_ds_ev_flush(&s->ev, s->db) != 0) {
+        internal_error(res, "applying pending writes");
+        return false;
+    }
+    return true;
+}
+
 static void ds_admin_kinds(void *state, const struct af_call *call, struct af_result *res)
 {
     struct ds_state *s = state;
-    if (!db_ready(s, res))
+    if (!admin_catch_up(s, res))
         return;
     Af__Admin__DsKindsResponse resp = AF__ADMIN__DS_KINDS_RESPONSE__INIT;
     sqlite3_stmt *st = af_ds_prepare(s->db, "SELECT id, app, ns FROM partition ORDER BY app, ns");
@@ -1900,7 +2139,7 @@ static void ds_admin_list(void *state, const struct af_call *call, struct af_res
         }
         key_blobs(after, &from, NULL);
     }
-    if (!db_ready(s, res))
+    if (!admin_catch_up(s, res))
         goto done;
     int64_t part = 0;
     if (af_ds_partition(s->db, app, ns, false, &part) != 0) {
@@ -1957,7 +2196,7 @@ static bool admin_fetch(struct ds_state *s, const ds_reference_t *key, uint8_t *
 {
     *data = NULL;
     *len = 0;
-    if (!db_ready(s, res))
+    if (!admin_catch_up(s, res))
         return false;
     int64_t part = 0;
     struct af_ds_buf k = {0};
@@ -2090,6 +2329,16 @@ static void *ds_create(const struct af_api_options *opts)
         s->index_st_ok = stat(y->path, &s->index_st) == 0;
     }
     s->require_indexes = opts && opts->require_indexes;
+    /* The zero value is strong consistency; appfront passes the flag,
+     * whose default is dev_appserver's, "time". */
+    enum af_ds_policy policy = AF_DS_POLICY_CONSISTENT;
+    if (opts && opts->datastore_consistency_policy &&
+        af_ds_policy_parse(opts->datastore_consistency_policy, &policy) != 0) {
+        af_warn("datastore: unknown consistency policy \"%s\"; using \"consistent\"",
+                opts->datastore_consistency_policy);
+        policy = AF_DS_POLICY_CONSISTENT;
+    }
+    af_ds_ev_init(&s->ev, policy, NULL, apply_write, s);
 
     if (opts && opts->datastore_path)
         s->path = af_xstrdup(opts->datastore_path);
@@ -2104,6 +2353,13 @@ static void *ds_create(const struct af_api_options *opts)
     s->db = af_ds_conn_open(s->path, true, s->open_error, sizeof(s->open_error));
     if (!s->db)
         af_error("datastore: %s", s->open_error);
+    if (s->db && af_ds_ev_init(&s->ev, policy, s->db, apply_write, s) != 0) {
+        snprintf(s->open_error, sizeof(s->open_error),
+                 "cannot apply the pending writes of %s (the log above says why)", s->path);
+        af_error("datastore: %s", s->open_error);
+        af_ds_conn_close(s->db);
+        s->db = NULL;
+    }
     af_txn_set_owner(txn_touch_handle, s);
     return s;
 }
@@ -2114,6 +2370,7 @@ static void ds_clear(void *state)
     drop_all(s);
     if (s->db)
         af_ds_store_clear(s->db);
+    af_ds_ev_cleared(&s->ev);
 }
 
 static void ds_destroy(void *state)

@@ -25,7 +25,11 @@
 
 /* Schema version in PRAGMA user_version. A file with another version is
  * refused rather than misread. */
-#define DS_SCHEMA_VERSION 1
+#define DS_SCHEMA_VERSION 2
+/* Version 1 lacked the job tables; it is upgraded in place (they are only
+ * added). An older appfront refuses version 2, so pending writes are never
+ * left behind by a binary that does not know them. */
+#define DS_SCHEMA_OLDEST 1
 
 /* Statements kept per connection. A query's SQL depends on its shape, and a
  * program uses a handful of shapes, so a small LRU cache keeps them all. */
@@ -49,7 +53,16 @@ static const char ds_schema[] =
     " PRIMARY KEY(part, root)) WITHOUT ROWID;"
     "CREATE TABLE IF NOT EXISTS id_counter(app TEXT PRIMARY KEY, next INTEGER NOT NULL);"
     "CREATE TABLE IF NOT EXISTS composite_index("
-    " id INTEGER PRIMARY KEY, app TEXT NOT NULL, data BLOB NOT NULL);";
+    " id INTEGER PRIMARY KEY, app TEXT NOT NULL, data BLOB NOT NULL);"
+    /* Committed writes not yet visible to global queries (the eventually
+     * consistent policies). A new rowid is above every live one, so ids
+     * keep a group's jobs in commit order. */
+    "CREATE TABLE IF NOT EXISTS job("
+    " id INTEGER PRIMARY KEY, part INTEGER NOT NULL, root BLOB NOT NULL, due INTEGER NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS job_by_group ON job(part, root, id);"
+    "CREATE TABLE IF NOT EXISTS job_write("
+    " job INTEGER NOT NULL, n INTEGER NOT NULL, key BLOB NOT NULL, data BLOB,"
+    " PRIMARY KEY(job, n)) WITHOUT ROWID;";
 
 struct ds_cached {
     char *sql;
@@ -117,7 +130,7 @@ struct af_ds_conn *af_ds_conn_open(const char *path, bool create_schema, char *e
                 version = sqlite3_column_int(st, 0);
             sqlite3_finalize(st);
         }
-        if (version != 0 && version != DS_SCHEMA_VERSION) {
+        if (version != 0 && (version < DS_SCHEMA_OLDEST || version > DS_SCHEMA_VERSION)) {
             snprintf(err, errlen,
                      "%s has datastore schema version %d, this appfront writes version %d: "
                      "start with --clear_datastore or another --datastore_path",
@@ -229,7 +242,7 @@ int af_ds_store_clear(struct af_ds_conn *c)
 {
     return exec(c, "BEGIN IMMEDIATE; DELETE FROM partition; DELETE FROM entity; DELETE FROM prop;"
                    " DELETE FROM egroup; DELETE FROM id_counter; DELETE FROM composite_index;"
-                   " COMMIT;");
+                   " DELETE FROM job; DELETE FROM job_write; COMMIT;");
 }
 
 /* Steps a statement expected to finish without rows. */
@@ -511,4 +524,198 @@ int af_ds_list_kinds(struct af_ds_conn *c, int64_t part, void (*fn)(void *arg, c
         return -1;
     sqlite3_bind_int64(st, 1, part);
     return list_names(c, st, fn, arg);
+}
+
+/* ---- jobs ---- */
+
+int af_ds_job_add(struct af_ds_conn *c, int64_t part, const uint8_t *root, size_t root_len,
+                  int64_t due, int64_t *id)
+{
+    sqlite3_stmt *st = af_ds_prepare(c, "INSERT INTO job(part, root, due) VALUES(?1, ?2, ?3)");
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, part);
+    sqlite3_bind_blob(st, 2, root, (int)root_len, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, due);
+    if (step_done(c, st, "adding a job") != 0)
+        return -1;
+    *id = sqlite3_last_insert_rowid(c->db);
+    return 0;
+}
+
+int af_ds_job_write_add(struct af_ds_conn *c, int64_t job, int64_t n, const uint8_t *key,
+                        size_t key_len, const uint8_t *data, size_t data_len)
+{
+    sqlite3_stmt *st =
+        af_ds_prepare(c, "INSERT INTO job_write(job, n, key, data) VALUES(?1, ?2, ?3, ?4)");
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, job);
+    sqlite3_bind_int64(st, 2, n);
+    sqlite3_bind_blob(st, 3, key, (int)key_len, SQLITE_STATIC);
+    if (data)
+        sqlite3_bind_blob(st, 4, data, (int)data_len, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, 4);
+    return step_done(c, st, "adding a job's write");
+}
+
+int af_ds_job_count(struct af_ds_conn *c, int64_t *n, int64_t *min_due)
+{
+    sqlite3_stmt *st = af_ds_prepare(c, "SELECT count(*), min(due) FROM job");
+    if (!st)
+        return -1;
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *n = sqlite3_column_int64(st, 0);
+        if (min_due)
+            *min_due = sqlite3_column_int64(st, 1);
+        rc = SQLITE_DONE;
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        ds_log_sqlite(c, "counting jobs");
+        return -1;
+    }
+    return 0;
+}
+
+/* Runs st (bound by the caller) and collects its (id, part, root, due) rows. */
+static int collect_jobs(struct af_ds_conn *c, sqlite3_stmt *st, struct af_ds_job **jobs,
+                        size_t *n)
+{
+    *jobs = NULL;
+    *n = 0;
+    int rc;
+    size_t cap = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 8;
+            *jobs = af_xrealloc(*jobs, cap * sizeof(**jobs));
+        }
+        struct af_ds_job *j = &(*jobs)[(*n)++];
+        j->id = sqlite3_column_int64(st, 0);
+        j->part = sqlite3_column_int64(st, 1);
+        j->root_len = (size_t)sqlite3_column_bytes(st, 2);
+        j->root = af_xmalloc(j->root_len ? j->root_len : 1);
+        if (j->root_len)
+            memcpy(j->root, sqlite3_column_blob(st, 2), j->root_len);
+        j->due = sqlite3_column_int64(st, 3);
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        ds_log_sqlite(c, "listing jobs");
+        af_ds_jobs_free(*jobs, *n);
+        *jobs = NULL;
+        *n = 0;
+        return -1;
+    }
+    return 0;
+}
+
+int af_ds_job_all(struct af_ds_conn *c, struct af_ds_job **jobs, size_t *n)
+{
+    sqlite3_stmt *st =
+        af_ds_prepare(c, "SELECT id, part, root, due FROM job ORDER BY part, root, id");
+    if (!st)
+        return -1;
+    return collect_jobs(c, st, jobs, n);
+}
+
+int af_ds_job_group(struct af_ds_conn *c, int64_t part, const uint8_t *root, size_t root_len,
+                    struct af_ds_job **jobs, size_t *n)
+{
+    sqlite3_stmt *st = af_ds_prepare(
+        c, "SELECT id, part, root, due FROM job WHERE part=?1 AND root=?2 ORDER BY id");
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, part);
+    sqlite3_bind_blob(st, 2, root, (int)root_len, SQLITE_STATIC);
+    return collect_jobs(c, st, jobs, n);
+}
+
+int af_ds_job_group_pending(struct af_ds_conn *c, int64_t part, const uint8_t *root,
+                            size_t root_len, bool *pending)
+{
+    sqlite3_stmt *st = af_ds_prepare(c, "SELECT 1 FROM job WHERE part=?1 AND root=?2 LIMIT 1");
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, part);
+    sqlite3_bind_blob(st, 2, root, (int)root_len, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    *pending = rc == SQLITE_ROW;
+    sqlite3_reset(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        ds_log_sqlite(c, "looking for a group's jobs");
+        return -1;
+    }
+    return 0;
+}
+
+void af_ds_jobs_free(struct af_ds_job *jobs, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(jobs[i].root);
+    free(jobs);
+}
+
+int af_ds_job_writes(struct af_ds_conn *c, int64_t job, struct af_ds_job_write **w, size_t *n)
+{
+    *w = NULL;
+    *n = 0;
+    sqlite3_stmt *st = af_ds_prepare(c, "SELECT key, data FROM job_write WHERE job=?1 ORDER BY n");
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, job);
+    int rc;
+    size_t cap = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 4;
+            *w = af_xrealloc(*w, cap * sizeof(**w));
+        }
+        struct af_ds_job_write *x = &(*w)[(*n)++];
+        x->key_len = (size_t)sqlite3_column_bytes(st, 0);
+        x->key = af_xmalloc(x->key_len ? x->key_len : 1);
+        if (x->key_len)
+            memcpy(x->key, sqlite3_column_blob(st, 0), x->key_len);
+        x->is_put = sqlite3_column_type(st, 1) != SQLITE_NULL;
+        x->data_len = x->is_put ? (size_t)sqlite3_column_bytes(st, 1) : 0;
+        x->data = af_xmalloc(x->data_len ? x->data_len : 1);
+        if (x->data_len)
+            memcpy(x->data, sqlite3_column_blob(st, 1), x->data_len);
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        ds_log_sqlite(c, "reading a job's writes");
+        af_ds_job_writes_free(*w, *n);
+        *w = NULL;
+        *n = 0;
+        return -1;
+    }
+    return 0;
+}
+
+void af_ds_job_writes_free(struct af_ds_job_write *w, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(w[i].key);
+        free(w[i].data);
+    }
+    free(w);
+}
+
+int af_ds_job_remove(struct af_ds_conn *c, int64_t job)
+{
+    sqlite3_stmt *st = af_ds_prepare(c, "DELETE FROM job_write WHERE job=?1");
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, job);
+    if (step_done(c, st, "removing a job's writes") != 0)
+        return -1;
+    st = af_ds_prepare(c, "DELETE FROM job WHERE id=?1");
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, job);
+    return step_done(c, st, "removing a job");
 }

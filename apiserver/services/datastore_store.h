@@ -10,6 +10,9 @@
  *   egroup(part, root, version)         optimistic-concurrency version per group
  *   id_counter(app, next)               next automatic id; never goes down
  *   composite_index(id, app, data)      CreateIndex definitions (kept, not used)
+ *   job(id, part, root, due)            a committed write of a group that global
+ *                                       queries do not see yet (datastore_eventual.h)
+ *   job_write(job, n, key, data)        its writes in order; data NULL: a delete
  *
  * Every function runs on the backend thread; a connection is used by one
  * caller at a time. Functions return 0 or a negative value after logging
@@ -109,5 +112,46 @@ int af_ds_index_add(struct af_ds_conn *c, const char *app, const uint8_t *data, 
 /* Calls fn for each definition of app, in id order. */
 int af_ds_index_list(struct af_ds_conn *c, const char *app,
                      void (*fn)(void *arg, int64_t id, const uint8_t *data, size_t len), void *arg);
+
+/*
+ * Jobs: writes that were committed (acknowledged) but are not applied to
+ * entity and prop yet. All run inside the caller's write transaction except
+ * the readers.
+ */
+struct af_ds_job {
+    int64_t id, part;
+    uint8_t *root; /* owned (af_ds_jobs_free) */
+    size_t root_len;
+    int64_t due; /* monotonic ms when the time policy applies it; 0 otherwise */
+};
+struct af_ds_job_write {
+    bool is_put;
+    uint8_t *key, *data; /* owned (af_ds_job_writes_free); data: the EntityProto */
+    size_t key_len, data_len;
+};
+
+/* Appends a job for group (part, root); *id orders it after every live job. */
+int af_ds_job_add(struct af_ds_conn *c, int64_t part, const uint8_t *root, size_t root_len,
+                  int64_t due, int64_t *id);
+/* Write number n of job: a put of data (the entity's official bytes), or a
+ * delete of key when data is NULL. */
+int af_ds_job_write_add(struct af_ds_conn *c, int64_t job, int64_t n, const uint8_t *key,
+                        size_t key_len, const uint8_t *data, size_t data_len);
+/* How many jobs there are, and (min_due may be NULL) the smallest due. */
+int af_ds_job_count(struct af_ds_conn *c, int64_t *n, int64_t *min_due);
+/* Every job, group by group, each group's in id order; the jobs of one
+ * group. Malloc'd arrays for af_ds_jobs_free. */
+int af_ds_job_all(struct af_ds_conn *c, struct af_ds_job **jobs, size_t *n);
+int af_ds_job_group(struct af_ds_conn *c, int64_t part, const uint8_t *root, size_t root_len,
+                    struct af_ds_job **jobs, size_t *n);
+/* Whether group (part, root) has a job (as this connection sees the file). */
+int af_ds_job_group_pending(struct af_ds_conn *c, int64_t part, const uint8_t *root,
+                            size_t root_len, bool *pending);
+void af_ds_jobs_free(struct af_ds_job *jobs, size_t n);
+/* The writes of job, in order; malloc'd for af_ds_job_writes_free. */
+int af_ds_job_writes(struct af_ds_conn *c, int64_t job, struct af_ds_job_write **w, size_t *n);
+void af_ds_job_writes_free(struct af_ds_job_write *w, size_t n);
+/* Deletes job and its writes (once applied). */
+int af_ds_job_remove(struct af_ds_conn *c, int64_t job);
 
 #endif
