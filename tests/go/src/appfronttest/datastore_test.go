@@ -17,11 +17,16 @@ import (
 	"time"
 
 	"google.golang.org/appengine"
+	"google.golang.org/appengine/aetest"
 	"google.golang.org/appengine/datastore"
 )
 
+// TestDatastore checks query semantics and snapshot isolation, which need
+// every write visible to every query at once: it runs with aetest's
+// StronglyConsistentDatastore, as an App Engine project's tests of the same
+// things would (datastore_eventual_test.go covers the default policy).
 func TestDatastore(t *testing.T) {
-	runCases(t, []testCase{
+	runCasesWith(t, aetest.Options{StronglyConsistentDatastore: true}, []testCase{
 		{"PropertyTypes", dsPropertyTypes},
 		{"Ids", dsIds},
 		{"GetMultiDelete", dsGetMultiDelete},

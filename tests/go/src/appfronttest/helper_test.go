@@ -44,10 +44,16 @@ type testCase struct {
 // the run time) and runs each as a subtest, in order.
 func runCases(t *testing.T, cases []testCase) {
 	t.Helper()
-	inst, err := aetest.NewInstance(&aetest.Options{
-		SuppressDevAppServerLog: true,
-		StartupTimeout:          60 * time.Second,
-	})
+	runCasesWith(t, aetest.Options{}, cases)
+}
+
+// runCasesWith is runCases with aetest's options (StronglyConsistentDatastore
+// passes --datastore_consistency_policy=consistent, as with dev_appserver).
+func runCasesWith(t *testing.T, opts aetest.Options, cases []testCase) {
+	t.Helper()
+	opts.SuppressDevAppServerLog = true
+	opts.StartupTimeout = 60 * time.Second
+	inst, err := aetest.NewInstance(&opts)
 	if err != nil {
 		t.Fatalf("starting the development server: %v", err)
 	}
