@@ -92,7 +92,8 @@ def index_yaml(af):
 
 
 def test_index_yaml_created_with_marker_and_entry(appfront):
-    af = appfront()
+    # The query must find the entity just put: strong consistency.
+    af = appfront(flags=["--datastore_consistency_policy=consistent"])
     c = api(af)
     r = c.call("datastore_v3", "Put", field_bytes(1, entity("Foo", 1, a=1, b=2)))
     assert r.ok, r
