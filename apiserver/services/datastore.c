@@ -746,7 +746,11 @@ static void ds_get(void *state, const struct af_call *call, struct af_result *re
         key_blobs(k, &key, &root);
         if (t && !txn_touch(s, t, k->app, ns_of(k), part, &root, res))
             goto done;
-        if (!t && af_ds_ev_catch_up(&s->ev, s->db, part, root.p, root.len) != 0) {
+        /* failover_ms asks for an eventually consistent read (the Python
+         * library's EVENTUAL_CONSISTENCY read policy): what is applied, as
+         * in dev_appserver. */
+        if (!t && !req->has_failover_ms &&
+            af_ds_ev_catch_up(&s->ev, s->db, part, root.p, root.len) != 0) {
             internal_error(res, "Get");
             goto done;
         }
