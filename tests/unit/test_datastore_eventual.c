@@ -627,6 +627,27 @@ static void test_restart_applies_pending(void **state)
     assert_int_equal(global_sum(f), 0);
 }
 
+/* A version 1 file (before the job tables) is upgraded in place. */
+static void test_schema_1_upgraded(void **state)
+{
+    struct fixture *f = *state;
+    start(f, "consistent");
+    put(f, "a", NULL, 1, NULL);
+    stop(f);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "DROP TABLE job; DROP TABLE job_write; PRAGMA user_version=1",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    start(f, "time");
+    put(f, "b", NULL, 2, NULL);
+    assert_int_equal(jobs_in_file(f), 1);
+    assert_int_equal(global_sum(f), 1);
+    time_passes();
+    assert_int_equal(global_sum(f), 3);
+}
+
 /* ---- random and consistent ------------------------------------------------- */
 
 static void test_random_policy(void **state)
@@ -695,6 +716,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_transactions_see_everything, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cursor_batches, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restart_applies_pending, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_schema_1_upgraded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_random_policy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_consistent_policy, setup, teardown),
         cmocka_unit_test(test_policy_names),
