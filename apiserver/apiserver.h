@@ -24,6 +24,7 @@ struct af_api_module {
     const char *version;  /* its one version, "1" */
     const char *hostname; /* host:port of its main front-end port, "localhost:8081" */
     int instances;        /* what modules.GetNumInstances reports */
+    bool background;      /* manual or basic scaling: runtime.RunInBackground may run */
 };
 
 /* What the API server needs to know. Strings are borrowed for the duration

@@ -14,6 +14,7 @@
  * request stays in the input buffer until the current response is done,
  * which keeps answers in order.
  */
+#include "proxy/background.h"
 #include "proxy/exchange.h"
 
 #include <arpa/inet.h>
@@ -627,7 +628,7 @@ static void ex_detach(struct af_exchange *ex, bool upstream_reusable)
         struct af_instance *inst = ex->inst;
         ex->inst = NULL;
         LIST_REMOVE(ex, held_link);
-        af_module_release(ex->mod, inst, ex->direct);
+        af_module_release(ex->mod, inst, ex->waiter.direct);
         af_instance_unref(inst);
     }
 }
@@ -924,6 +925,7 @@ static void ex_begin(struct af_exchange *ex)
     c->srv->ex_begun++;
     make_request_id(ex->request_id);
     ex->waiter.direct = ex->direct;
+    ex->waiter.pinned = false;
     ex->waiter.ready = ex_waiter_ready;
     struct af_header *expect = af_headers_find_id(&ex->req_headers, AF_H_EXPECT);
     ex->expect_continue = expect && ex->http_minor >= 1 &&
@@ -940,13 +942,24 @@ static void ex_begin(struct af_exchange *ex)
     /* app.yaml handlers: static files, login, redirects are answered here;
      * script handlers fall through to the module's instances. */
     ex->trusted = !ex->direct && af_taskrunner_trusted(&ex->req_headers);
-    if (c->lst->routes) /* dispatch.yaml, module host names: the default module's main port */
-        ex->mod = af_server_dispatch(c->lst, ex);
-    if (!ex->direct && af_router_handle(ex))
-        return;
+    /* A background request (proxy/background.h) goes to the instance that
+     * asked for it: no dispatch, no handlers, no deadline. */
+    int bg_inst = ex->direct ? -1 : af_background_trusted(&ex->req_headers);
+    if (bg_inst >= 0) {
+        ex->trusted = true;
+        ex->waiter.pinned = true;
+        ex->waiter.pin_id = bg_inst;
+        ex->waiter.direct = true;
+    } else {
+        if (c->lst->routes) /* dispatch.yaml, module host names: the default module's port */
+            ex->mod = af_server_dispatch(c->lst, ex);
+        if (!ex->direct && af_router_handle(ex))
+            return;
+    }
     const char *why = NULL;
     ex->state = AF_EX_ROUTING;
-    af_timeout_arm(&c->srv->deadlines, &ex->deadline);
+    if (bg_inst < 0)
+        af_timeout_arm(&c->srv->deadlines, &ex->deadline);
     struct af_instance *inst = af_module_acquire(ex->mod, &ex->waiter, &status, &why);
     if (inst) {
         ex_assigned(ex, inst);
@@ -980,6 +993,9 @@ static void ex_assigned(struct af_exchange *ex, struct af_instance *inst)
     ex->inst = inst;
     af_instance_ref(inst);
     LIST_INSERT_HEAD(&inst->held, ex, held_link);
+    /* Which instance ran it, for runtime.RunInBackground. */
+    if (inst->mod->app->scaling != AF_SCALING_AUTOMATIC && !ex->waiter.pinned)
+        af_background_note(ex->request_id, inst->mod, inst);
     ex->state = AF_EX_CONNECTING;
     af_timeout_cancel(&ex->pending);
     ex_connect(ex);

@@ -33,6 +33,7 @@
 #include "common/evmem.h"
 #include "common/log.h"
 #include "common/xalloc.h"
+#include "proxy/background.h"
 #include "proxy/admin.h"
 #include "proxy/appyaml.h"
 #include "proxy/cli.h"
@@ -400,6 +401,7 @@ int main(int argc, char **argv)
             .instances = a->scaling == AF_SCALING_MANUAL && a->manual_instances > 0
                              ? a->manual_instances
                              : 1,
+            .background = a->scaling != AF_SCALING_AUTOMATIC,
         };
     }
     struct af_api_options api_opts = {
@@ -470,12 +472,15 @@ int main(int argc, char **argv)
         af_module_watch(srv.modules[i]);
     struct af_taskrunner *tasks =
         srv.module && cfg.enable_task_running ? af_taskrunner_start(&srv, api) : NULL;
+    if (srv.module)
+        af_background_start(&srv, api); /* runtime.RunInBackground (proxy/background.h) */
 
     af_stream_loop(srv.base, after_turn);
 
     /* Whatever is left of the instances goes with us. */
     af_instances_kill_all(SIGKILL);
     af_taskrunner_free(tasks);
+    af_background_stop();
     af_admin_free(admin); /* its console calls the API server */
     af_reqlog_stop();
     af_api_stop(api);

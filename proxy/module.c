@@ -24,6 +24,7 @@
  * generation of instances started. Traffic moves to it when its first
  * instance is ready; the old instances finish what they hold and stop.
  */
+#include "proxy/background.h"
 #include "proxy/module.h"
 
 #include <stdio.h>
@@ -571,6 +572,21 @@ struct af_instance *af_module_acquire(struct af_module *mod, struct af_waiter *w
         *why = mod->start_failure;
         return NULL;
     }
+    /* A background request goes to the instance that asked for it, or
+     * nowhere: the function to run lives in that process alone. */
+    if (w->pinned) {
+        struct af_instance *inst;
+        TAILQ_FOREACH(inst, &mod->instances, link)
+        {
+            if (inst->id == w->pin_id && inst->state == AF_INST_READY) {
+                take_slot(inst, true);
+                return inst;
+            }
+        }
+        *status = 503;
+        *why = "The instance this background request is for is no longer running.";
+        return NULL;
+    }
     /* Routed requests keep FIFO order: nobody overtakes the queue. */
     if (w->direct || mod->queue_len == 0) {
         struct af_instance *inst = w->direct ? pick_direct(mod) : pick_routed(mod);
@@ -616,6 +632,7 @@ void af_module_release(struct af_module *mod, struct af_instance *inst, bool dir
 
 void af_module_instance_ready(struct af_module *mod, struct af_instance *inst)
 {
+    af_background_instances_changed(); /* the system service's table */
     if (inst->retired)
         return; /* cannot happen: retired starting instances are stopped */
     mod->n_starting--;
@@ -650,6 +667,7 @@ static void fail_waiters(struct af_module *mod, int status, const char *why)
 
 void af_module_instance_died(struct af_module *mod, struct af_instance *inst)
 {
+    af_background_instances_changed();
     if (inst->retired || inst->scaled_down) {
         /* An old generation's instance, or one scaled down: stopped on
          * purpose, or it died before its turn came; either way no backoff

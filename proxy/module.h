@@ -27,6 +27,10 @@ struct af_waiter {
     TAILQ_ENTRY(af_waiter) link;
     bool queued;
     bool direct; /* from the direct port: any ready instance, no limit */
+    /* A background request (proxy/background.h): instance pin_id of the
+     * module only, outside its limit (a direct slot), never queued. */
+    bool pinned;
+    int pin_id;
     /* Called from the event loop with a slot taken on `inst`, or inst ==
      * NULL when the module gave up (`why` says why; status is the HTTP status
      * to answer, 502 or 503). */
