@@ -91,6 +91,7 @@ static struct af_api_module *copy_modules(const struct af_api_module *m, size_t 
         out[i].version = af_xstrdup(m[i].version ? m[i].version : "1");
         out[i].hostname = af_xstrdup(m[i].hostname ? m[i].hostname : "localhost");
         out[i].instances = m[i].instances;
+        out[i].background = m[i].background;
     }
     return out;
 }
