@@ -145,8 +145,9 @@ static void on_done(struct evhttp_request *req, void *arg)
 {
     struct bg_run *run = arg;
     int status = req ? evhttp_request_get_response_code(req) : 0;
-    if (status == 0)
-        af_warn("background request %s: no answer from the instance", run->id);
+    if (status == 0 || status >= 500)
+        af_warn("background request %s answered %d%s", run->id, status,
+                status ? "" : " (no answer from the instance)");
     else
         af_debug("background request %s answered %d", run->id, status);
     bg.dead[bg.n_dead++] = run->conn;
