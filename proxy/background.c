@@ -6,28 +6,18 @@
  *   notice "system"  → one internal call system.BackgroundTake at a time
  *                      (a notice while one is out sets `again`);
  *   its answer       → for each {id, ticket}: the ring says which module
- *                      and instance ran the ticket's request; an HTTP
- *                      request on a connection of its own (libevent's
- *                      client) to that module's main port;
- *   its end          → the connection is freed on the next loop turn
- *                      (libevent does not allow it from its own callback).
+ *                      and instance ran the ticket's request; a request to
+ *                      that module's main port through selfreq (a
+ *                      connection of its own, the process's secret).
  */
 #include "proxy/background.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/random.h>
-#include <sys/socket.h>
 
-#include <event2/buffer.h>
 #include <event2/event.h>
-#include <event2/http.h>
-#include <event2/keyvalq_struct.h>
-#include <event2/listener.h>
 
 #include "system.pb-c.h"
 
@@ -35,10 +25,10 @@
 #include "apiserver/reqlog.h"
 #include "apiserver/sysinfo.h"
 #include "common/log.h"
-#include "common/xalloc.h"
 #include "proxy/headers.h"
 #include "proxy/instance.h"
 #include "proxy/module.h"
+#include "proxy/selfreq.h"
 #include "proxy/server.h"
 
 /* A request that ran on an instance of a module allowing background ones. */
@@ -48,25 +38,24 @@ struct note {
     int inst_id;
 };
 
+/* One background request in flight: a slot of bg.runs, so that nothing is
+ * left to free when selfreq abandons it at stop. */
 struct bg_run {
-    struct evhttp_connection *conn;
-    char id[17];
+    bool used;
+    char id[17]; /* 16 hex digits (apiserver/services/system.c) */
 };
 
 static struct {
     struct af_server *srv;
     struct af_api *api;
+    struct af_selfreq *sr; /* sends the requests; NULL while not started */
     int consumer;
-    char secret[33]; /* "" while not started */
     struct note ring[AF_BG_RING];
     size_t ring_next;
     bool taking, again;
     uint64_t take_seq, take_tag;
     int running;
-    struct bg_run *runs[AF_BG_MAX_RUNNING]; /* the first `running` are in flight */
-    struct evhttp_connection *dead[AF_BG_MAX_RUNNING];
-    size_t n_dead;
-    struct event *reap_ev;
+    struct bg_run runs[AF_BG_MAX_RUNNING];
     struct event *table_ev; /* posts the instance table (deferred, retried) */
 } bg = {.consumer = -1};
 
@@ -82,20 +71,15 @@ int af_background_trusted(struct af_headers *h)
             continue;
         f->drop = true; /* never forwarded, whoever sent it */
         seen++;
-        if (!bg.secret[0] || f->value_len < 34 || f->value_len > 44 || f->value[32] != ' ')
+        /* "SECRET INSTANCE": the selfreq secret, a space, a decimal id. */
+        if (!bg.sr || f->value_len < 34 || f->value_len > 42 || f->value[32] != ' ' ||
+            !af_selfreq_secret_is(f->value, 32))
             continue;
-        /* Compared in constant time: nothing to learn from timing. */
-        unsigned char diff = 0;
-        for (size_t k = 0; k < 32; k++)
-            diff |= (unsigned char)(f->value[k] ^ bg.secret[k]);
         long id = 0;
-        for (size_t k = 33; k < f->value_len; k++) {
-            if (f->value[k] < '0' || f->value[k] > '9')
-                diff = 1;
-            else
-                id = id * 10 + (f->value[k] - '0');
-        }
-        if (diff == 0 && id <= 1000000000L)
+        size_t k = 33;
+        while (k < f->value_len && f->value[k] >= '0' && f->value[k] <= '9')
+            id = id * 10 + (f->value[k++] - '0');
+        if (k == f->value_len)
             inst = (int)id;
     }
     return seen == 1 ? inst : -1;
@@ -106,7 +90,7 @@ int af_background_trusted(struct af_headers *h)
 void af_background_note(const char *request_id, const struct af_module *mod,
                         const struct af_instance *inst)
 {
-    if (!bg.secret[0])
+    if (!bg.sr)
         return;
     struct note *n = &bg.ring[bg.ring_next];
     bg.ring_next = (bg.ring_next + 1) % AF_BG_RING;
@@ -130,39 +114,16 @@ static const struct note *note_find(const char *ticket)
 
 /* ---- sending ------------------------------------------------------------------ */
 
-static void reap_dead(void)
-{
-    while (bg.n_dead > 0)
-        evhttp_connection_free(bg.dead[--bg.n_dead]);
-}
-
-static void on_reap(evutil_socket_t fd, short what, void *arg)
-{
-    reap_dead();
-}
-
-static void on_done(struct evhttp_request *req, void *arg)
+static void on_done(void *arg, int status, long elapsed_ms)
 {
     struct bg_run *run = arg;
-    int status = req ? evhttp_request_get_response_code(req) : 0;
     if (status == 0 || status >= 500)
-        af_warn("background request %s answered %d%s", run->id, status,
+        af_warn("background request %s answered %d after %ld ms%s", run->id, status, elapsed_ms,
                 status ? "" : " (no answer from the instance)");
     else
-        af_debug("background request %s answered %d", run->id, status);
-    bg.dead[bg.n_dead++] = run->conn;
-    struct timeval zero = {0, 0};
-    evtimer_add(bg.reap_ev, &zero);
-    for (int i = 0; i < bg.running; i++)
-        if (bg.runs[i] == run)
-            bg.runs[i] = bg.runs[--bg.running];
-    free(run);
-}
-
-static void on_chunk(struct evhttp_request *req, void *arg)
-{
-    struct evbuffer *in = evhttp_request_get_input_buffer(req);
-    evbuffer_drain(in, evbuffer_get_length(in));
+        af_debug("background request %s answered %d after %ld ms", run->id, status, elapsed_ms);
+    bg.running--;
+    run->used = false;
 }
 
 static int module_index(const struct af_module *mod)
@@ -173,87 +134,49 @@ static int module_index(const struct af_module *mod)
     return -1;
 }
 
-/* The numeric address of a listener, a wildcard made loopback. */
-static int port_address(const struct af_listener *lst, char *addr, size_t len, int *port)
-{
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof(ss);
-    if (!lst || !lst->l || getsockname(evconnlistener_get_fd(lst->l), (struct sockaddr *)&ss, &sl))
-        return -1;
-    if (ss.ss_family == AF_INET) {
-        struct sockaddr_in *in = (struct sockaddr_in *)&ss;
-        if (in->sin_addr.s_addr == htonl(INADDR_ANY))
-            in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        inet_ntop(AF_INET, &in->sin_addr, addr, (socklen_t)len);
-        *port = ntohs(in->sin_port);
-        return 0;
-    }
-    if (ss.ss_family == AF_INET6) {
-        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
-        if (IN6_IS_ADDR_UNSPECIFIED(&in6->sin6_addr))
-            in6->sin6_addr = in6addr_loopback;
-        inet_ntop(AF_INET6, &in6->sin6_addr, addr, (socklen_t)len);
-        *port = ntohs(in6->sin6_port);
-        return 0;
-    }
-    return -1;
-}
-
 static void send_one(const char *id, const char *ticket)
 {
     const struct note *n = note_find(ticket);
     if (!n) {
-        af_error("background request %s not sent: the request that asked for it (%.40s) ran "
-                 "on no module with manual or basic scaling that appfront knows of "
+        af_error("background request %.16s not sent: the request that asked for it (%.40s) "
+                 "ran on no module with manual or basic scaling that appfront knows of "
                  "(runtime.RunInBackground needs one, docs/services.md)",
                  id, ticket);
         return;
     }
     if (bg.running >= AF_BG_MAX_RUNNING) {
-        af_error("background request %s not sent: %d background requests run already", id,
+        af_error("background request %.16s not sent: %d background requests run already", id,
                  AF_BG_MAX_RUNNING);
         return;
     }
     int mi = module_index(n->mod);
-    char addr[64];
-    int port;
-    if (mi < 0 || port_address(bg.srv->main_ports[mi], addr, sizeof(addr), &port) < 0) {
-        af_error("background request %s not sent: module %s has no main port", id,
-                 n->mod->name);
+    if (mi < 0) {
+        af_error("background request %.16s not sent: its module is gone", id);
         return;
     }
-    struct bg_run *run = af_xcalloc(1, sizeof(*run));
+    struct bg_run *run = bg.runs;
+    while (run->used)
+        run++; /* one is free: fewer than AF_BG_MAX_RUNNING run */
+    run->used = true;
     snprintf(run->id, sizeof(run->id), "%.16s", id);
-    run->conn = evhttp_connection_base_new(bg.srv->base, NULL, addr, (unsigned short)port);
-    struct evhttp_request *req = run->conn ? evhttp_request_new(on_done, run) : NULL;
-    if (!req) {
-        af_error("background request %s not sent: cannot open a connection", id);
-        if (run->conn)
-            evhttp_connection_free(run->conn);
-        free(run);
+    char trust[64], err[200];
+    snprintf(trust, sizeof(trust), "%s %d", af_selfreq_secret(), n->inst_id);
+    const struct af_selfreq_header h[] = {
+        {.name = AF_BG_SECRET_HEADER, .value = trust},
+        {.name = "X-AppEngine-BackgroundRequest", .value = run->id},
+    };
+    struct af_selfreq_run *sent = af_selfreq_start(bg.sr, (size_t)mi, "GET", "/_ah/background", h,
+                                                   2, NULL, 0, on_done, run, err, sizeof(err));
+    if (!sent) {
+        af_error("background request %s not sent: %s", run->id, err);
+        run->used = false;
         return;
     }
     /* No deadline (docs/services.md): the function runs as long as it
-     * needs, as in dev_appserver; a day bounds only a connection that hangs. */
-    struct timeval day = {86400, 0};
-    evhttp_connection_set_timeout_tv(run->conn, &day);
-    evhttp_request_set_chunked_cb(req, on_chunk);
-    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-    char host[300], trust[64];
-    snprintf(host, sizeof(host), "%s:%d", bg.srv->cfg->host, bg.srv->main_ports[mi]->port);
-    snprintf(trust, sizeof(trust), "%s %d", bg.secret, n->inst_id);
-    evhttp_add_header(h, "Host", host);
-    evhttp_add_header(h, "Connection", "close");
-    evhttp_add_header(h, AF_BG_SECRET_HEADER, trust);
-    evhttp_add_header(h, "X-AppEngine-BackgroundRequest", run->id);
-    if (evhttp_make_request(run->conn, req, EVHTTP_REQ_GET, "/_ah/background") != 0) {
-        af_error("background request %s not sent: the request could not be made", id);
-        evhttp_connection_free(run->conn);
-        free(run);
-        return;
-    }
-    af_debug("background request %s: to instance %s.%d", id, n->mod->name, n->inst_id);
-    bg.runs[bg.running++] = run;
+     * needs, as in dev_appserver. */
+    af_selfreq_no_deadline(sent);
+    af_debug("background request %s: to instance %s.%d", run->id, n->mod->name, n->inst_id);
+    bg.running++;
 }
 
 /* ---- taking ------------------------------------------------------------------- */
@@ -335,19 +258,16 @@ void af_background_instances_changed(void)
 
 int af_background_start(struct af_server *srv, struct af_api *api)
 {
-    unsigned char raw[16];
     bg.srv = srv;
     bg.api = api;
-    if (getrandom(raw, sizeof(raw), 0) != (ssize_t)sizeof(raw)) {
+    if (!af_selfreq_secret()[0]) {
         af_warn("background requests: no random bytes; runtime.RunInBackground will not run");
         return -1;
     }
-    for (size_t i = 0; i < sizeof(raw); i++)
-        snprintf(bg.secret + 2 * i, 3, "%02x", raw[i]);
-    bg.reap_ev = evtimer_new(srv->base, on_reap, NULL);
+    bg.sr = af_selfreq_new(srv);
     bg.table_ev = evtimer_new(srv->base, post_table, NULL);
     bg.consumer = af_api_internal_subscribe(api, srv->base, on_reply, NULL);
-    if (!bg.reap_ev || !bg.table_ev || bg.consumer < 0) {
+    if (!bg.table_ev || bg.consumer < 0) {
         af_warn("background requests: event setup failed; runtime.RunInBackground will not run");
         af_background_stop();
         return -1;
@@ -360,15 +280,9 @@ void af_background_stop(void)
 {
     if (!bg.srv)
         return;
-    /* Requests in flight are abandoned: freeing the connection frees its
-     * request without calling back. */
-    for (int i = 0; i < bg.running; i++) {
-        evhttp_connection_free(bg.runs[i]->conn);
-        free(bg.runs[i]);
-    }
-    reap_dead();
-    if (bg.reap_ev)
-        event_free(bg.reap_ev);
+    /* Requests in flight are abandoned (their callbacks are not called;
+     * their slots go with bg). */
+    af_selfreq_free(bg.sr);
     if (bg.table_ev)
         event_free(bg.table_ev);
     af_api_internal_unsubscribe(bg.api, bg.consumer);

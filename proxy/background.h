@@ -15,9 +15,10 @@
  * ticket) and the instance in a ring of the last AF_BG_RING; the lookup
  * happens a few loop turns later, while or just after the request runs.
  *
- * The request goes to the module's own main port, like a task, with a secret
- * field X-Appfront-Background: "SECRET INSTANCE-ID" (128 random bits drawn at
- * start, never written anywhere). The front end asks af_background_trusted()
+ * The request goes to the module's own main port through selfreq (as cron
+ * jobs and tasks do, proxy/selfreq.h), with a field X-Appfront-Background:
+ * "SECRET INSTANCE-ID", SECRET being selfreq's per-process secret (128 random
+ * bits, never written anywhere). The front end asks af_background_trusted()
  * about every request of a main port: the field is dropped in every case,
  * and only with the secret is the request a background one: it keeps its
  * X-AppEngine-* fields, skips dispatch.yaml and app.yaml's handlers, goes to

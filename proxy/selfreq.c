@@ -140,6 +140,12 @@ void af_selfreq_free(struct af_selfreq *sr)
     free(sr);
 }
 
+void af_selfreq_no_deadline(struct af_selfreq_run *run)
+{
+    struct timeval day = {86400, 0};
+    evhttp_connection_set_timeout_tv(run->conn, &day);
+}
+
 void af_selfreq_cancel(struct af_selfreq *sr, struct af_selfreq_run *run)
 {
     unlink_run(sr, run);

@@ -65,6 +65,11 @@ struct af_selfreq_run *af_selfreq_start(struct af_selfreq *sr, size_t mi, const 
                                         af_selfreq_done_fn done, void *arg, char *err,
                                         size_t errlen);
 
+/* For a request the front end gives no deadline (a background request,
+ * proxy/background.h): the connection waits up to a day, not the request
+ * deadline plus 10 s. */
+void af_selfreq_no_deadline(struct af_selfreq_run *run);
+
 /* Forgets run: done is not called. */
 void af_selfreq_cancel(struct af_selfreq *sr, struct af_selfreq_run *run);
 
