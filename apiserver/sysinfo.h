@@ -38,6 +38,7 @@ struct af_proc_stat {
     int pgrp;
     uint64_t cpu_ticks; /* utime + stime + cutime + cstime, in clock ticks */
     uint64_t rss_pages;
+    uint64_t start_ticks; /* when it started, in clock ticks since boot */
 };
 
 /* Parses the text of /proc/PID/stat (len bytes, not terminated). The

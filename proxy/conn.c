@@ -14,7 +14,6 @@
  * request stays in the input buffer until the current response is done,
  * which keeps answers in order.
  */
-#include "proxy/background.h"
 #include "proxy/exchange.h"
 
 #include <arpa/inet.h>
@@ -37,6 +36,7 @@
 #include "common/evmem.h"
 #include "common/log.h"
 #include "common/xalloc.h"
+#include "proxy/background.h"
 #include "proxy/h1.h"
 #include "proxy/instance.h"
 #include "proxy/login.h"

@@ -24,7 +24,6 @@
  * generation of instances started. Traffic moves to it when its first
  * instance is ready; the old instances finish what they hold and stop.
  */
-#include "proxy/background.h"
 #include "proxy/module.h"
 
 #include <stdio.h>
@@ -37,6 +36,7 @@
 
 #include "common/log.h"
 #include "common/xalloc.h"
+#include "proxy/background.h"
 #include "proxy/build.h"
 #include "proxy/instance.h"
 #include "proxy/router.h"

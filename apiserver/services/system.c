@@ -11,7 +11,8 @@
  * development, they are the caller's. Rates and averages come from the
  * samples this service takes at each call (there is no timer on the
  * backend thread): over the last minute (ten minutes) since the newest
- * sample at least that old, or since the instances started when none is.
+ * sample at least that old, else the oldest one, else since the oldest
+ * instance process started.
  *
  * StartBackgroundRequest draws an id, keeps {id, ticket} and asks the main
  * thread to look (af_result.notify_main); the front end takes the list with
@@ -47,9 +48,9 @@
 #define SYS_MAX_SAMPLES 700
 
 struct sample {
-    uint64_t t_ns;   /* CLOCK_MONOTONIC */
-    double mcycles;  /* CPU consumed by the instances then alive */
-    double mb;       /* their resident memory */
+    uint64_t t_ns;  /* CLOCK_MONOTONIC */
+    double mcycles; /* CPU consumed by the instances then alive */
+    double mb;      /* their resident memory */
 };
 
 struct pending {
@@ -65,6 +66,7 @@ struct sys_state {
     size_t n_pending;
     struct sample samples[SYS_MAX_SAMPLES]; /* ring */
     size_t n_samples, next_sample;
+    uint64_t start_ns; /* the oldest instance process's start; 0: not known */
 };
 
 /* ---- /proc ------------------------------------------------------------------ */
@@ -86,7 +88,8 @@ bool af_proc_stat_parse(const char *text, size_t len, struct af_proc_stat *out)
     if (end == buf || pid <= 0)
         return false;
     /* Fields after the name, numbered as in proc(5): 3 state, 4 ppid,
-     * 5 pgrp, 14 utime, 15 stime, 16 cutime, 17 cstime, 24 rss. */
+     * 5 pgrp, 14 utime, 15 stime, 16 cutime, 17 cstime, 22 starttime,
+     * 24 rss. */
     char *p = buf + head + 1;
     unsigned long long f[25] = {0};
     int field = 3;
@@ -111,6 +114,7 @@ bool af_proc_stat_parse(const char *text, size_t len, struct af_proc_stat *out)
     out->pgrp = (int)f[5];
     out->cpu_ticks = f[14] + f[15] + f[16] + f[17];
     out->rss_pages = f[24];
+    out->start_ticks = f[22];
     return true;
 }
 
@@ -122,9 +126,17 @@ static bool in_groups(const struct sys_state *s, int pgrp)
     return false;
 }
 
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 /* Sums CPU and resident memory over every process in the instances'
- * process groups (what the entrypoint's shell forked included). */
-static void measure(const struct sys_state *s, double *mcycles, double *mb)
+ * process groups (what the entrypoint's shell forked included), and
+ * notes when the oldest of them started (CLOCK_MONOTONIC ns). */
+static void measure(struct sys_state *s, double *mcycles, double *mb)
 {
     *mcycles = *mb = 0;
     if (s->n_inst == 0)
@@ -136,7 +148,7 @@ static void measure(const struct sys_state *s, double *mcycles, double *mb)
     }
     long hz = sysconf(_SC_CLK_TCK);
     long page = sysconf(_SC_PAGESIZE);
-    uint64_t ticks = 0, pages = 0;
+    uint64_t ticks = 0, pages = 0, first = UINT64_MAX;
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
         if (!isdigit((unsigned char)e->d_name[0]))
@@ -153,20 +165,24 @@ static void measure(const struct sys_state *s, double *mcycles, double *mb)
             continue;
         ticks += st.cpu_ticks;
         pages += st.rss_pages;
+        if (st.start_ticks < first)
+            first = st.start_ticks;
     }
     closedir(d);
+    /* starttime counts from boot: CLOCK_BOOTTIME's origin. */
+    struct timespec boot;
+    if (first != UINT64_MAX && clock_gettime(CLOCK_BOOTTIME, &boot) == 0) {
+        uint64_t boot_ns = (uint64_t)boot.tv_sec * 1000000000u + (uint64_t)boot.tv_nsec;
+        uint64_t start_boot_ns = first * (1000000000u / (uint64_t)(hz > 0 ? hz : 100));
+        uint64_t age = boot_ns > start_boot_ns ? boot_ns - start_boot_ns : 0;
+        uint64_t mono = now_ns();
+        s->start_ns = mono > age ? mono - age : 0;
+    }
     *mcycles = (double)ticks / (double)(hz > 0 ? hz : 100) * AF_SYS_MCYCLES_PER_CPU_SECOND;
     *mb = (double)pages * (double)(page > 0 ? page : 4096) / (1024.0 * 1024.0);
 }
 
 /* ---- samples ------------------------------------------------------------------ */
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static const struct sample *sample_at(const struct sys_state *s, size_t age)
 {
@@ -177,7 +193,7 @@ static const struct sample *sample_at(const struct sys_state *s, size_t age)
 static void sample_add(struct sys_state *s, const struct sample *x)
 {
     /* The oldest sample stays: it is the base of the rates until one is a
-     * window old. */
+     * window old. Calls less than a second apart replace the newest. */
     if (s->n_samples > 1 && x->t_ns - sample_at(s, 0)->t_ns < 1000000000u) {
         s->samples[(s->next_sample + SYS_MAX_SAMPLES - 1) % SYS_MAX_SAMPLES] = *x;
         return;
@@ -190,12 +206,13 @@ static void sample_add(struct sys_state *s, const struct sample *x)
 
 /* The rate of CPU use (megacycles a second) and the average memory over the
  * window ending at the newest sample: since the newest sample at least a
- * window old, or the oldest one (taken when the instance table last
- * changed) when none is that old yet. */
+ * window old; else since the oldest sample; else, with one sample, since
+ * the oldest instance process started (its CPU was 0 then). */
 static void window(const struct sys_state *s, uint64_t window_ns, double *rate, double *avg)
 {
     const struct sample *now = sample_at(s, 0);
-    const struct sample *base = NULL;
+    struct sample start = {.t_ns = s->start_ns, .mcycles = 0};
+    const struct sample *base = s->start_ns ? &start : NULL;
     double sum = 0;
     size_t n = 0;
     for (size_t age = 0; age < s->n_samples; age++) {
@@ -221,8 +238,7 @@ static void get_system_stats(void *state, const struct af_call *call, struct af_
     Af__System__GetSystemStatsRequest *req =
         af__system__get_system_stats_request__unpack(NULL, call->request_len, call->request);
     if (!req) {
-        af_result_rpc_error(res, AF_RPC_BAD_REQUEST,
-                            "system: cannot decode GetSystemStatsRequest");
+        af_result_rpc_error(res, AF_RPC_BAD_REQUEST, "system: cannot decode GetSystemStatsRequest");
         return;
     }
     af__system__get_system_stats_request__free_unpacked(req, NULL);
@@ -246,13 +262,12 @@ static void get_system_stats(void *state, const struct af_call *call, struct af_
     af_result_pack(res, &out.base);
 }
 
-static void start_background_request(void *state, const struct af_call *call,
-                                     struct af_result *res)
+static void start_background_request(void *state, const struct af_call *call, struct af_result *res)
 {
     struct sys_state *s = state;
     Af__System__StartBackgroundRequestRequest *req =
         af__system__start_background_request_request__unpack(NULL, call->request_len,
-                                                              call->request);
+                                                             call->request);
     if (!req) {
         af_result_rpc_error(res, AF_RPC_BAD_REQUEST,
                             "system: cannot decode StartBackgroundRequestRequest");
@@ -325,11 +340,11 @@ static void instances(void *state, const struct af_call *call, struct af_result 
     if (n)
         memcpy(s->inst, call->request, n * sizeof(*s->inst));
     s->n_inst = n;
-    /* CPU totals fall when an instance leaves: rates restart from here. */
+    /* CPU totals fall when an instance leaves: rates restart. Nothing is
+     * measured here (the next call does): this runs at every instance
+     * start, when descriptors and time are better left to the app. */
     s->n_samples = s->next_sample = 0;
-    struct sample x = {.t_ns = now_ns()};
-    measure(s, &x.mcycles, &x.mb);
-    sample_add(s, &x);
+    s->start_ns = 0;
     af_result_ok(res, NULL, 0);
 }
 

@@ -20,12 +20,14 @@ static struct af_result call_method(void *st, const char *method, const char *re
     return svc_call_raw(&af_service_system, st, method, request_id, req, len);
 }
 
-static struct af_result call_internal(void *st, const char *method, const uint8_t *req,
-                                      size_t len)
+static struct af_result call_internal(void *st, const char *method, const uint8_t *req, size_t len)
 {
     struct af_result res = {.kind = -1};
-    struct af_call c = {.service = "system", .method = method, .request = req,
-                        .request_len = len, .request_id = ""};
+    struct af_call c = {.service = "system",
+                        .method = method,
+                        .request = req,
+                        .request_len = len,
+                        .request_id = ""};
     const struct af_method *m = af_service_system.internal;
     while (m->name && strcmp(m->name, method) != 0)
         m++;
@@ -54,6 +56,7 @@ static void test_proc_stat_parse(void **state)
     assert_int_equal(st.pgrp, 4240);
     assert_int_equal(st.cpu_ticks, 250 + 50 + 7 + 3);
     assert_int_equal(st.rss_pages, 2560);
+    assert_int_equal(st.start_ticks, 12345);
 
     /* Cut before rss, no ')' at all, no pid: refused. */
     assert_false(af_proc_stat_parse(line, 60, &st));
@@ -62,7 +65,7 @@ static void test_proc_stat_parse(void **state)
 }
 
 static void unpack_stats(const struct af_result *res, double *cpu_total, double *mem_current,
-                         double *mem_avg)
+                         double *mem_avg, double *rate1m)
 {
     assert_int_equal(res->kind, AF_RESULT_OK);
     Af__System__GetSystemStatsResponse *out =
@@ -76,17 +79,18 @@ static void unpack_stats(const struct af_result *res, double *cpu_total, double 
     *cpu_total = out->cpu->total;
     *mem_current = out->memory->current;
     *mem_avg = out->memory->average1m;
+    *rate1m = out->cpu->rate1m;
     af__system__get_system_stats_response__free_unpacked(out, NULL);
 }
 
 static void test_stats(void **state)
 {
     void *st = make_state(false);
-    double cpu, mem, avg;
+    double cpu, mem, avg, rate;
     /* No instance yet: zeros, not an error. */
     struct af_result res = call_method(st, "GetSystemStats", "", NULL, 0);
-    unpack_stats(&res, &cpu, &mem, &avg);
-    assert_true(cpu == 0 && mem == 0);
+    unpack_stats(&res, &cpu, &mem, &avg, &rate);
+    assert_true(cpu == 0 && mem == 0 && rate == 0);
     svc_result_free(&res);
 
     /* This process as the one instance, leader of a group of its own as
@@ -100,13 +104,17 @@ static void test_stats(void **state)
     for (uint64_t i = 0; i < 50000000u; i++)
         x += i;
     res = call_method(st, "GetSystemStats", "", NULL, 0);
-    unpack_stats(&res, &cpu, &mem, &avg);
+    unpack_stats(&res, &cpu, &mem, &avg, &rate);
     svc_result_free(&res);
     /* Resident memory of a test binary: more than a megabyte, less than
      * a gigabyte; CPU: the loop above, at 1200 megacycles a second. */
     assert_true(mem > 1 && mem < 1024);
     assert_true(avg > 0);
     assert_true(cpu > 0);
+    /* One sample: the rate runs from this process's start, which /proc
+     * gives; it used the CPU above, so more than nothing, and at most its
+     * whole run on every core this machine could have. */
+    assert_true(rate > 0 && rate < 1200.0 * 1024);
 
     /* Garbage is BAD_REQUEST. */
     static const uint8_t bad[] = {0x08};
@@ -141,6 +149,14 @@ static void test_window(void **state)
     window(s, 10ull * 1000000000u, &rate, &avg);
     assert_true(rate > 119.99 && rate < 120.01); /* 3600 over 30 s */
     assert_true(avg > 29.99 && avg < 30.01);
+
+    /* One sample alone: from the oldest process's start, at 0. */
+    s->n_samples = s->next_sample = 0;
+    sample_add(s, &c);
+    s->start_ns = now - 40ull * 1000000000u;
+    window(s, 60ull * 1000000000u, &rate, &avg);
+    assert_true(rate > 119.99 && rate < 120.01); /* 4800 over 40 s */
+    assert_true(avg > 29.99 && avg < 30.01);
     free(s);
 }
 
@@ -166,14 +182,15 @@ static void test_background_take(void **state)
     svc_result_free(&res);
 
     char ids[2][17];
-    const char *tickets[2] = {"0123456789abcdef0123456789abcdef", "fedcba9876543210fedcba9876543210"};
+    const char *tickets[2] = {"0123456789abcdef0123456789abcdef",
+                              "fedcba9876543210fedcba9876543210"};
     for (int i = 0; i < 2; i++) {
         res = call_method(st, "StartBackgroundRequest", tickets[i], NULL, 0);
         assert_int_equal(res.kind, AF_RESULT_OK);
         assert_true(res.notify_main);
         Af__System__StartBackgroundRequestResponse *out =
             af__system__start_background_request_response__unpack(NULL, res.response_len,
-                                                                   res.response);
+                                                                  res.response);
         assert_non_null(out);
         assert_int_equal(strlen(out->request_id), 16);
         assert_int_equal(strspn(out->request_id, "0123456789abcdef"), 16);
@@ -232,8 +249,8 @@ static void test_background_take(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_proc_stat_parse),  cmocka_unit_test(test_stats),
-        cmocka_unit_test(test_window),           cmocka_unit_test(test_background_required),
+        cmocka_unit_test(test_proc_stat_parse), cmocka_unit_test(test_stats),
+        cmocka_unit_test(test_window),          cmocka_unit_test(test_background_required),
         cmocka_unit_test(test_background_take),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
