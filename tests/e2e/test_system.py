@@ -62,6 +62,16 @@ def test_background_request_reaches_the_asking_instance(appfront):
     """Two instances that take one request each: two /start requests at once
     run on both, and each background request goes back to its asker."""
     af = appfront("background", yaml_extra=MANUAL_2 + "threadsafe: false\n")
+    # Both instances ready first (on a loaded machine the second may still
+    # be starting when the first answers): two slow requests at once run
+    # on two processes.
+    deadline = time.monotonic() + 15
+    while True:
+        with ThreadPoolExecutor(2) as pool:
+            seen = set(pool.map(lambda _: af.get("/pidslow")[2], range(2)))
+        if len(seen) == 2:
+            break
+        assert time.monotonic() < deadline, "the second instance never became ready"
     pids = set()
     for _ in range(3):
         with ThreadPoolExecutor(2) as pool:

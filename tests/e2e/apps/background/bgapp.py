@@ -9,6 +9,7 @@ the app directory.
 
   GET /                  200 "ok" (readiness)
   GET /pid               this process's id
+  GET /pidslow           the same after 200 ms (to see two instances busy)
   GET /start[?sleep=MS]  (after MS ms) system.StartBackgroundRequest with this request's
                          API ticket: 200 {"id": ..., "pid": ...}, or 500
                          {"app_error": [code, detail]} / {"rpc_error": ...}
@@ -142,6 +143,9 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/":
             return self.answer(200, "ok")
         if self.path == "/pid":
+            return self.answer(200, str(os.getpid()))
+        if self.path == "/pidslow":
+            time.sleep(0.2)
             return self.answer(200, str(os.getpid()))
         self.record()
         if self.path.startswith("/start"):
