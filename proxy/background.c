@@ -65,9 +65,9 @@ int af_background_trusted(struct af_headers *h)
 {
     static const size_t name_len = sizeof(AF_BG_SECRET_HEADER) - 1;
     int seen = 0, inst = -1;
-    for (size_t i = 0; i < h->n; i++) {
+    for (size_t i = 0; h->n_appfront && i < h->n; i++) {
         struct af_header *f = &h->v[i];
-        if (f->name_len != name_len || strncasecmp(f->name, AF_BG_SECRET_HEADER, name_len) != 0)
+        if (f->id != AF_H_X_APPFRONT || f->name_len != name_len || strncasecmp(f->name, AF_BG_SECRET_HEADER, name_len) != 0)
             continue;
         f->drop = true; /* never forwarded, whoever sent it */
         seen++;

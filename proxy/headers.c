@@ -44,6 +44,7 @@ void af_headers_clear(struct af_headers *h)
     h->overflow = 0;
     h->block_used = 0;
     h->n = 0;
+    h->n_appfront = 0;
 }
 
 void af_headers_release(struct af_headers *h)
@@ -93,8 +94,12 @@ static bool same_name(const char *name, const char *lower, size_t n)
  * at most two candidates (every field of every head goes through here). */
 static enum af_header_id classify(const char *name, size_t len)
 {
-    if (len >= 12 && IS("x-appengine-"))
-        return AF_H_X_APPENGINE;
+    if (len >= 11 && (name[0] | 0x20) == 'x') {
+        if (len >= 12 && IS("x-appengine-"))
+            return AF_H_X_APPENGINE;
+        if (IS("x-appfront-"))
+            return AF_H_X_APPFRONT;
+    }
     switch (len) {
     case 2:
         return IS("te") ? AF_H_TE : AF_H_OTHER;
@@ -147,6 +152,8 @@ void af_headers_add(struct af_headers *h, const char *name, size_t name_len, con
     f->value_len = value_len;
     f->id = (unsigned char)classify(f->name, f->name_len);
     f->drop = false;
+    if (f->id == AF_H_X_APPFRONT)
+        h->n_appfront++;
 }
 
 struct af_header *af_headers_find_id(const struct af_headers *h, enum af_header_id id)

@@ -33,6 +33,7 @@ enum af_header_id {
     AF_H_X_FORWARDED_FOR,
     AF_H_X_FORWARDED_PROTO,
     AF_H_X_APPENGINE, /* any X-AppEngine-* field */
+    AF_H_X_APPFRONT,  /* any X-Appfront-* field: appfront's own requests' marks */
 };
 
 struct af_header {
@@ -59,6 +60,9 @@ struct af_headers {
     size_t block_size;
     struct af_headers_extra *extra;
     size_t overflow; /* bytes in extra: the next clear grows the block */
+    /* X-Appfront-* fields added: the checks for appfront's own requests
+     * (taskrunner.h, background.h) look at no field while it is 0. */
+    size_t n_appfront;
 };
 
 void af_headers_init(struct af_headers *h);
