@@ -25,4 +25,15 @@ char *af_read_bounded(int fd, size_t max, size_t *len);
  */
 char *af_read_regular(int fd, size_t max, size_t *len, mode_t *mode);
 
+/*
+ * A configuration file found by name in a directory: the first of names
+ * (n of them, e.g. "queue.yaml", "queue.yml") that exists in dir, read
+ * whole as af_read_regular does. Returns 1 with *path ("DIR/NAME") and
+ * *text (NUL-terminated, *len bytes), both owned by the caller; 0 when
+ * none exists; -1 with "PATH: reason" in err ("larger than 1 MiB; is this
+ * really queue.yaml?" when over max, which is in whole MiB).
+ */
+int af_read_config_in(const char *dir, const char *const *names, size_t n, size_t max,
+                      char **path, char **text, size_t *len, char *err, size_t errlen);
+
 #endif

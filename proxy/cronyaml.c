@@ -1,13 +1,10 @@
 /* cronyaml — see cronyaml.h. */
 #include "proxy/cronyaml.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <unistd.h>
 
 #include <yaml.h>
 
@@ -340,34 +337,20 @@ int af_cron_yaml_parse(const char *name, const char *text, size_t len, struct af
 int af_cron_yaml_load_dir(const char *dir, struct af_cron_yaml **out, char *err, size_t errlen)
 {
     static const char *const names[] = {"cron.yaml", "cron.yml"};
+    char *path, *text;
+    size_t len;
     *out = NULL;
-    for (size_t i = 0; i < N_OF(names); i++) {
-        char *path = af_xasprintf("%s/%s", dir, names[i]);
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0 && errno == ENOENT) {
-            free(path);
-            continue;
-        }
-        size_t len = 0;
-        char *text = fd < 0 ? NULL : af_read_regular(fd, CRON_MAX_FILE_BYTES, &len, NULL);
-        int e = errno;
-        if (fd >= 0)
-            close(fd);
-        if (!text) {
-            snprintf(err, errlen, "%s: %s", path,
-                     e == EFBIG ? "larger than 1 MiB; is this really cron.yaml?" : strerror(e));
-            free(path);
-            return -1;
-        }
-        int rc = af_cron_yaml_parse(path, text, len, out, err, errlen);
-        free(text);
-        if (rc == 0)
-            (*out)->path = path;
-        else
-            free(path);
-        return rc;
-    }
-    return 0;
+    int found = af_read_config_in(dir, names, N_OF(names), CRON_MAX_FILE_BYTES, &path, &text,
+                                  &len, err, errlen);
+    if (found <= 0)
+        return found;
+    int rc = af_cron_yaml_parse(path, text, len, out, err, errlen);
+    free(text);
+    if (rc == 0)
+        (*out)->path = path;
+    else
+        free(path);
+    return rc;
 }
 
 void af_cron_yaml_free(struct af_cron_yaml *c)

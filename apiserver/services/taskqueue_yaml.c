@@ -10,14 +10,11 @@
 #include "apiserver/services/taskqueue_yaml.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <yaml.h>
 
@@ -488,40 +485,24 @@ struct af_queue_yaml *af_queue_yaml_default(void)
 int af_queue_yaml_load_dir(const char *dir, struct af_queue_yaml **out, char *err, size_t errlen)
 {
     static const char *const names[] = {"queue.yaml", "queue.yml"};
+    char *path, *text;
+    size_t len;
     *out = NULL;
-    for (size_t i = 0; i < N_OF(names); i++) {
-        char *path = af_xasprintf("%s/%s", dir, names[i]);
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0) {
-            int e = errno;
-            if (e == ENOENT) {
-                free(path);
-                continue;
-            }
-            snprintf(err, errlen, "%s: %s", path, strerror(e));
-            free(path);
-            return -1;
-        }
-        size_t len = 0;
-        char *text = af_read_regular(fd, QY_MAX_FILE_BYTES, &len, NULL);
-        int e = errno;
-        close(fd);
-        if (!text) {
-            snprintf(err, errlen, "%s: %s", path,
-                     e == EFBIG ? "larger than 1 MiB; is this really queue.yaml?" : strerror(e));
-            free(path);
-            return -1;
-        }
-        int rc = af_queue_yaml_parse(path, text, len, out, err, errlen);
-        free(text);
-        if (rc == 0)
-            (*out)->path = path;
-        else
-            free(path);
-        return rc;
+    int found = af_read_config_in(dir, names, N_OF(names), QY_MAX_FILE_BYTES, &path, &text, &len,
+                                  err, errlen);
+    if (found < 0)
+        return -1;
+    if (found == 0) {
+        *out = af_queue_yaml_default();
+        return 0;
     }
-    *out = af_queue_yaml_default();
-    return 0;
+    int rc = af_queue_yaml_parse(path, text, len, out, err, errlen);
+    free(text);
+    if (rc == 0)
+        (*out)->path = path;
+    else
+        free(path);
+    return rc;
 }
 
 static char *dup_or_null(const char *s)

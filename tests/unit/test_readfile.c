@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/readfile.h"
@@ -62,12 +63,68 @@ static void test_read_error(void **state)
     assert_int_equal(errno, EBADF);
 }
 
+static void write_file(const char *path, size_t n)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    for (size_t i = 0; i < n; i++)
+        fputc('a', f);
+    fclose(f);
+}
+
+static void test_config_in_dir(void **state)
+{
+    static const char *const names[] = {"x.yaml", "x.yml"};
+    char dir[] = "/tmp/af-rf-XXXXXX", p[128], err[256];
+    assert_non_null(mkdtemp(dir));
+    char *path = (char *)1, *text = (char *)1;
+    size_t len = 0;
+    assert_int_equal(af_read_config_in(dir, names, 2, 1 << 20, &path, &text, &len, err,
+                                       sizeof(err)),
+                     0);
+    assert_null(path);
+    assert_null(text);
+
+    /* The second name when the first is absent; the first when both are. */
+    snprintf(p, sizeof(p), "%s/x.yml", dir);
+    write_file(p, 3);
+    assert_int_equal(af_read_config_in(dir, names, 2, 1 << 20, &path, &text, &len, err,
+                                       sizeof(err)),
+                     1);
+    assert_string_equal(path, p);
+    assert_string_equal(text, "aaa");
+    assert_int_equal(len, 3);
+    free(path);
+    free(text);
+    snprintf(p, sizeof(p), "%s/x.yaml", dir);
+    write_file(p, (1 << 20) + 1);
+    assert_int_equal(af_read_config_in(dir, names, 2, 1 << 20, &path, &text, &len, err,
+                                       sizeof(err)),
+                     -1);
+    char want[256];
+    snprintf(want, sizeof(want), "%s: larger than 1 MiB; is this really x.yaml?", p);
+    assert_string_equal(err, want);
+    unlink(p);
+
+    /* A directory by that name is not a file. */
+    assert_int_equal(mkdir(p, 0700), 0);
+    assert_int_equal(af_read_config_in(dir, names, 2, 1 << 20, &path, &text, &len, err,
+                                       sizeof(err)),
+                     -1);
+    assert_non_null(strstr(err, p));
+    rmdir(p);
+    snprintf(p, sizeof(p), "%s/x.yml", dir);
+    unlink(p);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_whole_file_under_the_bound),
         cmocka_unit_test(test_over_the_bound_stops_early),
         cmocka_unit_test(test_read_error),
+        cmocka_unit_test(test_config_in_dir),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
