@@ -48,6 +48,8 @@ struct af_api_options {
     const char *storage_path;   /* private directory for service state (exists, 0700) */
     const char *datastore_path; /* SQLite file of the datastore */
     bool clear_datastore;
+    /* --clear_search_indexes: the search service starts with no indexes. */
+    bool clear_search_indexes;
     long long memcache_max_bytes; /* LRU cap of memcache values + keys */
     int default_deadline_ms;      /* a call queued longer than this is not run; 60000 */
     /* The app's queues (queue.yaml), or NULL for the queue "default" alone.

@@ -39,6 +39,7 @@ struct af_config {
     char *datastore_path; /* NULL: under storage_path */
     char *logs_path;      /* NULL: request logs in memory only */
     bool clear_datastore;
+    bool clear_search_indexes;
     char *datastore_consistency_policy; /* "time" | "random" | "consistent" */
     bool require_indexes;               /* a query index.yaml does not cover fails (NEED_INDEX) */
 

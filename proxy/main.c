@@ -416,6 +416,7 @@ int main(int argc, char **argv)
         .storage_path = storage,
         .datastore_path = datastore,
         .clear_datastore = cfg.clear_datastore,
+        .clear_search_indexes = cfg.clear_search_indexes,
         .memcache_max_bytes = cfg.memcache_max_bytes,
         .default_deadline_ms = 60000,
         .queues = queues,
