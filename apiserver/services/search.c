@@ -204,8 +204,8 @@ static int64_t index_id(sqlite3 *db, const char *app, const char *ns, const char
 static int doc_delete(sqlite3 *db, int64_t idx, const char *doc_id)
 {
     static const char *const sql[] = {
-        "DELETE FROM fts WHERE rowid IN (SELECT v.id FROM val v JOIN doc d ON v.doc=d.id"
-        " WHERE d.idx=?1 AND d.doc_id=?2 AND v.type IN (0, 1))",
+        ("DELETE FROM fts WHERE rowid IN (SELECT v.id FROM val v JOIN doc d ON v.doc=d.id"
+         " WHERE d.idx=?1 AND d.doc_id=?2 AND v.type IN (0, 1))"),
         "DELETE FROM val WHERE doc IN (SELECT id FROM doc WHERE idx=?1 AND doc_id=?2)",
         "DELETE FROM doc WHERE idx=?1 AND doc_id=?2",
     };
