@@ -75,9 +75,10 @@ static const char search_schema[] =
     " body, tokenize='unicode61 remove_diacritics 2');";
 
 struct search_state {
-    sqlite3 *db;
+    sqlite3 *db;       /* NULL until the first call (search_open) */
+    char *path;        /* the SQLite file, or ":memory:" */
     char *app_id;
-    char *open_error; /* why db is NULL */
+    char *open_error; /* why the last open failed; NULL before any */
     uint64_t id_counter; /* generated doc ids when getrandom fails */
 };
 
@@ -573,9 +574,30 @@ static void pack_grouped(struct af_result *res, enum af_sw_msg msg, const Protob
     af_result_ok(res, out, out_len);
 }
 
-static bool store_ready(struct search_state *s, struct af_result *res)
+/* Opens the file on first use: an app that never calls search costs no
+ * descriptors and leaves no file. A failed open is tried again by the next
+ * call (the file may have been fixed), logged once. */
+static bool search_open(struct search_state *s)
 {
     if (s->db)
+        return true;
+    char err[512];
+    s->db = db_open(s->path, err, sizeof(err));
+    if (s->db) {
+        free(s->open_error);
+        s->open_error = NULL;
+        return true;
+    }
+    if (!s->open_error)
+        af_error("search: %s; search calls fail until it can be opened", err);
+    free(s->open_error);
+    s->open_error = af_xstrdup(err);
+    return false;
+}
+
+static bool store_ready(struct search_state *s, struct af_result *res)
+{
+    if (search_open(s))
         return true;
     af_result_app_error(res, S_INTERNAL, "search: %s", s->open_error);
     return false;
@@ -1383,27 +1405,19 @@ static void *search_create(const struct af_api_options *opts)
 {
     struct search_state *s = af_xcalloc(1, sizeof(*s));
     s->app_id = af_xstrdup(opts && opts->app_id ? opts->app_id : "");
-    char *path = opts && opts->storage_path
-                     ? af_xasprintf("%s/search.sqlite3", opts->storage_path)
-                     : af_xstrdup(":memory:");
-    if (opts && opts->clear_search_indexes && strcmp(path, ":memory:") != 0) {
-        unlink_db(path);
-        af_info("search: --clear_search_indexes: %s removed", path);
+    s->path = opts && opts->storage_path ? af_xasprintf("%s/search.sqlite3", opts->storage_path)
+                                         : af_xstrdup(":memory:");
+    if (opts && opts->clear_search_indexes && strcmp(s->path, ":memory:") != 0) {
+        unlink_db(s->path);
+        af_info("search: --clear_search_indexes: %s removed", s->path);
     }
-    char err[512];
-    s->db = db_open(path, err, sizeof(err));
-    if (!s->db) {
-        af_error("search: %s; every search call will fail", err);
-        s->open_error = af_xstrdup(err);
-    }
-    free(path);
     return s;
 }
 
 static void search_clear(void *state)
 {
     struct search_state *s = state;
-    if (s->db)
+    if (search_open(s))
         db_exec(s->db, "BEGIN IMMEDIATE; DELETE FROM fts; DELETE FROM val; DELETE FROM doc;"
                        " DELETE FROM sindex; COMMIT;");
 }
@@ -1414,6 +1428,7 @@ static void search_destroy(void *state)
     if (!s)
         return;
     sqlite3_close_v2(s->db);
+    free(s->path);
     free(s->app_id);
     free(s->open_error);
     free(s);

@@ -526,6 +526,32 @@ static void test_service_list_indexes(void **state)
     svc_result_free(&res);
 }
 
+static void test_service_lazy_open_and_foreign_file(void **state)
+{
+    struct fixture *fx = *state;
+    /* No call yet: no file. */
+    char *path = af_xasprintf("%s/search.sqlite3", fx->dir);
+    assert_int_not_equal(access(path, F_OK), 0);
+    af_service_search.destroy(fx->svc);
+    /* A file of another schema version is refused by name, not misread. */
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "PRAGMA user_version=99", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    fx->svc = open_svc(fx, false);
+    char *detail = NULL;
+    assert_int_equal(put_doc(fx->svc, "idx", NULL, "a", "x", NULL, &detail), 100 + S_INTERNAL);
+    assert_non_null(strstr(detail, "schema version 99"));
+    assert_non_null(strstr(detail, "--clear_search_indexes"));
+    free(detail);
+    /* --clear_search_indexes removes it, and the service works. */
+    af_service_search.destroy(fx->svc);
+    fx->svc = open_svc(fx, true);
+    assert_int_equal(put_doc(fx->svc, "idx", NULL, "a", "x", NULL, NULL), S_OK);
+    assert_int_equal(access(path, F_OK), 0);
+    free(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -536,6 +562,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_service_bad_documents, setup, teardown),
         cmocka_unit_test_setup_teardown(test_service_durable_and_clear, setup, teardown),
         cmocka_unit_test_setup_teardown(test_service_list_indexes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_service_lazy_open_and_foreign_file, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
