@@ -78,6 +78,8 @@ struct sw_buf {
 
 static void buf_put(struct sw_buf *b, const void *p, size_t n)
 {
+    if (n == 0)
+        return; /* p may be NULL: an empty nested message */
     if (b->len + n > b->cap) {
         size_t cap = b->cap ? b->cap : 256;
         while (cap < b->len + n)

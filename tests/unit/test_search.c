@@ -163,6 +163,13 @@ static void test_wire_groups(void **state)
     free(plain);
     free(back);
 
+    /* Empty nested messages (a Field with an empty FieldValue) pass. */
+    uint8_t empty[] = {0x1a, 0x05, 0x0a, 0x01, 'e', 0x12, 0x00};
+    assert_true(af_sw_rewrite(AF_SW_DOCUMENT, empty, sizeof(empty), true, &back, &back_len));
+    assert_int_equal(back_len, sizeof(empty));
+    assert_memory_equal(back, empty, sizeof(empty));
+    free(back);
+
     /* Malformed: a group without its end tag, a stray end tag, a truncated
      * length. */
     uint8_t *out;
@@ -370,6 +377,26 @@ static void test_service_search(void **state)
     expect_search(fx->svc, "n < x", "ERROR neither a number nor a date");
     expect_search(fx->svc, "(quick", "ERROR no matching ')'");
     expect_search(fx->svc, "missing:quick", "");
+    /* A document put again replaces the old one, words and values. */
+    assert_int_equal(put_doc(fx->svc, "idx", NULL, "r", "generated", NULL, NULL), S_OK);
+    expect_search(fx->svc, "generated", "r");
+    assert_int_equal(put_doc(fx->svc, "idx", NULL, "r", "renamed", "9", NULL), S_OK);
+    expect_search(fx->svc, "generated", "");
+    expect_search(fx->svc, "renamed", "r");
+    expect_search(fx->svc, "n:9", "r");
+    Af__Search__IndexSpec dspec = AF__SEARCH__INDEX_SPEC__INIT;
+    dspec.name = "idx";
+    char *rid[] = {"r"};
+    Af__Search__DeleteDocumentParams ddp = AF__SEARCH__DELETE_DOCUMENT_PARAMS__INIT;
+    ddp.index_spec = &dspec;
+    ddp.n_doc_id = 1;
+    ddp.doc_id = rid;
+    Af__Search__DeleteDocumentRequest ddr = AF__SEARCH__DELETE_DOCUMENT_REQUEST__INIT;
+    ddr.params = &ddp;
+    struct af_result dres = svc_call(&af_service_search, fx->svc, "DeleteDocument", &ddr.base);
+    assert_int_equal(dres.kind, AF_RESULT_OK);
+    svc_result_free(&dres);
+    expect_search(fx->svc, "renamed", "");
 
     /* Sort both ways, limit and the single cursor. */
     char *got = run_search(fx->svc, "idx", "", 0, "n", false, NULL, NULL, NULL);
