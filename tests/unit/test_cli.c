@@ -330,7 +330,8 @@ static void test_ignored_flags(void **state)
     assert_int_equal(r.cfg.n_app_paths, 1); /* a bare boolean does not eat the app path */
     assert_int_equal(r.cfg.n_ignored, 2);
     assert_string_equal(r.cfg.ignored[0], "--search_indexes_path has no effect in appfront: "
-                                          "there is no search service");
+                                          "search indexes live in search.sqlite3 under "
+                                          "--storage_path");
     assert_string_equal(r.cfg.ignored[1],
                         "--enable_console has no effect in appfront: there is no interactive "
                         "console");
