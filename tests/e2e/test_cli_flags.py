@@ -191,7 +191,8 @@ def test_ignored_flags_warn_once_and_serve(appfront):
     af = appfront(flags=["--search_indexes_path=/nonexistent/search", "--enable_console",
                          "--ssl_port=8443", "--ssl_port=9443"])
     warnings = [l for l in af.lines if "has no effect in appfront" in l]
-    assert any("--search_indexes_path has no effect in appfront: there is no search service"
+    assert any("--search_indexes_path has no effect in appfront: search indexes live in "
+               "search.sqlite3 under --storage_path"
                in l for l in warnings), af.lines
     assert any("--enable_console has no effect" in l for l in warnings)
     assert sum("--ssl_port has no effect in appfront: there is no https port" in l
