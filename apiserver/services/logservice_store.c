@@ -49,8 +49,8 @@ static const char *const logstore_sql[ST_N] = {
     [ST_BEGIN] = "BEGIN IMMEDIATE",
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
-    [ST_PUT_RECORD] = "INSERT OR REPLACE INTO request VALUES"
-                      "(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19)",
+    [ST_PUT_RECORD] = ("INSERT OR REPLACE INTO request VALUES"
+                       "(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19)"),
     [ST_PUT_LINE] = "INSERT OR REPLACE INTO app_line VALUES(?1,?2,?3,?4,?5)",
 };
 
