@@ -47,6 +47,9 @@ struct af_api_options {
     size_t n_modules;
     const char *storage_path;   /* private directory for service state (exists, 0700) */
     const char *datastore_path; /* SQLite file of the datastore */
+    /* Directory of the blobs' files (--blobstore_path); NULL:
+     * storage_path/blobs. Created if missing. */
+    const char *blobstore_path;
     bool clear_datastore;
     /* --clear_search_indexes: the search service starts with no indexes. */
     bool clear_search_indexes;

@@ -91,6 +91,7 @@
 #include "apiserver/backend.h"
 #include "apiserver/envelope.h"
 #include "apiserver/iothread.h"
+#include "apiserver/peer.h"
 #include "apiserver/service.h"
 #include "common/log.h"
 #include "common/xalloc.h"
@@ -565,6 +566,9 @@ static void *backend_main(void *arg)
     for (size_t i = 0; i < be->n_services; i++)
         if (be->services[i] && be->services[i]->create)
             be->states[i] = be->services[i]->create(be->opts);
+    /* Services that call one another (the blobstore's metadata live in the
+     * datastore) reach each other through this thread's table. */
+    af_peer_bind(be->services, be->states, be->n_services);
     pthread_mutex_lock(&be->mu);
     be->ready = true;
     pthread_cond_signal(&be->cv);
@@ -614,6 +618,7 @@ static void *backend_main(void *arg)
             break;
     }
 
+    af_peer_bind(NULL, NULL, 0);
     for (size_t i = 0; i < be->n_services; i++)
         if (be->services[i] && be->services[i]->destroy)
             be->services[i]->destroy(be->states[i]);

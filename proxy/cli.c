@@ -120,6 +120,11 @@ static const struct flag flags[] = {
      .metavar = "FILE",
      .help = "also keep request logs and app log lines in this SQLite file, across restarts "
              "(unset: in memory only)"},
+    {.name = "blobstore_path",
+     .type = FLAG_STRING,
+     .offset = OFF(blobstore_path),
+     .metavar = "DIR",
+     .help = "directory of the blobstore's files (unset: blobs/ under --storage_path)"},
     {.name = "clear_datastore",
      .type = FLAG_BOOL,
      .offset = OFF(clear_datastore),
@@ -269,11 +274,6 @@ static const struct flag flags[] = {
     /* dev_appserver flags for features appfront does not have, or for
      * other runtimes' tooling: scripts that pass them still run, and the
      * startup warning says what the flag would have done. */
-    {.name = "blobstore_path",
-     .type = FLAG_IGNORED,
-     .metavar = "DIR",
-     .help = "accepted; no effect (there is no blobstore)",
-     .why_ignored = "there is no blobstore service"},
     {.name = "search_indexes_path",
      .type = FLAG_IGNORED,
      .metavar = "FILE",
@@ -439,6 +439,7 @@ void af_config_release(struct af_config *cfg)
     free(cfg->storage_path);
     free(cfg->datastore_path);
     free(cfg->logs_path);
+    free(cfg->blobstore_path);
     free(cfg->datastore_consistency_policy);
     free(cfg->watcher_ignore_re);
     free(cfg->threadsafe_override);

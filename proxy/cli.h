@@ -38,6 +38,7 @@ struct af_config {
     char *storage_path;   /* NULL: a private 0700 dir per app and user */
     char *datastore_path; /* NULL: under storage_path */
     char *logs_path;      /* NULL: request logs in memory only */
+    char *blobstore_path; /* NULL: blobs/ under storage_path */
     bool clear_datastore;
     bool clear_search_indexes;
     char *datastore_consistency_policy; /* "time" | "random" | "consistent" */

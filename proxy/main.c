@@ -373,6 +373,10 @@ int main(int argc, char **argv)
     if (cfg.logs_path && cfg.logs_path[0] &&
         !(logstore = af_logstore_open(cfg.logs_path, err, sizeof(err))))
         fatal("--logs_path: %s", err);
+    /* The blobstore service creates it; the front end writes uploads into
+     * its tmp/ (proxy/blob.c). */
+    srv.blob_dir = cfg.blobstore_path ? af_xstrdup(cfg.blobstore_path)
+                                      : af_xasprintf("%s/blobs", storage);
 
     if (!cfg.api_only && af_server_listen(&srv, err, sizeof(err)) < 0)
         fatal("%s", err);
@@ -415,6 +419,7 @@ int main(int argc, char **argv)
         .server_host = server_host,
         .storage_path = storage,
         .datastore_path = datastore,
+        .blobstore_path = srv.blob_dir,
         .clear_datastore = cfg.clear_datastore,
         .clear_search_indexes = cfg.clear_search_indexes,
         .memcache_max_bytes = cfg.memcache_max_bytes,
@@ -506,6 +511,7 @@ int main(int argc, char **argv)
     free(server_host);
     free(storage);
     free(datastore);
+    free(srv.blob_dir);
     for (size_t i = 0; i < given.n; i++)
         af_appyaml_free(given.apps[i]);
     free(given.apps);

@@ -79,6 +79,7 @@ struct af_server {
 
     char *run_dir;      /* private 0700 directory for Unix sockets; owned */
     char *api_socket;   /* framed API socket path inside run_dir; owned */
+    char *blob_dir;     /* the blobstore directory (uploads go to its tmp/); owned */
     int api_port;       /* the API server's HTTP port */
     char *app_id;       /* app.yaml application, or "testapp"-like default; owned */
 

@@ -20,11 +20,13 @@ extern const struct af_service af_service_taskqueue;
 extern const struct af_service af_service_urlfetch;
 extern const struct af_service af_service_system;
 extern const struct af_service af_service_search;
+extern const struct af_service af_service_blobstore;
 
 const struct af_service *const af_services[] = {
     &af_service_memcache,   &af_service_user,    &af_service_app_identity,
     &af_service_capability, &af_service_modules, &af_service_logservice,
     &af_service_mail,       &af_service_datastore_v3, &af_service_taskqueue,
     &af_service_urlfetch,   &af_service_system,       &af_service_search,
+    &af_service_blobstore,
 };
 const size_t af_n_services = sizeof(af_services) / sizeof(af_services[0]);
