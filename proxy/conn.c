@@ -37,6 +37,7 @@
 #include "common/log.h"
 #include "common/xalloc.h"
 #include "proxy/background.h"
+#include "proxy/blob.h"
 #include "proxy/h1.h"
 #include "proxy/instance.h"
 #include "proxy/login.h"
@@ -441,6 +442,10 @@ static void conn_drive(struct af_conn *c)
         }
         case AF_CONN_EXCHANGE: {
             struct af_exchange *ex = c->ex;
+            if (ex && ex->blob && ex->body_flowing && !ex->req_body_done) {
+                af_blob_upload_read(ex);
+                return;
+            }
             if (!ex || !ex->body_flowing || ex->req_body_done || !ex->up)
                 return;
             if (conn_read_body(c) < 0)
@@ -633,6 +638,11 @@ static void ex_detach(struct af_exchange *ex, bool upstream_reusable)
     }
 }
 
+void af_ex_give_back(struct af_exchange *ex)
+{
+    ex_detach(ex, false);
+}
+
 /* Spare exchanges kept: enough for the connections busy at once under a
  * heavy local load. Once the pool grew past SPARE_IDLE, a timer checks
  * every SPARE_TRIM_MS whether a new exchange began since it last looked;
@@ -700,6 +710,12 @@ static void ex_free(struct af_exchange *ex)
     if (ex->state != AF_EX_DONE && ex->status)
         ex_log(ex);
     ex_detach(ex, false);
+    if (ex->blob)
+        af_blob_free(ex);
+    if (ex->fwd_body) {
+        evbuffer_free(ex->fwd_body);
+        ex->fwd_body = NULL;
+    }
     struct af_conn *c = ex->conn;
     if (c && c->ex == ex)
         c->ex = NULL;
@@ -788,6 +804,9 @@ static void ex_expired(struct af_exchange *ex, bool pending)
                    ex->mod->name, elapsed_us(&ex->start) / 1000);
     else if (ex->state == AF_EX_DEATHWAIT)
         af_ex_instance_died(ex);
+    else if (ex->state == AF_EX_BLOB)
+        af_ex_fail(ex, 408, "The upload did not complete within the request deadline (%d ms).",
+                   c->srv->cfg->request_deadline_ms);
     else if (!pending)
         af_ex_fail(ex, 504, "The instance did not answer within the request deadline (%d ms).",
                    c->srv->cfg->request_deadline_ms);
@@ -939,6 +958,20 @@ static void ex_begin(struct af_exchange *ex)
         af_ex_fail(ex, 503, "The server is shutting down.");
         return;
     }
+    /* Blobstore uploads are stored here, then routed to their success
+     * path (proxy/blob.h). */
+    if (!ex->direct && af_blob_is_upload(ex->url)) {
+        af_timeout_arm(&c->srv->deadlines, &ex->deadline);
+        af_blob_upload_begin(ex);
+        return;
+    }
+    af_ex_route(ex);
+}
+
+void af_ex_route(struct af_exchange *ex)
+{
+    struct af_conn *c = ex->conn;
+    int status;
     /* app.yaml handlers: static files, login, redirects are answered here;
      * script handlers fall through to the module's instances. */
     ex->trusted = !ex->direct && af_taskrunner_trusted(&ex->req_headers);
@@ -1158,6 +1191,12 @@ void af_ex_upstream_ready(struct af_exchange *ex)
     struct af_conn *c = ex->conn;
     ex->state = AF_EX_FORWARDING;
     ex_write_request_head(ex);
+    if (ex->fwd_body) {
+        /* A copy: a retry on a fresh connection sends it again. */
+        struct evbuffer *out = af_upstream_output(ex->up);
+        size_t n = evbuffer_get_length(ex->fwd_body);
+        evbuffer_add(out, evbuffer_pullup(ex->fwd_body, (ev_ssize_t)n), n);
+    }
     /* The client waits for this before sending the body (RFC 9110
      * §10.1.1); the instance never sees Expect. */
     if (ex->expect_continue && request_has_body(ex))

@@ -63,10 +63,13 @@ enum af_ex_state {
     AF_EX_FORWARDING, /* head sent; body and response flowing */
     AF_EX_DEATHWAIT,  /* upstream failed with no response: waiting briefly for
                          the instance's exit so the 502 can show its stderr */
+    AF_EX_BLOB,       /* waiting for the blobstore service (proxy/blob.h) */
     AF_EX_DONE,
 };
 
 struct af_upstream;
+struct af_blob_op;
+struct evbuffer;
 
 /* Where the reading of an instance's response stands. */
 enum af_rbody {
@@ -132,6 +135,11 @@ struct af_exchange {
     struct af_timeout pending;  /* on srv->pending_timeouts while queued */
     struct event *timer;        /* the death wait (rare: a libevent timer) */
     struct af_exchange *next_spare; /* in the server's pool while unused */
+    /* An upload or a blob being served (proxy/blob.h); NULL: neither. */
+    struct af_blob_op *blob;
+    /* The body sent upstream instead of the client's (an upload's rewritten
+     * form), kept whole for a retry; NULL: the client's body. */
+    struct evbuffer *fwd_body;
 };
 
 /* Frees the server's pool of spare exchanges (at exit). */
@@ -176,5 +184,13 @@ void af_ex_fail(struct af_exchange *ex, int status, const char *fmt, ...)
 struct evbuffer;
 void af_ex_reply(struct af_exchange *ex, int status, const struct af_headers *headers,
                  struct evbuffer *body, int fd, int64_t offset, int64_t length);
+
+/* Routes a validated exchange: app.yaml handlers, then an instance of its
+ * module (the second half of reading a request; proxy/blob.c calls it
+ * once an upload is stored). */
+void af_ex_route(struct af_exchange *ex);
+/* Gives back the exchange's instance slot and upstream connection (not
+ * reused) and cancels its timeouts; the exchange stays. */
+void af_ex_give_back(struct af_exchange *ex);
 
 #endif

@@ -45,6 +45,7 @@ void af_headers_clear(struct af_headers *h)
     h->block_used = 0;
     h->n = 0;
     h->n_appfront = 0;
+    h->blob_key = false;
 }
 
 void af_headers_release(struct af_headers *h)
@@ -92,11 +93,16 @@ static bool same_name(const char *name, const char *lower, size_t n)
 
 /* The id of a field name: by its length first, so a name is compared with
  * at most two candidates (every field of every head goes through here). */
-static enum af_header_id classify(const char *name, size_t len)
+static enum af_header_id classify(struct af_headers *h, const char *name, size_t len)
 {
     if (len >= 11 && (name[0] | 0x20) == 'x') {
-        if (len >= 12 && IS("x-appengine-"))
+        if (len >= 12 && IS("x-appengine-")) {
+            /* The one response field the front end acts on (proxy/blob.h),
+             * noted here so that no response pays for looking for it. */
+            if (len == 19 && IS("x-appengine-blobkey"))
+                h->blob_key = true;
             return AF_H_X_APPENGINE;
+        }
         if (IS("x-appfront-"))
             return AF_H_X_APPFRONT;
     }
@@ -150,7 +156,7 @@ void af_headers_add(struct af_headers *h, const char *name, size_t name_len, con
     f->value[value_len] = '\0';
     f->name_len = name_len;
     f->value_len = value_len;
-    f->id = (unsigned char)classify(f->name, f->name_len);
+    f->id = (unsigned char)classify(h, f->name, f->name_len);
     f->drop = false;
     if (f->id == AF_H_X_APPFRONT)
         h->n_appfront++;

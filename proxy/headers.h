@@ -63,6 +63,9 @@ struct af_headers {
     /* X-Appfront-* fields added: the checks for appfront's own requests
      * (taskrunner.h, background.h) look at no field while it is 0. */
     size_t n_appfront;
+    /* A field named X-AppEngine-BlobKey was added (and not cleared since):
+     * an app's response asks for a blob to be served (proxy/blob.h). */
+    bool blob_key;
 };
 
 void af_headers_init(struct af_headers *h);

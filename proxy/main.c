@@ -34,6 +34,7 @@
 #include "common/log.h"
 #include "common/xalloc.h"
 #include "proxy/admin.h"
+#include "proxy/blob.h"
 #include "proxy/appyaml.h"
 #include "proxy/background.h"
 #include "proxy/cli.h"
@@ -448,6 +449,7 @@ int main(int argc, char **argv)
         fatal("API server: %s", err);
     srv.api_port = af_api_port(api);
     af_reqlog_start(api); /* the logservice's request log (proxy/reqlog.h) */
+    af_blob_init(&srv, api); /* uploads and blob serving (proxy/blob.h) */
     af_log_raw("Starting API server at: http://%s:%d", cfg.api_host, srv.api_port);
 
     for (size_t i = 0; i < given.n; i++)
@@ -489,6 +491,7 @@ int main(int argc, char **argv)
     af_background_stop();
     af_admin_free(admin); /* its console calls the API server */
     af_reqlog_stop();
+    af_blob_stop();
     af_api_stop(api);
     event_free(sigint);
     event_free(sigterm);

@@ -27,6 +27,7 @@
 #include "common/log.h"
 #include "common/xalloc.h"
 #include "proxy/exchange.h"
+#include "proxy/blob.h"
 #include "proxy/h1.h"
 #include "proxy/instance.h"
 #include "proxy/server.h"
@@ -148,8 +149,9 @@ static int malformed(struct af_exchange *ex, const char *why)
 /*
  * A complete response head of hlen bytes at head: an interim 1xx is
  * dropped (the final head follows); a final one chooses the body's framing
- * in both directions and is written toward the client. Returns 0, or -1
- * when the head is malformed.
+ * in both directions and is written toward the client. Returns 0, -1
+ * when the head is malformed, or 1 when it names a blob to serve instead
+ * (nothing was written).
  */
 static int response_head(struct af_exchange *ex, const char *head, size_t hlen)
 {
@@ -175,6 +177,10 @@ static int response_head(struct af_exchange *ex, const char *head, size_t hlen)
     ex->status = status;
     struct af_headers *h = &ex->resp_headers;
     af_headers_drop_hop_by_hop(h);
+    /* X-AppEngine-BlobKey: the blob replaces the body (proxy/blob.h). The
+     * scan that built h noted it; no other response pays anything. */
+    if (__builtin_expect(h->blob_key, 0))
+        return 1;
     bool head_only = ex->method == HTTP_HEAD || status_has_no_body(status);
     bool length_field = false;
     if (head_only) {
@@ -289,7 +295,8 @@ static bool client_has_room(struct af_exchange *ex)
 }
 
 /* Reads the response from the instance's bytes and relays it. Returns 0,
- * or -1 when the response is malformed (ex->rwhy says how). */
+ * -1 when the response is malformed (ex->rwhy says how), or 1 when the
+ * head names a blob: the caller hands the exchange to proxy/blob.c. */
 static int up_feed(struct af_upstream *up)
 {
     struct af_exchange *ex = up->ex;
@@ -312,8 +319,9 @@ static int up_feed(struct af_upstream *up)
                 return r;
             size_t hlen = ex->rscanned;
             const char *head = (const char *)evbuffer_pullup(in, (ev_ssize_t)hlen);
-            if (!head || response_head(ex, head, hlen) < 0)
-                return -1;
+            int rh = head ? response_head(ex, head, hlen) : -1;
+            if (rh != 0)
+                return rh;
             evbuffer_drain(in, hlen);
             ex->rscanned = 0;
             if (ex->rbody == AF_RB_HEAD)
@@ -369,7 +377,10 @@ static void up_on_read(struct af_stream *s, void *arg)
         return;
     struct af_conn *c = ex->conn;
     af_conn_enter(c);
-    if (up_feed(up) < 0) {
+    int r = up_feed(up);
+    if (r > 0) {
+        af_blob_serve_begin(ex);
+    } else if (r < 0) {
         af_ex_fail(ex, 502, "Instance %s sent a malformed response: %s.", up->inst->name,
                    ex->rwhy ? ex->rwhy : "it breaks the HTTP/1.1 grammar");
     } else if (ex->resp_done) {
