@@ -298,7 +298,11 @@ struct af_ds_plan *af_ds_plan_compile(const ds_query_t *q, int64_t part, char **
             *why = why_f("a query kind must not be empty");
             goto fail;
         }
-        if (n >= 4 && strncmp(q->kind, "__", 2) == 0 && strcmp(q->kind + n - 2, "__") == 0) {
+        /* __BlobInfo__ and __BlobUploadSession__ are stored entities like
+         * any other (the blobstore service writes them), not metadata:
+         * apps query them (BlobInfo.all(), the Go library's __BlobInfo__). */
+        if (n >= 4 && strncmp(q->kind, "__", 2) == 0 && strcmp(q->kind + n - 2, "__") == 0 &&
+            strcmp(q->kind, "__BlobInfo__") != 0 && strcmp(q->kind, "__BlobUploadSession__") != 0) {
             *why = why_f("metadata queries of kind %s are not supported (__namespace__ and "
                          "__kind__ are, without filters)",
                          q->kind);

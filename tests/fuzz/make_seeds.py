@@ -68,7 +68,7 @@ replies = [
     b"HTTP/1.1 999 Odd\r\nContent-Length: 0\r\n\r\n",
 ]
 
-seeds = {"request": [], "api": [], "appyaml": []}
+seeds = {"request": [], "api": [], "appyaml": [], "multipart": []}
 for i, r in enumerate(requests):
     for setup in (INSTANCE, (DIRECT | TRICKLE), (UNAVAILABLE if i % 3 == 0 else QUEUED),
                   INSTANCE | SMALL_BODY | CHUNKED_OUT | INST_CLOSE):
@@ -206,6 +206,24 @@ automatic_scaling:
     b"runtime: native\nautomatic_scaling:\n  max_concurrent_requests: 99999999999999999999\n",
     b"\t runtime: native",
     b"runtime: !!binary aGVsbG8=\n",
+]
+
+
+# multipart: a Content-Type value, a newline, the body (fuzz_multipart.c).
+MP = b"multipart/form-data; boundary=XyZ\n"
+seeds["multipart"] += [
+    MP + b"--XyZ\r\nContent-Disposition: form-data; name=\"t\"\r\n\r\nhello\r\n--XyZ--\r\n",
+    MP + b"--XyZ\r\nContent-Disposition: form-data; name=\"f\"; filename=\"a.txt\"\r\n"
+    b"Content-Type: text/plain\r\n\r\nline\r\n--XyY\r\n-\r\r\n\r\n--Xy\r\n--XyZ--",
+    MP + b"preamble\r\n--XyZ  \r\n\r\nno headers\r\n--XyZ\r\n\r\n\r\n--XyZ--epilogue",
+    b"multipart/form-data; boundary=\"a b:c\"\n--a b:c\r\nA: 1\r\n\r\nx\r\n--a b:c--",
+    b"Multipart/Form-Data;boundary=b\n--b\r\ncontent-disposition: form-data; name=e; filename=\"q\\\"x\"\r\n\r\n\r\n--b--",
+    MP + b"--XyZ\r\nA: 1\r\n folded\r\n\r\n",
+    MP + b"--XyZ\r\nA: 1\r\n\r\nx\r\n--XyZzz",
+    MP + b"--XyZ--",
+    MP + b"--XyZ\rx",
+    b"multipart/mixed; boundary=b\n--b--",
+    b"multipart/form-data\n",
 ]
 
 
