@@ -269,6 +269,10 @@ static int mp_part_begin(void *arg, const struct af_mp_part *mp)
             return op->status;
         struct up_part *p = part_add(op);
         p->raw = evbuffer_new();
+        /* blobstore.ParseUpload refuses a part without a Content-Type;
+         * App Engine gives fields text/plain. */
+        if (!mp->content_type)
+            evbuffer_add(p->raw, "Content-Type: text/plain\r\n", 26);
         evbuffer_add(p->raw, mp->headers, mp->headers_len);
         evbuffer_add(p->raw, "\r\n", 2);
         op->cur = p;

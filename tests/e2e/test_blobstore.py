@@ -13,7 +13,9 @@ import http.client
 import json
 import os
 import re
-import time
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -96,6 +98,27 @@ def records(af):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+REPO = Path(__file__).resolve().parents[2]
+
+
+def go_parse_upload(content_type, body):
+    """The official Go library's blobstore.ParseUpload on a request the
+    success handler received (tests/go/src/parseupload)."""
+    go = shutil.which("go")
+    gocode = Path("/usr/share/gocode/src/google.golang.org/appengine/blobstore")
+    if not go or not gocode.is_dir():
+        pytest.skip("go or the official Go library is not installed")
+    build = Path(os.environ.get("APPFRONT_BUILD", REPO / "build"))
+    env = dict(os.environ, GO111MODULE="off", GOPROXY="off", GOFLAGS="",
+               GOPATH=f"{REPO / 'tests' / 'go'}:/usr/share/gocode",
+               GOCACHE=str(build / "go-cache"))
+    r = subprocess.run([go, "run", "parseupload"], input=json.dumps(
+        {"content_type": content_type, "body": body}).encode(), env=env,
+        capture_output=True, timeout=300)
+    assert r.returncode == 0, r.stderr.decode()
+    return json.loads(r.stdout)
+
+
 def still_serving(af):
     assert request(af, "GET", "/")[2] == b"ok"
 
@@ -146,6 +169,19 @@ def test_upload_serve_fetch_delete(server):
         assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}",
                             inner["X-AppEngine-Upload-Creation"])
         keys[name] = key
+
+    # The official library reads the same form back.
+    parsed = go_parse_upload(hdrs["content-type"], rec["body"])
+    assert parsed["other"] == {"title": ["holiday \u00e9t\u00e9"]}
+    assert sorted(parsed["blobs"]) == ["notes", "photo"]
+    for name, data, ctype_in, fname in (("photo", big, "image/png", "pic.bin"),
+                                        ("notes", b"hello blobstore", "text/plain",
+                                         "notes.txt")):
+        (b,) = parsed["blobs"][name]
+        assert b["BlobKey"] == keys[name] and b["Size"] == len(data)
+        assert b["ContentType"] == ctype_in and b["Filename"] == fname
+        assert b["MD5"] == hashlib.md5(data).hexdigest()
+        assert b["CreationTime"].startswith("20")
 
     # Served in place of the app's body; the header never reaches the client.
     k = keys["photo"]

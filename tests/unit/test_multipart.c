@@ -209,7 +209,8 @@ static void test_forward_body(void **state)
     snprintf(op.boundary, sizeof(op.boundary), "BB");
     struct up_part parts[2] = {0};
     parts[0].raw = evbuffer_new();
-    evbuffer_add_printf(parts[0].raw, "Content-Disposition: form-data; name=\"t\"\r\n\r\nhi\r\n");
+    evbuffer_add_printf(parts[0].raw, "Content-Type: text/plain\r\n"
+                                      "Content-Disposition: form-data; name=\"t\"\r\n\r\nhi\r\n");
     parts[1].file = true;
     parts[1].size = 11;
     snprintf(parts[1].md5_hex, sizeof(parts[1].md5_hex), "5eb63bbbe01eeed093cb22bb8f5acdc3");
@@ -224,6 +225,7 @@ static void test_forward_body(void **state)
     char *got = strndup((const char *)evbuffer_pullup(b, (ev_ssize_t)n), n);
     assert_string_equal(got,
                         "--BB\r\n"
+                        "Content-Type: text/plain\r\n"
                         "Content-Disposition: form-data; name=\"t\"\r\n\r\nhi\r\n"
                         "--BB\r\n"
                         "Content-Type: message/external-body; blob-key=\"KEY1\"; "
