@@ -13,9 +13,8 @@
 #include <sys/random.h>
 #include <time.h>
 
-#include <openssl/evp.h>
-
 #include "common/log.h"
+#include "common/mimeword.h"
 #include "common/xalloc.h"
 #include "proxy/appyaml.h"
 #include "proxy/console_int.h"
@@ -71,31 +70,16 @@ static bool address_ok(const char *s)
     return strlen(s) <= MAIL_ADDR_MAX;
 }
 
-/* The subject as a header value: as it is when printable ASCII, else one
- * RFC 2047 encoded word per 45 bytes of UTF-8 (whole characters). */
+/* The subject as a header value (common/mimeword.h); false for one with
+ * a line break or a control character, which the form cannot mean. */
 static bool put_subject(struct evbuffer *m, const char *s)
 {
-    size_t n = strlen(s);
-    bool plain = true;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        if (ch == '\r' || ch == '\n' || ch == 0x7f || (ch < 0x20 && ch != '\t'))
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        if (*p == 0x7f || (*p < 0x20 && *p != '\t'))
             return false;
-        plain = plain && ch < 0x80;
-    }
-    if (plain) {
-        evbuffer_add(m, s, n);
-        return true;
-    }
-    for (size_t i = 0; i < n;) {
-        size_t take = n - i < 45 ? n - i : 45;
-        while (take > 1 && i + take < n && ((unsigned char)s[i + take] & 0xc0) == 0x80)
-            take--;
-        unsigned char out[64];
-        int len = EVP_EncodeBlock(out, (const unsigned char *)s + i, (int)take);
-        evbuffer_add_printf(m, "%s=?utf-8?b?%.*s?=", i ? "\r\n " : "", len, (const char *)out);
-        i += take;
-    }
+    char *t = af_mime_header_text(s);
+    evbuffer_add(m, t, strlen(t));
+    free(t);
     return true;
 }
 

@@ -27,6 +27,7 @@
 #include <time.h>
 
 #include "apiserver/services/mail.h"
+#include "common/mimeword.h"
 #include "common/xalloc.h"
 
 /* A growing buffer. */
@@ -147,47 +148,20 @@ static void put_qp(struct mbuf *b, const char *s)
         put(b, "\r\n", 2);
 }
 
-/* Whether unstructured header text can go as it is. */
-static bool header_safe(const char *s)
-{
-    if (strlen(s) > 900 || strstr(s, "=?"))
-        return false;
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
-        if (*p >= 0x7f || (*p < 0x20 && *p != '\t'))
-            return false;
-    return true;
-}
-
-/* RFC 2047 encoded-words for n bytes of UTF-8, each of whole characters
- * and at most 75 characters long, folded onto lines of their own. */
+/* RFC 2047 encoded-words for n bytes of UTF-8 (common/mimeword.h). */
 static void put_encoded_words(struct mbuf *b, const char *s, size_t n)
 {
-    size_t i = 0;
-    bool first = true;
-    do {
-        size_t take = n - i < 45 ? n - i : 45; /* 45 bytes: 60 of base64, a 72-byte word */
-        /* Back to the start of a character, unless that leaves nothing. */
-        while (take > 0 && i + take < n && ((unsigned char)s[i + take] & 0xc0) == 0x80)
-            take--;
-        if (take == 0)
-            take = n - i < 45 ? n - i : 45;
-        if (!first)
-            put(b, "\r\n ", 3);
-        put(b, "=?utf-8?b?", 10);
-        put_base64(b, (const uint8_t *)s + i, take);
-        put(b, "?=", 2);
-        i += take;
-        first = false;
-    } while (i < n);
+    char *w = af_mime_encoded_words(s, n);
+    puts_(b, w);
+    free(w);
 }
 
 /* Unstructured header text (Subject, an extra header's value). */
 static void put_text(struct mbuf *b, const char *s)
 {
-    if (header_safe(s))
-        puts_(b, s);
-    else
-        put_encoded_words(b, s, strlen(s));
+    char *t = af_mime_header_text(s);
+    puts_(b, t);
+    free(t);
 }
 
 /* ---- addresses ------------------------------------------------------------ */
