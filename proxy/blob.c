@@ -25,6 +25,7 @@
 #include "proxy/exchange.h"
 #include "proxy/multipart.h"
 #include "proxy/server.h"
+#include "proxy/static.h"
 
 /* Form fields (everything but file data) kept for the forwarded body. */
 #define MAX_FIELD_BYTES (1024 * 1024)
@@ -604,44 +605,19 @@ void af_blob_serve_begin(struct af_exchange *ex)
 }
 
 /*
- * A Range value against a blob of size bytes, as dev_appserver reads it:
- * "bytes=S-E", "bytes=S-" or "bytes=-N", one range only. Returns 1 with
- * [*start, *end) when satisfiable, 0 when not (416).
+ * A Range value against a blob of size bytes: one range, read as static
+ * files read it (af_static_range). Returns 1 with [*start, *end) when it
+ * is satisfiable, else 0: unlike a static file, whose malformed or
+ * multiple ranges are ignored, a blob answers anything but one
+ * satisfiable range with 416, as dev_appserver does.
  */
 static int parse_range(const char *v, int64_t size, int64_t *start, int64_t *end)
 {
-    while (*v == ' ')
-        v++;
-    if (strncasecmp(v, "bytes=", 6) != 0 || strchr(v, ','))
+    int64_t len = 0;
+    *start = *end = 0;
+    if (af_static_range(v, size, start, &len) != AF_RANGE_OK)
         return 0;
-    v += 6;
-    while (*v == ' ')
-        v++;
-    char *e;
-    if (*v == '-') {
-        errno = 0;
-        long long n = strtoll(v + 1, &e, 10);
-        if (e == v + 1 || *e || errno || n <= 0)
-            return 0;
-        *start = n >= size ? 0 : size - n;
-        *end = size;
-        return size > 0;
-    }
-    errno = 0;
-    long long s = strtoll(v, &e, 10);
-    if (e == v || *e != '-' || errno || s < 0)
-        return 0;
-    v = e + 1;
-    long long en = size - 1;
-    if (*v) {
-        en = strtoll(v, &e, 10);
-        if (e == v || *e || errno || en < s)
-            return 0;
-    }
-    if (s >= size)
-        return 0;
-    *start = s;
-    *end = en + 1 < size ? en + 1 : size;
+    *end = *start + len;
     return 1;
 }
 
