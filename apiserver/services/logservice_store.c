@@ -264,6 +264,25 @@ int af_logstore_begin(struct af_logstore *s)
     return 0;
 }
 
+/* Runs a bound insert of the open transaction and counts its row in
+ * *count; a failure marks the transaction failed. */
+static int put_row(struct af_logstore *s, sqlite3_stmt *st, uint64_t seq, size_t *count,
+                   const char *what)
+{
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (rc != SQLITE_DONE) {
+        write_failed(s, what);
+        s->tx_failed = true;
+        return -1;
+    }
+    (*count)++;
+    if (seq > s->max_seq)
+        s->max_seq = seq;
+    return 0;
+}
+
 int af_logstore_put_record(struct af_logstore *s, uint64_t seq, const struct af_reqlog_head *h,
                            const char *const str[AF_RQ_N], const char *module,
                            const char *version, const char *method)
@@ -285,18 +304,7 @@ int af_logstore_put_record(struct af_logstore *s, uint64_t seq, const struct af_
     for (int i = 0; i < AF_RQ_N; i++)
         /* A zero-length BLOB, not NULL: the columns are NOT NULL. */
         sqlite3_bind_blob(st, 13 + i, h->len[i] ? str[i] : "", h->len[i], SQLITE_STATIC);
-    int rc = sqlite3_step(st);
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
-    if (rc != SQLITE_DONE) {
-        write_failed(s, "adding a request record");
-        s->tx_failed = true;
-        return -1;
-    }
-    s->tx_records++;
-    if (seq > s->max_seq)
-        s->max_seq = seq;
-    return 0;
+    return put_row(s, st, seq, &s->tx_records, "adding a request record");
 }
 
 int af_logstore_put_line(struct af_logstore *s, uint64_t seq, const char *request_id,
@@ -308,18 +316,7 @@ int af_logstore_put_line(struct af_logstore *s, uint64_t seq, const char *reques
     sqlite3_bind_int64(st, 3, time_usec);
     sqlite3_bind_int(st, 4, level);
     sqlite3_bind_text(st, 5, message, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(st);
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
-    if (rc != SQLITE_DONE) {
-        write_failed(s, "adding an app log line");
-        s->tx_failed = true;
-        return -1;
-    }
-    s->tx_lines++;
-    if (seq > s->max_seq)
-        s->max_seq = seq;
-    return 0;
+    return put_row(s, st, seq, &s->tx_lines, "adding an app log line");
 }
 
 /* Deletes every row of table but the newest keep (by seq). Not prepared:
