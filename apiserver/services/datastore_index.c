@@ -446,7 +446,9 @@ static bool plain_ok(const char *s)
 }
 
 /* Appends s to *out as a YAML scalar: plain when that is safe, else
- * double-quoted with \", \\ and \xNN for control characters. */
+ * double-quoted with \", \\ and \xNN for control characters, and \N, \L,
+ * \P for the three Unicode line breaks YAML folds inside quotes (NEL, LINE
+ * and PARAGRAPH SEPARATOR), which would read back as a space. */
 static void put_scalar(char **out, size_t *len, size_t *cap, const char *s)
 {
     size_t need = *len + 4 * strlen(s) + 3;
@@ -468,6 +470,14 @@ static void put_scalar(char **out, size_t *len, size_t *cap, const char *s)
             *o++ = (char)*p;
         } else if (*p < 0x20 || *p == 0x7f) {
             o += sprintf(o, "\\x%02x", *p);
+        } else if (p[0] == 0xc2 && p[1] == 0x85) {
+            memcpy(o, "\\N", 2);
+            o += 2;
+            p++;
+        } else if (p[0] == 0xe2 && p[1] == 0x80 && (p[2] == 0xa8 || p[2] == 0xa9)) {
+            memcpy(o, p[2] == 0xa8 ? "\\L" : "\\P", 2);
+            o += 2;
+            p += 2;
         } else {
             *o++ = (char)*p;
         }

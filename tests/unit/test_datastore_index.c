@@ -397,6 +397,21 @@ static void test_index_yaml_text(void **unused)
     af_index_yaml_free(back);
     free(doc);
     free(y);
+    /* YAML's Unicode line breaks (NEL, LINE and PARAGRAPH SEPARATOR) are
+     * escaped: raw, inside quotes, they read back as spaces. */
+    free(ix.props[1].name);
+    ix.props[1].name = strdup("a\xc2\x85" "b\xe2\x80\xa8" "c\xe2\x80\xa9" "d\xc3\xa9");
+    y = af_ds_index_yaml(&ix);
+    assert_non_null(strstr(y, "  - name: \"a\\Nb\\Lc\\Pd\xc3\xa9\"\n"));
+    doc = malloc(strlen(y) + 16);
+    sprintf(doc, "indexes:\n%s", y);
+    back = NULL;
+    assert_int_equal(af_index_yaml_parse("index.yaml", doc, strlen(doc), &back, err, sizeof(err)),
+                     0);
+    assert_true(af_ds_index_equal(&back->indexes[0], &ix));
+    af_index_yaml_free(back);
+    free(doc);
+    free(y);
     af_ds_index_release(&ix);
 }
 
